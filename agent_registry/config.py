@@ -1,0 +1,87 @@
+"""``AgentConfig``: one named agent, as written in a task or agents file."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from llm_abstractions import GenerationOptions, LlmConfig, register_secret
+
+__all__ = ["AgentConfig", "AgentLimits", "RetrySettings"]
+
+
+class RetrySettings(BaseModel):
+    """How an agent's failed calls are retried (tasks may override ``retries``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    retries: int | None = Field(default=None, ge=0)
+    """Retries after the first attempt; ``None`` uses the project default."""
+    initial_backoff_s: float = Field(default=0.5, ge=0)
+    """Upper bound of the first jittered backoff."""
+    max_backoff_s: float = Field(default=30.0, ge=0)
+    """Upper bound of any single backoff."""
+    deadline_s: float | None = Field(default=None, gt=0)
+    """Give up retrying once this much time has passed since the first attempt."""
+
+
+class AgentLimits(BaseModel):
+    """Limits on an agent's calls, shared by every task of a run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_concurrent: int | None = Field(default=None, gt=0)
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+
+
+class AgentConfig(BaseModel):
+    """A named agent: which provider and model, credentials, defaults and limits.
+
+    Keys not listed here are provider-specific settings (``latency_ms`` for
+    ``offline``, ``preset`` for ``openai_compatible``...), checked by the provider.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+    name: str
+    agent_type: str = Field(alias="type")
+    """Provider key, an :class:`~agent_registry.AgentType` value or a third-party key."""
+    model: str | None = None
+    api_key: SecretStr | None = None
+    """Optional: falls back to the provider's standard environment variable."""
+    base_url: str | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+    """Per-call timeout."""
+    options: GenerationOptions = GenerationOptions()
+    """Default generation options for every task of this agent."""
+    retry: RetrySettings = RetrySettings()
+    fallbacks: list[str] = []
+    """Names of agents tried in order when this one fails for good."""
+    limits: AgentLimits = AgentLimits()
+
+    @field_validator("api_key")
+    @classmethod
+    def _remember_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            register_secret(value.get_secret_value())
+        return value
+
+    @property
+    def provider_settings(self) -> dict[str, Any]:
+        """The provider-specific keys."""
+        return dict(self.model_extra or {})
+
+    def llm_config(self) -> LlmConfig:
+        """The provider-facing part of this config."""
+        return LlmConfig(
+            name=self.name,
+            provider=self.agent_type,
+            model=self.model,
+            api_key=self.api_key,
+            base_url=self.base_url,
+            timeout_s=self.timeout_s,
+            options=self.options,
+            settings=self.provider_settings,
+        )

@@ -1,0 +1,51 @@
+"""How to talk to a model: messages, ``BaseLlm``, typed errors and the provider factory."""
+
+from llm_abstractions.base import BaseLlm, NoSettings
+from llm_abstractions.config import LlmConfig
+from llm_abstractions.errors import (
+    AuthenticationError,
+    ContentFilteredError,
+    ContextLengthExceededError,
+    InvalidRequestError,
+    LlmConnectionError,
+    LlmError,
+    LlmTimeoutError,
+    ProviderUnavailableError,
+    RateLimitedError,
+)
+from llm_abstractions.factory import (
+    UnknownProviderError,
+    create_llm,
+    get_llm_class,
+    known_providers,
+    register_llm,
+)
+from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, Message, Usage
+from llm_abstractions.redaction import redact, register_secret
+
+__all__ = [
+    "AuthenticationError",
+    "BaseLlm",
+    "ContentFilteredError",
+    "ContextLengthExceededError",
+    "GenerationOptions",
+    "InvalidRequestError",
+    "LlmChunk",
+    "LlmConfig",
+    "LlmConnectionError",
+    "LlmError",
+    "LlmResponse",
+    "LlmTimeoutError",
+    "Message",
+    "NoSettings",
+    "ProviderUnavailableError",
+    "RateLimitedError",
+    "UnknownProviderError",
+    "Usage",
+    "create_llm",
+    "get_llm_class",
+    "known_providers",
+    "redact",
+    "register_llm",
+    "register_secret",
+]

@@ -1,0 +1,90 @@
+"""``BaseLlm``: the one interface every provider implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel
+
+from llm_abstractions.config import LlmConfig
+from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, Message
+
+__all__ = ["BaseLlm", "NoSettings"]
+
+
+class NoSettings(BaseModel, extra="forbid"):
+    """Settings model of a provider that takes no provider-specific keys."""
+
+
+class BaseLlm(ABC):
+    """An async model client. One instance serves many concurrent calls.
+
+    Subclasses implement :meth:`_generate` and may implement :meth:`_stream`;
+    the public methods merge per-call options over the configured defaults.
+    """
+
+    provider: ClassVar[str]
+    """The provider key this class is registered under."""
+    settings_model: ClassVar[type[BaseModel]] = NoSettings
+    """Validates ``LlmConfig.settings`` for this provider."""
+
+    def __init__(self, config: LlmConfig) -> None:
+        self.config = config
+        self.settings = self.settings_model.model_validate(config.settings)
+
+    @classmethod
+    def check_config(cls, config: LlmConfig) -> list[str]:
+        """Problems that would make calls fail (missing key, missing runtime...), before any run."""
+        cls.settings_model.model_validate(config.settings)
+        return []
+
+    @property
+    def model_name(self) -> str | None:
+        return self.config.model
+
+    def resolve_options(self, overrides: dict[str, Any]) -> GenerationOptions:
+        """The configured defaults with ``overrides`` (keyword options of one call) applied."""
+        if not overrides:
+            return self.config.options
+        return self.config.options.merged(GenerationOptions.model_validate(overrides))
+
+    async def generate_content_async(self, messages: Sequence[Message], **options: Any) -> LlmResponse:
+        """Generate a complete answer."""
+        return await self._generate(messages, self.resolve_options(options))
+
+    async def stream_content_async(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[LlmChunk]:
+        """Stream the answer as chunks."""
+        async for chunk in self._stream(messages, self.resolve_options(options)):
+            yield chunk
+
+    @abstractmethod
+    async def _generate(self, messages: Sequence[Message], options: GenerationOptions) -> LlmResponse:
+        """Provider call for a complete answer."""
+
+    async def _stream(self, messages: Sequence[Message], options: GenerationOptions) -> AsyncIterator[LlmChunk]:
+        """Provider stream; by default one chunk holding the whole answer."""
+        response = await self._generate(messages, options)
+        yield LlmChunk(
+            text=response.text,
+            finish_reason=response.finish_reason,
+            usage=response.usage,
+            model=response.model,
+        )
+
+    async def aclose(self) -> None:
+        """Release connections and memory held by this client."""
+        return None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

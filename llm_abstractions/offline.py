@@ -1,0 +1,104 @@
+"""``OfflineLlm``: a deterministic, network-free provider for trying, testing and benchmarking.
+
+It is not a model. By default it answers with the prompt it received, so data flow
+through a DAG is visible; ``response`` sets a fixed text or a template over
+``prompt``, ``system`` and ``model``. ``latency_ms`` simulates latency: a number is
+fixed, a ``[low, high]`` pair is a uniform range seeded by ``seed`` and the prompt.
+Token usage is a word count.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Annotated
+
+import anyio
+import anyio.lowlevel
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from llm_abstractions.base import BaseLlm
+from llm_abstractions.errors import InvalidRequestError
+from llm_abstractions.messages import GenerationOptions, LlmResponse, Message, Usage
+
+__all__ = ["OfflineLlm", "OfflineSettings"]
+
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+class OfflineSettings(BaseModel):
+    """Keys an ``offline`` agent accepts besides the common ones."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    latency_ms: NonNegative | tuple[NonNegative, NonNegative] = 0.0
+    """Simulated latency: a fixed number of milliseconds or a ``[low, high]`` range."""
+    seed: int = 0
+    """Seed of the latency range."""
+    response: str | None = None
+    """Fixed answer, or a template over ``prompt``, ``system`` and ``model``."""
+    fail_if_contains: str | None = None
+    """Fail (``invalid_request``) when the prompt contains this text: for trying failure paths."""
+
+    @model_validator(mode="after")
+    def _ordered_range(self) -> OfflineSettings:
+        if isinstance(self.latency_ms, tuple) and self.latency_ms[0] > self.latency_ms[1]:
+            raise ValueError("latency_ms range must be [low, high] with low <= high")
+        return self
+
+
+def _word_count(text: str) -> int:
+    return len(text.split())
+
+
+class OfflineLlm(BaseLlm):
+    """Deterministic stand-in model: echoes (or templates) its prompt after a simulated latency."""
+
+    provider = "offline"
+    settings_model = OfflineSettings
+    settings: OfflineSettings
+
+    def _latency_s(self, prompt: str) -> float:
+        latency = self.settings.latency_ms
+        if isinstance(latency, tuple):
+            low, high = latency
+            return random.Random(f"{self.settings.seed}:{prompt}").uniform(low, high) / 1000.0
+        return latency / 1000.0
+
+    def _answer(self, prompt: str, system: str) -> str:
+        template = self.settings.response
+        if template is None:
+            return prompt
+        if "{" not in template:
+            return template
+        from jinja2.sandbox import SandboxedEnvironment
+
+        return SandboxedEnvironment().from_string(template).render(prompt=prompt, system=system, model=self.model_name)
+
+    async def _generate(self, messages: Sequence[Message], options: GenerationOptions) -> LlmResponse:
+        prompt = "\n\n".join(m.content for m in messages if m.role != "system")
+        system = "\n\n".join(m.content for m in messages if m.role == "system")
+        marker = self.settings.fail_if_contains
+        if marker is not None and marker in prompt:
+            raise InvalidRequestError(f"offline agent refuses prompts containing {marker!r}", provider="offline")
+        delay = self._latency_s(prompt)
+        if delay > 0:
+            await anyio.sleep(delay)
+        else:
+            await anyio.lowlevel.checkpoint()
+        text = self._answer(prompt, system)
+        if options.max_tokens is not None:
+            words = text.split(" ")
+            if len(words) > options.max_tokens:
+                text = " ".join(words[: options.max_tokens])
+        return LlmResponse(
+            text=text,
+            provider="offline",
+            model=self.model_name or "offline",
+            finish_reason="stop",
+            usage=Usage(
+                input_tokens=_word_count(prompt) + _word_count(system),
+                output_tokens=_word_count(text),
+            ),
+            latency_s=delay,
+        )

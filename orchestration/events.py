@@ -1,0 +1,76 @@
+"""Lifecycle events of a run: a callback hook and async streams."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from orchestration.models import ExecutionResult
+
+__all__ = ["EventBus", "EventKind", "RunEvent"]
+
+
+class EventKind(StrEnum):
+    RUN_STARTED = "run_started"
+    TASK_STARTED = "task_started"
+    TASK_SUCCEEDED = "task_succeeded"
+    TASK_FAILED = "task_failed"
+    TASK_SKIPPED = "task_skipped"
+    TASK_CANCELLED = "task_cancelled"
+    RUN_FINISHED = "run_finished"
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent:
+    """Something that happened in a run; ``result`` is set on a task's final event."""
+
+    kind: EventKind
+    run_id: str
+    task_id: str | None = None
+    agent: str | None = None
+    result: ExecutionResult | None = None
+    timestamp: float = field(default_factory=time.time)
+
+
+EventCallback = Callable[[RunEvent], None]
+
+
+class EventBus:
+    """Fans events out to callbacks and subscribed streams. Emitting with neither costs one check."""
+
+    def __init__(self) -> None:
+        self._callbacks: list[EventCallback] = []
+        self._streams: list[MemoryObjectSendStream[RunEvent]] = []
+
+    @property
+    def active(self) -> bool:
+        return bool(self._callbacks or self._streams)
+
+    def add_callback(self, callback: EventCallback) -> None:
+        """Call ``callback`` synchronously for every event; it must not block."""
+        self._callbacks.append(callback)
+
+    def subscribe(self) -> MemoryObjectReceiveStream[RunEvent]:
+        """A stream of every event from now on; it ends when the run finishes."""
+        send, receive = anyio.create_memory_object_stream[RunEvent](math.inf)
+        self._streams.append(send)
+        return receive
+
+    def emit(self, event: RunEvent) -> None:
+        for callback in self._callbacks:
+            callback(event)
+        for stream in self._streams:
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                stream.send_nowait(event)  # a subscriber that went away must not stop the run
+
+    def close_streams(self) -> None:
+        for stream in self._streams:
+            stream.close()
+        self._streams.clear()

@@ -1,0 +1,65 @@
+"""Load a project task file (YAML, TOML or JSON) into a :class:`ProjectSpec`.
+
+Pydantic locations such as ``tasks.2.depends_on`` are translated to the task's id
+and the field, with the line where the format gives one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from agent_registry import FileFormatError, StructuredFile, read_structured_file
+from orchestration.issues import ProjectValidationError, ValidationIssue
+from orchestration.models import ProjectSpec
+
+__all__ = ["load_project_file", "spec_issues"]
+
+
+def _task_name(data: Any, index: int) -> str:
+    tasks = data.get("tasks") if isinstance(data, Mapping) else None
+    if isinstance(tasks, list) and index < len(tasks):
+        entry = tasks[index]
+        if isinstance(entry, Mapping) and isinstance(entry.get("id"), str | int):
+            return str(entry["id"])
+    return f"#{index + 1}"
+
+
+def spec_issues(exc: ValidationError, data: Any, source: StructuredFile | None) -> list[ValidationIssue]:
+    """Translate pydantic errors about a project mapping into validation issues."""
+    issues = []
+    file = source.path if source else None
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        line = source.line_of(loc) if source else None
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        if len(loc) >= 2 and loc[0] == "tasks" and isinstance(loc[1], int):
+            field = ".".join(str(p) for p in loc[2:]) or None
+            issues.append(ValidationIssue(message, file, task=_task_name(data, loc[1]), field=field, line=line))
+        else:
+            field = ".".join(str(p) for p in loc) or None
+            issues.append(ValidationIssue(message, file, field=field, line=line))
+    return issues
+
+
+def load_project_file(path: Path) -> tuple[ProjectSpec, StructuredFile]:
+    """Parse and validate the schema of a task file; raise :class:`ProjectValidationError`."""
+    try:
+        source = read_structured_file(path)
+    except FileFormatError as exc:
+        raise ProjectValidationError([ValidationIssue(exc.reason, path, line=exc.line)]) from None
+    data = source.data
+    if not isinstance(data, Mapping):
+        raise ProjectValidationError([ValidationIssue("a project file must be a mapping with a 'tasks' list", path)])
+    try:
+        spec = ProjectSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ProjectValidationError(spec_issues(exc, data, source)) from None
+    except RecursionError:
+        raise ProjectValidationError([ValidationIssue("nested too deeply", path)]) from None
+    return spec, source

@@ -1,0 +1,146 @@
+"""Task, result and project-file models: the public contracts of the engine."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+from llm_abstractions import GenerationOptions, Usage
+
+__all__ = [
+    "TASK_ID_PATTERN",
+    "AgentTask",
+    "ErrorInfo",
+    "ExecutionResult",
+    "ExecutionStatus",
+    "OutputFormat",
+    "ProjectDefaults",
+    "ProjectSpec",
+    "UtcDatetime",
+    "utc_now",
+]
+
+TASK_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$"
+
+
+def _iso_utc(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+UtcDatetime = Annotated[datetime, PlainSerializer(_iso_utc, return_type=str)]
+"""A datetime written as ISO 8601 in UTC with six fractional digits."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class OutputFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class ExecutionStatus(StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    SUCCESS = "success"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    """An upstream task did not succeed."""
+    CANCELLED = "cancelled"
+
+
+class AgentTask(BaseModel):
+    """One unit of work: a prompt for an agent, run once its dependencies have succeeded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=TASK_ID_PATTERN)
+    description: str
+    """The prompt: a template over ``inputs`` and ``tasks.<ancestor>.output``."""
+    agent: str | None = None
+    """The agent's name; ``None`` uses the project's default agent."""
+    depends_on: list[str] = []
+    system_prompt: str | None = None
+    """Optional system prompt, also a template."""
+    options: GenerationOptions = GenerationOptions()
+    """Generation-option overrides over the agent's defaults."""
+    output_format: OutputFormat = OutputFormat.TEXT
+    output_schema: dict[str, Any] | None = None
+    """JSON Schema the output must match (with ``output_format: json``)."""
+    timeout_s: float | None = Field(default=None, gt=0)
+    """Limit on the whole task, retries included."""
+    retries: int | None = Field(default=None, ge=0)
+    """Retries after the first attempt; ``None`` uses the agent's or the project's default."""
+    metadata: dict[str, Any] = {}
+
+
+class ErrorInfo(BaseModel):
+    """Why a task did not succeed: a stable snake_case ``type`` and a message."""
+
+    type: str
+    message: str
+
+
+class ExecutionResult(BaseModel):
+    """The final record of one task. Field names are a stable contract: add, never rename."""
+
+    task_id: str
+    status: ExecutionStatus
+    output: str | None = None
+    """The answer; for json tasks the JSON text."""
+    error: ErrorInfo | None = None
+    agent: str | None = None
+    """The agent that answered (or last tried)."""
+    provider: str | None = None
+    model: str | None = None
+    attempts: int = 0
+    """Model calls made for this task, each one request."""
+    started_at: UtcDatetime | None = None
+    """When the task took its concurrency slot."""
+    completed_at: UtcDatetime | None = None
+    duration_s: float | None = None
+    usage: Usage | None = None
+    cost_usd: float | None = None
+    time_to_first_token_s: float | None = None
+    parsed: Any = Field(default=None, exclude=True)
+    """For json tasks the parsed value (not serialized: ``output`` holds its text)."""
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status is ExecutionStatus.SUCCESS
+
+
+class ProjectDefaults(BaseModel):
+    """Project-wide defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agent: str | None = None
+    """Agent of tasks that name none (``offline`` when unset)."""
+    max_concurrency: int = Field(default=16, gt=0)
+    """Tasks running at once."""
+    timeout_s: float | None = Field(default=None, gt=0)
+    """Default per-task timeout."""
+    retries: int = Field(default=3, ge=0)
+    """Default retries after the first attempt."""
+    fail_fast: bool = False
+    """Cancel everything running once a task fails."""
+
+
+class ProjectSpec(BaseModel):
+    """A project task file: YAML, TOML or JSON with this schema."""
+
+    model_config = ConfigDict(extra="forbid", title="orchestrate project")
+
+    name: str = "project"
+    description: str | None = None
+    inputs: dict[str, Any] = {}
+    """Values templates read as ``inputs.<key>``; the CLI's ``--input`` overrides them."""
+    agents: dict[str, dict[str, Any]] = {}
+    """Agents of this project: name -> settings (``type``, ``model``, ...)."""
+    defaults: ProjectDefaults = ProjectDefaults()
+    tasks: list[AgentTask] = []

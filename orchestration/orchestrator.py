@@ -1,0 +1,275 @@
+"""``ProjectOrchestrator``: validate a project, then run its DAG of tasks."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from agent_registry import AgentRegistry
+from orchestration.events import EventBus, EventCallback, EventKind, RunEvent
+from orchestration.executor import TaskExecutor
+from orchestration.issues import ProjectValidationError
+from orchestration.loader import load_project_file, spec_issues
+from orchestration.models import (
+    AgentTask,
+    ErrorInfo,
+    ExecutionResult,
+    ExecutionStatus,
+    ProjectSpec,
+    utc_now,
+)
+from orchestration.project import Project, compile_project
+from orchestration.scheduler import DagScheduler
+
+__all__ = ["ProjectOrchestrator", "new_run_id"]
+
+_FINAL_EVENT = {
+    ExecutionStatus.SUCCESS: EventKind.TASK_SUCCEEDED,
+    ExecutionStatus.FAILED: EventKind.TASK_FAILED,
+    ExecutionStatus.SKIPPED: EventKind.TASK_SKIPPED,
+    ExecutionStatus.CANCELLED: EventKind.TASK_CANCELLED,
+}
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC time plus random suffix."""
+    return f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+class ProjectOrchestrator:
+    """Schedules a project's tasks onto a :class:`TaskExecutor`.
+
+    Build it from a file (:meth:`from_file`) or from a :class:`ProjectSpec` and
+    :meth:`add_task` calls, then ``await run()``. Results stay available in
+    :attr:`results`, also when the run fails or is cancelled.
+    """
+
+    def __init__(
+        self,
+        spec: ProjectSpec | None = None,
+        *,
+        registry: AgentRegistry | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        max_concurrency: int | None = None,
+        fail_fast: bool | None = None,
+        file: Path | None = None,
+    ) -> None:
+        self.spec = spec or ProjectSpec()
+        self.registry = registry or AgentRegistry.default()
+        self.inputs = dict(inputs or {})
+        self.max_concurrency = max_concurrency
+        self.fail_fast = fail_fast
+        self.file = file
+        self._source: Any = None
+        self._project: Project | None = None
+        self.events = EventBus()
+        self.results: dict[str, ExecutionResult] = {}
+        self.run_id: str | None = None
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | Path,
+        *,
+        registry: AgentRegistry | None = None,
+        agents_file: Path | None = None,
+        **kwargs: Any,
+    ) -> ProjectOrchestrator:
+        """Load a task file; raise :class:`ProjectValidationError` if it does not parse."""
+        path = Path(path)
+        spec, source = load_project_file(path)
+        orchestrator = cls(spec, registry=registry or AgentRegistry.default(agents_file), file=path, **kwargs)
+        orchestrator._source = source
+        return orchestrator
+
+    def add_task(self, task: AgentTask | Mapping[str, Any]) -> AgentTask:
+        """Append a task (an ``AgentTask`` or its fields); validated with the rest by :meth:`validate`."""
+        if not isinstance(task, AgentTask):
+            from pydantic import ValidationError
+
+            try:
+                task = AgentTask.model_validate(task)
+            except ValidationError as exc:
+                data = {"tasks": [*[t.model_dump() for t in self.spec.tasks], dict(task)]}
+                bad = exc.errors(include_url=False)
+                for err in bad:
+                    err["loc"] = ("tasks", len(self.spec.tasks), *err["loc"])
+                from pydantic_core import ValidationError as CoreValidationError
+
+                raise ProjectValidationError(
+                    spec_issues(CoreValidationError.from_exception_data(exc.title, bad), data, None)  # type: ignore[arg-type]
+                ) from None
+        self.spec = self.spec.model_copy(update={"tasks": [*self.spec.tasks, task]})
+        self._project = None
+        return task
+
+    def on_event(self, callback: EventCallback) -> None:
+        """Call ``callback(event)`` for every lifecycle event (synchronously; keep it quick)."""
+        self.events.add_callback(callback)
+
+    def validate(self) -> Project:
+        """Check everything that can be checked before running; raise :class:`ProjectValidationError`."""
+        if self._project is None:
+            self._project = compile_project(self.spec, self.registry, inputs=self.inputs, source=self._source)
+        return self._project
+
+    def _emit(
+        self,
+        kind: EventKind,
+        task_id: str | None = None,
+        agent: str | None = None,
+        result: ExecutionResult | None = None,
+    ) -> None:
+        if self.events.active:
+            assert self.run_id is not None
+            self.events.emit(RunEvent(kind, self.run_id, task_id, agent, result))
+
+    def _record(self, result: ExecutionResult) -> None:
+        self.results[result.task_id] = result
+        if self.events.active:
+            self._emit(_FINAL_EVENT[result.status], result.task_id, result.agent, result)
+
+    async def run(self, *, run_id: str | None = None) -> dict[str, ExecutionResult]:
+        """Run every task; return results by task id, in the project's task order."""
+        project = self.validate()
+        self.run_id = run_id or new_run_id()
+        self.results = {}
+        executor = TaskExecutor(self.registry)
+        defaults = project.spec.defaults
+        fail_fast = defaults.fail_fast if self.fail_fast is None else self.fail_fast
+        agent_names = sorted({t.agent for t in project.tasks})
+        agent_index = {name: i for i, name in enumerate(agent_names)}
+        scheduler = DagScheduler(
+            [t.children for t in project.tasks],
+            _upward_ranks(project),
+            self.max_concurrency or defaults.max_concurrency,
+            groups=[agent_index[t.agent] for t in project.tasks],
+            group_limits=[self.registry.get(name).limits.max_concurrent for name in agent_names],
+        )
+        inputs = project.inputs
+        results = self.results
+        tasks = project.tasks
+
+        async def execute(index: int) -> bool:
+            task = tasks[index]
+            self._emit(EventKind.TASK_STARTED, task.id, task.agent)
+            started_at = utc_now()
+            try:
+                result = await executor.execute(task, inputs, results)
+            except anyio.get_cancelled_exc_class():
+                self._record(_cancelled(task.id, task.agent, started_at))
+                raise
+            self._record(result)
+            return result.status is ExecutionStatus.SUCCESS
+
+        def on_skip(index: int, cause: int) -> None:
+            self._record(
+                ExecutionResult(
+                    task_id=tasks[index].id,
+                    status=ExecutionStatus.SKIPPED,
+                    agent=tasks[index].agent,
+                    completed_at=utc_now(),
+                    error=ErrorInfo(type="upstream_failed", message=f"dependency '{tasks[cause].id}' did not succeed"),
+                )
+            )
+
+        self._emit(EventKind.RUN_STARTED)
+        try:
+            await scheduler.run(execute, on_skip=on_skip, fail_fast=fail_fast)
+        finally:
+            for task in tasks:
+                if task.id not in results:
+                    results[task.id] = _cancelled(task.id, task.agent, None)
+            await executor.aclose()
+            self._emit(EventKind.RUN_FINISHED)
+            self.events.close_streams()
+        self.results = {t.id: results[t.id] for t in tasks}
+        return self.results
+
+    async def execute_task(self, task_id: str) -> ExecutionResult:
+        """Run one task now, reading upstream outputs from :attr:`results`.
+
+        Its dependencies must have succeeded already (in an earlier :meth:`run` or call).
+        """
+        project = self.validate()
+        task = project.task(task_id)
+        missing = [
+            project.tasks[p].id
+            for p in task.parents
+            if not (r := self.results.get(project.tasks[p].id)) or not r.succeeded
+        ]
+        if missing:
+            raise ValueError(f"task '{task_id}' depends on tasks that have not succeeded: {', '.join(missing)}")
+        self.run_id = self.run_id or new_run_id()
+        executor = TaskExecutor(self.registry)
+        try:
+            result = await executor.execute(task, project.inputs, self.results)
+        finally:
+            await executor.aclose()
+        self._record(result)
+        return result
+
+    def run_sync(self, **kwargs: Any) -> dict[str, ExecutionResult]:
+        """Blocking :meth:`run`; works even where an event loop is already running (a notebook)."""
+        try:
+            import asyncio
+
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return anyio.run(lambda: self.run(**kwargs))
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = anyio.run(lambda: self.run(**kwargs))
+            except BaseException as exc:  # handed to the calling thread
+                box["error"] = exc
+
+        thread = threading.Thread(target=target, name="orchestrate-run")
+        thread.start()
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        result: dict[str, ExecutionResult] = box["value"]
+        return result
+
+
+def _cancelled(task_id: str, agent: str, started_at: datetime | None) -> ExecutionResult:
+    return ExecutionResult(
+        task_id=task_id,
+        status=ExecutionStatus.CANCELLED,
+        agent=agent,
+        started_at=started_at,
+        completed_at=utc_now(),
+        error=ErrorInfo(type="cancelled", message="the run was cancelled before this task finished"),
+    )
+
+
+def _upward_ranks(project: Project) -> list[float]:
+    """Longest path (in tasks) from each task to the end of the DAG: critical-path priority."""
+    tasks = project.tasks
+    order = _topological_order(project)
+    rank = [1.0] * len(tasks)
+    for index in reversed(order):
+        children = tasks[index].children
+        if children:
+            rank[index] = 1.0 + max(rank[c] for c in children)
+    return rank
+
+
+def _topological_order(project: Project) -> list[int]:
+    tasks = project.tasks
+    indegree = [len(t.parents) for t in tasks]
+    order = [t.index for t in tasks if not t.parents]
+    for node in order:  # grows while iterating: Kahn's algorithm
+        for child in tasks[node].children:
+            indegree[child] -= 1
+            if indegree[child] == 0:
+                order.append(child)
+    return order
