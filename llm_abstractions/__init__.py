@@ -22,6 +22,7 @@ from llm_abstractions.factory import (
 )
 from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, Message, Usage
 from llm_abstractions.redaction import redact, register_secret
+from llm_abstractions.streaming import StreamingLlm, collect_stream
 
 __all__ = [
     "AuthenticationError",
@@ -40,8 +41,10 @@ __all__ = [
     "NoSettings",
     "ProviderUnavailableError",
     "RateLimitedError",
+    "StreamingLlm",
     "UnknownProviderError",
     "Usage",
+    "collect_stream",
     "create_llm",
     "get_llm_class",
     "known_providers",
