@@ -3,7 +3,8 @@
 It is not a model. By default it answers with the prompt it received, so data flow
 through a DAG is visible; ``response`` sets a fixed text or a template over
 ``prompt``, ``system`` and ``model``. ``latency_ms`` simulates latency: a number is
-fixed, a ``[low, high]`` pair is a uniform range seeded by ``seed`` and the prompt.
+fixed, a ``[low, high]`` pair is a uniform range seeded by ``seed`` and the prompt;
+``latency_by_prompt_ms`` gives single prompts their own latency (replaying recorded durations).
 Token usage is a word count.
 """
 
@@ -33,6 +34,8 @@ class OfflineSettings(BaseModel):
 
     latency_ms: NonNegative | tuple[NonNegative, NonNegative] = 0.0
     """Simulated latency: a fixed number of milliseconds or a ``[low, high]`` range."""
+    latency_by_prompt_ms: dict[str, NonNegative] = {}
+    """Latency of an exact prompt, overriding ``latency_ms``: replays a trace of task durations."""
     seed: int = 0
     """Seed of the latency range."""
     response: str | None = None
@@ -59,6 +62,9 @@ class OfflineLlm(BaseLlm):
     settings: OfflineSettings
 
     def _latency_s(self, prompt: str) -> float:
+        by_prompt = self.settings.latency_by_prompt_ms
+        if by_prompt and (ms := by_prompt.get(prompt)) is not None:
+            return ms / 1000.0
         latency = self.settings.latency_ms
         if isinstance(latency, tuple):
             low, high = latency

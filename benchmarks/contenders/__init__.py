@@ -1,0 +1,25 @@
+"""The contenders. Each module has ``execute(workload) -> Trace`` and is imported only in its own subprocess."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["CONTENDERS", "Trace"]
+
+CONTENDERS = {
+    "reference": "benchmarks.contenders.reference",
+    "gather": "benchmarks.contenders.gather_levels",
+    "langgraph": "benchmarks.contenders.langgraph_graph",
+    "engine": "benchmarks.contenders.engine",
+}
+"""Name -> module, in the order they run (and are shown)."""
+
+
+@dataclass
+class Trace:
+    """What one run did: setup and run wall times, and each task's start and end (any one clock)."""
+
+    setup_s: float
+    run_s: float
+    starts: list[float]
+    ends: list[float]
