@@ -55,7 +55,9 @@ async def test_upstream_outputs_flow_through_templates() -> None:
 async def test_model_output_with_template_syntax_is_inserted_as_text() -> None:
     spec = ProjectSpec.model_validate(
         {
-            "agents": {"fixed": {"type": "offline", "response": "{{ 7 * 6 }} {% raw %}{{ inputs.secret }}{% endraw %}"}},
+            "agents": {
+                "fixed": {"type": "offline", "response": "{{ 7 * 6 }} {% raw %}{{ inputs.secret }}{% endraw %}"}
+            },
             "inputs": {"secret": "s3cret"},
             "tasks": [
                 {"id": "a", "agent": "fixed", "description": "x"},
@@ -76,7 +78,9 @@ async def test_json_output_is_parsed_for_downstream_templates() -> None:
                 {"id": "plan", "agent": "js", "description": "plan", "output_format": "json"},
                 {
                     "id": "use",
-                    "description": "{% for i in tasks.plan.parsed['items'] %}<{{ i }}>{% endfor %} n={{ tasks.plan.parsed.n }}",
+                    "description": (
+                        "{% for i in tasks.plan.parsed['items'] %}<{{ i }}>{% endfor %} n={{ tasks.plan.parsed.n }}"
+                    ),
                     "depends_on": ["plan"],
                 },
             ],

@@ -58,8 +58,21 @@ def test_run_writes_the_results_contract(tmp_path: Path) -> None:
     assert set(document["results"]) == {"research", "outline", "side"}
     outline = document["results"]["outline"]
     assert outline["output"] == "Outline of Research dogs"
-    for key in ("task_id", "status", "output", "error", "agent", "provider", "model", "attempts",
-                "started_at", "completed_at", "duration_s", "usage", "cost_usd"):
+    for key in (
+        "task_id",
+        "status",
+        "output",
+        "error",
+        "agent",
+        "provider",
+        "model",
+        "attempts",
+        "started_at",
+        "completed_at",
+        "duration_s",
+        "usage",
+        "cost_usd",
+    ):
         assert key in outline
     assert outline["status"] == "success" and outline["error"] is None and outline["attempts"] == 1
     assert outline["usage"] == {"input_tokens": 4, "output_tokens": 4}
@@ -121,15 +134,20 @@ BAD_CASES = {
     "wrong_type": (
         "tasks:\n  - id: first\n    description: x\n  - id: second\n    description: y\n    depends_on: 5\n"
         "    retries: lots\n",
-        [":6: task 'second', field 'depends_on': Input should be a valid list",
-         ":7: task 'second', field 'retries': Input should be a valid integer"],
+        [
+            ":6: task 'second', field 'depends_on': Input should be a valid list",
+            ":7: task 'second', field 'retries': Input should be a valid integer",
+        ],
     ),
     "unknown_field": ("tasks:\n  - id: a\n    descripton: x\n", ["task 'a', field 'descripton': unknown field"]),
     "unknown_input": (
         "tasks:\n  - id: a\n    description: '{{ inputs.topic }}'\n",
         ["task 'a', field 'description': template uses input 'topic'"],
     ),
-    "template_syntax": ("tasks:\n  - id: a\n    description: '{{ oops'\n", ["task 'a', field 'description': template error"]),
+    "template_syntax": (
+        "tasks:\n  - id: a\n    description: '{{ oops'\n",
+        ["task 'a', field 'description': template error"],
+    ),
     "not_ancestor": (
         "tasks:\n  - {id: a, description: x}\n  - {id: b, description: '{{ tasks.a.output }}'}\n",
         ["task 'b', field 'description': template reads tasks.a: it is not an ancestor"],
@@ -177,7 +195,9 @@ def test_graph_formats(tmp_path: Path) -> None:
 
 
 def test_agents_list_never_prints_keys(tmp_path: Path) -> None:
-    agents = write(tmp_path, "agents.yaml", "agents:\n  mine: {type: offline, api_key: sk-abcdefghijklmnopqrstuvwxyz}\n")
+    agents = write(
+        tmp_path, "agents.yaml", "agents:\n  mine: {type: offline, api_key: sk-abcdefghijklmnopqrstuvwxyz}\n"
+    )
     code, output = invoke("agents", "list", "--agents", str(agents))
     assert code == 0 and "mine" in output and "offline" in output
     assert "abcdefghijkl" not in output
@@ -226,7 +246,10 @@ def test_interrupt_exits_130_and_keeps_finished_results(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "orchestration", "run", str(project), "--results", str(out)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stderr is not None

@@ -52,7 +52,10 @@ async def test_key_in_provider_error_is_redacted_from_results_and_logs() -> None
     register_llm("leaky", LeakyLlm)
     try:
         spec = ProjectSpec.model_validate(
-            {"agents": {"l": {"type": "leaky", "api_key": KEY}}, "tasks": [{"id": "a", "description": "x", "agent": "l"}]}
+            {
+                "agents": {"l": {"type": "leaky", "api_key": KEY}},
+                "tasks": [{"id": "a", "description": "x", "agent": "l"}],
+            }
         )
         orchestrator = ProjectOrchestrator(spec)
         buffer = io.StringIO()

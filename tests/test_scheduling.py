@@ -57,9 +57,7 @@ async def test_no_superstep_barrier(probe: Probe) -> None:
     """`b` (after fast `a`) must start while the unrelated slow sibling is still running."""
     slow_gate = probe.gate("slow")
     probe.gate("b").set()  # b runs straight through; started["b"] tells us when it began
-    orchestrator = probe_project(
-        [{"id": "a"}, {"id": "slow"}, {"id": "b", "depends_on": ["a"]}], max_concurrency=4
-    )
+    orchestrator = probe_project([{"id": "a"}, {"id": "slow"}, {"id": "b", "depends_on": ["a"]}], max_concurrency=4)
 
     async def release_slow_after_b_started() -> None:
         await probe.started["b"].wait()
