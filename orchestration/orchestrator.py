@@ -15,7 +15,7 @@ from agent_registry import AgentRegistry
 from orchestration.events import EventBus, EventCallback, EventKind, RunEvent
 from orchestration.executor import TaskExecutor
 from orchestration.issues import ProjectValidationError
-from orchestration.loader import load_project_file, spec_issues
+from orchestration.loader import load_project_file, task_issues
 from orchestration.models import (
     AgentTask,
     ErrorInfo,
@@ -96,15 +96,7 @@ class ProjectOrchestrator:
             try:
                 task = AgentTask.model_validate(task)
             except ValidationError as exc:
-                data = {"tasks": [*[t.model_dump() for t in self.spec.tasks], dict(task)]}
-                bad = exc.errors(include_url=False)
-                for err in bad:
-                    err["loc"] = ("tasks", len(self.spec.tasks), *err["loc"])
-                from pydantic_core import ValidationError as CoreValidationError
-
-                raise ProjectValidationError(
-                    spec_issues(CoreValidationError.from_exception_data(exc.title, bad), data, None)  # type: ignore[arg-type]
-                ) from None
+                raise ProjectValidationError(task_issues(exc, str(task.get("id", "?")))) from None
         self.spec = self.spec.model_copy(update={"tasks": [*self.spec.tasks, task]})
         self._project = None
         return task
