@@ -93,10 +93,11 @@ class ProjectOrchestrator:
         if not isinstance(task, AgentTask):
             from pydantic import ValidationError
 
+            fields = task
             try:
-                task = AgentTask.model_validate(task)
+                task = AgentTask.model_validate(fields)
             except ValidationError as exc:
-                raise ProjectValidationError(task_issues(exc, str(task.get("id", "?")))) from None
+                raise ProjectValidationError(task_issues(exc, str(fields.get("id", "?")))) from None
         self.spec = self.spec.model_copy(update={"tasks": [*self.spec.tasks, task]})
         self._project = None
         return task
