@@ -148,7 +148,6 @@ class ProjectOrchestrator:
         agent_index = {name: i for i, name in enumerate(agent_names)}
         scheduler = DagScheduler(
             [t.children for t in project.tasks],
-            _upward_ranks(project),
             self.max_concurrency or defaults.max_concurrency,
             groups=[agent_index[t.agent] for t in project.tasks],
             group_limits=[self.registry.get(name).limits.max_concurrent for name in agent_names],
@@ -157,9 +156,12 @@ class ProjectOrchestrator:
         results = self.results
         tasks = project.tasks
 
+        events = self.events
+
         async def execute(index: int) -> bool:
             task = tasks[index]
-            self._emit(EventKind.TASK_STARTED, task.id, task.agent)
+            if events.active:
+                self._emit(EventKind.TASK_STARTED, task.id, task.agent)
             started_at = utc_now()
             try:
                 result = await executor.execute(task, inputs, results)
@@ -250,27 +252,3 @@ def _cancelled(task_id: str, agent: str, started_at: datetime | None) -> Executi
         completed_at=utc_now(),
         error=ErrorInfo(type="cancelled", message="the run was cancelled before this task finished"),
     )
-
-
-def _upward_ranks(project: Project) -> list[float]:
-    """Longest path (in tasks) from each task to the end of the DAG: critical-path priority."""
-    tasks = project.tasks
-    order = _topological_order(project)
-    rank = [1.0] * len(tasks)
-    for index in reversed(order):
-        children = tasks[index].children
-        if children:
-            rank[index] = 1.0 + max(rank[c] for c in children)
-    return rank
-
-
-def _topological_order(project: Project) -> list[int]:
-    tasks = project.tasks
-    indegree = [len(t.parents) for t in tasks]
-    order = [t.index for t in tasks if not t.parents]
-    for node in order:  # grows while iterating: Kahn's algorithm
-        for child in tasks[node].children:
-            indegree[child] -= 1
-            if indegree[child] == 0:
-                order.append(child)
-    return order

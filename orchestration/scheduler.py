@@ -1,15 +1,23 @@
-"""Event-driven DAG scheduling onto a fixed pool of workers.
+"""Event-driven DAG scheduling onto a fixed pool of workers, critical path first.
 
-A task becomes ready the moment its last dependency succeeds (in-degree counters,
-O(1) per edge); ready tasks wait in a heap ordered by priority (longest remaining
-path first, FIFO among equals). ``max_concurrency`` workers pull from it, so there
-is no superstep barrier and no task object per node. Optional per-group limits
-(an agent's ``max_concurrent``) park a ready task until its group has room.
+A task becomes ready the moment its last dependency succeeds (in-degree counters, O(1)
+per edge). Ready tasks wait in a heap ordered by *upward rank*: the longest remaining
+path from the task to the end of the DAG, each task weighted by the observed mean
+duration of its group (its agent) — the critical-path / HEFT priority; FIFO among
+equals. Until a group's duration is known its tasks weigh the mean of the known groups
+(all weigh 1 at the start: ranks in tasks). When a group's mean first becomes known or
+drifts by more than ``_DRIFT``, the ranks are recomputed in one O(n + e) pass, at most
+once per ``n / _RERANKS`` completions, so the work per task stays O(1) amortised.
+
+``max_concurrency`` workers pull from the heap, so there is no superstep barrier and no
+task object per node. Optional per-group limits (an agent's ``max_concurrent``) park a
+ready task until its group has room.
 """
 
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
@@ -18,32 +26,52 @@ __all__ = ["DagScheduler"]
 
 Execute = Callable[[int], Awaitable[bool]]
 OnSkip = Callable[[int, int], None]
+Entry = tuple[float, int, int]
+"""A heap entry: (minus the rank, FIFO sequence number, node)."""
 
 _PENDING, _STARTED, _SKIPPED = 0, 1, 2
+_DRIFT = 1.5
+"""Re-rank when a group's mean duration moves by more than this factor."""
+_RERANKS = 16
+"""At most this many re-rankings per run (one per ``n / _RERANKS`` completions)."""
+_FLOOR_S = 0.001
+"""Added to every weight: near-zero durations are noise and must not reorder the DAG."""
 
 
 class DagScheduler:
-    """Runs node indices ``0..n-1`` of a DAG given each node's children and priority."""
+    """Runs node indices ``0..n-1`` of a DAG given each node's children and group."""
 
     def __init__(
         self,
         children: Sequence[Sequence[int]],
-        priority: Sequence[float],
         max_concurrency: int,
         *,
         groups: Sequence[int] | None = None,
         group_limits: Sequence[int | None] = (),
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
+        n = len(children)
         self._children = children
-        self._priority = priority
         self._max_concurrency = max_concurrency
-        self._groups = groups if any(limit is not None for limit in group_limits) else None
-        self._group_limits = list(group_limits)
-        self._group_running = [0] * len(group_limits)
-        self._parked: list[list[tuple[float, int, int]]] = [[] for _ in group_limits]
-        self._ready: list[tuple[float, int, int]] = []
+        self._groups: Sequence[int] = groups if groups is not None else [0] * n
+        group_count = max(len(group_limits), max(self._groups, default=-1) + 1, 1)
+        self._group_limits: list[int | None] = [*group_limits, *[None] * (group_count - len(group_limits))]
+        self._limited = any(limit is not None for limit in self._group_limits)
+        self._adaptive = len(set(self._groups)) > 1
+        self._clock = clock
+        self._group_running = [0] * group_count
+        self._parked: list[list[Entry]] = [[] for _ in range(group_count)]
+        self._total_s = [0.0] * group_count
+        self._count = [0] * group_count
+        self._ranked_weight: list[float | None] = [None] * group_count
+        self._rerank_due = False
+        self._since_rerank = 0
+        self._order = _topological_order(children)
+        self._rank = [0.0] * n
+        self._compute_ranks([1.0] * group_count)
+        self._ready: list[Entry] = []
         self._seq = 0
         self._idle: list[anyio.Event] = []
         self._remaining = 0
@@ -53,18 +81,68 @@ class DagScheduler:
         self._fail_fast = False
         self._scope: anyio.CancelScope | None = None
 
+    @property
+    def ranks(self) -> Sequence[float]:
+        """Each node's current priority: its weighted longest path to the end of the DAG."""
+        return self._rank
+
+    def weights(self) -> list[float]:
+        """Each group's current weight: its mean duration so far (plus a floor), or the mean of the known ones."""
+        known = [total / count for total, count in zip(self._total_s, self._count, strict=True) if count]
+        if not known:
+            return [1.0] * len(self._count)
+        default = sum(known) / len(known)
+        return [
+            (total / count if count else default) + _FLOOR_S
+            for total, count in zip(self._total_s, self._count, strict=True)
+        ]
+
+    def _compute_ranks(self, weights: Sequence[float]) -> None:
+        rank, children, groups = self._rank, self._children, self._groups
+        for node in reversed(self._order):
+            longest = 0.0
+            for child in children[node]:
+                if rank[child] > longest:
+                    longest = rank[child]
+            rank[node] = weights[groups[node]] + longest
+
+    def _rerank(self) -> None:
+        weights = self.weights()
+        self._ranked_weight = [w if count else None for w, count in zip(weights, self._count, strict=True)]
+        self._rerank_due = False
+        self._since_rerank = 0
+        self._compute_ranks(weights)
+        rank = self._rank
+        for heap in (self._ready, *self._parked):
+            heap[:] = [(-rank[node], seq, node) for _, seq, node in heap]
+            heapq.heapify(heap)
+
+    def _observe(self, node: int, duration_s: float) -> None:
+        group = self._groups[node]
+        self._total_s[group] += duration_s
+        self._count[group] += 1
+        self._since_rerank += 1
+        ranked = self._ranked_weight[group]
+        if ranked is None:
+            self._rerank_due = True
+        else:
+            ratio = (self._total_s[group] / self._count[group] + _FLOOR_S) / ranked
+            if ratio > _DRIFT or ratio * _DRIFT < 1.0:
+                self._rerank_due = True
+        if self._rerank_due and self._since_rerank * _RERANKS >= len(self._rank):
+            self._rerank()
+
     def _push(self, node: int) -> None:
         self._seq += 1
-        heapq.heappush(self._ready, (-self._priority[node], self._seq, node))
+        heapq.heappush(self._ready, (-self._rank[node], self._seq, node))
 
     def _pop(self) -> int | None:
         ready = self._ready
-        groups = self._groups
         while ready:
             entry = heapq.heappop(ready)
             node = entry[2]
-            if groups is not None:
-                group = groups[node]
+            if self._limited:
+                group = self._groups[node]
                 limit = self._group_limits[group]
                 if limit is not None and self._group_running[group] >= limit:
                     heapq.heappush(self._parked[group], entry)
@@ -82,7 +160,7 @@ class DagScheduler:
     def _finish(self, node: int, succeeded: bool) -> None:
         self._remaining -= 1
         woken = 0
-        if self._groups is not None:
+        if self._limited:
             group = self._groups[node]
             self._group_running[group] -= 1
             if self._parked[group]:
@@ -118,6 +196,7 @@ class DagScheduler:
 
     async def _worker(self, execute: Execute) -> None:
         state = self._state
+        clock = self._clock if self._adaptive else None
         while True:
             node = self._pop()
             if node is None:
@@ -128,7 +207,12 @@ class DagScheduler:
                 await event.wait()
                 continue
             state[node] = _STARTED
-            succeeded = await execute(node)
+            if clock is None:
+                succeeded = await execute(node)
+            else:
+                started = clock()
+                succeeded = await execute(node)
+                self._observe(node, clock() - started)
             self._finish(node, succeeded)
 
     async def run(
@@ -169,3 +253,18 @@ class DagScheduler:
             self._scope = group.cancel_scope
             for _ in range(workers):
                 group.start_soon(self._worker, execute)
+
+
+def _topological_order(children: Sequence[Sequence[int]]) -> list[int]:
+    """Kahn's algorithm; the graph must be acyclic (the project validated it)."""
+    indegree = [0] * len(children)
+    for kids in children:
+        for child in kids:
+            indegree[child] += 1
+    order = [node for node, degree in enumerate(indegree) if degree == 0]
+    for node in order:  # grows while iterating
+        for child in children[node]:
+            indegree[child] -= 1
+            if indegree[child] == 0:
+                order.append(child)
+    return order

@@ -1,0 +1,176 @@
+"""Critical-path priority of the scheduler: ranks, re-ranking from observed durations, caps, no barrier.
+
+Durations come from a fake clock that each task advances, so nothing here depends on timing.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import anyio
+import anyio.lowlevel
+
+from orchestration.scheduler import DagScheduler
+
+
+def children_of(parents: Sequence[Sequence[int]]) -> list[list[int]]:
+    kids: list[list[int]] = [[] for _ in parents]
+    for child, deps in enumerate(parents):
+        for parent in deps:
+            kids[parent].append(child)
+    return kids
+
+
+class Recorder:
+    """Runs nodes on a fake clock: node ``i`` advances it by ``durations[i]``; logs starts and ends."""
+
+    def __init__(self, parents: Sequence[Sequence[int]], durations: Sequence[float]) -> None:
+        self.parents = parents
+        self.durations = durations
+        self.now = 0.0
+        self.log: list[tuple[str, int]] = []
+        self.running = 0
+        self.peak = 0
+        self.done: set[int] = set()
+        self.violations: list[int] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def starts(self) -> list[int]:
+        return [node for kind, node in self.log if kind == "start"]
+
+    async def execute(self, node: int) -> bool:
+        if any(parent not in self.done for parent in self.parents[node]):
+            self.violations.append(node)
+        self.log.append(("start", node))
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        await anyio.lowlevel.checkpoint()
+        self.now += self.durations[node]
+        self.running -= 1
+        self.done.add(node)
+        self.log.append(("end", node))
+        return True
+
+
+def test_unit_ranks_are_longest_path_in_tasks() -> None:
+    # 0 -> 1 -> 2, and a lone leaf 3
+    scheduler = DagScheduler(children_of([[], [0], [1], []]), 4)
+    assert list(scheduler.ranks) == [3.0, 2.0, 1.0, 1.0]
+
+
+async def test_one_slot_starts_the_longest_chain_first() -> None:
+    parents: list[list[int]] = [[], [], [1], [2]]  # leaf 0; chain 1 -> 2 -> 3
+    recorder = Recorder(parents, [1.0] * 4)
+    await DagScheduler(children_of(parents), 1, clock=recorder.clock).run(recorder.execute)
+    assert recorder.starts() == [1, 2, 0, 3]  # 2 (rank 2) beats the leaf; then equal ranks go oldest first
+    assert recorder.violations == []
+
+
+# Warm-up tasks 0 (group 0) and 1 (group 1) run first; then 2 -> 3 -> 4 (group 0) and 5 (group 1) are ready.
+PARENTS: list[list[int]] = [[], [], [0, 1], [2], [3], [0, 1]]
+GROUPS = [0, 1, 0, 0, 0, 1]
+
+
+async def test_observed_durations_put_the_slow_agent_first() -> None:
+    durations = [1.0 if group == 0 else 100.0 for group in GROUPS]  # group 1 is a hundred times slower
+    recorder = Recorder(PARENTS, durations)
+    scheduler = DagScheduler(children_of(PARENTS), 1, groups=GROUPS, clock=recorder.clock)
+    await scheduler.run(recorder.execute)
+    # By unit ranks the three-task chain (rank 3) would go before task 5 (rank 1); weighted, 5 weighs ~100.
+    assert recorder.starts() == [0, 1, 5, 2, 3, 4]
+    assert scheduler.ranks[5] > scheduler.ranks[2]
+
+
+async def test_without_observations_unit_ranks_decide() -> None:
+    recorder = Recorder(PARENTS, [1.0] * len(PARENTS))
+    await DagScheduler(children_of(PARENTS), 1, clock=recorder.clock).run(recorder.execute)  # one group
+    assert recorder.starts() == [0, 1, 2, 3, 5, 4]  # the chain first; then equal ranks oldest first
+
+
+async def test_equal_ranks_start_in_ready_order() -> None:
+    parents: list[list[int]] = [[] for _ in range(6)]
+    recorder = Recorder(parents, [1.0] * 6)
+    await DagScheduler(children_of(parents), 1, clock=recorder.clock).run(recorder.execute)
+    assert recorder.starts() == list(range(6))
+
+
+def random_dag(size: int, seed: int) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [sorted(rng.sample(range(node), k=min(node, rng.randint(0, 3)))) for node in range(size)]
+
+
+async def test_reranking_runs_every_task_once_within_caps() -> None:
+    rng = random.Random(7)
+    parents = random_dag(300, seed=7)
+    groups = [rng.randrange(3) for _ in parents]
+    durations = [rng.lognormvariate(0.0, 1.5) * (10.0 if g == 2 else 1.0) for g in groups]
+    recorder = Recorder(parents, durations)
+    per_group: dict[int, int] = {}
+    peak_per_group: dict[int, int] = {}
+
+    async def execute(node: int) -> bool:
+        group = groups[node]
+        per_group[group] = per_group.get(group, 0) + 1
+        peak_per_group[group] = max(peak_per_group.get(group, 0), per_group[group])
+        try:
+            return await recorder.execute(node)
+        finally:
+            per_group[group] -= 1
+
+    scheduler = DagScheduler(children_of(parents), 5, groups=groups, group_limits=[None, None, 2], clock=recorder.clock)
+    await scheduler.run(execute)
+    assert sorted(recorder.starts()) == list(range(len(parents)))
+    assert recorder.violations == []
+    assert recorder.peak <= 5
+    assert peak_per_group[2] <= 2
+    assert scheduler.weights()[2] > scheduler.weights()[0]  # group 2 was observed to be slower
+
+
+async def test_reranking_is_bounded() -> None:
+    """Durations that keep drifting re-rank at most once per n/16 completions (O(1) amortised per task)."""
+    parents = random_dag(400, seed=3)
+    groups = [node % 2 for node in range(len(parents))]
+    durations = [float(2 ** (node // 25)) if groups[node] else 1.0 for node in range(len(parents))]
+    recorder = Recorder(parents, durations)
+    reranks = 0
+
+    class Counting(DagScheduler):
+        def _rerank(self) -> None:
+            nonlocal reranks
+            reranks += 1
+            super()._rerank()
+
+    await Counting(children_of(parents), 4, groups=groups, clock=recorder.clock).run(recorder.execute)
+    assert 2 <= reranks <= 16
+
+
+async def test_no_barrier_between_levels() -> None:
+    """A child starts as soon as its own parent is done, while an unrelated slow task still runs."""
+    slow = anyio.Event()
+    child_started = anyio.Event()
+    log: list[str] = []
+    # 0: slow root, 1: fast root, 2: child of 1
+    names = {0: "slow", 1: "fast", 2: "child"}
+
+    async def execute(node: int) -> bool:
+        log.append(f"start {names[node]}")
+        if node == 0:
+            await slow.wait()
+        elif node == 2:
+            child_started.set()
+        await anyio.lowlevel.checkpoint()
+        log.append(f"end {names[node]}")
+        return True
+
+    async def release() -> None:
+        await child_started.wait()
+        slow.set()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(release)
+            await DagScheduler(children_of([[], [], [1]]), 4).run(execute)
+    assert log.index("start child") < log.index("end slow")
