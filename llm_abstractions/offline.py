@@ -82,8 +82,12 @@ class OfflineLlm(BaseLlm):
         return SandboxedEnvironment().from_string(template).render(prompt=prompt, system=system, model=self.model_name)
 
     async def _generate(self, messages: Sequence[Message], options: GenerationOptions) -> LlmResponse:
-        prompt = "\n\n".join(m.content for m in messages if m.role != "system")
-        system = "\n\n".join(m.content for m in messages if m.role == "system")
+        prompts: list[str] = []
+        systems: list[str] = []
+        for message in messages:
+            (systems if message.role == "system" else prompts).append(message.content)
+        prompt = "\n\n".join(prompts)
+        system = "\n\n".join(systems)
         marker = self.settings.fail_if_contains
         if marker is not None and marker in prompt:
             raise InvalidRequestError(f"offline agent refuses prompts containing {marker!r}", provider="offline")
@@ -92,19 +96,17 @@ class OfflineLlm(BaseLlm):
             await anyio.sleep(delay)
         else:
             await anyio.lowlevel.checkpoint()
-        text = self._answer(prompt, system)
+        text = prompt if self.settings.response is None else self._answer(prompt, system)
         if options.max_tokens is not None:
             words = text.split(" ")
             if len(words) > options.max_tokens:
                 text = " ".join(words[: options.max_tokens])
+        usage = Usage(input_tokens=_word_count(prompt) + _word_count(system), output_tokens=_word_count(text))
         return LlmResponse(
             text=text,
             provider="offline",
             model=self.model_name or "offline",
             finish_reason="stop",
-            usage=Usage(
-                input_tokens=_word_count(prompt) + _word_count(system),
-                output_tokens=_word_count(text),
-            ),
+            usage=usage,
             latency_s=delay,
         )
