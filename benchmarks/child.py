@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.checks import check_log
-from benchmarks.contenders import CONTENDERS
+from benchmarks.contenders import CONTENDERS, Unavailable
 from benchmarks.workloads import Workload
 
 __all__ = ["main"]
@@ -32,7 +32,10 @@ def main(argv: list[str]) -> dict[str, object]:
     workload = Workload.load(Path(path))
     gc.collect()
     baseline = _rss_bytes()
-    trace = module.execute(workload)
+    try:
+        trace = module.execute(workload)
+    except Unavailable as exc:
+        return {"contender": name, "workload": workload.name, "unavailable": str(exc)}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     problems = check_log(workload.parents, trace.starts, trace.ends, workload.cap)
     return {

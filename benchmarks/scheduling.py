@@ -37,6 +37,8 @@ def _run_child(contender: str, path: Path, timeout_s: float) -> dict[str, Any]:
     if done.returncode != 0:
         return {"status": "error", "detail": done.stderr.strip().splitlines()[-1:] or ["exit status"]}
     run: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    if "unavailable" in run:
+        return {"status": "n/a", "detail": run["unavailable"]}
     run["status"] = "invalid" if run["problems"] else "ok"
     return run
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CONTENDERS", "Trace"]
+__all__ = ["CONTENDERS", "Trace", "Unavailable"]
 
 CONTENDERS = {
     "reference": "benchmarks.contenders.reference",
     "gather": "benchmarks.contenders.gather_levels",
     "langgraph": "benchmarks.contenders.langgraph_graph",
     "engine": "benchmarks.contenders.engine",
+    "engine_default": "benchmarks.contenders.engine_default",
 }
 """Name -> module, in the order they run (and are shown)."""
 
@@ -23,3 +24,7 @@ class Trace:
     run_s: float
     starts: list[float]
     ends: list[float]
+
+
+class Unavailable(RuntimeError):
+    """This contender cannot run in this checkout (a feature it needs does not exist yet)."""

@@ -13,12 +13,13 @@ from typing import Any
 from benchmarks.contenders import Trace
 from benchmarks.workloads import Workload
 from orchestration import AgentTask, ProjectDefaults, ProjectOrchestrator, ProjectSpec
+from orchestration.events import EventCallback
 
 __all__ = ["build", "execute"]
 
 
-def build(workload: Workload) -> ProjectOrchestrator:
-    """The workload as a validated project."""
+def build(workload: Workload, **options: Any) -> ProjectOrchestrator:
+    """The workload as a validated project; ``options`` go to ``ProjectOrchestrator``."""
     agents: dict[str, dict[str, Any]] = {name: {"type": "offline"} for name in workload.agent_names}
     for node, latency in enumerate(workload.latency_s):
         if latency > 0:
@@ -34,14 +35,17 @@ def build(workload: Workload) -> ProjectOrchestrator:
         for node, parents in enumerate(workload.parents)
     ]
     spec = ProjectSpec(agents=agents, tasks=tasks, defaults=ProjectDefaults(max_concurrency=workload.cap))
-    orchestrator = ProjectOrchestrator(spec)
+    orchestrator = ProjectOrchestrator(spec, **options)
     orchestrator.validate()
     return orchestrator
 
 
-def execute(workload: Workload) -> Trace:
+def execute(workload: Workload, on_event: EventCallback | None = None, **options: Any) -> Trace:
+    """Build (timed as setup) and run the workload; ``on_event`` subscribes to the run's events."""
     start = time.perf_counter()
-    orchestrator = build(workload)
+    orchestrator = build(workload, **options)
+    if on_event is not None:
+        orchestrator.on_event(on_event)
     setup = time.perf_counter() - start
     start = time.perf_counter()
     results = asyncio.run(orchestrator.run())
