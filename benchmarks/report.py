@@ -40,7 +40,7 @@ def machine() -> dict[str, Any]:
 
 def _cell(summary: dict[str, Any], metric: str, digits: int) -> str:
     if summary["status"] != "ok":
-        return summary["status"]
+        return str(summary["status"])
     ratio = summary.get("ratio_to_reference")
     text = f"{summary[metric]:,.{digits}f}"
     return f"{text} ({ratio:.2f}x)" if ratio is not None else text

@@ -5,9 +5,10 @@ per edge). Ready tasks wait in a heap ordered by *upward rank*: the longest rema
 path from the task to the end of the DAG, each task weighted by the observed mean
 duration of its group (its agent) — the critical-path / HEFT priority; FIFO among
 equals. Until a group's duration is known its tasks weigh the mean of the known groups
-(all weigh 1 at the start: ranks in tasks). When a group's mean first becomes known or
-drifts by more than ``_DRIFT``, the ranks are recomputed in one O(n + e) pass, at most
-once per ``n / _RERANKS`` completions, so the work per task stays O(1) amortised.
+(all weigh 1 at the start: ranks in tasks). Every ``n / _RERANKS`` completions, if a group's
+mean has become known or moved by more than ``_DRIFT`` since the last ranking, the ranks
+are recomputed in one O(n + e) pass: at most ``_RERANKS`` passes per run, so the work per
+task stays O(1) amortised.
 
 ``max_concurrency`` workers pull from the heap, so there is no superstep barrier and no
 task object per node. Optional per-group limits (an agent's ``max_concurrent``) park a
@@ -30,10 +31,10 @@ Entry = tuple[float, int, int]
 """A heap entry: (minus the rank, FIFO sequence number, node)."""
 
 _PENDING, _STARTED, _SKIPPED = 0, 1, 2
-_DRIFT = 1.5
-"""Re-rank when a group's mean duration moves by more than this factor."""
+_DRIFT = 1.25
+"""Re-rank when a group's weight moved by more than this factor since the last ranking."""
 _RERANKS = 16
-"""At most this many re-rankings per run (one per ``n / _RERANKS`` completions)."""
+"""At most this many re-rankings per run (a check every ``n / _RERANKS`` completions)."""
 _FLOOR_S = 0.001
 """Added to every weight: near-zero durations are noise and must not reorder the DAG."""
 
@@ -66,8 +67,7 @@ class DagScheduler:
         self._total_s = [0.0] * group_count
         self._count = [0] * group_count
         self._ranked_weight: list[float | None] = [None] * group_count
-        self._rerank_due = False
-        self._since_rerank = 0
+        self._since_check = 0
         self._order = _topological_order(children)
         self._rank = [0.0] * n
         self._compute_ranks([1.0] * group_count)
@@ -106,11 +106,8 @@ class DagScheduler:
                     longest = rank[child]
             rank[node] = weights[groups[node]] + longest
 
-    def _rerank(self) -> None:
-        weights = self.weights()
+    def _rerank(self, weights: list[float]) -> None:
         self._ranked_weight = [w if count else None for w, count in zip(weights, self._count, strict=True)]
-        self._rerank_due = False
-        self._since_rerank = 0
         self._compute_ranks(weights)
         rank = self._rank
         for heap in (self._ready, *self._parked):
@@ -121,16 +118,15 @@ class DagScheduler:
         group = self._groups[node]
         self._total_s[group] += duration_s
         self._count[group] += 1
-        self._since_rerank += 1
-        ranked = self._ranked_weight[group]
-        if ranked is None:
-            self._rerank_due = True
-        else:
-            ratio = (self._total_s[group] / self._count[group] + _FLOOR_S) / ranked
-            if ratio > _DRIFT or ratio * _DRIFT < 1.0:
-                self._rerank_due = True
-        if self._rerank_due and self._since_rerank * _RERANKS >= len(self._rank):
-            self._rerank()
+        self._since_check += 1
+        if self._since_check * _RERANKS < len(self._rank):
+            return
+        self._since_check = 0
+        weights = self.weights()
+        for weight, ranked, count in zip(weights, self._ranked_weight, self._count, strict=True):
+            if count and (ranked is None or weight > ranked * _DRIFT or weight * _DRIFT < ranked):
+                self._rerank(weights)
+                return
 
     def _push(self, node: int) -> None:
         self._seq += 1
