@@ -26,6 +26,8 @@ from benchmarks.workloads import REPO_ROOT, Workload
 __all__ = ["main", "measure"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+LONG_RUN_S = 60.0
+"""A contender whose run takes longer than this is measured once."""
 
 
 def _run_child(contender: str, path: Path, timeout_s: float) -> dict[str, Any]:
@@ -86,8 +88,9 @@ def measure(quick: bool, contenders: list[str], only: str | None = None) -> dict
             runs: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
             for _ in range(repetitions):
                 for name in contenders:
-                    if runs[name] and runs[name][-1]["status"] != "ok":
-                        continue  # a timeout or an invalid log is not repeated
+                    last = runs[name][-1] if runs[name] else None
+                    if last and (last["status"] != "ok" or last["setup_s"] + last["run_s"] > LONG_RUN_S):
+                        continue  # failures and very long runs are not repeated
                     runs[name].append(_run_child(name, path, suite.timeout_s))
             entry = {
                 "workload": workload.name,

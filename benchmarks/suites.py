@@ -30,5 +30,5 @@ def plan(quick: bool, traces: Path | None = None) -> Plan:
         return Plan(items, timeout_s=60)
     items += [(zero_latency(size), 5) for size in (1_000, 10_000)] + [(zero_latency(100_000), 3)]
     items += [(heavy_tailed(size, cap), 3) for size in (300, 1_000) for cap in (16, 64)]
-    items += [(wfcommons(path, cap), 3) for cap in (16, 64) for path in sorted(traces.glob("*.json"))]
+    items += [(wfcommons(path, cap), 2) for cap in (16, 64) for path in sorted(traces.glob("*.json"))]
     return Plan(items, timeout_s=240)
