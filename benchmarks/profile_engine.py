@@ -1,6 +1,6 @@
 """Where the engine's per-task time goes: pyinstrument over one zero-latency run (setup not profiled).
 
-``python -m benchmarks.profile_engine [TASKS]`` prints the functions with the most self time.
+``python -m benchmarks.profile_engine [TASKS]`` prints the call tree, as shares of the run's time.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from benchmarks.workloads import zero_latency
 __all__ = ["profile"]
 
 
-def profile(size: int = 10_000, top: int = 25) -> str:
-    """Flat self-time listing of the run phase, the ``top`` heaviest functions."""
+def profile(size: int = 10_000) -> str:
+    """The run phase's call tree (frames under 1% hidden), as percentages of the total."""
     from pyinstrument import Profiler
     from pyinstrument.renderers import ConsoleRenderer
 
@@ -25,11 +25,15 @@ def profile(size: int = 10_000, top: int = 25) -> str:
         asyncio.run(orchestrator.run())
     session = profiler.last_session
     assert session is not None
-    text = ConsoleRenderer(unicode=False, color=False, flat=True, show_all=True).render(session)
-    lines = [line for line in text.splitlines() if line.strip()]
-    header = [line for line in lines if not line[:1].isdigit() and not line.strip()[:1].isdigit()][:6]
-    body = [line for line in lines if line.strip()[:1].isdigit()][:top]
-    return "\n".join(header + body)
+    renderer = ConsoleRenderer(
+        unicode=False,
+        color=False,
+        time="percent_of_total",
+        processor_options={"filter_threshold": 0.01},
+    )
+    lines = renderer.render(session).splitlines()
+    start = next(i for i, line in enumerate(lines) if "%" in line)  # drop the banner
+    return "\n".join(line.rstrip() for line in lines[start:] if line.strip())
 
 
 if __name__ == "__main__":

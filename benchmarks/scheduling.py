@@ -119,7 +119,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", help="only workloads whose name contains this text")
     parser.add_argument("--json", type=Path, help="where to write the results (default: benchmarks/results/)")
     parser.add_argument("--no-profile", action="store_true", help="full mode: skip the engine profile")
+    parser.add_argument("--render", type=Path, help="print (and for a full run, write RESULTS.md from) saved results")
     args = parser.parse_args(argv)
+    if args.render:
+        document = json.loads(args.render.read_text())
+        print_tables(document)
+        if document["mode"] == "full":
+            write_markdown(document, RESULTS_DIR.parent / "RESULTS.md")
+        return
     contenders = [name for name in args.contenders.split(",") if name]
     unknown = set(contenders) - CONTENDERS.keys()
     if unknown or "reference" not in contenders:
