@@ -9,7 +9,7 @@ from benchmarks.workloads import Workload, heavy_tailed, wfcommons, wfcommons_di
 
 __all__ = ["Plan", "plan"]
 
-QUICK_TRACES = ("srasearch-chameleon-50a-001", "montage-chameleon-2mass-005d-001")
+QUICK_TRACES = ("srasearch-chameleon-50a-001",)
 
 
 @dataclass
@@ -24,7 +24,7 @@ def plan(quick: bool, traces: Path | None = None) -> Plan:
     traces = traces or wfcommons_dir()
     items: list[tuple[Workload, int]] = []
     if quick:
-        items += [(zero_latency(1_000), 3), (zero_latency(10_000), 1)]
+        items += [(zero_latency(1_000), 2), (zero_latency(10_000), 1)]
         items += [(heavy_tailed(300, 64), 1)]
         items += [(wfcommons(traces / f"{name}.json", 16), 1) for name in QUICK_TRACES]
         return Plan(items, timeout_s=60)
