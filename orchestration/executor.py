@@ -1,8 +1,12 @@
-"""``TaskExecutor``: one task, one agent, one result.
+"""``TaskExecutor``: one task, one agent (or its fallbacks), one result.
 
 It resolves the task's agent to a ``BaseLlm`` (one instance per agent, reused by
-every task and closed at the end), renders the prompts, calls the model in-process
-with retries and timeouts, and turns whatever happens into an ``ExecutionResult``.
+every task and closed at the end), renders the prompts, and calls the model
+in-process through a chain of wrappers:
+
+``FallbackLlm`` over the agent and its fallbacks, each a ``RetryingLlm`` around the
+agent's shared ``CircuitBreakerLlm(LimitedLlm(TimeoutLlm(client)))``, whose breaker
+and limits belong to the agent's endpoint. Whatever happens becomes an ``ExecutionResult``.
 """
 
 from __future__ import annotations
@@ -14,19 +18,13 @@ from typing import Any
 
 import anyio
 
-from agent_registry import AgentConfig, AgentRegistry
-from llm_abstractions import (
-    BaseLlm,
-    LlmError,
-    LlmResponse,
-    LlmTimeoutError,
-    Message,
-    create_llm,
-    redact,
-)
-from orchestration.models import ErrorInfo, ExecutionResult, ExecutionStatus, OutputFormat, utc_now
+from agent_registry import AgentRegistry
+from llm_abstractions import BaseLlm, LlmError, Message, create_llm, redact
+from llm_abstractions.wrappers import CircuitBreakerLlm, FallbackLlm, LimitedLlm, TimeoutLlm
+from orchestration.endpoints import Endpoints
+from orchestration.models import AttemptRecord, ErrorInfo, ExecutionResult, ExecutionStatus, OutputFormat, utc_now
 from orchestration.project import CompiledTask
-from orchestration.retry import call_with_retries
+from orchestration.retry import RetryingLlm
 from orchestration.templates import TemplateError
 
 __all__ = ["TaskExecutor"]
@@ -37,7 +35,9 @@ class TaskExecutor:
 
     def __init__(self, registry: AgentRegistry) -> None:
         self.registry = registry
+        self.endpoints = Endpoints(registry)
         self._llms: dict[str, BaseLlm] = {}
+        self._guarded: dict[str, BaseLlm] = {}
 
     def llm_for(self, agent: str) -> BaseLlm:
         """The shared client of ``agent``, created on first use."""
@@ -46,9 +46,35 @@ class TaskExecutor:
             llm = self._llms[agent] = create_llm(self.registry.get(agent).llm_config())
         return llm
 
+    def guarded_llm(self, agent: str) -> BaseLlm:
+        """The client of ``agent`` behind its per-call timeout and its endpoint's limits and breaker."""
+        llm = self._guarded.get(agent)
+        if llm is None:
+            endpoint = self.endpoints.for_agent(self.registry.get(agent))
+            limited = LimitedLlm(TimeoutLlm(self.llm_for(agent)), endpoint.limits)
+            llm = self._guarded[agent] = CircuitBreakerLlm(limited, endpoint.breaker)
+        return llm
+
+    def chain_for(self, task: CompiledTask, log: list[AttemptRecord]) -> BaseLlm:
+        """The task's agent, then its fallbacks, each retried on its own; attempts go to ``log``."""
+        names = list(dict.fromkeys([task.agent, *self.registry.get(task.agent).fallbacks]))
+        last = len(names) - 1
+        return FallbackLlm(
+            [
+                RetryingLlm(
+                    self.guarded_llm(name),
+                    task.retries,
+                    self.registry.get(name).retry,
+                    log.append,
+                    has_fallback=position < last,
+                )
+                for position, name in enumerate(names)
+            ]
+        )
+
     async def aclose(self) -> None:
         """Close every client created by this executor."""
-        llms, self._llms = list(self._llms.values()), {}
+        llms, self._llms, self._guarded = list(self._llms.values()), {}, {}
         with anyio.CancelScope(shield=True):
             for llm in llms:
                 await llm.aclose()
@@ -68,17 +94,18 @@ class TaskExecutor:
         """Run ``task`` to a final result; never raises except on cancellation."""
         started_at = utc_now()
         start = time.perf_counter()
-        agent = self.registry.get(task.agent)
-        attempts = 0
+        log: list[AttemptRecord] = []
 
         def finish(status: ExecutionStatus, **fields: Any) -> ExecutionResult:
+            agent = self.registry.get(log[-1].agent if log else task.agent)
             values: dict[str, Any] = {
                 "task_id": task.id,
                 "status": status,
                 "agent": agent.name,
                 "provider": agent.agent_type,
                 "model": agent.model,
-                "attempts": attempts,
+                "attempts": sum(1 for a in log if a.error_type != "circuit_open"),
+                "attempt_log": log,
                 "started_at": started_at,
                 "completed_at": utc_now(),
                 "duration_s": time.perf_counter() - start,
@@ -91,16 +118,9 @@ class TaskExecutor:
         except TemplateError as exc:
             return finish(ExecutionStatus.FAILED, error=ErrorInfo(type="template_error", message=redact(str(exc))))
 
-        llm = self.llm_for(agent.name)
-
-        async def attempt() -> LlmResponse:
-            nonlocal attempts
-            attempts += 1
-            return await _call(llm, agent, messages, task.options)
-
         try:
-            with anyio.fail_after(task.timeout_s) if task.timeout_s else _no_scope():
-                response = await call_with_retries(attempt, task.retries, agent.retry)
+            with anyio.fail_after(task.timeout_s):
+                response = await self.chain_for(task, log).generate_content_async(messages, **task.options)
         except TimeoutError:
             return finish(
                 ExecutionStatus.FAILED,
@@ -134,26 +154,7 @@ class TaskExecutor:
             output=response.text,
             parsed=parsed,
             usage=response.usage,
-            model=response.model or agent.model,
+            model=response.model or self.registry.get(log[-1].agent).model,
             provider=response.provider,
             time_to_first_token_s=response.time_to_first_token_s,
         )
-
-
-class _no_scope:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: object) -> None:
-        return None
-
-
-async def _call(llm: BaseLlm, agent: AgentConfig, messages: list[Message], options: dict[str, Any]) -> LlmResponse:
-    """One model call under the agent's per-call timeout."""
-    if agent.timeout_s is None:
-        return await llm.generate_content_async(messages, **options)
-    try:
-        with anyio.fail_after(agent.timeout_s):
-            return await llm.generate_content_async(messages, **options)
-    except TimeoutError:
-        raise LlmTimeoutError(f"call timed out after {agent.timeout_s} s", provider=agent.agent_type) from None

@@ -1,8 +1,14 @@
-"""Retry policy: exponential backoff with full jitter, honouring ``retry_after``, via tenacity."""
+"""Retry policy: exponential backoff with full jitter, honouring ``retry_after``, via tenacity.
+
+:func:`call_with_retries` is the policy; :class:`RetryingLlm` applies it to one agent's
+model inside a task's call chain and reports every attempt.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import anyio
 from tenacity import (
@@ -16,13 +22,17 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from agent_registry import RetrySettings
-from llm_abstractions import LlmError, LlmResponse
+from llm_abstractions import BaseLlm, LlmError, LlmResponse, Message
+from llm_abstractions.wrappers import CircuitOpenError, WrapperLlm
+from orchestration.models import AttemptRecord
 
-__all__ = ["call_with_retries"]
+__all__ = ["RetryingLlm", "call_with_retries"]
+
+Retryable = Callable[[LlmError], bool]
 
 
-def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, LlmError) and exc.retryable
+def _retryable(exc: LlmError) -> bool:
+    return exc.retryable
 
 
 def _wait(settings: RetrySettings) -> Callable[[RetryCallState], float]:
@@ -37,9 +47,12 @@ def _wait(settings: RetrySettings) -> Callable[[RetryCallState], float]:
 
 
 async def call_with_retries(
-    attempt: Callable[[], Awaitable[LlmResponse]], retries: int, settings: RetrySettings
+    attempt: Callable[[], Awaitable[LlmResponse]],
+    retries: int,
+    settings: RetrySettings,
+    retryable: Retryable = _retryable,
 ) -> LlmResponse:
-    """Call ``attempt`` until it succeeds, fails with a non-retryable error, or ``retries`` run out.
+    """Call ``attempt`` until it succeeds, fails with an error ``retryable`` rejects, or ``retries`` run out.
 
     The first attempt runs outside tenacity (the common, successful case costs nothing);
     a retryable first failure is replayed into tenacity, which then owns backoff and stop.
@@ -47,7 +60,7 @@ async def call_with_retries(
     try:
         return await attempt()
     except LlmError as exc:
-        if not exc.retryable or retries == 0:
+        if retries == 0 or not retryable(exc):
             raise
         first_error: list[LlmError] = [exc]
 
@@ -62,8 +75,54 @@ async def call_with_retries(
     retrying = AsyncRetrying(
         stop=stop,
         wait=_wait(settings),
-        retry=retry_if_exception(_retryable),
+        retry=retry_if_exception(lambda exc: isinstance(exc, LlmError) and retryable(exc)),
         sleep=anyio.sleep,
         reraise=True,
     )
     return await retrying(replay_then_attempt)
+
+
+def _unless_circuit_open(exc: LlmError) -> bool:
+    return exc.retryable and not isinstance(exc, CircuitOpenError)
+
+
+class RetryingLlm(WrapperLlm):
+    """One agent's link in a task's call chain: retries its calls and reports each attempt.
+
+    With ``has_fallback`` an open circuit is not waited out: the error goes straight to
+    the next agent of the chain. Streams are passed through without retries.
+    """
+
+    def __init__(
+        self,
+        wrapped: BaseLlm,
+        retries: int,
+        settings: RetrySettings,
+        on_attempt: Callable[[AttemptRecord], None],
+        *,
+        has_fallback: bool = False,
+    ) -> None:
+        super().__init__(wrapped)
+        self.retries = retries
+        self.retry_settings = settings
+        self.on_attempt = on_attempt
+        self.retryable: Retryable = _unless_circuit_open if has_fallback else _retryable
+
+    async def generate_content_async(self, messages: Sequence[Message], **options: Any) -> LlmResponse:
+        agent = self.config.name
+
+        async def attempt() -> LlmResponse:
+            start = time.perf_counter()
+            try:
+                response = await self.wrapped.generate_content_async(messages, **options)
+            except LlmError as exc:
+                self.on_attempt(AttemptRecord(agent=agent, error_type=exc.type_name, duration_s=_since(start)))
+                raise
+            self.on_attempt(AttemptRecord(agent=agent, duration_s=_since(start)))
+            return response
+
+        return await call_with_retries(attempt, self.retries, self.retry_settings, self.retryable)
+
+
+def _since(start: float) -> float:
+    return time.perf_counter() - start
