@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from contextlib import nullcontext
 from typing import Any
 
 import anyio
@@ -24,7 +25,7 @@ from llm_abstractions.wrappers import CircuitBreakerLlm, FallbackLlm, LimitedLlm
 from orchestration.endpoints import Endpoints
 from orchestration.models import AttemptRecord, ErrorInfo, ExecutionResult, ExecutionStatus, OutputFormat, utc_now
 from orchestration.project import CompiledTask
-from orchestration.retry import RetryingLlm
+from orchestration.retry import RetryingLlm, attempt_log
 from orchestration.templates import TemplateError
 
 __all__ = ["TaskExecutor"]
@@ -38,6 +39,7 @@ class TaskExecutor:
         self.endpoints = Endpoints(registry)
         self._llms: dict[str, BaseLlm] = {}
         self._guarded: dict[str, BaseLlm] = {}
+        self._chains: dict[tuple[str, int], BaseLlm] = {}
 
     def llm_for(self, agent: str) -> BaseLlm:
         """The shared client of ``agent``, created on first use."""
@@ -55,26 +57,24 @@ class TaskExecutor:
             llm = self._guarded[agent] = CircuitBreakerLlm(limited, endpoint.breaker)
         return llm
 
-    def chain_for(self, task: CompiledTask, log: list[AttemptRecord]) -> BaseLlm:
-        """The task's agent, then its fallbacks, each retried on its own; attempts go to ``log``."""
-        names = list(dict.fromkeys([task.agent, *self.registry.get(task.agent).fallbacks]))
-        last = len(names) - 1
-        return FallbackLlm(
-            [
+    def chain_for(self, agent: str, retries: int) -> BaseLlm:
+        """``agent``, then its fallbacks, each retried on its own (shared by tasks with these settings)."""
+        chain = self._chains.get((agent, retries))
+        if chain is None:
+            names = list(dict.fromkeys([agent, *self.registry.get(agent).fallbacks]))
+            last = len(names) - 1
+            links = [
                 RetryingLlm(
-                    self.guarded_llm(name),
-                    task.retries,
-                    self.registry.get(name).retry,
-                    log.append,
-                    has_fallback=position < last,
+                    self.guarded_llm(name), retries, self.registry.get(name).retry, has_fallback=position < last
                 )
                 for position, name in enumerate(names)
             ]
-        )
+            chain = self._chains[agent, retries] = FallbackLlm(links)
+        return chain
 
     async def aclose(self) -> None:
         """Close every client created by this executor."""
-        llms, self._llms, self._guarded = list(self._llms.values()), {}, {}
+        llms, self._llms, self._guarded, self._chains = list(self._llms.values()), {}, {}, {}
         with anyio.CancelScope(shield=True):
             for llm in llms:
                 await llm.aclose()
@@ -118,9 +118,11 @@ class TaskExecutor:
         except TemplateError as exc:
             return finish(ExecutionStatus.FAILED, error=ErrorInfo(type="template_error", message=redact(str(exc))))
 
+        chain = self.chain_for(task.agent, task.retries)
+        recording = attempt_log.set(log)
         try:
-            with anyio.fail_after(task.timeout_s):
-                response = await self.chain_for(task, log).generate_content_async(messages, **task.options)
+            with anyio.fail_after(task.timeout_s) if task.timeout_s else nullcontext():
+                response = await chain.generate_content_async(messages, **task.options)
         except TimeoutError:
             return finish(
                 ExecutionStatus.FAILED,
@@ -137,6 +139,9 @@ class TaskExecutor:
                 ExecutionStatus.FAILED,
                 error=ErrorInfo(type="internal", message=redact(f"{type(exc).__name__}: {exc}")),
             )
+
+        finally:
+            attempt_log.reset(recording)
 
         parsed = None
         if task.task.output_format is OutputFormat.JSON:

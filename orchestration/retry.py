@@ -1,13 +1,16 @@
 """Retry policy: exponential backoff with full jitter, honouring ``retry_after``, via tenacity.
 
 :func:`call_with_retries` is the policy; :class:`RetryingLlm` applies it to one agent's
-model inside a task's call chain and reports every attempt.
+model inside a task's call chain and appends every attempt to the list that
+:data:`attempt_log` holds in the calling task's context (the executor sets one per task,
+so chains can be shared by concurrent tasks).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import anyio
@@ -26,7 +29,10 @@ from llm_abstractions import BaseLlm, LlmError, LlmResponse, Message
 from llm_abstractions.wrappers import CircuitOpenError, WrapperLlm
 from orchestration.models import AttemptRecord
 
-__all__ = ["RetryingLlm", "call_with_retries"]
+__all__ = ["RetryingLlm", "attempt_log", "call_with_retries"]
+
+attempt_log: ContextVar[list[AttemptRecord] | None] = ContextVar("orchestrate_attempt_log", default=None)
+"""Where :class:`RetryingLlm` records the attempts of the current task (nowhere when ``None``)."""
 
 Retryable = Callable[[LlmError], bool]
 
@@ -86,8 +92,14 @@ def _unless_circuit_open(exc: LlmError) -> bool:
     return exc.retryable and not isinstance(exc, CircuitOpenError)
 
 
+def _record(attempt: AttemptRecord) -> None:
+    log = attempt_log.get()
+    if log is not None:
+        log.append(attempt)
+
+
 class RetryingLlm(WrapperLlm):
-    """One agent's link in a task's call chain: retries its calls and reports each attempt.
+    """One agent's link in a task's call chain: retries its calls and records each attempt.
 
     With ``has_fallback`` an open circuit is not waited out: the error goes straight to
     the next agent of the chain. Streams are passed through without retries.
@@ -98,14 +110,12 @@ class RetryingLlm(WrapperLlm):
         wrapped: BaseLlm,
         retries: int,
         settings: RetrySettings,
-        on_attempt: Callable[[AttemptRecord], None],
         *,
         has_fallback: bool = False,
     ) -> None:
         super().__init__(wrapped)
         self.retries = retries
         self.retry_settings = settings
-        self.on_attempt = on_attempt
         self.retryable: Retryable = _unless_circuit_open if has_fallback else _retryable
 
     async def generate_content_async(self, messages: Sequence[Message], **options: Any) -> LlmResponse:
@@ -116,9 +126,9 @@ class RetryingLlm(WrapperLlm):
             try:
                 response = await self.wrapped.generate_content_async(messages, **options)
             except LlmError as exc:
-                self.on_attempt(AttemptRecord(agent=agent, error_type=exc.type_name, duration_s=_since(start)))
+                _record(AttemptRecord(agent=agent, error_type=exc.type_name, duration_s=_since(start)))
                 raise
-            self.on_attempt(AttemptRecord(agent=agent, duration_s=_since(start)))
+            _record(AttemptRecord(agent=agent, duration_s=_since(start)))
             return response
 
         return await call_with_retries(attempt, self.retries, self.retry_settings, self.retryable)

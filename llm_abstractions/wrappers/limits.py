@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,12 +111,25 @@ class EndpointLimits:
         """Seconds until the endpoint-wide pause ends (0 when not paused)."""
         return max(0.0, self._paused_until - self._clock())
 
-    @asynccontextmanager
-    async def slot(self, tokens: int = 0) -> AsyncIterator[float]:
-        """Hold a concurrency slot, wait out any pause and the budgets; yield the send time."""
-        async with self._slots:
-            await self._admit(tokens)
-            yield self._clock()
+    async def acquire(self, tokens: int = 0) -> float:
+        """Take a concurrency slot, wait out any pause and the budgets; return the send time.
+
+        Pair every successful call with :meth:`release`, in the same task.
+        """
+        try:
+            self._slots.acquire_nowait()
+        except anyio.WouldBlock:
+            await self._slots.acquire()
+        try:
+            if self._requests is not None or self._tokens is not None or self.paused_for() > 0:
+                await self._admit(tokens)
+        except BaseException:
+            self._slots.release()
+            raise
+        return self._clock()
+
+    def release(self) -> None:
+        self._slots.release()
 
     async def _admit(self, tokens: int) -> None:
         while True:
@@ -167,25 +179,31 @@ class LimitedLlm(WrapperLlm):
         self.limits = limits
 
     async def generate_content_async(self, messages: Sequence[Message], **options: Any) -> LlmResponse:
+        limits = self.limits
         tokens = estimate_tokens(messages)
-        async with self.limits.slot(tokens) as sent_at:
-            try:
-                response = await self.wrapped.generate_content_async(messages, **options)
-            except RateLimitedError as exc:
-                self.limits.on_rate_limited(sent_at, exc.retry_after)
-                raise
-        self.limits.on_success(tokens, response.usage)
+        sent_at = await limits.acquire(tokens)
+        try:
+            response = await self.wrapped.generate_content_async(messages, **options)
+        except RateLimitedError as exc:
+            limits.on_rate_limited(sent_at, exc.retry_after)
+            raise
+        finally:
+            limits.release()
+        limits.on_success(tokens, response.usage)
         return response
 
     async def stream_content_async(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[LlmChunk]:
+        limits = self.limits
         tokens = estimate_tokens(messages)
         usage: Usage | None = None
-        async with self.limits.slot(tokens) as sent_at:
-            try:
-                async for chunk in self.wrapped.stream_content_async(messages, **options):
-                    usage = chunk.usage or usage
-                    yield chunk
-            except RateLimitedError as exc:
-                self.limits.on_rate_limited(sent_at, exc.retry_after)
-                raise
-        self.limits.on_success(tokens, usage)
+        sent_at = await limits.acquire(tokens)
+        try:
+            async for chunk in self.wrapped.stream_content_async(messages, **options):
+                usage = chunk.usage or usage
+                yield chunk
+        except RateLimitedError as exc:
+            limits.on_rate_limited(sent_at, exc.retry_after)
+            raise
+        finally:
+            limits.release()
+        limits.on_success(tokens, usage)

@@ -27,6 +27,8 @@ class TimeoutLlm(WrapperLlm):
         return LlmTimeoutError(f"call timed out after {self.config.timeout_s} s", provider=self.config.provider)
 
     async def generate_content_async(self, messages: Sequence[Message], **options: Any) -> LlmResponse:
+        if self.config.timeout_s is None:
+            return await self.wrapped.generate_content_async(messages, **options)
         try:
             with anyio.fail_after(self.config.timeout_s):
                 return await self.wrapped.generate_content_async(messages, **options)
