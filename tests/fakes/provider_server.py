@@ -56,8 +56,8 @@ from urllib.parse import parse_qs, urlsplit
 
 __all__ = [
     "Api",
-    "Fault",
     "FakeProviderServer",
+    "Fault",
     "RecordedRequest",
     "Reply",
     "Response",

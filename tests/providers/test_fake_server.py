@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.fakes.provider_server import Fault, FakeProviderServer, RecordedRequest, Reply
+from tests.fakes.provider_server import FakeProviderServer, Fault, RecordedRequest, Reply
 
 
 def _post(server: FakeProviderServer, path: str, body: dict[str, object]) -> tuple[int, dict[str, str], bytes]:
