@@ -519,7 +519,7 @@ class FakeProviderServer:
 
 async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
     if headers.get("transfer-encoding", "").lower() == "chunked":
-        parts = []
+        parts: list[bytes] = []
         while True:
             size = int((await reader.readline()).split(b";")[0].strip(), 16)
             if size == 0:
@@ -549,11 +549,12 @@ def _parse_request(method: str, target: str, headers: dict[str, str], raw: bytes
         body = json.loads(raw) if raw else None
     except ValueError:
         body = None
+    model: str | None
     if api == "gemini":
         model = path.rsplit("/", 1)[-1].split(":", 1)[0]
         stream = ":streamGenerateContent" in path
     else:
-        model = body.get("model") if isinstance(body, dict) else None
+        model = str(body["model"]) if isinstance(body, dict) and "model" in body else None
         stream = bool(body.get("stream")) if isinstance(body, dict) else False
     return RecordedRequest(
         api=api,
@@ -756,7 +757,7 @@ def _openai_events(request: RecordedRequest, a: _Answer, pieces: list[str]) -> R
 
 
 def _anthropic_events(request: RecordedRequest, a: _Answer, pieces: list[str]) -> Rendered:
-    message = {
+    message: dict[str, Any] = {
         "id": "msg_fake",
         "type": "message",
         "role": "assistant",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import http.client
 import json
+from typing import Any
 
 import pytest
 
 from tests.fakes.provider_server import FakeProviderServer, Fault, RecordedRequest, Reply
 
 
-def _post(server: FakeProviderServer, path: str, body: dict[str, object]) -> tuple[int, dict[str, str], bytes]:
+def _post(server: FakeProviderServer, path: str, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
     try:
         conn.request("POST", path, body=json.dumps(body), headers={"content-type": "application/json"})
@@ -20,7 +21,7 @@ def _post(server: FakeProviderServer, path: str, body: dict[str, object]) -> tup
         conn.close()
 
 
-CHAT = {"model": "m", "messages": [{"role": "user", "content": "one two three"}]}
+CHAT: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "one two three"}]}
 
 
 def test_scripted_responses_come_before_the_handler_and_the_default(fake_server: FakeProviderServer) -> None:
