@@ -319,12 +319,12 @@ async def _save_unstored(
     store: RunStore, run_id: str, results: Mapping[str, ExecutionResult], kept: Mapping[str, ExecutionResult]
 ) -> None:
     """Commit the skipped and cancelled results (not written as they happened) and the run's status."""
-    from orchestration.store import run_status
+    from orchestration.store import RunStatus
 
     for result in results.values():
         if result.status in (ExecutionStatus.SKIPPED, ExecutionStatus.CANCELLED) and result.task_id not in kept:
             store.record_nowait(run_id, result)
-    await store.end_run(run_id, run_status(results))
+    await store.end_run(run_id, RunStatus.of(results))
 
 
 def _cancelled(task_id: str, agent: str, started_at: datetime | None) -> ExecutionResult:

@@ -16,7 +16,6 @@ from orchestration.store.run_store import (
     StoredRun,
     StoredTask,
     default_store_path,
-    run_status,
 )
 
 __all__ = [
@@ -34,6 +33,5 @@ __all__ = [
     "plan_resume",
     "project_hash",
     "run_document",
-    "run_status",
     "task_fingerprint",
 ]

@@ -1,4 +1,4 @@
-"""Export a stored run: ``json`` (one document), ``jsonl`` (one result per line) or ``md`` (a table)."""
+"""Export a stored run: ``json`` (the results document), ``jsonl`` (one result per line) or ``md`` (a table)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from orchestration.models import ExecutionResult
+from orchestration.results import results_document
 from orchestration.store.run_store import RunRecord, StoredRun
 
 __all__ = ["ExportFormat", "export_run", "run_document"]
@@ -18,22 +19,17 @@ class ExportFormat(StrEnum):
     MD = "md"
 
 
-def _run_header(record: RunRecord) -> dict[str, Any]:
+def run_document(record: RunRecord, results: dict[str, ExecutionResult]) -> dict[str, Any]:
+    """The results document (:func:`~orchestration.results.results_document`) plus the run's record."""
     return {
-        "run_id": record.run_id,
-        "project": record.project,
+        **results_document(record.project, record.run_id, results),
         "project_hash": record.project_hash,
         "file": str(record.file) if record.file else None,
-        "status": record.status.value,
+        "run_status": record.status.value,
         "started_at": record.started_at.isoformat(),
         "finished_at": record.finished_at.isoformat() if record.finished_at else None,
         "sessions": record.sessions,
     }
-
-
-def run_document(record: RunRecord, results: dict[str, ExecutionResult]) -> dict[str, Any]:
-    """The results-file document of a run: its header and every result in task order."""
-    return {**_run_header(record), "results": [r.model_dump(mode="json") for r in results.values()]}
 
 
 def _cell(value: object) -> str:

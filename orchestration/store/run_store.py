@@ -38,7 +38,6 @@ __all__ = [
     "StoredRun",
     "StoredTask",
     "default_store_path",
-    "run_status",
 ]
 
 STORE_ENV = "ORCHESTRATE_STORE"
@@ -76,6 +75,16 @@ class RunStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+    @classmethod
+    def of(cls, results: Mapping[str, ExecutionResult]) -> RunStatus:
+        """The status a run ends with, from its results."""
+        statuses = {r.status for r in results.values()}
+        if ExecutionStatus.CANCELLED in statuses:
+            return cls.CANCELLED
+        if statuses <= {ExecutionStatus.SUCCESS}:
+            return cls.SUCCEEDED
+        return cls.FAILED
 
 
 @dataclass(frozen=True)
@@ -336,13 +345,3 @@ class RunStore:
     def latest_unfinished(self, project: str) -> RunRecord | None:
         """The newest run of ``project`` that did not succeed as a whole, if any."""
         return next((run for run in self.list_runs(project) if not run.finished), None)
-
-
-def run_status(results: Mapping[str, ExecutionResult]) -> RunStatus:
-    """The status a run ends with, from its results."""
-    statuses = {r.status for r in results.values()}
-    if ExecutionStatus.CANCELLED in statuses:
-        return RunStatus.CANCELLED
-    if statuses <= {ExecutionStatus.SUCCESS}:
-        return RunStatus.SUCCEEDED
-    return RunStatus.FAILED
