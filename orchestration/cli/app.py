@@ -15,6 +15,7 @@ import typer
 
 from orchestration.cli.common import load_orchestrator, parse_inputs
 from orchestration.cli.run import FileArg, run
+from orchestration.cli.runs import results, resume, runs
 
 __all__ = ["app", "main"]
 
@@ -28,6 +29,9 @@ app = typer.Typer(
 agents_app = typer.Typer(help="Inspect configured agents.", no_args_is_help=True)
 app.add_typer(agents_app, name="agents")
 app.command()(run)
+app.command()(resume)
+app.command()(runs)
+app.command()(results)
 
 AgentsOpt = Annotated[Path | None, typer.Option("--agents", help="Agents file to load.")]
 InputsOpt = Annotated[list[str] | None, typer.Option("--input", "-i", help="Override an input: KEY=VALUE.")]
