@@ -7,9 +7,8 @@ with retries and timeouts, and turns whatever happens into an ``ExecutionResult`
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -21,9 +20,12 @@ from llm_abstractions import (
     LlmResponse,
     LlmTimeoutError,
     Message,
+    collect_stream,
     create_llm,
     redact,
 )
+from llm_abstractions.pricing import cost_usd
+from llm_abstractions.structured import InvalidOutputError, generate_json
 from orchestration.models import ErrorInfo, ExecutionResult, ExecutionStatus, OutputFormat, utc_now
 from orchestration.project import CompiledTask
 from orchestration.retry import call_with_retries
@@ -93,18 +95,34 @@ class TaskExecutor:
 
         llm = self.llm_for(agent.name)
 
-        async def attempt() -> LlmResponse:
-            nonlocal attempts
-            attempts += 1
-            return await _call(llm, agent, messages, task.options)
+        async def call(conversation: Sequence[Message]) -> LlmResponse:
+            async def attempt() -> LlmResponse:
+                nonlocal attempts
+                attempts += 1
+                return await _call(llm, agent, conversation, task.options)
 
+            return await call_with_retries(attempt, task.retries, agent.retry)
+
+        parsed = None
         try:
             with anyio.fail_after(task.timeout_s) if task.timeout_s else _no_scope():
-                response = await call_with_retries(attempt, task.retries, agent.retry)
+                if task.task.output_format is OutputFormat.JSON:
+                    answer = await generate_json(call, messages, task.task.output_schema)
+                    response, parsed = answer.response, answer.value
+                else:
+                    response = await call(messages)
         except TimeoutError:
             return finish(
                 ExecutionStatus.FAILED,
                 error=ErrorInfo(type="timeout", message=f"task timed out after {task.timeout_s} s"),
+            )
+        except InvalidOutputError as exc:
+            return finish(
+                ExecutionStatus.FAILED,
+                output=exc.response.text,
+                error=ErrorInfo(type=exc.type_name, message=redact(exc.message)),
+                usage=exc.response.usage,
+                cost_usd=cost_usd(llm.pricing_provider, exc.response.model or agent.model, exc.response.usage),
             )
         except LlmError as exc:
             return finish(
@@ -118,17 +136,6 @@ class TaskExecutor:
                 error=ErrorInfo(type="internal", message=redact(f"{type(exc).__name__}: {exc}")),
             )
 
-        parsed = None
-        if task.task.output_format is OutputFormat.JSON:
-            try:
-                parsed = json.loads(response.text)
-            except json.JSONDecodeError as exc:
-                return finish(
-                    ExecutionStatus.FAILED,
-                    output=response.text,
-                    error=ErrorInfo(type="invalid_output", message=f"the answer is not valid JSON: {exc}"),
-                    usage=response.usage,
-                )
         return finish(
             ExecutionStatus.SUCCESS,
             output=response.text,
@@ -137,6 +144,7 @@ class TaskExecutor:
             model=response.model or agent.model,
             provider=response.provider,
             time_to_first_token_s=response.time_to_first_token_s,
+            cost_usd=cost_usd(llm.pricing_provider, response.model or agent.model, response.usage),
         )
 
 
@@ -148,12 +156,17 @@ class _no_scope:
         return None
 
 
-async def _call(llm: BaseLlm, agent: AgentConfig, messages: list[Message], options: dict[str, Any]) -> LlmResponse:
+def _streamed(llm: BaseLlm, messages: Sequence[Message], options: dict[str, Any]) -> Awaitable[LlmResponse]:
+    """The answer, streamed so that time to first token is measured."""
+    return collect_stream(llm.stream_content_async(messages, **options), provider=llm.provider, model=llm.model_name)
+
+
+async def _call(llm: BaseLlm, agent: AgentConfig, messages: Sequence[Message], options: dict[str, Any]) -> LlmResponse:
     """One model call under the agent's per-call timeout."""
     if agent.timeout_s is None:
-        return await llm.generate_content_async(messages, **options)
+        return await _streamed(llm, messages, options)
     try:
         with anyio.fail_after(agent.timeout_s):
-            return await llm.generate_content_async(messages, **options)
+            return await _streamed(llm, messages, options)
     except TimeoutError:
         raise LlmTimeoutError(f"call timed out after {agent.timeout_s} s", provider=agent.agent_type) from None
