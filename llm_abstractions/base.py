@@ -45,6 +45,11 @@ class BaseLlm(ABC):
     def model_name(self) -> str | None:
         return self.config.model
 
+    @property
+    def pricing_provider(self) -> str | None:
+        """The genai-prices provider id that prices this client's calls; ``None``: not priced."""
+        return None
+
     def resolve_options(self, overrides: dict[str, Any]) -> GenerationOptions:
         """The configured defaults with ``overrides`` (keyword options of one call) applied."""
         if not overrides:

@@ -5,23 +5,26 @@ every task and closed at the end), renders the prompts, and calls the model
 in-process through a chain of wrappers:
 
 ``FallbackLlm`` over the agent and its fallbacks, each a ``RetryingLlm`` around the
-agent's shared ``CircuitBreakerLlm(LimitedLlm(TimeoutLlm(client)))``, whose breaker
-and limits belong to the agent's endpoint. Whatever happens becomes an ``ExecutionResult``.
+agent's shared ``CircuitBreakerLlm(LimitedLlm(TimeoutLlm(StreamedLlm(client))))``, whose
+breaker and limits belong to the agent's endpoint. Answers are streamed so that time to
+first token is measured; json tasks are validated (with one repair call) by
+``generate_json``. Whatever happens becomes an ``ExecutionResult``.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from typing import Any
 
 import anyio
 
 from agent_registry import AgentRegistry
-from llm_abstractions import BaseLlm, LlmError, Message, create_llm, redact
-from llm_abstractions.wrappers import CircuitBreakerLlm, FallbackLlm, LimitedLlm, TimeoutLlm
+from llm_abstractions import BaseLlm, LlmError, LlmResponse, Message, create_llm, redact
+from llm_abstractions.pricing import cost_usd
+from llm_abstractions.structured import InvalidOutputError, generate_json
+from llm_abstractions.wrappers import CircuitBreakerLlm, FallbackLlm, LimitedLlm, StreamedLlm, TimeoutLlm
 from orchestration.endpoints import Endpoints
 from orchestration.models import AttemptRecord, ErrorInfo, ExecutionResult, ExecutionStatus, OutputFormat, utc_now
 from orchestration.project import CompiledTask
@@ -53,7 +56,7 @@ class TaskExecutor:
         llm = self._guarded.get(agent)
         if llm is None:
             endpoint = self.endpoints.for_agent(self.registry.get(agent))
-            limited = LimitedLlm(TimeoutLlm(self.llm_for(agent)), endpoint.limits)
+            limited = LimitedLlm(TimeoutLlm(StreamedLlm(self.llm_for(agent))), endpoint.limits)
             llm = self._guarded[agent] = CircuitBreakerLlm(limited, endpoint.breaker)
         return llm
 
@@ -96,7 +99,7 @@ class TaskExecutor:
         start = time.perf_counter()
         log: list[AttemptRecord] = []
 
-        def finish(status: ExecutionStatus, **fields: Any) -> ExecutionResult:
+        def finish(status: ExecutionStatus, response: LlmResponse | None = None, **fields: Any) -> ExecutionResult:
             agent = self.registry.get(log[-1].agent if log else task.agent)
             values: dict[str, Any] = {
                 "task_id": task.id,
@@ -110,6 +113,12 @@ class TaskExecutor:
                 "completed_at": utc_now(),
                 "duration_s": time.perf_counter() - start,
             }
+            if response is not None:
+                model = response.model or agent.model
+                values["output"] = response.text
+                values["usage"] = response.usage
+                values["model"] = model
+                values["cost_usd"] = cost_usd(self.llm_for(agent.name).pricing_provider, model, response.usage)
             values.update(fields)
             return ExecutionResult(**values)
 
@@ -119,14 +128,29 @@ class TaskExecutor:
             return finish(ExecutionStatus.FAILED, error=ErrorInfo(type="template_error", message=redact(str(exc))))
 
         chain = self.chain_for(task.agent, task.retries)
+
+        async def call(conversation: Sequence[Message]) -> LlmResponse:
+            return await chain.generate_content_async(conversation, **task.options)
+
+        parsed = None
         recording = attempt_log.set(log)
         try:
             with anyio.fail_after(task.timeout_s) if task.timeout_s else nullcontext():
-                response = await chain.generate_content_async(messages, **task.options)
+                if task.task.output_format is OutputFormat.JSON:
+                    answer = await generate_json(call, messages, task.task.output_schema)
+                    response, parsed = answer.response, answer.value
+                else:
+                    response = await call(messages)
         except TimeoutError:
             return finish(
                 ExecutionStatus.FAILED,
                 error=ErrorInfo(type="timeout", message=f"task timed out after {task.timeout_s} s"),
+            )
+        except InvalidOutputError as exc:
+            return finish(
+                ExecutionStatus.FAILED,
+                exc.response,
+                error=ErrorInfo(type=exc.type_name, message=redact(exc.message)),
             )
         except LlmError as exc:
             return finish(
@@ -139,27 +163,13 @@ class TaskExecutor:
                 ExecutionStatus.FAILED,
                 error=ErrorInfo(type="internal", message=redact(f"{type(exc).__name__}: {exc}")),
             )
-
         finally:
             attempt_log.reset(recording)
 
-        parsed = None
-        if task.task.output_format is OutputFormat.JSON:
-            try:
-                parsed = json.loads(response.text)
-            except json.JSONDecodeError as exc:
-                return finish(
-                    ExecutionStatus.FAILED,
-                    output=response.text,
-                    error=ErrorInfo(type="invalid_output", message=f"the answer is not valid JSON: {exc}"),
-                    usage=response.usage,
-                )
         return finish(
             ExecutionStatus.SUCCESS,
-            output=response.text,
+            response,
             parsed=parsed,
-            usage=response.usage,
-            model=response.model or self.registry.get(log[-1].agent).model,
             provider=response.provider,
             time_to_first_token_s=response.time_to_first_token_s,
         )

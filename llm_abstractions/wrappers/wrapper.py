@@ -30,6 +30,10 @@ class WrapperLlm(BaseLlm):
         self.config = wrapped.config
         self.settings = wrapped.settings
 
+    @property
+    def pricing_provider(self) -> str | None:
+        return self.wrapped.pricing_provider
+
     async def generate_content_async(self, messages: Sequence[Message], **options: Any) -> LlmResponse:
         return await self.wrapped.generate_content_async(messages, **options)
 

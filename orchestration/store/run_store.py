@@ -164,7 +164,9 @@ def _result_json(result: ExecutionResult) -> str:
 def _load_result(text: str, output_format: str) -> ExecutionResult:
     result = ExecutionResult.model_validate_json(text)
     if output_format == OutputFormat.JSON and result.succeeded and result.output is not None:
-        result.parsed = json.loads(result.output)
+        from llm_abstractions.structured import parse_json_answer
+
+        result.parsed = parse_json_answer(result.output, None)
     return result
 
 
