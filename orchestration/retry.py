@@ -18,7 +18,6 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
-    stop_after_attempt,
     stop_after_delay,
     wait_random_exponential,
 )
@@ -52,6 +51,20 @@ def _wait(settings: RetrySettings) -> Callable[[RetryCallState], float]:
     return wait
 
 
+class _stop_after_requests(stop_base):
+    """Stop once ``count`` attempts reached the provider: refusals by an open circuit sent nothing."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.refused = 0
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        if outcome is not None and isinstance(outcome.exception(), CircuitOpenError):
+            self.refused += 1
+        return retry_state.attempt_number - self.refused >= self.count
+
+
 async def call_with_retries(
     attempt: Callable[[], Awaitable[LlmResponse]],
     retries: int,
@@ -59,6 +72,8 @@ async def call_with_retries(
     retryable: Retryable = _retryable,
 ) -> LlmResponse:
     """Call ``attempt`` until it succeeds, fails with an error ``retryable`` rejects, or ``retries`` run out.
+
+    Refusals by an open circuit (no request sent) do not use up retries; ``deadline_s`` bounds them.
 
     The first attempt runs outside tenacity (the common, successful case costs nothing);
     a retryable first failure is replayed into tenacity, which then owns backoff and stop.
@@ -75,7 +90,7 @@ async def call_with_retries(
             raise first_error.pop()
         return await attempt()
 
-    stop: stop_base = stop_after_attempt(retries + 1)
+    stop: stop_base = _stop_after_requests(retries + 1)
     if settings.deadline_s is not None:
         stop = stop | stop_after_delay(settings.deadline_s)
     retrying = AsyncRetrying(
