@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,8 @@ class Script:
 
     outcomes: list[Outcome] = field(default_factory=list)
     default: Outcome = "ok"
+    respond: Callable[[str], Outcome] | None = None
+    """Decides the outcome from the prompt when ``outcomes`` is empty (instead of ``default``)."""
     calls: list[Call] = field(default_factory=list)
     gate: anyio.Event | None = None
     """When set, every call waits for it before answering."""
@@ -51,7 +53,11 @@ class ScriptedLlm(BaseLlm):
     async def _generate(self, messages: Sequence[Message], options: GenerationOptions) -> LlmResponse:
         script = self.script
         script.calls.append(Call(messages[-1].content, options, anyio.current_time()))
-        outcome = script.outcomes.pop(0) if script.outcomes else script.default
+        prompt = messages[-1].content
+        if script.outcomes:
+            outcome = script.outcomes.pop(0)
+        else:
+            outcome = script.default if script.respond is None else script.respond(prompt)
         script.running += 1
         script.max_running = max(script.max_running, script.running)
         try:

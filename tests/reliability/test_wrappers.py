@@ -132,7 +132,7 @@ async def test_circuit_opens_after_repeated_failures_and_one_trial_decides() -> 
         with pytest.raises(CircuitOpenError):
             await llm.generate_content_async(HELLO)  # only one trial at a time
         inner.script.gate.set()
-    assert breaker.state is CircuitState.CLOSED and breaker.opened == 2
+    assert (breaker.state, breaker.opened) == (CircuitState.CLOSED, 2)
     assert (await llm.generate_content_async(HELLO)).text == "ok"
 
 
