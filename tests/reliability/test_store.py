@@ -117,7 +117,7 @@ async def test_agent_change_counts_as_a_change(scripts: Scripts, tmp_path: Path)
 async def test_json_outputs_are_parsed_again_on_load(scripts: Scripts, tmp_path: Path) -> None:
     store = RunStore(tmp_path / "runs.db")
     scripts["s"].default = '{"n": 3}'
-    tasks = [
+    tasks: list[dict[str, Any]] = [
         {"id": "j", "description": "give json", "output_format": "json"},
         {"id": "k", "description": "n is {{ tasks.j.parsed.n }}", "depends_on": ["j"]},
     ]
