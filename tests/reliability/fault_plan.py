@@ -43,6 +43,8 @@ class FaultPlan:
     burst_window_s: float = 0.03
     retry_after_s: float = 0.5
     hang_s: float = 2.0
+    reply_delay_s: float = 0.0
+    """How long each success takes."""
     key: Any = None
     """Maps the request's last user text to the task key successes are counted by."""
     successes: Counter[str] = field(default_factory=Counter)
@@ -78,4 +80,4 @@ class FaultPlan:
                     return Fault.reset()
                 return Fault(status=500, message="too late", delay_s=self.hang_s)
             self.successes[key] += 1
-        return Reply(text=f"done: {key}")
+        return Reply(text=f"done: {key}", delay_s=self.reply_delay_s)
