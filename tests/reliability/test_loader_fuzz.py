@@ -84,7 +84,7 @@ agents = st.dictionaries(
 )
 
 
-plausible_projects = st.fixed_dictionaries(
+plausible_projects: st.SearchStrategy[dict[str, Any]] = st.fixed_dictionaries(
     {
         "name": st.text(max_size=10),
         "tasks": st.lists(plausible_tasks, max_size=5, unique_by=lambda task: str(task["id"])),

@@ -48,7 +48,10 @@ ESCAPES = [
 
 @pytest.mark.parametrize("template", ESCAPES)
 async def test_templates_cannot_reach_python_internals(scripts: Scripts, template: str) -> None:
-    tasks = [{"id": "a", "description": "first"}, {"id": "b", "description": template, "depends_on": ["a"]}]
+    tasks: list[dict[str, Any]] = [
+        {"id": "a", "description": "first"},
+        {"id": "b", "description": template, "depends_on": ["a"]},
+    ]
     try:
         results = await orchestrator(tasks).run()
     except ProjectValidationError as exc:  # refused before running (unknown names or inputs)
