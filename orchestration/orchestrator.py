@@ -161,7 +161,7 @@ class ProjectOrchestrator:
         project changed their prompt or agent; those and their descendants rerun, as
         :attr:`resume_plan` reports. The returned results hold the whole run.
         """
-        from orchestration.store import plan_resume, task_fingerprint
+        from orchestration.store import fingerprints, plan_resume
 
         if self.store is None:
             raise ValueError("resume needs a run store: ProjectOrchestrator(..., store=...)")
@@ -172,26 +172,26 @@ class ProjectOrchestrator:
         project = self.validate()
         if stored.record.project != project.name:
             raise ValueError(f"run '{run_id}' belongs to project '{stored.record.project}', not '{project.name}'")
-        fingerprints = [task_fingerprint(project, task) for task in project.tasks]
-        self.resume_plan = plan_resume(project, stored, fingerprints)
-        return await self._run(project, run_id, self.resume_plan.kept, fingerprints)
+        prints = fingerprints(project)
+        self.resume_plan = plan_resume(project, stored, prints)
+        return await self._run(project, run_id, self.resume_plan.kept, prints)
 
     async def _run(
         self,
         project: Project,
         run_id: str,
         kept: Mapping[str, ExecutionResult],
-        fingerprints: list[str] | None = None,
+        prints: list[str] | None = None,
     ) -> dict[str, ExecutionResult]:
         """Run the tasks not in ``kept`` (succeeded already) under ``run_id``."""
         self.run_id = run_id
         self.results = dict(kept)
         store = self.store
         if store is not None:
-            from orchestration.store import project_hash, task_fingerprint
+            from orchestration.store import fingerprints, project_hash
 
-            if fingerprints is None:
-                fingerprints = [task_fingerprint(project, task) for task in project.tasks]
+            if prints is None:
+                prints = fingerprints(project)
             await store.begin_run(
                 run_id,
                 project=project.name,
@@ -214,7 +214,7 @@ class ProjectOrchestrator:
         )
         inputs = project.inputs
         results = self.results
-        prints = fingerprints or []
+        task_prints = prints or []
         tasks = project.tasks
 
         async def execute(index: int) -> bool:
@@ -227,7 +227,7 @@ class ProjectOrchestrator:
                 self._record(_cancelled(task.id, task.agent, started_at))
                 raise
             if store is not None:  # committed before dependents start and before the slot is freed
-                await store.record(run_id, result, prints[index], task.task.output_format)
+                await store.record(run_id, result, task_prints[index], task.task.output_format)
             self._record(result)
             return result.status is ExecutionStatus.SUCCESS
 

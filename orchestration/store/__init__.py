@@ -6,7 +6,14 @@ that were in flight; those run again on resume (at-least-once for in-flight call
 """
 
 from orchestration.store.export import ExportFormat, export_run, run_document
-from orchestration.store.resume import ResumePlan, plan_resume, project_hash, task_fingerprint
+from orchestration.store.resume import (
+    ResumePlan,
+    agent_fingerprint,
+    fingerprints,
+    plan_resume,
+    project_hash,
+    task_fingerprint,
+)
 from orchestration.store.run_store import (
     DEFAULT_STORE_PATH,
     STORE_ENV,
@@ -28,8 +35,10 @@ __all__ = [
     "RunStore",
     "StoredRun",
     "StoredTask",
+    "agent_fingerprint",
     "default_store_path",
     "export_run",
+    "fingerprints",
     "plan_resume",
     "project_hash",
     "run_document",

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent_registry import AgentConfig
 from orchestration.models import ExecutionResult
 from orchestration.project import CompiledTask, Project
 from orchestration.store.run_store import StoredRun
 
-__all__ = ["ResumePlan", "plan_resume", "project_hash", "task_fingerprint"]
+__all__ = ["ResumePlan", "agent_fingerprint", "fingerprints", "plan_resume", "project_hash", "task_fingerprint"]
 
 
 def _digest(value: Any) -> str:
@@ -27,27 +28,42 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def task_fingerprint(project: Project, task: CompiledTask) -> str:
-    """A stable hash of everything (but upstream outputs) that shapes ``task``'s answer."""
-    agent = project.registry.get(task.agent)
-    refs = task.prompt.input_refs | (task.system.input_refs if task.system else frozenset())
+def agent_fingerprint(agent: AgentConfig) -> str:
+    """A hash of what in an agent's config shapes its answers (not keys, limits or retries)."""
     return _digest(
         {
-            "prompt": task.prompt.source,
-            "system": task.system.source if task.system else None,
-            "inputs": {key: project.inputs.get(key) for key in sorted(refs)},
-            "output_format": task.task.output_format,
-            "output_schema": task.task.output_schema,
-            "options": task.options,
-            "agent": {
-                "type": agent.agent_type,
-                "model": agent.model,
-                "base_url": agent.base_url,
-                "options": agent.options.model_dump(exclude_none=True),
-                "settings": agent.provider_settings,
-            },
+            "type": agent.agent_type,
+            "model": agent.model,
+            "base_url": agent.base_url,
+            "options": agent.options.model_dump(exclude_none=True),
+            "settings": agent.provider_settings,
         }
     )
+
+
+def task_fingerprint(project: Project, task: CompiledTask, agent_print: str | None = None) -> str:
+    """A stable hash of everything (but upstream outputs) that shapes ``task``'s answer.
+
+    ``agent_print`` is the task agent's :func:`agent_fingerprint`, when already known.
+    """
+    refs = task.prompt.input_refs | (task.system.input_refs if task.system else frozenset())
+    return _digest(
+        [
+            task.prompt.source,
+            task.system.source if task.system else None,
+            {key: project.inputs.get(key) for key in refs},
+            task.task.output_format,
+            task.task.output_schema,
+            task.options,
+            agent_print or agent_fingerprint(project.registry.get(task.agent)),
+        ]
+    )
+
+
+def fingerprints(project: Project) -> list[str]:
+    """Every task's fingerprint, in task order (each agent hashed once)."""
+    agents = {name: agent_fingerprint(project.registry.get(name)) for name in {t.agent for t in project.tasks}}
+    return [task_fingerprint(project, task, agents[task.agent]) for task in project.tasks]
 
 
 def project_hash(project: Project) -> str:

@@ -154,11 +154,13 @@ def _json(value: Any) -> str:
 
 
 def _result_json(result: ExecutionResult) -> str:
-    data = result.model_dump(mode="json")
-    data["output"] = _redacted(data["output"])
-    if data["error"] is not None:
-        data["error"]["message"] = redact(data["error"]["message"])
-    return json.dumps(data, ensure_ascii=False)
+    """The result as JSON, its output and error message redacted (copied only when that changes them)."""
+    changes: dict[str, Any] = {}
+    if result.output is not None and (output := redact(result.output)) != result.output:
+        changes["output"] = output
+    if result.error is not None and (message := redact(result.error.message)) != result.error.message:
+        changes["error"] = result.error.model_copy(update={"message": message})
+    return (result.model_copy(update=changes) if changes else result).model_dump_json()
 
 
 def _load_result(text: str, output_format: str) -> ExecutionResult:

@@ -28,6 +28,29 @@ __all__ = ["SqliteWriter", "Statement", "connect"]
 Statement = tuple[str, Sequence[Any]]
 
 
+_MAX_ROWS = 500
+"""Rows per merged INSERT (SQLite allows 32,766 parameters per statement)."""
+
+
+def _merged(statements: Sequence[Statement]) -> list[Statement]:
+    """Consecutive runs of one ``INSERT ... VALUES (?, ...)`` merged into multi-row INSERTs.
+
+    Each sqlite3 call releases and retakes the GIL, and a busy event loop makes every
+    retake wait; so a batch becomes as few statements as possible.
+    """
+    merged: list[Statement] = []
+    for sql, group in groupby(statements, key=itemgetter(0)):
+        rows = [params for _, params in group]
+        head, values, placeholders = sql.rpartition(" VALUES ")
+        if not (values and sql.startswith("INSERT") and placeholders.startswith("(")) or len(rows) == 1:
+            merged.extend((sql, params) for params in rows)
+            continue
+        for first in range(0, len(rows), _MAX_ROWS):
+            chunk = rows[first : first + _MAX_ROWS]
+            merged.append((head + values + ", ".join([placeholders] * len(chunk)), [v for row in chunk for v in row]))
+    return merged
+
+
 def _set_all(events: list[anyio.Event]) -> None:
     for event in events:
         event.set()
@@ -144,12 +167,15 @@ class SqliteWriter:
 
     def _commit(self, connection: sqlite3.Connection, batch: list[_Write]) -> None:
         error: BaseException | None = None
+        merged = _merged([statement for write in batch for statement in write.statements])
         try:
-            connection.execute("BEGIN IMMEDIATE")
-            statements = [statement for write in batch for statement in write.statements]
-            for sql, group in groupby(statements, key=itemgetter(0)):  # runs of one statement: one call
-                connection.executemany(sql, [params for _, params in group])
-            connection.execute("COMMIT")
+            if len(merged) == 1:  # one statement is one transaction: the common case costs one step
+                connection.execute(*merged[0])
+            elif merged:
+                connection.execute("BEGIN IMMEDIATE")
+                for sql, params in merged:
+                    connection.execute(sql, params)
+                connection.execute("COMMIT")
             self.commits += 1
         except Exception as exc:  # handed to every waiter of the batch
             if connection.in_transaction:
