@@ -70,7 +70,7 @@ def faulty_project(server: FakeProviderServer, provider: str, tasks: int) -> Pro
 async def test_transient_faults_and_429_bursts_finish_every_task(
     fake_server: FakeProviderServer, provider: str, tasks: int
 ) -> None:
-    plan = FaultPlan(seed=7, fault_rate=0.15, burst_every=tasks // 3, retry_after_s=RETRY_AFTER, key=task_key)
+    plan = FaultPlan(seed=7, fault_rate=0.15, burst_every=max(tasks // 3, 30), retry_after_s=RETRY_AFTER, key=task_key)
     fake_server.handler = plan
     with anyio.fail_after(60):
         results = await faulty_project(fake_server, provider, tasks).run()

@@ -234,14 +234,14 @@ async def test_requests_per_minute_budget_spaces_calls() -> None:
 
 
 async def test_tokens_per_minute_budget_charges_actual_usage() -> None:
-    limits = EndpointLimits(LimitSettings(tokens_per_minute=600))  # 10 tokens/s, burst of 10
+    limits = EndpointLimits(LimitSettings(tokens_per_minute=6000))  # 100 tokens/s, burst of 100
     inner = scripted("a")
-    inner.script.usage = Usage(input_tokens=1, output_tokens=9)
+    inner.script.usage = Usage(input_tokens=2, output_tokens=48)  # far more than the 2 tokens estimated
     llm = LimitedLlm(inner, limits)
     start = anyio.current_time()
     for _ in range(4):
         await llm.generate_content_async(HELLO)
-    assert anyio.current_time() - start >= 0.2  # each call costs ~10 tokens: the burst runs out
+    assert anyio.current_time() - start >= 0.3  # ~152 tokens charged: the burst of 100 runs out
 
 
 def test_limit_settings_merge_to_the_stricter_value() -> None:
