@@ -18,10 +18,12 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from aiolimiter import AsyncLimiter
+
+if TYPE_CHECKING:
+    from aiolimiter import AsyncLimiter
 
 from llm_abstractions.base import BaseLlm
 from llm_abstractions.errors import RateLimitedError
@@ -77,6 +79,8 @@ def _bucket(per_minute: float | None) -> AsyncLimiter | None:
     """A leaky bucket with about one second of burst, so a window never holds twice the budget."""
     if per_minute is None:
         return None
+    from aiolimiter import AsyncLimiter  # imports asyncio: only where a budget is configured
+
     burst = max(1.0, per_minute / 60.0)
     return AsyncLimiter(burst, burst * 60.0 / per_minute)
 
