@@ -43,6 +43,7 @@ class TaskExecutor:
         self._llms: dict[str, BaseLlm] = {}
         self._guarded: dict[str, BaseLlm] = {}
         self._chains: dict[tuple[str, int], BaseLlm] = {}
+        self._building = anyio.Lock()
 
     def llm_for(self, agent: str) -> BaseLlm:
         """The shared client of ``agent``, created on first use."""
@@ -60,19 +61,29 @@ class TaskExecutor:
             llm = self._guarded[agent] = CircuitBreakerLlm(limited, endpoint.breaker)
         return llm
 
-    def chain_for(self, agent: str, retries: int) -> BaseLlm:
-        """``agent``, then its fallbacks, each retried on its own (shared by tasks with these settings)."""
+    async def chain_for(self, agent: str, retries: int) -> BaseLlm:
+        """``agent``, then its fallbacks, each retried on its own (shared by tasks with these settings).
+
+        Built once, and its clients prepared (SDK imported, client built) before the first call,
+        so that no call timeout counts that work.
+        """
         chain = self._chains.get((agent, retries))
         if chain is None:
-            names = list(dict.fromkeys([agent, *self.registry.get(agent).fallbacks]))
-            last = len(names) - 1
-            links = [
-                RetryingLlm(
-                    self.guarded_llm(name), retries, self.registry.get(name).retry, has_fallback=position < last
-                )
-                for position, name in enumerate(names)
-            ]
-            chain = self._chains[agent, retries] = FallbackLlm(links)
+            async with self._building:
+                chain = self._chains.get((agent, retries))
+                if chain is None:
+                    chain = self._chains[agent, retries] = await self._build_chain(agent, retries)
+        return chain
+
+    async def _build_chain(self, agent: str, retries: int) -> BaseLlm:
+        names = list(dict.fromkeys([agent, *self.registry.get(agent).fallbacks]))
+        last = len(names) - 1
+        links = [
+            RetryingLlm(self.guarded_llm(name), retries, self.registry.get(name).retry, has_fallback=position < last)
+            for position, name in enumerate(names)
+        ]
+        chain = FallbackLlm(links)
+        await chain.prepare()
         return chain
 
     async def aclose(self) -> None:
@@ -127,7 +138,7 @@ class TaskExecutor:
         except TemplateError as exc:
             return finish(ExecutionStatus.FAILED, error=ErrorInfo(type="template_error", message=redact(str(exc))))
 
-        chain = self.chain_for(task.agent, task.retries)
+        chain = await self.chain_for(task.agent, task.retries)
 
         async def call(conversation: Sequence[Message]) -> LlmResponse:
             return await chain.generate_content_async(conversation, **task.options)

@@ -10,6 +10,7 @@ after the text that came before it.
 
 from __future__ import annotations
 
+import contextlib
 from abc import abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager
@@ -136,6 +137,12 @@ class SdkLlm(BaseLlm, Generic[ClientT]):
             if error is None:
                 raise
             raise error from exc
+
+    async def prepare(self) -> None:
+        """Import the SDK and build the client in a worker thread, so the event loop does not stall."""
+        if self._client_instance is None:
+            with contextlib.suppress(LlmError, ImportError):  # the call reports it, where fallbacks apply
+                await anyio.to_thread.run_sync(lambda: self.client)
 
     async def aclose(self) -> None:
         client, self._client_instance = self._client_instance, None

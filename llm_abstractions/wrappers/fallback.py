@@ -56,6 +56,10 @@ class FallbackLlm(WrapperLlm):
         async for chunk in self.models[-1].stream_content_async(messages, **options):
             yield chunk
 
+    async def prepare(self) -> None:
+        for model in self.models:
+            await model.prepare()
+
     async def aclose(self) -> None:
         for model in self.models:
             await model.aclose()

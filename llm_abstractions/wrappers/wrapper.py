@@ -44,5 +44,8 @@ class WrapperLlm(BaseLlm):
     async def _generate(self, messages: Sequence[Message], options: GenerationOptions) -> LlmResponse:
         return await self.generate_content_async(messages, **options.model_dump(exclude_none=True))
 
+    async def prepare(self) -> None:
+        await self.wrapped.prepare()
+
     async def aclose(self) -> None:
         await self.wrapped.aclose()

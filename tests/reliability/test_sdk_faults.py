@@ -15,7 +15,7 @@ import pytest
 
 from orchestration import ExecutionStatus, ProjectOrchestrator, ProjectSpec
 from tests.fakes.fixtures import fake_server
-from tests.fakes.provider_server import FakeProviderServer
+from tests.fakes.provider_server import FakeProviderServer, Reply
 from tests.reliability.fault_plan import FaultPlan
 
 __all__ = ["fake_server"]
@@ -90,3 +90,28 @@ async def test_transient_faults_and_429_bursts_finish_every_task(
         assert quiet == [], f"{len(quiet)} requests during the endpoint-wide pause after the burst at {start}"
     retried = [r for r in results.values() if r.attempts > 1]
     assert retried and all(sum(a.error_type != "circuit_open" for a in r.attempt_log) == r.attempts for r in retried)
+
+
+@pytest.mark.parametrize("provider", ["gpt", "claude", "gemini"])
+async def test_a_call_timeout_closes_the_sdk_connection(fake_server: FakeProviderServer, provider: str) -> None:
+    fake_server.script(None, Reply(text="too late", delay_s=30.0))
+    agent = {
+        "type": provider,
+        "model": "m",
+        "api_key": "test-key-123456",
+        "base_url": base_url(fake_server, provider),
+        "timeout_s": 0.2,
+    }
+    spec = ProjectSpec.model_validate(
+        {
+            "name": "slow",
+            "agents": {"llm": agent},
+            "defaults": {"agent": "llm", "retries": 0},
+            "tasks": [{"id": "t", "description": "x"}],
+        }
+    )
+    with anyio.fail_after(20):
+        results = await ProjectOrchestrator(spec).run()
+    assert results["t"].error is not None and results["t"].error.type == "timeout"
+    request = fake_server.requests[0]
+    assert await anyio.to_thread.run_sync(request.client_closed.wait, 10.0)  # the server saw the client hang up
