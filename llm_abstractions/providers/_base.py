@@ -11,6 +11,7 @@ after the text that came before it.
 from __future__ import annotations
 
 import contextlib
+import importlib
 from abc import abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager
@@ -139,10 +140,12 @@ class SdkLlm(BaseLlm, Generic[ClientT]):
             raise error from exc
 
     async def prepare(self) -> None:
-        """Import the SDK and build the client in a worker thread, so the event loop does not stall."""
+        """Import the SDK in a worker thread (the slow part: the event loop does not stall), then build
+        the client here (its connection pool belongs to this event loop)."""
         if self._client_instance is None:
             with contextlib.suppress(LlmError, ImportError):  # the call reports it, where fallbacks apply
-                await anyio.to_thread.run_sync(lambda: self.client)
+                await anyio.to_thread.run_sync(importlib.import_module, self.sdk_module)
+                self.client  # noqa: B018  (builds it)
 
     async def aclose(self) -> None:
         client, self._client_instance = self._client_instance, None
