@@ -19,7 +19,7 @@ import anyio
 
 from llm_abstractions.base import BaseLlm
 from llm_abstractions.config import LlmConfig
-from llm_abstractions.errors import AuthenticationError, ContentFilteredError, LlmError
+from llm_abstractions.errors import AuthenticationError, ContentFilteredError, LlmConnectionError, LlmError
 from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, Message
 from llm_abstractions.providers._http_errors import transport_error
 from llm_abstractions.providers._sdk import config_key, env_key, install_hint, missing_key_message, sdk_installed
@@ -114,21 +114,28 @@ class SdkLlm(BaseLlm, Generic[ClientT]):
         )
 
     async def _stream(self, messages: Sequence[Message], options: GenerationOptions) -> AsyncIterator[LlmChunk]:
-        async with aclosing(self._guarded(self._sdk_stream(messages, options))) as chunks:
+        async with aclosing(self._guarded(self._sdk_stream(messages, options), stream=True)) as chunks:
             async for chunk in chunks:
                 yield chunk
 
     async def _single(self, messages: Sequence[Message], options: GenerationOptions) -> AsyncGenerator[LlmChunk]:
         yield await self._complete(messages, options)
 
-    async def _guarded(self, chunks: AsyncGenerator[LlmChunk]) -> AsyncGenerator[LlmChunk]:
-        """``chunks`` with SDK exceptions mapped to typed errors and content filtering raised."""
+    async def _guarded(self, chunks: AsyncGenerator[LlmChunk], *, stream: bool = False) -> AsyncGenerator[LlmChunk]:
+        """``chunks`` with SDK exceptions mapped to typed errors and content filtering raised.
+
+        A stream that ends without a finish reason was cut short: that is a connection error.
+        """
+        finished = False
         try:
             async with aclosing(chunks):
                 async for chunk in chunks:
                     yield chunk
                     if chunk.finish_reason == "content_filter":
                         raise ContentFilteredError("the provider filtered the answer", provider=self.provider)
+                    finished = finished or chunk.finish_reason is not None
+            if stream and not finished:
+                raise LlmConnectionError("the stream ended before the answer was complete", provider=self.provider)
         except LlmError:
             raise
         except Exception as exc:

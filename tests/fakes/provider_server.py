@@ -454,7 +454,8 @@ class FakeProviderServer:
         if fault.kind == "malformed":
             if request.stream:
                 await _write_head(writer, 200, {"content-type": "text/event-stream", "transfer-encoding": "chunked"})
-                await _write_chunk(writer, b'data: {"choices": [{"delta": {"content": "x"\n\n')
+                event = b"event: message_start\n" if request.api == "anthropic" else b""
+                await _write_chunk(writer, event + b'data: {"choices": [{"delta": {"content": "x"\n\n')
                 await _write_chunk(writer, b"")
                 request.completed.set()
                 return False
