@@ -1,19 +1,47 @@
-"""What runs when: tasks, results, the DAG scheduler, the orchestrator and the CLI."""
+"""What runs when: tasks, results, the DAG scheduler, the orchestrator and the CLI.
 
-from orchestration.events import EventBus, EventKind, RunEvent
-from orchestration.executor import TaskExecutor
-from orchestration.issues import ProjectValidationError, ValidationIssue
-from orchestration.models import (
-    AgentTask,
-    ErrorInfo,
-    ExecutionResult,
-    ExecutionStatus,
-    OutputFormat,
-    ProjectDefaults,
-    ProjectSpec,
-)
-from orchestration.orchestrator import ProjectOrchestrator
-from orchestration.project import Project
+Names are imported on first access, so ``import orchestration`` (and the CLI's
+``--help``) stay cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orchestration.events import EventBus, EventKind, RunEvent
+    from orchestration.executor import TaskExecutor
+    from orchestration.issues import ProjectValidationError, ValidationIssue
+    from orchestration.models import (
+        AgentTask,
+        ErrorInfo,
+        ExecutionResult,
+        ExecutionStatus,
+        OutputFormat,
+        ProjectDefaults,
+        ProjectSpec,
+    )
+    from orchestration.orchestrator import ProjectOrchestrator
+    from orchestration.project import Project
+
+_EXPORTS = {
+    "AgentTask": "orchestration.models",
+    "ErrorInfo": "orchestration.models",
+    "EventBus": "orchestration.events",
+    "EventKind": "orchestration.events",
+    "ExecutionResult": "orchestration.models",
+    "ExecutionStatus": "orchestration.models",
+    "OutputFormat": "orchestration.models",
+    "Project": "orchestration.project",
+    "ProjectDefaults": "orchestration.models",
+    "ProjectOrchestrator": "orchestration.orchestrator",
+    "ProjectSpec": "orchestration.models",
+    "ProjectValidationError": "orchestration.issues",
+    "RunEvent": "orchestration.events",
+    "TaskExecutor": "orchestration.executor",
+    "ValidationIssue": "orchestration.issues",
+}
 
 __all__ = [
     "AgentTask",
@@ -32,3 +60,16 @@ __all__ = [
     "TaskExecutor",
     "ValidationIssue",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'orchestration' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -16,7 +16,7 @@ from agent_registry import FileFormatError, StructuredFile, read_structured_file
 from orchestration.issues import ProjectValidationError, ValidationIssue
 from orchestration.models import ProjectSpec
 
-__all__ = ["load_project_file", "spec_issues"]
+__all__ = ["load_project_file", "spec_issues", "task_issues"]
 
 
 def _task_name(data: Any, index: int) -> str:
@@ -45,6 +45,18 @@ def spec_issues(exc: ValidationError, data: Any, source: StructuredFile | None) 
             field = ".".join(str(p) for p in loc) or None
             issues.append(ValidationIssue(message, file, field=field, line=line))
     return issues
+
+
+def task_issues(exc: ValidationError, task_id: str) -> list[ValidationIssue]:
+    """Translate pydantic errors about one task's fields (the Python API's ``add_task``)."""
+    return [
+        ValidationIssue(
+            "unknown field" if err["type"] == "extra_forbidden" else err["msg"],
+            task=task_id,
+            field=".".join(str(p) for p in err["loc"]) or None,
+        )
+        for err in exc.errors(include_url=False)
+    ]
 
 
 def load_project_file(path: Path) -> tuple[ProjectSpec, StructuredFile]:

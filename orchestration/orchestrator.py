@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from agent_registry import AgentRegistry
 from orchestration.events import EventBus, EventCallback, EventKind, RunEvent
 from orchestration.executor import TaskExecutor
 from orchestration.issues import ProjectValidationError
-from orchestration.loader import load_project_file, spec_issues
+from orchestration.loader import load_project_file, task_issues
 from orchestration.models import (
     AgentTask,
     ErrorInfo,
@@ -39,7 +39,7 @@ _FINAL_EVENT = {
 
 def new_run_id() -> str:
     """A sortable, unique run id: UTC time plus random suffix."""
-    return f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    return f"{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
 class ProjectOrchestrator:
@@ -93,18 +93,11 @@ class ProjectOrchestrator:
         if not isinstance(task, AgentTask):
             from pydantic import ValidationError
 
+            fields = task
             try:
-                task = AgentTask.model_validate(task)
+                task = AgentTask.model_validate(fields)
             except ValidationError as exc:
-                data = {"tasks": [*[t.model_dump() for t in self.spec.tasks], dict(task)]}
-                bad = exc.errors(include_url=False)
-                for err in bad:
-                    err["loc"] = ("tasks", len(self.spec.tasks), *err["loc"])
-                from pydantic_core import ValidationError as CoreValidationError
-
-                raise ProjectValidationError(
-                    spec_issues(CoreValidationError.from_exception_data(exc.title, bad), data, None)  # type: ignore[arg-type]
-                ) from None
+                raise ProjectValidationError(task_issues(exc, str(fields.get("id", "?")))) from None
         self.spec = self.spec.model_copy(update={"tasks": [*self.spec.tasks, task]})
         self._project = None
         return task
@@ -113,11 +106,19 @@ class ProjectOrchestrator:
         """Call ``callback(event)`` for every lifecycle event (synchronously; keep it quick)."""
         self.events.add_callback(callback)
 
-    def validate(self) -> Project:
-        """Check everything that can be checked before running; raise :class:`ProjectValidationError`."""
-        if self._project is None:
-            self._project = compile_project(self.spec, self.registry, inputs=self.inputs, source=self._source)
-        return self._project
+    def validate(self, *, check_agents: bool = True) -> Project:
+        """Check everything that can be checked before running; raise :class:`ProjectValidationError`.
+
+        ``check_agents=False`` skips the providers' own checks (API keys, runtimes), e.g. to draw the graph.
+        """
+        if self._project is not None:
+            return self._project
+        project = compile_project(
+            self.spec, self.registry, inputs=self.inputs, source=self._source, check_agents=check_agents
+        )
+        if check_agents:
+            self._project = project
+        return project
 
     def _emit(
         self,

@@ -77,11 +77,21 @@ class _Issues:
         for position, task in enumerate(tasks):
             self._positions.setdefault(task.id, position)
 
-    def add(self, message: str, task: str | None = None, field: str | None = None, agent: str | None = None) -> None:
+    def add(
+        self,
+        message: str,
+        task: str | None = None,
+        field: str | None = None,
+        agent: str | None = None,
+        position: int | None = None,
+    ) -> None:
+        """Record an issue; ``position`` (index in the file's task list) defaults to the task's first entry."""
         line = None
+        if position is None and task is not None:
+            position = self._positions.get(task)
         if self.source is not None:
-            if task is not None and task in self._positions:
-                loc: tuple[str | int, ...] = ("tasks", self._positions[task])
+            if position is not None:
+                loc: tuple[str | int, ...] = ("tasks", position)
                 line = self.source.line_of((*loc, field) if field else loc)
             elif agent is not None:
                 line = self.source.line_of(("agents", agent, field) if field else ("agents", agent))
@@ -148,9 +158,9 @@ def compile_project(
     default_agent = spec.defaults.agent or "offline"
 
     index: dict[str, int] = {}
-    for task in spec.tasks:
+    for position, task in enumerate(spec.tasks):
         if task.id in index:
-            issues.add("duplicate task id", task.id, "id")
+            issues.add("duplicate task id", task.id, "id", position=position)
         else:
             index[task.id] = len(index)
 
@@ -206,24 +216,21 @@ def compile_project(
                 item.parents.append(parent)
                 compiled[parent].children.append(item.index)
 
-    acyclic = True
     if compiled and not _is_acyclic(compiled):
-        acyclic = False
         for first, cycle in _cycle_messages({t.id: [compiled[p].id for p in t.parents] for t in compiled}):
             issues.add(f"dependency cycle: {cycle}", first, "depends_on")
 
-    if acyclic:
-        for item in compiled:
-            for compiled_template, field_name in ((item.prompt, "description"), (item.system, "system_prompt")):
-                if compiled_template is None or not compiled_template.task_refs:
-                    continue
-                refs = compiled_template.task_refs - {compiled[p].id for p in item.parents}
-                if not refs:
-                    continue
-                ancestors = {compiled[a].id for a in _ancestors_of(item.index, compiled)}
-                for ref in sorted(refs - ancestors):
-                    why = "no such task" if ref not in index else "it is not an ancestor (add it to depends_on)"
-                    issues.add(f"template reads tasks.{ref}: {why}", item.id, field_name)
+    for item in compiled:
+        for compiled_template, field_name in ((item.prompt, "description"), (item.system, "system_prompt")):
+            if compiled_template is None or not compiled_template.task_refs:
+                continue
+            refs = compiled_template.task_refs - {compiled[p].id for p in item.parents}
+            if not refs:
+                continue
+            ancestors = {compiled[a].id for a in _ancestors_of(item.index, compiled)}
+            for ref in sorted(refs - ancestors):
+                why = "no such task" if ref not in index else "it is not an ancestor (add it to depends_on)"
+                issues.add(f"template reads tasks.{ref}: {why}", item.id, field_name)
 
     used = {t.agent for t in compiled if t.agent in registry}
     for name in sorted(used):

@@ -1,0 +1,108 @@
+"""The ``orchestrate`` application: commands are registered here, implemented in sibling modules.
+
+Heavy imports (the engine, rich tables, networkx) happen inside commands so that
+``orchestrate --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from orchestration.cli.common import load_orchestrator, parse_inputs
+from orchestration.cli.run import FileArg, run
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="orchestrate",
+    help="Run DAGs of LLM tasks across Gemini, Claude, GPT, OpenAI-compatible and local models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+agents_app = typer.Typer(help="Inspect configured agents.", no_args_is_help=True)
+app.add_typer(agents_app, name="agents")
+app.command()(run)
+
+AgentsOpt = Annotated[Path | None, typer.Option("--agents", help="Agents file to load.")]
+InputsOpt = Annotated[list[str] | None, typer.Option("--input", "-i", help="Override an input: KEY=VALUE.")]
+
+
+@app.command()
+def validate(file: FileArg, inputs: InputsOpt = None, agents_file: AgentsOpt = None) -> None:
+    """Check a project file without running it (exit 2 when invalid)."""
+    from orchestration.cli.common import stderr_console
+
+    orchestrator = load_orchestrator(file, inputs=parse_inputs(inputs), agents_file=agents_file)
+    project = orchestrator.validate()
+    agents = sorted({t.agent for t in project.tasks})
+    stderr_console().print(
+        f"[green]valid[/]: {file}: project '{project.name}', {len(project.tasks)} tasks, agents: {', '.join(agents)}"
+    )
+
+
+class GraphFormat(StrEnum):
+    MERMAID = "mermaid"
+    DOT = "dot"
+
+
+@app.command()
+def graph(
+    file: FileArg,
+    fmt: Annotated[GraphFormat, typer.Option("--format", "-f", help="mermaid or dot.")] = GraphFormat.MERMAID,
+    agents_file: AgentsOpt = None,
+) -> None:
+    """Print the task graph as Mermaid or Graphviz DOT."""
+    from orchestration.graph_export import to_dot, to_mermaid
+
+    orchestrator = load_orchestrator(file, inputs={}, agents_file=agents_file, check_agents=False)
+    project = orchestrator.validate(check_agents=False)
+    typer.echo(to_mermaid(project) if fmt is GraphFormat.MERMAID else to_dot(project))
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of project task files."""
+    from orchestration.schema import project_json_schema
+
+    typer.echo(json.dumps(project_json_schema(), indent=2))
+
+
+@agents_app.command("list")
+def agents_list(
+    file: Annotated[Path | None, typer.Argument(help="Also list the agents of this project file.")] = None,
+    agents_file: AgentsOpt = None,
+) -> None:
+    """List configured agents (keys are never shown, only where they come from)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if file is not None:
+        registry = load_orchestrator(file, inputs={}, agents_file=agents_file, check_agents=False).registry
+    else:
+        from agent_registry import AgentConfigError, AgentRegistry
+        from orchestration.cli.common import fail_invalid
+
+        try:
+            registry = AgentRegistry.default(agents_file)
+        except AgentConfigError as exc:
+            fail_invalid([str(issue) for issue in exc.issues])
+    table = Table(show_edge=False)
+    for column in ("name", "type", "model", "base url", "key", "fallbacks"):
+        table.add_column(column)
+    for agent in registry.list():
+        key = "config" if agent.api_key is not None else "env/none"
+        table.add_row(
+            agent.name, agent.agent_type, agent.model or "-", agent.base_url or "-", key, ", ".join(agent.fallbacks)
+        )
+    Console().print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

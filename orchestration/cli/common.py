@@ -1,0 +1,73 @@
+"""Pieces shared by CLI commands: exit codes, input parsing, loading a project with clean errors."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from orchestration.orchestrator import ProjectOrchestrator
+
+__all__ = ["ExitCode", "fail_invalid", "load_orchestrator", "parse_inputs", "stderr_console"]
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    TASKS_FAILED = 1
+    INVALID_INPUT = 2
+    INTERRUPTED = 130
+
+
+def stderr_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def fail_invalid(lines: list[str]) -> NoReturn:
+    """Print validation problems (no traceback) and exit 2."""
+    console = stderr_console()
+    console.print(f"[bold red]error:[/] {len(lines)} problem{'s' if len(lines) != 1 else ''} found", markup=True)
+    for line in lines:
+        console.print(f"  - {line}", markup=False, soft_wrap=True)
+    raise typer.Exit(ExitCode.INVALID_INPUT)
+
+
+def parse_inputs(pairs: list[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values stay strings."""
+    inputs: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            fail_invalid([f"--input {pair!r}: expected KEY=VALUE"])
+        inputs[key.strip()] = value
+    return inputs
+
+
+def load_orchestrator(
+    file: Path,
+    *,
+    inputs: dict[str, Any],
+    agents_file: Path | None,
+    check_agents: bool = True,
+    **kwargs: Any,
+) -> ProjectOrchestrator:
+    """Load and validate ``file``; on any problem print it and exit 2."""
+    from agent_registry import AgentConfigError, AgentRegistry
+    from orchestration.issues import ProjectValidationError
+    from orchestration.orchestrator import ProjectOrchestrator
+
+    try:
+        registry = AgentRegistry.default(agents_file)
+        orchestrator = ProjectOrchestrator.from_file(file, registry=registry, inputs=inputs, **kwargs)
+        orchestrator.validate(check_agents=check_agents)
+    except ProjectValidationError as exc:
+        fail_invalid([str(issue) for issue in exc.issues])
+    except AgentConfigError as exc:
+        fail_invalid([str(issue) for issue in exc.issues])
+    return orchestrator

@@ -1,0 +1,127 @@
+"""Live progress while a run executes, and the summary after it."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from orchestration.events import EventKind, RunEvent
+from orchestration.models import ExecutionResult, ExecutionStatus
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+__all__ = ["ProgressView", "print_summary"]
+
+_STYLE = {
+    ExecutionStatus.SUCCESS: "green",
+    ExecutionStatus.FAILED: "red",
+    ExecutionStatus.SKIPPED: "yellow",
+    ExecutionStatus.CANCELLED: "magenta",
+}
+
+
+class ProgressView:
+    """Consumes run events: a live panel on a terminal, one line per finished task otherwise."""
+
+    def __init__(self, console: Console, total: int) -> None:
+        self.console = console
+        self.total = total
+        self.counts: Counter[ExecutionStatus] = Counter()
+        self.running: dict[str, float] = {}
+        self.started = time.monotonic()
+        self.live: Any = None
+
+    def __enter__(self) -> ProgressView:
+        if self.console.is_terminal:
+            from rich.live import Live
+
+            self.live = Live(self, console=self.console, refresh_per_second=8, transient=True)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+
+    def __call__(self, event: RunEvent) -> None:
+        if event.kind is EventKind.RUN_STARTED:
+            self.console.print(f"run [bold]{event.run_id}[/] started: {self.total} tasks")
+        elif event.kind is EventKind.TASK_STARTED and event.task_id is not None:
+            self.running[event.task_id] = time.monotonic()
+        elif event.result is not None:
+            result = event.result
+            self.running.pop(result.task_id, None)
+            self.counts[result.status] += 1
+            if self.live is None:
+                self._print_line(result)
+
+    def _print_line(self, result: ExecutionResult) -> None:
+        style = _STYLE.get(result.status, "white")
+        detail = f"{result.duration_s:.2f}s" if result.duration_s is not None else ""
+        if result.error is not None:
+            detail = f"{detail} {result.error.type}: {result.error.message}".strip()
+        done = sum(self.counts.values())
+        self.console.print(
+            f"[{done}/{self.total}] [{style}]{result.status.value:<9}[/] {result.task_id} {detail}",
+            highlight=False,
+        )
+
+    def __rich__(self) -> RenderableType:
+        from rich.table import Table
+
+        elapsed = time.monotonic() - self.started
+        done = sum(self.counts.values())
+        table = Table.grid(padding=(0, 2))
+        counts = "  ".join(f"[{_STYLE[s]}]{s.value} {self.counts[s]}[/]" for s in _STYLE if self.counts[s])
+        table.add_row(f"[bold]{done}/{self.total}[/] done", f"running {len(self.running)}", counts, f"{elapsed:.1f}s")
+        now = time.monotonic()
+        for task_id, since in sorted(self.running.items(), key=lambda item: item[1])[:10]:
+            table.add_row(f"  [cyan]{task_id}[/]", f"{now - since:.1f}s", "", "")
+        if len(self.running) > 10:
+            table.add_row(f"  ... and {len(self.running) - 10} more", "", "", "")
+        return table
+
+
+def print_summary(console: Console, results: Mapping[str, ExecutionResult], elapsed_s: float) -> None:
+    """Counts by status, failures with their errors, and tokens and cost per agent and in total."""
+    from rich.table import Table
+
+    counts = Counter(r.status for r in results.values())
+    parts = [f"[{_STYLE[s]}]{counts[s]} {s.value}[/]" for s in _STYLE if counts[s]]
+    console.print(f"{len(results)} tasks in {elapsed_s:.2f}s: " + ", ".join(parts))
+    for result in results.values():
+        if result.status is ExecutionStatus.FAILED and result.error is not None:
+            console.print(f"  [red]x[/] {result.task_id}: {result.error.type}: {result.error.message}", highlight=False)
+    per_agent: dict[str, list[float]] = {}
+    costs: dict[str, float | None] = {}
+    for result in results.values():
+        if result.agent is None or result.usage is None:
+            continue
+        row = per_agent.setdefault(result.agent, [0, 0, 0])
+        row[0] += 1
+        row[1] += result.usage.input_tokens
+        row[2] += result.usage.output_tokens
+        if result.cost_usd is not None:
+            costs[result.agent] = (costs.get(result.agent) or 0.0) + result.cost_usd
+    if not per_agent:
+        return
+    table = Table(title=None, show_edge=False)
+    for column in ("agent", "calls", "input tokens", "output tokens", "cost (USD)"):
+        table.add_column(column, justify="left" if column == "agent" else "right")
+    total = [0.0, 0.0, 0.0]
+    total_cost: float | None = None
+    for agent, (calls, tokens_in, tokens_out) in sorted(per_agent.items()):
+        cost = costs.get(agent)
+        table.add_row(agent, f"{calls:.0f}", f"{tokens_in:.0f}", f"{tokens_out:.0f}", _money(cost))
+        total = [total[0] + calls, total[1] + tokens_in, total[2] + tokens_out]
+        if cost is not None:
+            total_cost = (total_cost or 0.0) + cost
+    table.add_row("[bold]total[/]", f"{total[0]:.0f}", f"{total[1]:.0f}", f"{total[2]:.0f}", _money(total_cost))
+    console.print(table)
+
+
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6f}"

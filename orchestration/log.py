@@ -1,0 +1,88 @@
+"""structlog set-up: console or JSON lines on stderr, secrets redacted, levels filtered before formatting."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, Literal
+
+import structlog
+
+from llm_abstractions import redact
+
+__all__ = ["configure_logging", "get_logger", "log_events", "redact_event"]
+
+LogFormat = Literal["console", "json"]
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    if isinstance(value, BaseException):
+        return redact(f"{type(value).__name__}: {value}")
+    return value
+
+
+def redact_event(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: redact API keys and authorization headers from every value."""
+    for key, value in event.items():
+        event[key] = _scrub(value)
+    return event
+
+
+def configure_logging(level: str = "warning", fmt: LogFormat = "console") -> None:
+    """Route structlog output to stderr; calls below ``level`` are dropped before any formatting."""
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_event,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger bound to ``name``."""
+    return structlog.get_logger(name)
+
+
+def log_events(logger: Any) -> Any:
+    """An event callback that logs task outcomes (failures at warning, the rest at info)."""
+    from orchestration.events import RunEvent
+    from orchestration.models import ExecutionStatus
+
+    def callback(event: RunEvent) -> None:
+        result = event.result
+        if result is None:
+            logger.info(event.kind.value, run_id=event.run_id, task_id=event.task_id, agent=event.agent)
+            return
+        fields: dict[str, Any] = {
+            "run_id": event.run_id,
+            "task_id": event.task_id,
+            "status": result.status.value,
+            "agent": result.agent,
+            "attempts": result.attempts,
+            "duration_s": result.duration_s,
+        }
+        if result.error is not None:
+            fields["error_type"] = result.error.type
+            fields["error"] = result.error.message
+        if result.status is ExecutionStatus.FAILED:
+            logger.warning(event.kind.value, **fields)
+        else:
+            logger.info(event.kind.value, **fields)
+
+    return callback
