@@ -22,7 +22,14 @@ from llm_abstractions.config import LlmConfig
 from llm_abstractions.errors import AuthenticationError, ContentFilteredError, LlmConnectionError, LlmError
 from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, Message
 from llm_abstractions.providers._http_errors import transport_error
-from llm_abstractions.providers._sdk import config_key, env_key, install_hint, missing_key_message, sdk_installed
+from llm_abstractions.providers._sdk import (
+    config_key,
+    env_key,
+    import_sdk,
+    install_hint,
+    missing_key_message,
+    sdk_installed,
+)
 from llm_abstractions.streaming import collect_stream
 
 __all__ = ["SdkLlm", "closing_shielded"]
@@ -41,7 +48,7 @@ async def closing_shielded(close: Callable[[], Awaitable[object]]) -> AsyncItera
 
 
 class SdkLlm(BaseLlm, Generic[ClientT]):
-    """A provider over an official async SDK client, created on first use."""
+    """A provider over an official async SDK: the SDK is imported on creation, the client on first use."""
 
     sdk_module: ClassVar[str]
     """Module imported to build the client (``"openai"``, ``"google.genai"``)."""
@@ -54,6 +61,8 @@ class SdkLlm(BaseLlm, Generic[ClientT]):
 
     def __init__(self, config: LlmConfig) -> None:
         super().__init__(config)
+        # Import the SDK now (a second or so, once per process), not inside a timed call.
+        import_sdk(self.sdk_module, package=self.sdk_package, extra=self.sdk_extra, provider=self.provider)
         self._client_instance: ClientT | None = None
 
     @classmethod
