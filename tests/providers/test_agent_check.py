@@ -33,12 +33,13 @@ def _agents(server: FakeProviderServer) -> dict[str, dict[str, object]]:
 
 
 def _by_model(request: RecordedRequest) -> Response:
-    return {
+    answers: dict[str, Response] = {
         "gpt-4.1-mini": Reply(text="ok", model="gpt-4.1-mini-2025-04-14"),
         "claude-sonnet-4-6": Fault.unauthorized(),
         "gemini-9-imaginary": Fault(status=404, message="models/gemini-9-imaginary is not found"),
         "slow-model": Reply(delay_s=10),
-    }[request.model or ""]
+    }
+    return answers[request.model or ""]
 
 
 async def test_each_agent_gets_a_verdict(fake_server: FakeProviderServer) -> None:
