@@ -89,7 +89,7 @@ class SdkLlm(BaseLlm, Generic[ClientT]):
 
     @property
     def client(self) -> ClientT:
-        """The SDK client, built (and the SDK imported) on first use."""
+        """The SDK client, built on first use (a missing key fails here, as ``authentication``)."""
         if self._client_instance is None:
             variables = self.key_variables_for(self.config)
             if variables and self.api_key is None and env_key(variables) is None:
@@ -99,7 +99,7 @@ class SdkLlm(BaseLlm, Generic[ClientT]):
 
     @abstractmethod
     def _create_client(self) -> ClientT:
-        """Import the SDK and build its async client with SDK retries off."""
+        """Build the SDK's async client, with SDK retries off."""
 
     @abstractmethod
     async def _close_client(self, client: ClientT) -> None:

@@ -19,7 +19,7 @@ then a default :class:`Reply` echoing ``"echo: <last user text>"``.
 
 - :class:`Reply`: a success; text, served model name, finish reason, token usage (word
   counts by default), stream pieces, delays, and a mid-stream failure (``truncate_after``
-  text pieces, then ``truncate_mode`` ``"close"`` / ``"reset"`` / ``"clean"``).
+  text pieces, then ``truncate_mode`` ``"close"`` / ``"reset"`` / ``"clean"`` / ``"error"``).
 - :class:`Fault`: an HTTP error with a provider-shaped body (``Fault.rate_limited``,
   ``server_error``, ``unavailable``, ``overloaded``, ``unauthorized``, ``forbidden``,
   ``bad_request``, ``context_length``), a connection reset (``Fault.reset()``), or a 200
@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 Api = Literal["openai", "anthropic", "gemini"]
-TruncateMode = Literal["close", "reset", "clean"]
+TruncateMode = Literal["close", "reset", "clean", "error"]
 
 
 @dataclass
@@ -92,7 +92,8 @@ class Reply:
     """Streams only: stop after this many pieces, ending as ``truncate_mode`` says."""
     truncate_mode: TruncateMode = "close"
     """``close``: drop the connection mid-body; ``reset``: send a TCP reset;
-    ``clean``: finish the HTTP body properly but leave out the API's end events."""
+    ``clean``: finish the HTTP body properly but leave out the API's end events;
+    ``error``: send the API's in-stream "overloaded" error event, then finish the body."""
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -509,6 +510,8 @@ class FakeProviderServer:
                 if reply.truncate_mode == "close":
                     writer.close()
                     return
+                if reply.truncate_mode == "error":
+                    await _write_chunk(writer, _stream_error_event(request.api))
                 break
             await _write_chunk(writer, payload)
         await _write_chunk(writer, b"")
@@ -712,6 +715,15 @@ def _render_complete(request: RecordedRequest, reply: Reply) -> dict[str, Any]:
 def _sse(data: Any, event: str | None = None) -> bytes:
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {json.dumps(data)}\n\n".encode()
+
+
+def _stream_error_event(api: Api | None) -> bytes:
+    """The event each API sends when it fails after the stream started (here: overloaded)."""
+    if api == "anthropic":
+        return _sse({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, "error")
+    if api == "gemini":
+        return _sse({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}})
+    return _sse({"error": {"message": "The server is overloaded.", "type": "server_error", "code": None}})
 
 
 def _render_stream(request: RecordedRequest, reply: Reply) -> list[tuple[str, bytes]]:
