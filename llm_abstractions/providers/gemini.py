@@ -164,5 +164,7 @@ class GeminiLlm(SdkLlm[_Clients]):
         if isinstance(exc, errors.APIError):
             headers = getattr(exc.response, "headers", None)
             message = f"{exc.status or ''} {exc.message or ''}".strip()
-            return error_for_status(exc.code, message, provider=self.provider, headers=headers)
+            # The Gemini API answers a wrong key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID.
+            status = 401 if exc.code == 400 and "API_KEY_INVALID" in str(exc.details) else exc.code
+            return error_for_status(status, message, provider=self.provider, headers=headers)
         return None

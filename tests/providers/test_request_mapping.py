@@ -7,10 +7,18 @@ from typing import Any
 
 import pytest
 
-from llm_abstractions import ContentFilteredError, LlmConfig, Message, collect_stream, create_llm
+from llm_abstractions import (
+    AuthenticationError,
+    ContentFilteredError,
+    InvalidRequestError,
+    LlmConfig,
+    Message,
+    collect_stream,
+    create_llm,
+)
 from llm_abstractions.providers.claude import DEFAULT_MAX_TOKENS, OUTPUT_TOOL
 from tests.fakes.agents import llm_config
-from tests.fakes.provider_server import FakeProviderServer, RecordedRequest, Reply
+from tests.fakes.provider_server import FakeProviderServer, Fault, RecordedRequest, Reply
 
 CONVERSATION = [
     Message.system("You are terse."),
@@ -180,3 +188,20 @@ async def test_filtered_answers_raise_content_filtered_with_the_partial_text(
                 await llm.generate_content_async([Message.user("x")])
     assert caught.value.partial_text == "Some"
     assert not caught.value.retryable
+
+
+async def test_gemini_invalid_key_400_is_an_authentication_error(fake_server: FakeProviderServer) -> None:
+    body = {
+        "error": {
+            "code": 400,
+            "message": "API key not valid. Please pass a valid API key.",
+            "status": "INVALID_ARGUMENT",
+            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}],
+        }
+    }
+    fake_server.script("gemini", Fault(status=400, body=json.dumps(body)), Fault.bad_request("bad field"))
+    async with create_llm(llm_config("gemini", fake_server)) as llm:
+        with pytest.raises(AuthenticationError):
+            await llm.generate_content_async([Message.user("x")])
+        with pytest.raises(InvalidRequestError):
+            await llm.generate_content_async([Message.user("x")])
