@@ -30,6 +30,7 @@ from llm_abstractions.providers._sdk import (
     missing_key_message,
     sdk_installed,
 )
+from llm_abstractions.redaction import register_secret
 from llm_abstractions.streaming import collect_stream
 
 __all__ = ["SdkLlm", "closing_shielded"]
@@ -92,8 +93,11 @@ class SdkLlm(BaseLlm, Generic[ClientT]):
         """The SDK client, built on first use (a missing key fails here, as ``authentication``)."""
         if self._client_instance is None:
             variables = self.key_variables_for(self.config)
-            if variables and self.api_key is None and env_key(variables) is None:
-                raise AuthenticationError(missing_key_message(variables), provider=self.provider)
+            if variables and self.api_key is None:
+                key = env_key(variables)
+                if key is None:
+                    raise AuthenticationError(missing_key_message(variables), provider=self.provider)
+                register_secret(key)  # keys from the environment are redacted too
             self._client_instance = self._create_client()
         return self._client_instance
 

@@ -180,3 +180,14 @@ async def test_gemini_keeps_its_httpx_client_without_retries_when_aiohttp_is_pre
         assert caught.value.type_name == "connection"
         assert (await llm.generate_content_async(QUESTION)).text == "echo: hi"
     assert len(fake_server.requests) == 2
+
+
+async def test_keys_from_the_environment_are_redacted(provider_env: FakeProviderServer) -> None:
+    from llm_abstractions import redact
+
+    provider_env.script("openai", Fault(status=401, message="bad key test-openai-key"))
+    async with create_llm(LlmConfig(name="a", provider="gpt", model="gpt-4.1-mini")) as llm:
+        with pytest.raises(AuthenticationError) as caught:
+            await llm.generate_content_async(QUESTION)
+    assert "test-openai-key" not in str(caught.value)
+    assert redact("key=test-openai-key!") == "key=[REDACTED]!"
