@@ -21,10 +21,18 @@ import anyio
 
 from llm_abstractions.base import BaseLlm
 from llm_abstractions.config import LlmConfig
-from llm_abstractions.errors import AuthenticationError, ContentFilteredError, LlmError
+from llm_abstractions.errors import AuthenticationError, ContentFilteredError, LlmConnectionError, LlmError
 from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, Message
 from llm_abstractions.providers._http_errors import transport_error
-from llm_abstractions.providers._sdk import config_key, env_key, install_hint, missing_key_message, sdk_installed
+from llm_abstractions.providers._sdk import (
+    config_key,
+    env_key,
+    import_sdk,
+    install_hint,
+    missing_key_message,
+    sdk_installed,
+)
+from llm_abstractions.redaction import register_secret
 from llm_abstractions.streaming import collect_stream
 
 __all__ = ["SdkLlm", "closing_shielded"]
@@ -43,7 +51,7 @@ async def closing_shielded(close: Callable[[], Awaitable[object]]) -> AsyncItera
 
 
 class SdkLlm(BaseLlm, Generic[ClientT]):
-    """A provider over an official async SDK client, created on first use."""
+    """A provider over an official async SDK: the SDK is imported on creation, the client on first use."""
 
     sdk_module: ClassVar[str]
     """Module imported to build the client (``"openai"``, ``"google.genai"``)."""
@@ -56,6 +64,8 @@ class SdkLlm(BaseLlm, Generic[ClientT]):
 
     def __init__(self, config: LlmConfig) -> None:
         super().__init__(config)
+        # Import the SDK now (a second or so, once per process), not inside a timed call.
+        import_sdk(self.sdk_module, package=self.sdk_package, extra=self.sdk_extra, provider=self.provider)
         self._client_instance: ClientT | None = None
 
     @classmethod
@@ -82,17 +92,20 @@ class SdkLlm(BaseLlm, Generic[ClientT]):
 
     @property
     def client(self) -> ClientT:
-        """The SDK client, built (and the SDK imported) on first use."""
+        """The SDK client, built on first use (a missing key fails here, as ``authentication``)."""
         if self._client_instance is None:
             variables = self.key_variables_for(self.config)
-            if variables and self.api_key is None and env_key(variables) is None:
-                raise AuthenticationError(missing_key_message(variables), provider=self.provider)
+            if variables and self.api_key is None:
+                key = env_key(variables)
+                if key is None:
+                    raise AuthenticationError(missing_key_message(variables), provider=self.provider)
+                register_secret(key)  # keys from the environment are redacted too
             self._client_instance = self._create_client()
         return self._client_instance
 
     @abstractmethod
     def _create_client(self) -> ClientT:
-        """Import the SDK and build its async client with SDK retries off."""
+        """Build the SDK's async client, with SDK retries off."""
 
     @abstractmethod
     async def _close_client(self, client: ClientT) -> None:
@@ -116,21 +129,28 @@ class SdkLlm(BaseLlm, Generic[ClientT]):
         )
 
     async def _stream(self, messages: Sequence[Message], options: GenerationOptions) -> AsyncIterator[LlmChunk]:
-        async with aclosing(self._guarded(self._sdk_stream(messages, options))) as chunks:
+        async with aclosing(self._guarded(self._sdk_stream(messages, options), stream=True)) as chunks:
             async for chunk in chunks:
                 yield chunk
 
     async def _single(self, messages: Sequence[Message], options: GenerationOptions) -> AsyncGenerator[LlmChunk]:
         yield await self._complete(messages, options)
 
-    async def _guarded(self, chunks: AsyncGenerator[LlmChunk]) -> AsyncGenerator[LlmChunk]:
-        """``chunks`` with SDK exceptions mapped to typed errors and content filtering raised."""
+    async def _guarded(self, chunks: AsyncGenerator[LlmChunk], *, stream: bool = False) -> AsyncGenerator[LlmChunk]:
+        """``chunks`` with SDK exceptions mapped to typed errors and content filtering raised.
+
+        A stream that ends without a finish reason was cut short: that is a connection error.
+        """
+        finished = False
         try:
             async with aclosing(chunks):
                 async for chunk in chunks:
                     yield chunk
                     if chunk.finish_reason == "content_filter":
                         raise ContentFilteredError("the provider filtered the answer", provider=self.provider)
+                    finished = finished or chunk.finish_reason is not None
+            if stream and not finished:
+                raise LlmConnectionError("the stream ended before the answer was complete", provider=self.provider)
         except LlmError:
             raise
         except Exception as exc:

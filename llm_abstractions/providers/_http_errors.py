@@ -121,11 +121,33 @@ def _body_message(body: Any, fallback: str) -> str:
     return fallback
 
 
+_STATUS_OF_ERROR_TYPE = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "rate_limit_exceeded": 429,
+    "api_error": 500,
+    "server_error": 500,
+    "overloaded_error": 529,
+}
+
+
+def _status_of_stream_error(body: Any) -> int:
+    """The HTTP status an error event sent inside a 200 stream stands for (server-side unless it says otherwise)."""
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    kind = inner.get("type") if isinstance(inner, dict) else None
+    return _STATUS_OF_ERROR_TYPE.get(kind, 500) if isinstance(kind, str) else 500
+
+
 def stainless_error(sdk: ModuleType, exc: Exception, *, provider: str) -> LlmError | None:
     """Map the exceptions of the ``openai`` and ``anthropic`` SDKs (both share one exception design)."""
     if isinstance(exc, sdk.APIStatusError):
+        status = exc.status_code if exc.status_code >= 400 else _status_of_stream_error(exc.body)
         message = _body_message(exc.body, exc.message)
-        return error_for_status(exc.status_code, message, provider=provider, headers=exc.response.headers)
+        return error_for_status(status, message, provider=provider, headers=exc.response.headers)
     if isinstance(exc, sdk.APIConnectionError):
         cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
         error = transport_error(cause, provider=provider)
@@ -135,4 +157,7 @@ def stainless_error(sdk: ModuleType, exc: Exception, *, provider: str) -> LlmErr
         return error
     if isinstance(exc, sdk.APIResponseValidationError):
         return ProviderUnavailableError(f"malformed response from the provider: {redact(str(exc))}", provider=provider)
+    if isinstance(exc, sdk.APIError):  # an error event inside a stream
+        message = _body_message(exc.body, exc.message)
+        return error_for_status(_status_of_stream_error(exc.body), message, provider=provider)
     return None

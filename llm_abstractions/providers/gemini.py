@@ -12,10 +12,11 @@ options map to ``temperature``, ``max_output_tokens``, ``top_p``, ``top_k``,
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llm_abstractions.errors import LlmError
+from llm_abstractions.errors import LlmError, ProviderUnavailableError
 from llm_abstractions.messages import GenerationOptions, LlmChunk, Message, Usage
 from llm_abstractions.providers._base import SdkLlm, closing_shielded
 from llm_abstractions.providers._http_errors import error_for_status
@@ -27,6 +28,16 @@ if TYPE_CHECKING:
     from google.genai.types import GenerateContentConfig, GenerateContentResponse
 
 __all__ = ["GeminiLlm", "gemini_finish_reason"]
+
+_opened_responses: ContextVar[list[httpx2.Response] | None] = ContextVar("gemini_opened_responses", default=None)
+"""Where the HTTP client's response hook puts the responses a stream opens."""
+
+
+async def _track_response(response: httpx2.Response) -> None:
+    opened = _opened_responses.get()
+    if opened is not None:
+        opened.append(response)
+
 
 _FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
 
@@ -85,7 +96,7 @@ class GeminiLlm(SdkLlm[_Clients]):
         genai = import_sdk("google.genai", package="google-genai", extra="gemini", provider=self.provider)
         httpx2 = import_sdk("httpx2", package="google-genai", extra="gemini", provider=self.provider)
         timeout = self.config.timeout_s
-        http = httpx2.AsyncClient(timeout=timeout)
+        http = httpx2.AsyncClient(timeout=timeout, event_hooks={"response": [_track_response]})
         options = genai.types.HttpOptions(
             base_url=self.config.base_url,
             timeout=int(timeout * 1000) if timeout else None,
@@ -123,16 +134,37 @@ class GeminiLlm(SdkLlm[_Clients]):
         return _chunk(await self.client.genai.aio.models.generate_content(**self._request(messages, options)))
 
     async def _sdk_stream(self, messages: Sequence[Message], options: GenerationOptions) -> AsyncGenerator[LlmChunk]:
+        # google-genai nests async generators, and closing the outer one leaves the HTTP
+        # response open until garbage collection: keep the response and close it ourselves.
         stream = await self.client.genai.aio.models.generate_content_stream(**self._request(messages, options))
-        async with closing_shielded(stream.aclose):  # type: ignore[attr-defined]
+        opened: list[httpx2.Response] = []
+
+        async def close() -> None:
+            await stream.aclose()  # type: ignore[attr-defined]
+            for response in opened:
+                await response.aclose()
+
+        async with closing_shielded(close):
+            token = _opened_responses.set(opened)
+            try:
+                first = await anext(aiter(stream), None)  # sends the request
+            finally:
+                _opened_responses.reset(token)
+            if first is None:
+                return
+            yield _chunk(first)
             async for response in stream:
                 yield _chunk(response)
 
     def _map_error(self, exc: Exception) -> LlmError | None:
         from google.genai import errors
 
+        if isinstance(exc, errors.UnknownApiResponseError):
+            return ProviderUnavailableError(f"malformed response from the provider: {exc}", provider=self.provider)
         if isinstance(exc, errors.APIError):
             headers = getattr(exc.response, "headers", None)
             message = f"{exc.status or ''} {exc.message or ''}".strip()
-            return error_for_status(exc.code, message, provider=self.provider, headers=headers)
+            # The Gemini API answers a wrong key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID.
+            status = 401 if exc.code == 400 and "API_KEY_INVALID" in str(exc.details) else exc.code
+            return error_for_status(status, message, provider=self.provider, headers=headers)
         return None

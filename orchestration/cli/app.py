@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from orchestration.cli.agents_check import agents_check
 from orchestration.cli.common import load_orchestrator, parse_inputs
 from orchestration.cli.run import FileArg, run
 from orchestration.cli.runs import results, resume, runs
@@ -28,6 +29,7 @@ app = typer.Typer(
 )
 agents_app = typer.Typer(help="Inspect configured agents.", no_args_is_help=True)
 app.add_typer(agents_app, name="agents")
+agents_app.command("check")(agents_check)
 app.command()(run)
 app.command()(resume)
 app.command()(runs)

@@ -19,7 +19,7 @@ then a default :class:`Reply` echoing ``"echo: <last user text>"``.
 
 - :class:`Reply`: a success; text, served model name, finish reason, token usage (word
   counts by default), stream pieces, delays, and a mid-stream failure (``truncate_after``
-  text pieces, then ``truncate_mode`` ``"close"`` / ``"reset"`` / ``"clean"``).
+  text pieces, then ``truncate_mode`` ``"close"`` / ``"reset"`` / ``"clean"`` / ``"error"``).
 - :class:`Fault`: an HTTP error with a provider-shaped body (``Fault.rate_limited``,
   ``server_error``, ``unavailable``, ``overloaded``, ``unauthorized``, ``forbidden``,
   ``bad_request``, ``context_length``), a connection reset (``Fault.reset()``), or a 200
@@ -37,6 +37,8 @@ Usage::
         client = AsyncOpenAI(base_url=server.openai_base_url, api_key="k", max_retries=0)
 
 The pytest fixture ``fake_server`` (``tests/fakes/fixtures.py``) starts one per test.
+:class:`Reply`, :class:`Fault` and :class:`RecordedRequest` live in ``tests/fakes/scripted.py``
+(re-exported here); the wire formats in ``tests/fakes/wire_formats.py``.
 """
 
 from __future__ import annotations
@@ -49,10 +51,12 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Literal, Self
+from collections.abc import Callable
+from typing import Self
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.scripted import Api, Fault, RecordedRequest, Reply, Response, TruncateMode
+from tests.fakes.wire_formats import error_body, render_complete, render_stream, stream_error_event
 
 __all__ = [
     "Api",
@@ -61,138 +65,8 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "Response",
+    "TruncateMode",
 ]
-
-Api = Literal["openai", "anthropic", "gemini"]
-TruncateMode = Literal["close", "reset", "clean"]
-
-
-@dataclass
-class Reply:
-    """A successful answer, rendered in the requesting API's wire format."""
-
-    text: str | None = None
-    """The answer; ``None`` echoes ``"echo: <last user text>"``. For a forced Anthropic
-    tool call it must be a JSON object's text: it becomes the tool input."""
-    model: str | None = None
-    """Served model name; ``None`` reports the requested model."""
-    finish_reason: str | None = None
-    """Native finish reason; ``None`` means ``stop`` / ``end_turn`` (``tool_use``) / ``STOP``."""
-    input_tokens: int | None = None
-    """``None``: the word count of every text in the request."""
-    output_tokens: int | None = None
-    """``None``: the word count of the answer."""
-    chunks: list[str] | None = None
-    """Stream pieces; ``None`` splits the text into words (keeping the spaces)."""
-    delay_s: float = 0.0
-    """Wait before the response starts."""
-    chunk_delay_s: float = 0.0
-    """Wait before each stream piece."""
-    truncate_after: int | None = None
-    """Streams only: stop after this many pieces, ending as ``truncate_mode`` says."""
-    truncate_mode: TruncateMode = "close"
-    """``close``: drop the connection mid-body; ``reset``: send a TCP reset;
-    ``clean``: finish the HTTP body properly but leave out the API's end events."""
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Fault:
-    """A failed answer: an HTTP error, a connection reset, or a malformed body."""
-
-    status: int = 500
-    message: str = "internal error"
-    kind: Literal["status", "reset", "malformed"] = "status"
-    reason: str | None = None
-    """Error flavour for the body: ``context_length`` selects each API's wording."""
-    headers: dict[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
-    body: str | None = None
-    """Raw body replacing the provider-shaped one."""
-
-    @classmethod
-    def rate_limited(
-        cls, retry_after: str | float | None = None, retry_after_ms: str | float | None = None, status: int = 429
-    ) -> Fault:
-        """A 429 with optional ``Retry-After`` (seconds, fractional, or an HTTP date) and ``retry-after-ms``."""
-        headers = {}
-        if retry_after is not None:
-            headers["retry-after"] = str(retry_after)
-        if retry_after_ms is not None:
-            headers["retry-after-ms"] = str(retry_after_ms)
-        return cls(status=status, message="rate limit exceeded", headers=headers)
-
-    @classmethod
-    def server_error(cls, status: int = 500) -> Fault:
-        return cls(status=status, message="internal server error")
-
-    @classmethod
-    def unavailable(cls) -> Fault:
-        return cls(status=503, message="service unavailable")
-
-    @classmethod
-    def overloaded(cls) -> Fault:
-        """Anthropic's 529."""
-        return cls(status=529, message="overloaded")
-
-    @classmethod
-    def unauthorized(cls) -> Fault:
-        return cls(status=401, message="invalid api key")
-
-    @classmethod
-    def forbidden(cls) -> Fault:
-        return cls(status=403, message="permission denied")
-
-    @classmethod
-    def bad_request(cls, message: str = "invalid request") -> Fault:
-        return cls(status=400, message=message)
-
-    @classmethod
-    def context_length(cls) -> Fault:
-        """A 400 worded the way each API reports a prompt over the context window."""
-        return cls(status=400, message="context length exceeded", reason="context_length")
-
-    @classmethod
-    def reset(cls, delay_s: float = 0.0) -> Fault:
-        """Reset the connection (TCP RST) after reading the request."""
-        return cls(kind="reset", delay_s=delay_s)
-
-    @classmethod
-    def malformed_json(cls) -> Fault:
-        """A 200 whose JSON body (or first SSE event) is cut off mid-object."""
-        return cls(status=200, kind="malformed")
-
-
-Response = Reply | Fault
-
-
-@dataclass
-class RecordedRequest:
-    """One request the server received."""
-
-    api: Api | None
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    """Lowercase header names."""
-    raw_body: bytes
-    body: Any
-    """The JSON body, or ``None`` when it was not JSON."""
-    model: str | None
-    stream: bool
-    received_at: float
-    """``time.monotonic()`` at arrival."""
-    completed: threading.Event = field(default_factory=threading.Event)
-    """Set once the whole response was written."""
-    client_closed: threading.Event = field(default_factory=threading.Event)
-    """Set when the client went away before the response was complete."""
-
-    @property
-    def json(self) -> dict[str, Any]:
-        """The body as a JSON object (fails the test otherwise)."""
-        assert isinstance(self.body, dict), f"not a JSON object body: {self.raw_body[:200]!r}"
-        return self.body
 
 
 class _ClientGone(Exception):
@@ -212,64 +86,6 @@ _REASONS = {
     504: "Gateway Timeout",
     529: "Overloaded",
 }
-
-_ANTHROPIC_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    529: "overloaded_error",
-}
-_GEMINI_STATUS = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    429: "RESOURCE_EXHAUSTED",
-    500: "INTERNAL",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
-_OPENAI_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "invalid_request_error",
-    403: "permission_error",
-    429: "rate_limit_exceeded",
-}
-_CONTEXT_MESSAGES = {
-    "openai": "This model's maximum context length is 128000 tokens. However, your messages resulted in "
-    "130000 tokens. Please reduce the length of the messages.",
-    "anthropic": "prompt is too long: 210000 tokens > 200000 maximum",
-    "gemini": "The input token count (1048600) exceeds the maximum number of tokens allowed (1048576).",
-}
-
-
-def _words(text: str) -> int:
-    return len(text.split())
-
-
-def _split_words(text: str) -> list[str]:
-    pieces: list[str] = []
-    for i, word in enumerate(text.split(" ")):
-        pieces.append(word if i == 0 else " " + word)
-    return [p for p in pieces if p] or [text]
-
-
-def _texts(value: Any) -> Iterator[str]:
-    """Every string under a ``text`` or ``content`` key (or bare strings in content lists)."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key in ("text", "content", "system", "system_instruction", "systemInstruction") and isinstance(
-                item, str
-            ):
-                yield item
-            elif isinstance(item, dict | list):
-                yield from _texts(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _texts(item)
 
 
 class FakeProviderServer:
@@ -454,13 +270,14 @@ class FakeProviderServer:
         if fault.kind == "malformed":
             if request.stream:
                 await _write_head(writer, 200, {"content-type": "text/event-stream", "transfer-encoding": "chunked"})
-                await _write_chunk(writer, b'data: {"choices": [{"delta": {"content": "x"\n\n')
+                event = b"event: message_start\n" if request.api == "anthropic" else b""
+                await _write_chunk(writer, event + b'data: {"choices": [{"delta": {"content": "x"\n\n')
                 await _write_chunk(writer, b"")
                 request.completed.set()
                 return False
             body = b'{"id": "broken", "choices": [{"message": {"content": "x'
         else:
-            body = (fault.body or json.dumps(_error_body(request.api, fault))).encode()
+            body = (fault.body or json.dumps(error_body(request.api, fault))).encode()
         await _write_head(
             writer,
             fault.status,
@@ -475,7 +292,7 @@ class FakeProviderServer:
         self, request: RecordedRequest, reply: Reply, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         await _pause(reader, reply.delay_s)
-        body = json.dumps(_render_complete(request, reply)).encode()
+        body = json.dumps(render_complete(request, reply)).encode()
         await _write_head(
             writer, 200, {"content-type": "application/json", "content-length": str(len(body)), **reply.headers}
         )
@@ -497,7 +314,7 @@ class FakeProviderServer:
                 **reply.headers,
             },
         )
-        events = _render_stream(request, reply)
+        events = render_stream(request, reply)
         for kind, payload in events:
             if kind == "piece":
                 await _pause(reader, reply.chunk_delay_s)
@@ -508,6 +325,8 @@ class FakeProviderServer:
                 if reply.truncate_mode == "close":
                     writer.close()
                     return
+                if reply.truncate_mode == "error":
+                    await _write_chunk(writer, stream_error_event(request.api))
                 break
             await _write_chunk(writer, payload)
         await _write_chunk(writer, b"")
@@ -606,206 +425,3 @@ def _reset(writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
-
-
-# -- wire formats -----------------------------------------------------------------------
-
-
-def _error_body(api: Api | None, fault: Fault) -> dict[str, Any]:
-    message = _CONTEXT_MESSAGES.get(api or "", fault.message) if fault.reason == "context_length" else fault.message
-    if api == "anthropic":
-        kind = _ANTHROPIC_ERROR_TYPES.get(fault.status, "api_error")
-        return {"type": "error", "error": {"type": kind, "message": message}}
-    if api == "gemini":
-        status = _GEMINI_STATUS.get(fault.status, "UNKNOWN")
-        return {"error": {"code": fault.status, "message": message, "status": status}}
-    code = "context_length_exceeded" if fault.reason == "context_length" else None
-    kind = _OPENAI_ERROR_TYPES.get(fault.status, "server_error")
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
-
-
-def _last_user_text(request: RecordedRequest) -> str:
-    body = request.body if isinstance(request.body, dict) else {}
-    turns = body.get("contents") if request.api == "gemini" else body.get("messages")
-    if not isinstance(turns, list) or not turns:
-        return ""
-    return " ".join(_texts(turns[-1] if isinstance(turns[-1], dict) else {}))
-
-
-def _forced_tool(request: RecordedRequest) -> str | None:
-    body = request.body if isinstance(request.body, dict) else {}
-    choice = body.get("tool_choice")
-    if request.api == "anthropic" and isinstance(choice, dict) and choice.get("type") == "tool":
-        return str(choice.get("name"))
-    return None
-
-
-@dataclass
-class _Answer:
-    text: str
-    model: str
-    finish: str
-    input_tokens: int
-    output_tokens: int
-    tool: str | None
-
-
-def _answer(request: RecordedRequest, reply: Reply) -> _Answer:
-    text = reply.text if reply.text is not None else f"echo: {_last_user_text(request)}"
-    tool = _forced_tool(request)
-    default_finish = {"openai": "stop", "anthropic": "tool_use" if tool else "end_turn", "gemini": "STOP"}
-    return _Answer(
-        text=text,
-        model=reply.model or request.model or "fake-model",
-        finish=reply.finish_reason or default_finish.get(request.api or "openai", "stop"),
-        input_tokens=reply.input_tokens
-        if reply.input_tokens is not None
-        else sum(_words(t) for t in _texts(request.body)),
-        output_tokens=reply.output_tokens if reply.output_tokens is not None else _words(text),
-        tool=tool,
-    )
-
-
-def _render_complete(request: RecordedRequest, reply: Reply) -> dict[str, Any]:
-    a = _answer(request, reply)
-    if request.api == "anthropic":
-        block: dict[str, Any] = (
-            {"type": "tool_use", "id": "toolu_fake", "name": a.tool, "input": json.loads(a.text)}
-            if a.tool
-            else {"type": "text", "text": a.text}
-        )
-        return {
-            "id": "msg_fake",
-            "type": "message",
-            "role": "assistant",
-            "model": a.model,
-            "content": [block],
-            "stop_reason": a.finish,
-            "stop_sequence": None,
-            "usage": {"input_tokens": a.input_tokens, "output_tokens": a.output_tokens},
-        }
-    if request.api == "gemini":
-        return {
-            "candidates": [{"content": {"role": "model", "parts": [{"text": a.text}]}, "finishReason": a.finish}],
-            "usageMetadata": {
-                "promptTokenCount": a.input_tokens,
-                "candidatesTokenCount": a.output_tokens,
-                "totalTokenCount": a.input_tokens + a.output_tokens,
-            },
-            "modelVersion": a.model,
-        }
-    return {
-        "id": "chatcmpl-fake",
-        "object": "chat.completion",
-        "created": 0,
-        "model": a.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": a.text}, "finish_reason": a.finish}],
-        "usage": {
-            "prompt_tokens": a.input_tokens,
-            "completion_tokens": a.output_tokens,
-            "total_tokens": a.input_tokens + a.output_tokens,
-        },
-    }
-
-
-def _sse(data: Any, event: str | None = None) -> bytes:
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {json.dumps(data)}\n\n".encode()
-
-
-def _render_stream(request: RecordedRequest, reply: Reply) -> list[tuple[str, bytes]]:
-    """SSE events as (kind, bytes): kind ``piece`` carries text, ``truncate`` marks the cut."""
-    a = _answer(request, reply)
-    pieces = reply.chunks if reply.chunks is not None else _split_words(a.text)
-    events: list[tuple[str, bytes]] = []
-    render = {"anthropic": _anthropic_events, "gemini": _gemini_events}.get(request.api or "", _openai_events)
-    head, piece_events, tail = render(request, a, pieces)
-    events += [("meta", e) for e in head]
-    for i, event in enumerate(piece_events):
-        if reply.truncate_after is not None and i == reply.truncate_after:
-            events.append(("truncate", b""))
-            return events
-        events.append(("piece", event))
-    if reply.truncate_after is not None:
-        events.append(("truncate", b""))
-        return events
-    events += [("meta", e) for e in tail]
-    return events
-
-
-Rendered = tuple[list[bytes], list[bytes], list[bytes]]
-
-
-def _openai_events(request: RecordedRequest, a: _Answer, pieces: list[str]) -> Rendered:
-    def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": a.model}
-        return _sse({**base, "choices": choices, **extra})
-
-    head = [chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])]
-    body = [chunk([{"index": 0, "delta": {"content": p}, "finish_reason": None}]) for p in pieces]
-    tail = [chunk([{"index": 0, "delta": {}, "finish_reason": a.finish}])]
-    options = request.json.get("stream_options") or {}
-    if options.get("include_usage"):
-        usage = {
-            "prompt_tokens": a.input_tokens,
-            "completion_tokens": a.output_tokens,
-            "total_tokens": a.input_tokens + a.output_tokens,
-        }
-        tail.append(chunk([], usage=usage))
-    tail.append(b"data: [DONE]\n\n")
-    return head, body, tail
-
-
-def _anthropic_events(request: RecordedRequest, a: _Answer, pieces: list[str]) -> Rendered:
-    message: dict[str, Any] = {
-        "id": "msg_fake",
-        "type": "message",
-        "role": "assistant",
-        "model": a.model,
-        "content": [],
-        "stop_reason": None,
-        "stop_sequence": None,
-        "usage": {"input_tokens": a.input_tokens, "output_tokens": 1},
-    }
-    if a.tool:
-        block: dict[str, Any] = {"type": "tool_use", "id": "toolu_fake", "name": a.tool, "input": {}}
-        deltas = [{"type": "input_json_delta", "partial_json": p} for p in pieces]
-    else:
-        block = {"type": "text", "text": ""}
-        deltas = [{"type": "text_delta", "text": p} for p in pieces]
-    head = [
-        _sse({"type": "message_start", "message": message}, "message_start"),
-        _sse({"type": "content_block_start", "index": 0, "content_block": block}, "content_block_start"),
-        _sse({"type": "ping"}, "ping"),
-    ]
-    body = [_sse({"type": "content_block_delta", "index": 0, "delta": d}, "content_block_delta") for d in deltas]
-    tail = [
-        _sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
-        _sse(
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": a.finish, "stop_sequence": None},
-                "usage": {"output_tokens": a.output_tokens},
-            },
-            "message_delta",
-        ),
-        _sse({"type": "message_stop"}, "message_stop"),
-    ]
-    return head, body, tail
-
-
-def _gemini_events(request: RecordedRequest, a: _Answer, pieces: list[str]) -> Rendered:
-    def event(parts: list[dict[str, Any]], finish: str | None, with_usage: bool) -> bytes:
-        candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}}
-        if finish:
-            candidate["finishReason"] = finish
-        data: dict[str, Any] = {"candidates": [candidate], "modelVersion": a.model}
-        usage: dict[str, Any] = {"promptTokenCount": a.input_tokens}
-        if with_usage:
-            usage |= {"candidatesTokenCount": a.output_tokens, "totalTokenCount": a.input_tokens + a.output_tokens}
-        data["usageMetadata"] = usage
-        return _sse(data)
-
-    body = [event([{"text": p}], None, False) for p in pieces]
-    tail = [event([{"text": ""}], a.finish, True)]
-    return [], body, tail
