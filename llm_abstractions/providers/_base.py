@@ -10,8 +10,6 @@ after the text that came before it.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 from abc import abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager
@@ -158,14 +156,6 @@ class SdkLlm(BaseLlm, Generic[ClientT]):
             if error is None:
                 raise
             raise error from exc
-
-    async def prepare(self) -> None:
-        """Import the SDK in a worker thread (the slow part: the event loop does not stall), then build
-        the client here (its connection pool belongs to this event loop)."""
-        if self._client_instance is None:
-            with contextlib.suppress(LlmError, ImportError):  # the call reports it, where fallbacks apply
-                await anyio.to_thread.run_sync(importlib.import_module, self.sdk_module)
-                self.client  # noqa: B018  (builds it)
 
     async def aclose(self) -> None:
         client, self._client_instance = self._client_instance, None
