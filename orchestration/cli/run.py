@@ -13,6 +13,9 @@ import typer
 from orchestration.cli.common import ExitCode, load_orchestrator, parse_inputs
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
+    from orchestration.events import RunEvent
     from orchestration.models import ExecutionResult
     from orchestration.orchestrator import ProjectOrchestrator
 
@@ -125,6 +128,7 @@ def execute_run(
 
     console = stderr_console()
     orchestrator.on_event(log_events(get_logger("orchestrate")))
+    orchestrator.on_event(lambda event: _report_resume(console, orchestrator, event))
     total = len(orchestrator.spec.tasks)
     start = time.monotonic()
     view = ProgressView(console, total)
@@ -132,13 +136,6 @@ def execute_run(
         orchestrator.on_event(view)
     with view if not quiet else _nothing():
         interrupted = anyio.run(_run_until_interrupted, work)
-    plan = orchestrator.resume_plan
-    if plan is not None:
-        console.print(f"run {orchestrator.run_id} resumed: {len(plan.kept)} finished tasks kept")
-        if plan.changed:
-            console.print(f"rerun because the project changed: {', '.join(plan.changed)}")
-        if plan.downstream:
-            console.print(f"rerun because an upstream task changed: {', '.join(plan.downstream)}")
     final: dict[str, ExecutionResult] = orchestrator.results
     if results is not None and orchestrator.run_id is not None:
         write_results(results, orchestrator.spec.name, orchestrator.run_id, final)
@@ -151,6 +148,18 @@ def execute_run(
         raise typer.Exit(ExitCode.INTERRUPTED)
     if any(r.status is not ExecutionStatus.SUCCESS for r in final.values()):
         raise typer.Exit(ExitCode.TASKS_FAILED)
+
+
+def _report_resume(console: Console, orchestrator: ProjectOrchestrator, event: RunEvent) -> None:
+    """When a resumed run starts, say what it keeps and what reruns because the project changed."""
+    plan = orchestrator.resume_plan
+    if plan is None or event.kind != "run_started":
+        return
+    console.print(f"run {event.run_id} resumed: {len(plan.kept)} finished tasks kept")
+    if plan.changed:
+        console.print(f"rerun because the project changed: {', '.join(plan.changed)}")
+    if plan.downstream:
+        console.print(f"rerun because an upstream task changed: {', '.join(plan.downstream)}")
 
 
 class _nothing:
