@@ -28,7 +28,7 @@ AGENTS_ENV = "ORCHESTRATE_AGENTS"
 # Agents created when a provider's standard key is set: name -> (env vars, config).
 _ENV_AGENTS: tuple[tuple[str, tuple[str, ...], dict[str, Any]], ...] = (
     ("gpt", ("OPENAI_API_KEY",), {"type": "gpt", "model": "gpt-4.1-mini"}),
-    ("claude", ("ANTHROPIC_API_KEY",), {"type": "claude", "model": "claude-sonnet-4-5"}),
+    ("claude", ("ANTHROPIC_API_KEY",), {"type": "claude", "model": "claude-sonnet-4-6"}),
     ("gemini", ("GOOGLE_API_KEY", "GEMINI_API_KEY"), {"type": "gemini", "model": "gemini-2.5-flash"}),
     (
         "groq",

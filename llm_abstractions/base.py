@@ -45,6 +45,11 @@ class BaseLlm(ABC):
     def model_name(self) -> str | None:
         return self.config.model
 
+    @property
+    def pricing_provider(self) -> str | None:
+        """The genai-prices provider id that prices this client's calls; ``None``: not priced."""
+        return None
+
     def resolve_options(self, overrides: dict[str, Any]) -> GenerationOptions:
         """The configured defaults with ``overrides`` (keyword options of one call) applied."""
         if not overrides:
@@ -73,6 +78,14 @@ class BaseLlm(ABC):
             usage=response.usage,
             model=response.model,
         )
+
+    async def prepare(self) -> None:
+        """Get ready for calls (import the SDK, build the client, load the model) ahead of the first one.
+
+        The engine awaits it once per client before the first call, outside any call timeout.
+        Idempotent; problems are left for the call to report. By default there is nothing to do.
+        """
+        return None
 
     async def aclose(self) -> None:
         """Release connections and memory held by this client."""

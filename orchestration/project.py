@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agent_registry import AgentConfigError, AgentRegistry, StructuredFile, UnknownAgentError
+from llm_abstractions.structured import schema_problem
 from orchestration.issues import ProjectValidationError, ValidationIssue
 from orchestration.models import AgentTask, OutputFormat, ProjectSpec
 from orchestration.templates import PromptTemplate, TemplateError
@@ -173,6 +174,8 @@ def compile_project(
             issues.add(str(UnknownAgentError(agent, registry.names())), task.id, "agent" if task.agent else None)
         if task.output_schema is not None and task.output_format is not OutputFormat.JSON:
             issues.add("output_schema needs output_format: json", task.id, "output_schema")
+        elif task.output_schema is not None and (problem := schema_problem(task.output_schema)):
+            issues.add(problem, task.id, "output_schema")
         templates: list[PromptTemplate | None] = []
         for field_name, text in (("description", task.description), ("system_prompt", task.system_prompt)):
             if text is None:

@@ -1,0 +1,170 @@
+"""``GeminiLlm``: Gemini through google-genai's ``client.aio.models``.
+
+The key comes from the agent, else ``GOOGLE_API_KEY`` or ``GEMINI_API_KEY`` (the SDK's
+own precedence), the endpoint from ``base_url`` else ``GOOGLE_GEMINI_BASE_URL``.
+The SDK gets an ``httpx2.AsyncClient`` of ours: that keeps it on httpx, with no
+retries, even when aiohttp is installed (it would otherwise switch to aiohttp and
+retry connection errors by itself). System messages become ``system_instruction``;
+options map to ``temperature``, ``max_output_tokens``, ``top_p``, ``top_k``,
+``stop_sequences`` and ``seed``; a JSON schema becomes ``response_json_schema``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from llm_abstractions.errors import LlmError, ProviderUnavailableError
+from llm_abstractions.messages import GenerationOptions, LlmChunk, Message, Usage
+from llm_abstractions.providers._base import SdkLlm, closing_shielded
+from llm_abstractions.providers._http_errors import error_for_status
+from llm_abstractions.providers._sdk import import_sdk
+
+if TYPE_CHECKING:
+    import httpx2
+    from google.genai import Client
+    from google.genai.types import GenerateContentConfig, GenerateContentResponse
+
+__all__ = ["GeminiLlm", "gemini_finish_reason"]
+
+_opened_responses: ContextVar[list[httpx2.Response] | None] = ContextVar("gemini_opened_responses", default=None)
+"""Where the HTTP client's response hook puts the responses a stream opens."""
+
+
+async def _track_response(response: httpx2.Response) -> None:
+    opened = _opened_responses.get()
+    if opened is not None:
+        opened.append(response)
+
+
+_FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
+
+
+def gemini_finish_reason(reason: str | None) -> str | None:
+    """Our finish reason for a Gemini ``finishReason``."""
+    if reason is None:
+        return None
+    if reason == "STOP":
+        return "stop"
+    if reason == "MAX_TOKENS":
+        return "length"
+    return "content_filter" if reason in _FILTERED else reason.lower()
+
+
+def _chunk(response: GenerateContentResponse) -> LlmChunk:
+    text, finish = "", None
+    if response.candidates:
+        candidate = response.candidates[0]
+        parts = candidate.content.parts if candidate.content and candidate.content.parts else []
+        text = "".join(p.text for p in parts if p.text and not p.thought)
+        if candidate.finish_reason is not None:
+            finish = gemini_finish_reason(str(candidate.finish_reason.value))
+    elif response.prompt_feedback is not None and response.prompt_feedback.block_reason is not None:
+        finish = "content_filter"
+    usage = None
+    metadata = response.usage_metadata
+    if metadata is not None:
+        usage = Usage(
+            input_tokens=metadata.prompt_token_count or 0,
+            output_tokens=(metadata.candidates_token_count or 0) + (metadata.thoughts_token_count or 0),
+        )
+    return LlmChunk(text=text, finish_reason=finish, usage=usage, model=response.model_version or None)
+
+
+@dataclass
+class _Clients:
+    genai: Client
+    http: httpx2.AsyncClient
+
+
+class GeminiLlm(SdkLlm[_Clients]):
+    """Google Gemini models over the Gemini API."""
+
+    provider = "gemini"
+    sdk_module = "google.genai"
+    sdk_package = "google-genai"
+    sdk_extra = "gemini"
+    key_variables = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
+
+    @property
+    def pricing_provider(self) -> str | None:
+        return "google"
+
+    def _create_client(self) -> _Clients:
+        genai = import_sdk("google.genai", package="google-genai", extra="gemini", provider=self.provider)
+        httpx2 = import_sdk("httpx2", package="google-genai", extra="gemini", provider=self.provider)
+        timeout = self.config.timeout_s
+        http = httpx2.AsyncClient(timeout=timeout, event_hooks={"response": [_track_response]})
+        options = genai.types.HttpOptions(
+            base_url=self.config.base_url,
+            timeout=int(timeout * 1000) if timeout else None,
+            httpx_async_client=http,
+        )
+        return _Clients(genai.Client(api_key=self.api_key, http_options=options), http)
+
+    async def _close_client(self, client: _Clients) -> None:
+        await client.genai.aio.aclose()
+        await client.http.aclose()
+
+    def _request(self, messages: Sequence[Message], options: GenerationOptions) -> dict[str, Any]:
+        from google.genai import types
+
+        system = "\n\n".join(m.content for m in messages if m.role == "system")
+        config: GenerateContentConfig = types.GenerateContentConfig(
+            system_instruction=system or None,
+            temperature=options.temperature,
+            max_output_tokens=options.max_tokens,
+            top_p=options.top_p,
+            top_k=options.top_k,
+            stop_sequences=options.stop,
+            seed=options.seed,
+            response_mime_type="application/json" if options.json_schema is not None else None,
+            response_json_schema=options.json_schema,
+        )
+        contents = [
+            {"role": "model" if m.role == "assistant" else "user", "parts": [{"text": m.content}]}
+            for m in messages
+            if m.role != "system"
+        ]
+        return {"model": self.model_name, "contents": contents, "config": config}
+
+    async def _complete(self, messages: Sequence[Message], options: GenerationOptions) -> LlmChunk:
+        return _chunk(await self.client.genai.aio.models.generate_content(**self._request(messages, options)))
+
+    async def _sdk_stream(self, messages: Sequence[Message], options: GenerationOptions) -> AsyncGenerator[LlmChunk]:
+        # google-genai nests async generators, and closing the outer one leaves the HTTP
+        # response open until garbage collection: keep the response and close it ourselves.
+        stream = await self.client.genai.aio.models.generate_content_stream(**self._request(messages, options))
+        opened: list[httpx2.Response] = []
+
+        async def close() -> None:
+            await stream.aclose()  # type: ignore[attr-defined]
+            for response in opened:
+                await response.aclose()
+
+        async with closing_shielded(close):
+            token = _opened_responses.set(opened)
+            try:
+                first = await anext(aiter(stream), None)  # sends the request
+            finally:
+                _opened_responses.reset(token)
+            if first is None:
+                return
+            yield _chunk(first)
+            async for response in stream:
+                yield _chunk(response)
+
+    def _map_error(self, exc: Exception) -> LlmError | None:
+        from google.genai import errors
+
+        if isinstance(exc, errors.UnknownApiResponseError):
+            return ProviderUnavailableError(f"malformed response from the provider: {exc}", provider=self.provider)
+        if isinstance(exc, errors.APIError):
+            headers = getattr(exc.response, "headers", None)
+            message = f"{exc.status or ''} {exc.message or ''}".strip()
+            # The Gemini API answers a wrong key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID.
+            status = 401 if exc.code == 400 and "API_KEY_INVALID" in str(exc.details) else exc.code
+            return error_for_status(status, message, provider=self.provider, headers=headers)
+        return None

@@ -1,0 +1,123 @@
+"""``GptLlm``: OpenAI chat completions through ``openai.AsyncOpenAI``.
+
+Key and endpoint come from the agent (``api_key``, ``base_url``), else the SDK's own
+``OPENAI_API_KEY`` / ``OPENAI_BASE_URL``. SDK retries are off (``max_retries=0``): the
+engine's retry policy is the only one. Options map to ``temperature``,
+``max_completion_tokens``, ``top_p``, ``stop`` and ``seed``; the chat completions API
+has no ``top_k``. A JSON schema becomes ``response_format`` ``json_schema``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from llm_abstractions.errors import LlmError
+from llm_abstractions.messages import GenerationOptions, LlmChunk, Message, Usage
+from llm_abstractions.providers._base import SdkLlm, closing_shielded
+from llm_abstractions.providers._http_errors import stainless_error
+from llm_abstractions.providers._sdk import import_sdk
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+    from openai.types import CompletionUsage
+
+__all__ = ["GptLlm", "openai_finish_reason"]
+
+_FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter", "tool_calls": "tool_call"}
+
+
+def openai_finish_reason(reason: str | None) -> str | None:
+    """Our finish reason for an OpenAI one."""
+    return None if reason is None else _FINISH.get(reason, reason)
+
+
+def _usage(usage: CompletionUsage | None) -> Usage | None:
+    if usage is None:
+        return None
+    return Usage(input_tokens=usage.prompt_tokens or 0, output_tokens=usage.completion_tokens or 0)
+
+
+class GptLlm(SdkLlm["AsyncOpenAI"]):
+    """OpenAI GPT models over the chat completions API."""
+
+    provider = "gpt"
+    sdk_module = "openai"
+    sdk_package = "openai"
+    sdk_extra = "openai"
+    key_variables = ("OPENAI_API_KEY",)
+    max_tokens_parameter: ClassVar[str] = "max_completion_tokens"
+    """Request field of ``max_tokens`` (OpenAI deprecated ``max_tokens`` for newer models)."""
+
+    @property
+    def pricing_provider(self) -> str | None:
+        return "openai"
+
+    def _client_arguments(self) -> dict[str, Any]:
+        """Key and base URL; ``None`` lets the SDK read its environment variables."""
+        return {"api_key": self.api_key, "base_url": self.config.base_url}
+
+    def _create_client(self) -> AsyncOpenAI:
+        openai = import_sdk("openai", package="openai", extra="openai", provider=self.provider)
+        client: AsyncOpenAI = openai.AsyncOpenAI(
+            **self._client_arguments(), max_retries=0, timeout=self.config.timeout_s or openai.DEFAULT_TIMEOUT
+        )
+        return client
+
+    async def _close_client(self, client: AsyncOpenAI) -> None:
+        await client.close()
+
+    def _extra_body(self, options: GenerationOptions) -> dict[str, Any]:
+        """Request fields the official API lacks; OpenAI-compatible servers add theirs."""
+        return {}
+
+    def _request(self, messages: Sequence[Message], options: GenerationOptions) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "model": self.model_name,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+        }
+        for name, value in (
+            ("temperature", options.temperature),
+            (self.max_tokens_parameter, options.max_tokens),
+            ("top_p", options.top_p),
+            ("stop", options.stop),
+            ("seed", options.seed),
+        ):
+            if value is not None:
+                request[name] = value
+        if options.json_schema is not None:
+            request["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": options.json_schema, "strict": False},
+            }
+        extra = self._extra_body(options)
+        if extra:
+            request["extra_body"] = extra
+        return request
+
+    async def _complete(self, messages: Sequence[Message], options: GenerationOptions) -> LlmChunk:
+        response = await self.client.chat.completions.create(**self._request(messages, options))
+        choice = response.choices[0] if response.choices else None
+        return LlmChunk(
+            text=(choice.message.content or "") if choice else "",
+            finish_reason=openai_finish_reason(choice.finish_reason) if choice else None,
+            usage=_usage(response.usage),
+            model=response.model or None,
+        )
+
+    async def _sdk_stream(self, messages: Sequence[Message], options: GenerationOptions) -> AsyncGenerator[LlmChunk]:
+        stream = await self.client.chat.completions.create(
+            **self._request(messages, options), stream=True, stream_options={"include_usage": True}
+        )
+        async with closing_shielded(stream.close):
+            async for event in stream:
+                text, finish = "", None
+                for choice in event.choices[:1]:
+                    text = choice.delta.content or "" if choice.delta else ""
+                    finish = openai_finish_reason(choice.finish_reason)
+                yield LlmChunk(text=text, finish_reason=finish, usage=_usage(event.usage), model=event.model or None)
+
+    def _map_error(self, exc: Exception) -> LlmError | None:
+        import openai
+
+        return stainless_error(openai, exc, provider=self.provider)

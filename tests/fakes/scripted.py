@@ -1,0 +1,145 @@
+"""What a test scripts the fake provider server to answer, and what it records.
+
+:class:`Reply` is a success, :class:`Fault` a failure; :class:`RecordedRequest` is one
+entry of the server's request log. See :mod:`tests.fakes.provider_server`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["Api", "Fault", "RecordedRequest", "Reply", "Response", "TruncateMode"]
+
+Api = Literal["openai", "anthropic", "gemini"]
+TruncateMode = Literal["close", "reset", "clean", "error"]
+
+
+@dataclass
+class Reply:
+    """A successful answer, rendered in the requesting API's wire format."""
+
+    text: str | None = None
+    """The answer; ``None`` echoes ``"echo: <last user text>"``. For a forced Anthropic
+    tool call it must be a JSON object's text: it becomes the tool input."""
+    model: str | None = None
+    """Served model name; ``None`` reports the requested model."""
+    finish_reason: str | None = None
+    """Native finish reason; ``None`` means ``stop`` / ``end_turn`` (``tool_use``) / ``STOP``."""
+    input_tokens: int | None = None
+    """``None``: the word count of every text in the request."""
+    output_tokens: int | None = None
+    """``None``: the word count of the answer."""
+    chunks: list[str] | None = None
+    """Stream pieces; ``None`` splits the text into words (keeping the spaces)."""
+    delay_s: float = 0.0
+    """Wait before the response starts."""
+    chunk_delay_s: float = 0.0
+    """Wait before each stream piece."""
+    truncate_after: int | None = None
+    """Streams only: stop after this many pieces, ending as ``truncate_mode`` says."""
+    truncate_mode: TruncateMode = "close"
+    """``close``: drop the connection mid-body; ``reset``: send a TCP reset;
+    ``clean``: finish the HTTP body properly but leave out the API's end events;
+    ``error``: send the API's in-stream "overloaded" error event, then finish the body."""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Fault:
+    """A failed answer: an HTTP error, a connection reset, or a malformed body."""
+
+    status: int = 500
+    message: str = "internal error"
+    kind: Literal["status", "reset", "malformed"] = "status"
+    reason: str | None = None
+    """Error flavour for the body: ``context_length`` selects each API's wording."""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    body: str | None = None
+    """Raw body replacing the provider-shaped one."""
+
+    @classmethod
+    def rate_limited(
+        cls, retry_after: str | float | None = None, retry_after_ms: str | float | None = None, status: int = 429
+    ) -> Fault:
+        """A 429 with optional ``Retry-After`` (seconds, fractional, or an HTTP date) and ``retry-after-ms``."""
+        headers = {}
+        if retry_after is not None:
+            headers["retry-after"] = str(retry_after)
+        if retry_after_ms is not None:
+            headers["retry-after-ms"] = str(retry_after_ms)
+        return cls(status=status, message="rate limit exceeded", headers=headers)
+
+    @classmethod
+    def server_error(cls, status: int = 500) -> Fault:
+        return cls(status=status, message="internal server error")
+
+    @classmethod
+    def unavailable(cls) -> Fault:
+        return cls(status=503, message="service unavailable")
+
+    @classmethod
+    def overloaded(cls) -> Fault:
+        """Anthropic's 529."""
+        return cls(status=529, message="overloaded")
+
+    @classmethod
+    def unauthorized(cls) -> Fault:
+        return cls(status=401, message="invalid api key")
+
+    @classmethod
+    def forbidden(cls) -> Fault:
+        return cls(status=403, message="permission denied")
+
+    @classmethod
+    def bad_request(cls, message: str = "invalid request") -> Fault:
+        return cls(status=400, message=message)
+
+    @classmethod
+    def context_length(cls) -> Fault:
+        """A 400 worded the way each API reports a prompt over the context window."""
+        return cls(status=400, message="context length exceeded", reason="context_length")
+
+    @classmethod
+    def reset(cls, delay_s: float = 0.0) -> Fault:
+        """Reset the connection (TCP RST) after reading the request."""
+        return cls(kind="reset", delay_s=delay_s)
+
+    @classmethod
+    def malformed_json(cls) -> Fault:
+        """A 200 whose JSON body (or first SSE event) is cut off mid-object."""
+        return cls(status=200, kind="malformed")
+
+
+Response = Reply | Fault
+
+
+@dataclass
+class RecordedRequest:
+    """One request the server received."""
+
+    api: Api | None
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    """Lowercase header names."""
+    raw_body: bytes
+    body: Any
+    """The JSON body, or ``None`` when it was not JSON."""
+    model: str | None
+    stream: bool
+    received_at: float
+    """``time.monotonic()`` at arrival."""
+    completed: threading.Event = field(default_factory=threading.Event)
+    """Set once the whole response was written."""
+    client_closed: threading.Event = field(default_factory=threading.Event)
+    """Set when the client went away before the response was complete."""
+
+    @property
+    def json(self) -> dict[str, Any]:
+        """The body as a JSON object (fails the test otherwise)."""
+        assert isinstance(self.body, dict), f"not a JSON object body: {self.raw_body[:200]!r}"
+        return self.body

@@ -1,0 +1,3 @@
+from tests.fakes.fixtures import fake_server, provider_env
+
+__all__ = ["fake_server", "provider_env"]
