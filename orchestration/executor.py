@@ -6,7 +6,9 @@ in-process through a chain of wrappers:
 
 ``FallbackLlm`` over the agent and its fallbacks, each a ``RetryingLlm`` around the
 agent's shared ``CircuitBreakerLlm(LimitedLlm(TimeoutLlm(StreamedLlm(client))))``, whose
-breaker and limits belong to the agent's endpoint. Answers are streamed so that time to
+breaker and limits belong to the agent's endpoint (layers with nothing to do are left out:
+no ``FallbackLlm`` without fallbacks, no ``TimeoutLlm`` without a timeout, no ``StreamedLlm``
+for a client that cannot stream). Answers are streamed so that time to
 first token is measured; json tasks are validated (with one repair call) by
 ``generate_json``. Whatever happens becomes an ``ExecutionResult``.
 """
@@ -57,7 +59,14 @@ class TaskExecutor:
         llm = self._guarded.get(agent)
         if llm is None:
             endpoint = self.endpoints.for_agent(self.registry.get(agent))
-            limited = LimitedLlm(TimeoutLlm(StreamedLlm(self.llm_for(agent))), endpoint.limits)
+            client = self.llm_for(agent)
+            # Layers that would do nothing are left out: they cost a coroutine frame (or a whole
+            # stream-and-collect round) on every call of every task.
+            if type(client)._stream is not BaseLlm._stream:  # streams for real: time its first token
+                client = StreamedLlm(client)
+            if client.config.timeout_s is not None:
+                client = TimeoutLlm(client)
+            limited = LimitedLlm(client, endpoint.limits)
             llm = self._guarded[agent] = CircuitBreakerLlm(limited, endpoint.breaker)
         return llm
 
@@ -82,7 +91,7 @@ class TaskExecutor:
             RetryingLlm(self.guarded_llm(name), retries, self.registry.get(name).retry, has_fallback=position < last)
             for position, name in enumerate(names)
         ]
-        chain = FallbackLlm(links)
+        chain = FallbackLlm(links) if len(links) > 1 else links[0]
         await chain.prepare()
         return chain
 
