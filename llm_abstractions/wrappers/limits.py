@@ -184,7 +184,7 @@ class LimitedLlm(WrapperLlm):
 
     async def generate_content_async(self, messages: Sequence[Message], **options: Any) -> LlmResponse:
         limits = self.limits
-        tokens = estimate_tokens(messages)
+        tokens = estimate_tokens(messages) if limits.settings.tokens_per_minute is not None else 0  # hot path
         sent_at = await limits.acquire(tokens)
         try:
             response = await self.wrapped.generate_content_async(messages, **options)
