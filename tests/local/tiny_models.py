@@ -42,28 +42,8 @@ def _tokenizer(vocab_size: int, chat_template: str | None) -> Any:
     return wrapped
 
 
-def build_tiny_llama(
-    path: Path,
-    *,
-    hidden_size: int = 64,
-    layers: int = 2,
-    vocab_size: int = 320,
-    chat_template: str | None = None,
-    seed: int = 0,
-    suppress_eos: bool = True,
-) -> Path:
-    """Save a random llama and its tokenizer under ``path``; return ``path``.
-
-    With ``suppress_eos`` the output row of the end-of-sequence token is zeroed, so
-    greedy decoding practically never ends early and tests control length with
-    ``max_tokens`` and stop sequences.
-    """
-    import mlx.core as mx
-    from mlx_lm.models import llama
-    from mlx_lm.utils import save_config, save_model
-
-    tokenizer = _tokenizer(vocab_size, chat_template)
-    config: dict[str, Any] = {
+def _config(tokenizer: Any, hidden_size: int, layers: int, vocab_size: int) -> dict[str, Any]:
+    return {
         "model_type": "llama",
         "architectures": ["LlamaForCausalLM"],
         "hidden_size": hidden_size,
@@ -79,6 +59,35 @@ def build_tiny_llama(
         "eos_token_id": tokenizer.eos_token_id,
         "torch_dtype": "float32",
     }
+
+
+def _save_tokenizer(tokenizer: Any, path: Path) -> None:
+    tokenizer.save_pretrained(str(path))
+    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": tokenizer.eos_token_id}))
+
+
+def build_tiny_llama(
+    path: Path,
+    *,
+    hidden_size: int = 64,
+    layers: int = 2,
+    vocab_size: int = 320,
+    chat_template: str | None = None,
+    seed: int = 0,
+    suppress_eos: bool = True,
+) -> Path:
+    """Save a random llama (MLX weights) and its tokenizer under ``path``; return ``path``.
+
+    With ``suppress_eos`` the output row of the end-of-sequence token is zeroed, so
+    greedy decoding practically never ends early and tests control length with
+    ``max_tokens`` and stop sequences.
+    """
+    import mlx.core as mx
+    from mlx_lm.models import llama
+    from mlx_lm.utils import save_config, save_model
+
+    tokenizer = _tokenizer(vocab_size, chat_template)
+    config = _config(tokenizer, hidden_size, layers, vocab_size)
     mx.random.seed(seed)
     model = llama.Model(llama.ModelArgs.from_dict(config))
     if suppress_eos:
@@ -88,6 +97,32 @@ def build_tiny_llama(
     path.mkdir(parents=True, exist_ok=True)
     save_model(path, model)
     save_config(config, path / "config.json")
-    tokenizer.save_pretrained(str(path))
-    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": tokenizer.eos_token_id}))
+    _save_tokenizer(tokenizer, path)
+    return path
+
+
+def build_tiny_hf_llama(
+    path: Path,
+    *,
+    hidden_size: int = 256,
+    layers: int = 2,
+    vocab_size: int = 320,
+    chat_template: str | None = None,
+    seed: int = 0,
+) -> Path:
+    """The same kind of model in Hugging Face format (torch weights), for vLLM; end token suppressed.
+
+    ``hidden_size`` 256 over 4 heads gives a head size of 64, which every vLLM attention backend supports.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = _tokenizer(vocab_size, chat_template)
+    config = _config(tokenizer, hidden_size, layers, vocab_size)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in config.items() if k not in ("architectures",)}))
+    with torch.no_grad():
+        model.lm_head.weight[tokenizer.eos_token_id].zero_()
+    model.save_pretrained(str(path), safe_serialization=True)
+    _save_tokenizer(tokenizer, path)
     return path
