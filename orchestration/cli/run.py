@@ -59,6 +59,7 @@ def run(
     """Run a project file."""
     import anyio
 
+    from llm_abstractions.local import add_load_listener, remove_load_listener
     from orchestration.cli.common import fail_invalid, stderr_console
     from orchestration.cli.progress import ProgressView, print_summary
     from orchestration.log import configure_logging, get_logger, log_events
@@ -82,8 +83,13 @@ def run(
     view = ProgressView(console, total)
     if not quiet:
         orchestrator.on_event(view)
-    with view if not quiet else _nothing():
-        interrupted = anyio.run(_run_until_interrupted, orchestrator)
+        add_load_listener(view.model_load)
+    try:
+        with view if not quiet else _nothing():
+            interrupted = anyio.run(_run_until_interrupted, orchestrator)
+    finally:
+        if not quiet:
+            remove_load_listener(view.model_load)
     final: dict[str, ExecutionResult] = orchestrator.results
     if results is not None and orchestrator.run_id is not None:
         write_results(results, orchestrator.spec.name, orchestrator.run_id, final)
