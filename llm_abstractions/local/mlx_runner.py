@@ -153,17 +153,20 @@ class _Model:
         for state in self.active.values():
             state.request.reply.finish(error)
         if self.active:
-            self.generator.remove(list(self.active))
+            with contextlib.suppress(Exception):  # the generator may be what failed
+                self.generator.remove(list(self.active))
         self.active.clear()
         self.uids.clear()
 
     def step(self) -> None:
         """Decode one token for every sequence in the batch and queue the new text."""
         try:
-            _, responses = self.generator.next()
+            self._step()
         except Exception as exc:
             self.fail_all(_llm_error(exc))
-            return
+
+    def _step(self) -> None:
+        _, responses = self.generator.next()
         stats = self.runner.stats
         stats.steps += 1
         stats.generated_tokens += len(responses)
@@ -239,7 +242,11 @@ class _MlxThread:
             for command in commands:
                 if isinstance(command, _Park):
                     self._park()
-                self._handle(command)
+                try:
+                    self._handle(command)
+                except Exception as exc:  # the thread must survive anything a command does
+                    if not isinstance(command, _Cancel):
+                        command.reply.finish(_llm_error(exc))
             for model in list(self.models.values()):
                 if model.active:
                     model.step()
@@ -258,21 +265,13 @@ class _MlxThread:
 
     def _handle(self, command: _Load | _Request | _Cancel | _Close) -> None:
         if isinstance(command, _Load):
-            try:
-                self.models[command.runner] = _load(command)
-            except Exception as exc:
-                command.reply.finish(ProviderUnavailableError(f"loading failed: {exc}", provider="mlx"))
-            else:
-                command.reply.finish(True)
+            self.models[command.runner] = _load(command)
+            command.reply.finish(True)
         elif isinstance(command, _Request):
             model = self.models.get(command.runner)
             if model is None:
-                command.reply.finish(ProviderUnavailableError("the MLX model is not loaded", provider="mlx"))
-                return
-            try:
-                model.admit(command)
-            except Exception as exc:
-                command.reply.finish(_llm_error(exc))
+                raise ProviderUnavailableError("the MLX model is not loaded", provider="mlx")
+            model.admit(command)
         elif isinstance(command, _Cancel):
             model = self.models.get(command.request.runner)
             if model is not None:
@@ -290,14 +289,17 @@ def _load(command: _Load) -> _Model:
     from mlx_lm import load
     from mlx_lm.generate import BatchGenerator
 
-    loaded = load(str(command.path))
-    model, tokenizer = loaded[0], loaded[1]
-    generator = BatchGenerator(
-        model,
-        stop_tokens=[[token] for token in tokenizer.eos_token_ids],
-        stream=mx.default_stream(mx.default_device()),
-        **command.generator_options,
-    )
+    try:
+        loaded = load(str(command.path))
+        model, tokenizer = loaded[0], loaded[1]
+        generator = BatchGenerator(
+            model,
+            stop_tokens=[[token] for token in tokenizer.eos_token_ids],
+            stream=mx.default_stream(mx.default_device()),
+            **command.generator_options,
+        )
+    except Exception as exc:
+        raise ProviderUnavailableError(f"loading failed: {exc}", provider="mlx", retryable=False) from exc
     return _Model(command.runner, model, tokenizer, generator)
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -221,3 +224,43 @@ def test_check_config_reports_a_missing_model_path(tmp_path: Path, mlx_model: Pa
         f"model path '{missing}' does not exist"
     ]
     assert "needs 'model'" in MlxLlm.check_config(LlmConfig(name="a", provider="mlx"))[0]
+
+
+async def test_a_folder_without_weights_fails_to_load_for_good(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    async with mlx_llm(tmp_path) as llm:
+        with pytest.raises(ProviderUnavailableError, match="loading failed") as caught:
+            await llm.generate_content_async([Message.user("hi")])
+    assert caught.value.retryable is False
+
+
+_EXIT_SCRIPT = """
+import anyio
+from llm_abstractions import LlmConfig, Message, create_llm
+
+async def main(model):
+    closed = create_llm(LlmConfig(name="a", provider="mlx", model=model, options={"temperature": 0}))
+    async with closed:
+        await closed.generate_content_async([Message.user("one")], max_tokens=4)
+    left_open = create_llm(LlmConfig(name="b", provider="mlx", model=model, options={"temperature": 0}))
+    await left_open.generate_content_async([Message.user("two")], max_tokens=4)
+    print("done", flush=True)
+
+anyio.run(main, {model!r})
+"""
+
+
+def test_the_process_exits_cleanly_after_mlx_work(mlx_model: Path) -> None:
+    """MLX's thread-local state aborts the process at exit if its thread ended or woke during shutdown."""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_SCRIPT.replace("{model!r}", repr(str(mlx_model)))],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert "terminate called" not in done.stderr
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("done")
