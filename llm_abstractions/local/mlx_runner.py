@@ -36,6 +36,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from llm_abstractions.errors import InvalidRequestError, LlmError, ProviderUnavailableError
+from llm_abstractions.local.local_llm import LOCAL_DEFAULT_OPTIONS
 from llm_abstractions.local.mailbox import Reply
 from llm_abstractions.local.models import resolve_model_path
 from llm_abstractions.local.runner import LocalRunner, Prompt
@@ -46,9 +47,6 @@ if TYPE_CHECKING:
     from llm_abstractions.local.mlx_sampling import SamplerCache
 
 __all__ = ["MlxRunner", "MlxSettings", "MlxStats"]
-
-_DEFAULT_MAX_TOKENS = 512
-
 
 @dataclass
 class MlxStats:
@@ -133,7 +131,7 @@ class _Model:
         options = request.options
         (uid,) = self.generator.insert(
             [tokens],
-            max_tokens=[options.max_tokens or _DEFAULT_MAX_TOKENS],
+            max_tokens=[options.max_tokens or LOCAL_DEFAULT_OPTIONS.max_tokens],
             samplers=[self.samplers.sampler(options)],
             logits_processors=[logits_processors_for(options)],
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import inspect
 import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -97,7 +98,8 @@ class VllmRunner(LocalRunner):
         )
         try:
             self._engine = AsyncLLMEngine.from_engine_args(args)
-            self._tokenizer = await self._engine.get_tokenizer()
+            tokenizer = self._engine.get_tokenizer()  # a coroutine in older vLLM versions
+            self._tokenizer = await tokenizer if inspect.isawaitable(tokenizer) else tokenizer
         except Exception as exc:
             raise ProviderUnavailableError(f"vLLM could not start: {exc}", provider=self.name) from exc
 
