@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MlxRunner", "MlxSettings", "MlxStats"]
 
+
 @dataclass
 class MlxStats:
     """Counters of one model, written by the MLX thread."""

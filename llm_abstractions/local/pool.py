@@ -80,55 +80,64 @@ class RunnerPool:
         return [(key[0], key[1]) for key in self._entries]
 
     async def acquire(self, runner: str, model: str, device_options: dict[str, Any]) -> LocalRunner:
-        """The shared runner for this model, loading it on first use."""
+        """The shared runner for this model, loading it on first use.
+
+        The load itself is shielded from cancellation: a task that times out while the
+        model loads does not abort the load that the other tasks are waiting for.
+        """
         key = (runner, model, json.dumps(device_options, sort_keys=True, default=str))
         entry = self._entries.get(key)
-        if entry is not None:
+        if entry is None:
+            entry = self._entries[key] = _Entry(get_runner(runner)(), users=1)
+            await self._load(key, entry, model, device_options)
+        else:
             entry.users += 1
-            await entry.ready.wait()
-            if entry.error is not None:
-                entry.users -= 1
-                raise type(entry.error)(entry.error.message, provider=runner, retryable=entry.error.retryable)
-            return entry.runner
-        entry = self._entries[key] = _Entry(get_runner(runner)(), users=1)
+            try:
+                await entry.ready.wait()
+            except BaseException:
+                await self._drop(key, entry)
+                raise
+        error = entry.error
+        if error is not None:
+            raise type(error)(error.message, provider=runner, retryable=error.retryable) from error
+        return entry.runner
+
+    async def _load(self, key: _Key, entry: _Entry, model: str, device_options: dict[str, Any]) -> None:
+        runner = key[0]
         self._emit(LoadEvent(runner, model, "loading"))
         start = time.perf_counter()
         try:
-            await entry.runner.load(model, **device_options)
-        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await entry.runner.load(model, **device_options)
+        except Exception as exc:
             del self._entries[key]
-            cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
             entry.error = (
                 exc
                 if isinstance(exc, LlmError)
-                else ProviderUnavailableError(
-                    "loading was cancelled" if cancelled else f"loading {model!r} failed: {exc}",
-                    provider=runner,
-                    retryable=cancelled,
-                )
+                else ProviderUnavailableError(f"loading {model!r} failed: {exc}", provider=runner, retryable=False)
             )
-            entry.ready.set()
             with anyio.CancelScope(shield=True):
                 await entry.runner.close()
             self._emit(LoadEvent(runner, model, "failed", time.perf_counter() - start, entry.error.message))
-            if cancelled or isinstance(exc, LlmError):
-                raise
-            raise entry.error from exc
-        entry.ready.set()
-        self._emit(LoadEvent(runner, model, "loaded", time.perf_counter() - start))
-        return entry.runner
+        else:
+            self._emit(LoadEvent(runner, model, "loaded", time.perf_counter() - start))
+        finally:
+            entry.ready.set()
 
     async def release(self, runner: LocalRunner) -> None:
         """One user is done with ``runner``; the last one closes it."""
         for key, entry in list(self._entries.items()):
             if entry.runner is runner:
-                entry.users -= 1
-                if entry.users == 0:
-                    del self._entries[key]
-                    with anyio.CancelScope(shield=True):
-                        await runner.close()
-                    self._emit(LoadEvent(key[0], key[1], "closed"))
+                await self._drop(key, entry)
                 return
+
+    async def _drop(self, key: _Key, entry: _Entry) -> None:
+        entry.users -= 1
+        if entry.users == 0 and self._entries.get(key) is entry:
+            del self._entries[key]
+            with anyio.CancelScope(shield=True):
+                await entry.runner.close()
+            self._emit(LoadEvent(key[0], key[1], "closed"))
 
 
 runner_pool = RunnerPool()

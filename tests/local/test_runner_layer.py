@@ -125,6 +125,54 @@ async def test_pool_loads_once_for_concurrent_users_and_closes_with_the_last() -
     assert [e.phase for e in events] == ["loading", "loaded", "loading", "loaded", "closed", "closed"]
 
 
+async def test_cancelling_the_task_that_started_a_load_does_not_abort_it() -> None:
+    pool = RunnerPool()
+    WordRunner.load_gate = gate = anyio.Event()
+    scopes: list[anyio.CancelScope] = []
+    got: list[LocalRunner] = []
+
+    async def first() -> None:
+        with anyio.CancelScope() as scope:
+            scopes.append(scope)
+            got.append(await pool.acquire("words", "m", {}))
+
+    async def second() -> None:
+        got.append(await pool.acquire("words", "m", {}))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(second)
+        await anyio.wait_all_tasks_blocked()
+        scopes[0].cancel()  # e.g. the first task's timeout fires while the model loads
+        await anyio.wait_all_tasks_blocked()
+        assert got == []
+        gate.set()
+    assert WordRunner.loads == ["m"]
+    assert len(got) == 2 and got[0] is got[1]
+    await pool.release(got[0])
+    await pool.release(got[1])
+    assert WordRunner.closed == ["m"]
+
+
+async def test_a_waiter_cancelled_before_the_load_ends_lets_go_of_the_model() -> None:
+    pool = RunnerPool()
+    WordRunner.load_gate = gate = anyio.Event()
+    got: list[LocalRunner] = []
+
+    async def first() -> None:
+        got.append(await pool.acquire("words", "m", {}))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first)
+        await anyio.wait_all_tasks_blocked()
+        with anyio.move_on_after(0):
+            await pool.acquire("words", "m", {})
+        gate.set()
+    await pool.release(got[0])
+    assert WordRunner.closed == ["m"]
+
+
 async def test_a_failed_load_reaches_every_waiter_and_is_not_cached() -> None:
     pool = RunnerPool()
     WordRunner.fail_load = True
