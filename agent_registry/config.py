@@ -34,6 +34,10 @@ class AgentLimits(BaseModel):
     max_concurrent: int | None = Field(default=None, gt=0)
     requests_per_minute: float | None = Field(default=None, gt=0)
     tokens_per_minute: float | None = Field(default=None, gt=0)
+    circuit_failure_threshold: int = Field(default=5, gt=0)
+    """Consecutive provider-side failures that open the endpoint's circuit."""
+    circuit_cooldown_s: float = Field(default=30.0, ge=0)
+    """How long an open circuit fails calls fast before one trial call."""
 
 
 class AgentConfig(BaseModel):

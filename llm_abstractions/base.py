@@ -85,6 +85,14 @@ class BaseLlm(ABC):
             model=response.model,
         )
 
+    async def prepare(self) -> None:
+        """Get ready for calls (import the SDK, build the client, load the model) ahead of the first one.
+
+        The engine awaits it once per client before the first call, outside any call timeout.
+        Idempotent; problems are left for the call to report. By default there is nothing to do.
+        """
+        return None
+
     async def aclose(self) -> None:
         """Release connections and memory held by this client."""
         return None

@@ -1,34 +1,34 @@
-"""``TaskExecutor``: one task, one agent, one result.
+"""``TaskExecutor``: one task, one agent (or its fallbacks), one result.
 
 It resolves the task's agent to a ``BaseLlm`` (one instance per agent, reused by
-every task and closed at the end), renders the prompts, calls the model in-process
-with retries and timeouts, and turns whatever happens into an ``ExecutionResult``.
+every task and closed at the end), renders the prompts, and calls the model
+in-process through a chain of wrappers:
+
+``FallbackLlm`` over the agent and its fallbacks, each a ``RetryingLlm`` around the
+agent's shared ``CircuitBreakerLlm(LimitedLlm(TimeoutLlm(StreamedLlm(client))))``, whose
+breaker and limits belong to the agent's endpoint. Answers are streamed so that time to
+first token is measured; json tasks are validated (with one repair call) by
+``generate_json``. Whatever happens becomes an ``ExecutionResult``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import anyio
 
-from agent_registry import AgentConfig, AgentRegistry
-from llm_abstractions import (
-    BaseLlm,
-    LlmError,
-    LlmResponse,
-    LlmTimeoutError,
-    Message,
-    collect_stream,
-    create_llm,
-    redact,
-)
+from agent_registry import AgentRegistry
+from llm_abstractions import BaseLlm, LlmError, LlmResponse, Message, create_llm, redact
 from llm_abstractions.pricing import cost_usd
 from llm_abstractions.structured import InvalidOutputError, generate_json
-from orchestration.models import ErrorInfo, ExecutionResult, ExecutionStatus, OutputFormat, utc_now
+from llm_abstractions.wrappers import CircuitBreakerLlm, FallbackLlm, LimitedLlm, StreamedLlm, TimeoutLlm
+from orchestration.endpoints import Endpoints
+from orchestration.models import AttemptRecord, ErrorInfo, ExecutionResult, ExecutionStatus, OutputFormat, utc_now
 from orchestration.project import CompiledTask
-from orchestration.retry import call_with_retries
+from orchestration.retry import RetryingLlm, attempt_log
 from orchestration.templates import TemplateError
 
 __all__ = ["TaskExecutor"]
@@ -39,7 +39,11 @@ class TaskExecutor:
 
     def __init__(self, registry: AgentRegistry) -> None:
         self.registry = registry
+        self.endpoints = Endpoints(registry)
         self._llms: dict[str, BaseLlm] = {}
+        self._guarded: dict[str, BaseLlm] = {}
+        self._chains: dict[tuple[str, int], BaseLlm] = {}
+        self._building = anyio.Lock()
 
     def llm_for(self, agent: str) -> BaseLlm:
         """The shared client of ``agent``, created on first use."""
@@ -48,9 +52,43 @@ class TaskExecutor:
             llm = self._llms[agent] = create_llm(self.registry.get(agent).llm_config())
         return llm
 
+    def guarded_llm(self, agent: str) -> BaseLlm:
+        """The client of ``agent`` behind its per-call timeout and its endpoint's limits and breaker."""
+        llm = self._guarded.get(agent)
+        if llm is None:
+            endpoint = self.endpoints.for_agent(self.registry.get(agent))
+            limited = LimitedLlm(TimeoutLlm(StreamedLlm(self.llm_for(agent))), endpoint.limits)
+            llm = self._guarded[agent] = CircuitBreakerLlm(limited, endpoint.breaker)
+        return llm
+
+    async def chain_for(self, agent: str, retries: int) -> BaseLlm:
+        """``agent``, then its fallbacks, each retried on its own (shared by tasks with these settings).
+
+        Built once, and its clients prepared (SDK imported, client built) before the first call,
+        so that no call timeout counts that work.
+        """
+        chain = self._chains.get((agent, retries))
+        if chain is None:
+            async with self._building:
+                chain = self._chains.get((agent, retries))
+                if chain is None:
+                    chain = self._chains[agent, retries] = await self._build_chain(agent, retries)
+        return chain
+
+    async def _build_chain(self, agent: str, retries: int) -> BaseLlm:
+        names = list(dict.fromkeys([agent, *self.registry.get(agent).fallbacks]))
+        last = len(names) - 1
+        links = [
+            RetryingLlm(self.guarded_llm(name), retries, self.registry.get(name).retry, has_fallback=position < last)
+            for position, name in enumerate(names)
+        ]
+        chain = FallbackLlm(links)
+        await chain.prepare()
+        return chain
+
     async def aclose(self) -> None:
         """Close every client created by this executor."""
-        llms, self._llms = list(self._llms.values()), {}
+        llms, self._llms, self._guarded, self._chains = list(self._llms.values()), {}, {}, {}
         with anyio.CancelScope(shield=True):
             for llm in llms:
                 await llm.aclose()
@@ -70,21 +108,28 @@ class TaskExecutor:
         """Run ``task`` to a final result; never raises except on cancellation."""
         started_at = utc_now()
         start = time.perf_counter()
-        agent = self.registry.get(task.agent)
-        attempts = 0
+        log: list[AttemptRecord] = []
 
-        def finish(status: ExecutionStatus, **fields: Any) -> ExecutionResult:
+        def finish(status: ExecutionStatus, response: LlmResponse | None = None, **fields: Any) -> ExecutionResult:
+            agent = self.registry.get(log[-1].agent if log else task.agent)
             values: dict[str, Any] = {
                 "task_id": task.id,
                 "status": status,
                 "agent": agent.name,
                 "provider": agent.agent_type,
                 "model": agent.model,
-                "attempts": attempts,
+                "attempts": sum(1 for a in log if a.error_type != "circuit_open"),
+                "attempt_log": log,
                 "started_at": started_at,
                 "completed_at": utc_now(),
                 "duration_s": time.perf_counter() - start,
             }
+            if response is not None:
+                model = response.model or agent.model
+                values["output"] = response.text
+                values["usage"] = response.usage
+                values["model"] = model
+                values["cost_usd"] = cost_usd(self.llm_for(agent.name).pricing_provider, model, response.usage)
             values.update(fields)
             return ExecutionResult(**values)
 
@@ -93,19 +138,15 @@ class TaskExecutor:
         except TemplateError as exc:
             return finish(ExecutionStatus.FAILED, error=ErrorInfo(type="template_error", message=redact(str(exc))))
 
-        llm = self.llm_for(agent.name)
+        chain = await self.chain_for(task.agent, task.retries)
 
         async def call(conversation: Sequence[Message]) -> LlmResponse:
-            async def attempt() -> LlmResponse:
-                nonlocal attempts
-                attempts += 1
-                return await _call(llm, agent, conversation, task.options)
-
-            return await call_with_retries(attempt, task.retries, agent.retry)
+            return await chain.generate_content_async(conversation, **task.options)
 
         parsed = None
+        recording = attempt_log.set(log)
         try:
-            with anyio.fail_after(task.timeout_s) if task.timeout_s else _no_scope():
+            with anyio.fail_after(task.timeout_s) if task.timeout_s else nullcontext():
                 if task.task.output_format is OutputFormat.JSON:
                     answer = await generate_json(call, messages, task.task.output_schema)
                     response, parsed = answer.response, answer.value
@@ -119,10 +160,8 @@ class TaskExecutor:
         except InvalidOutputError as exc:
             return finish(
                 ExecutionStatus.FAILED,
-                output=exc.response.text,
+                exc.response,
                 error=ErrorInfo(type=exc.type_name, message=redact(exc.message)),
-                usage=exc.response.usage,
-                cost_usd=cost_usd(llm.pricing_provider, exc.response.model or agent.model, exc.response.usage),
             )
         except LlmError as exc:
             return finish(
@@ -135,38 +174,13 @@ class TaskExecutor:
                 ExecutionStatus.FAILED,
                 error=ErrorInfo(type="internal", message=redact(f"{type(exc).__name__}: {exc}")),
             )
+        finally:
+            attempt_log.reset(recording)
 
         return finish(
             ExecutionStatus.SUCCESS,
-            output=response.text,
+            response,
             parsed=parsed,
-            usage=response.usage,
-            model=response.model or agent.model,
             provider=response.provider,
             time_to_first_token_s=response.time_to_first_token_s,
-            cost_usd=cost_usd(llm.pricing_provider, response.model or agent.model, response.usage),
         )
-
-
-class _no_scope:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: object) -> None:
-        return None
-
-
-def _streamed(llm: BaseLlm, messages: Sequence[Message], options: dict[str, Any]) -> Awaitable[LlmResponse]:
-    """The answer, streamed so that time to first token is measured."""
-    return collect_stream(llm.stream_content_async(messages, **options), provider=llm.provider, model=llm.model_name)
-
-
-async def _call(llm: BaseLlm, agent: AgentConfig, messages: Sequence[Message], options: dict[str, Any]) -> LlmResponse:
-    """One model call under the agent's per-call timeout."""
-    if agent.timeout_s is None:
-        return await _streamed(llm, messages, options)
-    try:
-        with anyio.fail_after(agent.timeout_s):
-            return await _streamed(llm, messages, options)
-    except TimeoutError:
-        raise LlmTimeoutError(f"call timed out after {agent.timeout_s} s", provider=agent.agent_type) from None

@@ -13,6 +13,7 @@ from llm_abstractions import GenerationOptions, Usage
 __all__ = [
     "TASK_ID_PATTERN",
     "AgentTask",
+    "AttemptRecord",
     "ErrorInfo",
     "ExecutionResult",
     "ExecutionStatus",
@@ -85,6 +86,15 @@ class ErrorInfo(BaseModel):
     message: str
 
 
+class AttemptRecord(BaseModel):
+    """One try of a task: which agent was called, how it ended, how long it took."""
+
+    agent: str
+    error_type: str | None = None
+    """The error's ``type`` name; ``None`` for the attempt that answered."""
+    duration_s: float
+
+
 class ExecutionResult(BaseModel):
     """The final record of one task. Field names are a stable contract: add, never rename."""
 
@@ -99,6 +109,8 @@ class ExecutionResult(BaseModel):
     model: str | None = None
     attempts: int = 0
     """Model calls made for this task, each one request."""
+    attempt_log: list[AttemptRecord] = []
+    """Every try in order, fallbacks included; a try refused by an open circuit sent no request."""
     started_at: UtcDatetime | None = None
     """When the task took its concurrency slot."""
     completed_at: UtcDatetime | None = None

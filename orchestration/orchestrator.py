@@ -1,4 +1,10 @@
-"""``ProjectOrchestrator``: validate a project, then run its DAG of tasks."""
+"""``ProjectOrchestrator``: validate a project, then run its DAG of tasks.
+
+With a :class:`~orchestration.store.RunStore` every task's result is committed the
+moment it finishes (before its dependents start), and :meth:`ProjectOrchestrator.resume`
+continues a run that crashed or failed. Calls in flight at a crash run again on
+resume: at-least-once for in-flight calls, never again for a recorded success.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -26,6 +32,9 @@ from orchestration.models import (
 )
 from orchestration.project import Project, compile_project
 from orchestration.scheduler import DagScheduler
+
+if TYPE_CHECKING:
+    from orchestration.store import ResumePlan, RunStore
 
 __all__ = ["ProjectOrchestrator", "new_run_id"]
 
@@ -59,6 +68,7 @@ class ProjectOrchestrator:
         max_concurrency: int | None = None,
         fail_fast: bool | None = None,
         file: Path | None = None,
+        store: RunStore | str | Path | None = None,
     ) -> None:
         self.spec = spec or ProjectSpec()
         self.registry = registry or AgentRegistry.default()
@@ -71,6 +81,9 @@ class ProjectOrchestrator:
         self.events = EventBus()
         self.results: dict[str, ExecutionResult] = {}
         self.run_id: str | None = None
+        self.store = _open_store(store)
+        self.resume_plan: ResumePlan | None = None
+        """What the last :meth:`resume` kept and reran."""
 
     @classmethod
     def from_file(
@@ -138,9 +151,55 @@ class ProjectOrchestrator:
 
     async def run(self, *, run_id: str | None = None) -> dict[str, ExecutionResult]:
         """Run every task; return results by task id, in the project's task order."""
+        self.resume_plan = None
+        return await self._run(self.validate(), run_id or new_run_id(), {})
+
+    async def resume(self, run_id: str) -> dict[str, ExecutionResult]:
+        """Continue a stored run: rerun only the tasks that did not succeed, under the same run id.
+
+        Succeeded tasks are reloaded (their outputs feed downstream templates) unless the
+        project changed their prompt or agent; those and their descendants rerun, as
+        :attr:`resume_plan` reports. The returned results hold the whole run.
+        """
+        from orchestration.store import fingerprints, plan_resume
+
+        if self.store is None:
+            raise ValueError("resume needs a run store: ProjectOrchestrator(..., store=...)")
+        stored = await anyio.to_thread.run_sync(self.store.load_run, run_id)
+        if not self.inputs and stored.record.inputs:
+            self.inputs = dict(stored.record.inputs)
+            self._project = None
         project = self.validate()
-        self.run_id = run_id or new_run_id()
-        self.results = {}
+        if stored.record.project != project.name:
+            raise ValueError(f"run '{run_id}' belongs to project '{stored.record.project}', not '{project.name}'")
+        prints = fingerprints(project)
+        self.resume_plan = plan_resume(project, stored, prints)
+        return await self._run(project, run_id, self.resume_plan.kept, prints)
+
+    async def _run(
+        self,
+        project: Project,
+        run_id: str,
+        kept: Mapping[str, ExecutionResult],
+        prints: list[str] | None = None,
+    ) -> dict[str, ExecutionResult]:
+        """Run the tasks not in ``kept`` (succeeded already) under ``run_id``."""
+        self.run_id = run_id
+        self.results = dict(kept)
+        store = self.store
+        if store is not None:
+            from orchestration.store import fingerprints, project_hash
+
+            if prints is None:
+                prints = fingerprints(project)
+            await store.begin_run(
+                run_id,
+                project=project.name,
+                project_hash=project_hash(project),
+                file=project.file or self.file,
+                inputs=project.inputs,
+                task_ids=[t.id for t in project.tasks],
+            )
         executor = TaskExecutor(self.registry)
         defaults = project.spec.defaults
         fail_fast = defaults.fail_fast if self.fail_fast is None else self.fail_fast
@@ -155,6 +214,7 @@ class ProjectOrchestrator:
         )
         inputs = project.inputs
         results = self.results
+        task_prints = prints or []
         tasks = project.tasks
 
         async def execute(index: int) -> bool:
@@ -166,6 +226,8 @@ class ProjectOrchestrator:
             except anyio.get_cancelled_exc_class():
                 self._record(_cancelled(task.id, task.agent, started_at))
                 raise
+            if store is not None:  # committed before dependents start and before the slot is freed
+                await store.record(run_id, result, task_prints[index], task.task.output_format)
             self._record(result)
             return result.status is ExecutionStatus.SUCCESS
 
@@ -182,12 +244,16 @@ class ProjectOrchestrator:
 
         self._emit(EventKind.RUN_STARTED)
         try:
-            await scheduler.run(execute, on_skip=on_skip, fail_fast=fail_fast)
+            await scheduler.run(
+                execute, on_skip=on_skip, completed=[project.index[t] for t in kept], fail_fast=fail_fast
+            )
         finally:
             for task in tasks:
                 if task.id not in results:
                     results[task.id] = _cancelled(task.id, task.agent, None)
             await executor.aclose()
+            if store is not None:
+                await _save_unstored(store, run_id, results, kept)
             self._emit(EventKind.RUN_FINISHED)
             self.events.close_streams()
         self.results = {t.id: results[t.id] for t in tasks}
@@ -239,6 +305,26 @@ class ProjectOrchestrator:
             raise box["error"]
         result: dict[str, ExecutionResult] = box["value"]
         return result
+
+
+def _open_store(store: RunStore | str | Path | None) -> RunStore | None:
+    if store is None or not isinstance(store, str | Path):
+        return store
+    from orchestration.store import RunStore
+
+    return RunStore(store)
+
+
+async def _save_unstored(
+    store: RunStore, run_id: str, results: Mapping[str, ExecutionResult], kept: Mapping[str, ExecutionResult]
+) -> None:
+    """Commit the skipped and cancelled results (not written as they happened) and the run's status."""
+    from orchestration.store import RunStatus
+
+    for result in results.values():
+        if result.status in (ExecutionStatus.SKIPPED, ExecutionStatus.CANCELLED) and result.task_id not in kept:
+            store.record_nowait(run_id, result)
+    await store.end_run(run_id, RunStatus.of(results))
 
 
 def _cancelled(task_id: str, agent: str, started_at: datetime | None) -> ExecutionResult:

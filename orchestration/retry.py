@@ -1,28 +1,43 @@
-"""Retry policy: exponential backoff with full jitter, honouring ``retry_after``, via tenacity."""
+"""Retry policy: exponential backoff with full jitter, honouring ``retry_after``, via tenacity.
+
+:func:`call_with_retries` is the policy; :class:`RetryingLlm` applies it to one agent's
+model inside a task's call chain and appends every attempt to the list that
+:data:`attempt_log` holds in the calling task's context (the executor sets one per task,
+so chains can be shared by concurrent tasks).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
+from typing import Any
 
 import anyio
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
-    stop_after_attempt,
     stop_after_delay,
     wait_random_exponential,
 )
 from tenacity.stop import stop_base
 
 from agent_registry import RetrySettings
-from llm_abstractions import LlmError, LlmResponse
+from llm_abstractions import BaseLlm, LlmError, LlmResponse, Message
+from llm_abstractions.wrappers import CircuitOpenError, WrapperLlm
+from orchestration.models import AttemptRecord
 
-__all__ = ["call_with_retries"]
+__all__ = ["RetryingLlm", "attempt_log", "call_with_retries"]
+
+attempt_log: ContextVar[list[AttemptRecord] | None] = ContextVar("orchestrate_attempt_log", default=None)
+"""Where :class:`RetryingLlm` records the attempts of the current task (nowhere when ``None``)."""
+
+Retryable = Callable[[LlmError], bool]
 
 
-def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, LlmError) and exc.retryable
+def _retryable(exc: LlmError) -> bool:
+    return exc.retryable
 
 
 def _wait(settings: RetrySettings) -> Callable[[RetryCallState], float]:
@@ -36,10 +51,29 @@ def _wait(settings: RetrySettings) -> Callable[[RetryCallState], float]:
     return wait
 
 
+class _stop_after_requests(stop_base):
+    """Stop once ``count`` attempts reached the provider: refusals by an open circuit sent nothing."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.refused = 0
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        if outcome is not None and isinstance(outcome.exception(), CircuitOpenError):
+            self.refused += 1
+        return retry_state.attempt_number - self.refused >= self.count
+
+
 async def call_with_retries(
-    attempt: Callable[[], Awaitable[LlmResponse]], retries: int, settings: RetrySettings
+    attempt: Callable[[], Awaitable[LlmResponse]],
+    retries: int,
+    settings: RetrySettings,
+    retryable: Retryable = _retryable,
 ) -> LlmResponse:
-    """Call ``attempt`` until it succeeds, fails with a non-retryable error, or ``retries`` run out.
+    """Call ``attempt`` until it succeeds, fails with an error ``retryable`` rejects, or ``retries`` run out.
+
+    Refusals by an open circuit (no request sent) do not use up retries; ``deadline_s`` bounds them.
 
     The first attempt runs outside tenacity (the common, successful case costs nothing);
     a retryable first failure is replayed into tenacity, which then owns backoff and stop.
@@ -47,7 +81,7 @@ async def call_with_retries(
     try:
         return await attempt()
     except LlmError as exc:
-        if not exc.retryable or retries == 0:
+        if retries == 0 or not retryable(exc):
             raise
         first_error: list[LlmError] = [exc]
 
@@ -56,14 +90,64 @@ async def call_with_retries(
             raise first_error.pop()
         return await attempt()
 
-    stop: stop_base = stop_after_attempt(retries + 1)
+    stop: stop_base = _stop_after_requests(retries + 1)
     if settings.deadline_s is not None:
         stop = stop | stop_after_delay(settings.deadline_s)
     retrying = AsyncRetrying(
         stop=stop,
         wait=_wait(settings),
-        retry=retry_if_exception(_retryable),
+        retry=retry_if_exception(lambda exc: isinstance(exc, LlmError) and retryable(exc)),
         sleep=anyio.sleep,
         reraise=True,
     )
     return await retrying(replay_then_attempt)
+
+
+def _unless_circuit_open(exc: LlmError) -> bool:
+    return exc.retryable and not isinstance(exc, CircuitOpenError)
+
+
+def _record(attempt: AttemptRecord) -> None:
+    log = attempt_log.get()
+    if log is not None:
+        log.append(attempt)
+
+
+class RetryingLlm(WrapperLlm):
+    """One agent's link in a task's call chain: retries its calls and records each attempt.
+
+    With ``has_fallback`` an open circuit is not waited out: the error goes straight to
+    the next agent of the chain. Streams are passed through without retries.
+    """
+
+    def __init__(
+        self,
+        wrapped: BaseLlm,
+        retries: int,
+        settings: RetrySettings,
+        *,
+        has_fallback: bool = False,
+    ) -> None:
+        super().__init__(wrapped)
+        self.retries = retries
+        self.retry_settings = settings
+        self.retryable: Retryable = _unless_circuit_open if has_fallback else _retryable
+
+    async def generate_content_async(self, messages: Sequence[Message], **options: Any) -> LlmResponse:
+        agent = self.config.name
+
+        async def attempt() -> LlmResponse:
+            start = time.perf_counter()
+            try:
+                response = await self.wrapped.generate_content_async(messages, **options)
+            except LlmError as exc:
+                _record(AttemptRecord(agent=agent, error_type=exc.type_name, duration_s=_since(start)))
+                raise
+            _record(AttemptRecord(agent=agent, duration_s=_since(start)))
+            return response
+
+        return await call_with_retries(attempt, self.retries, self.retry_settings, self.retryable)
+
+
+def _since(start: float) -> float:
+    return time.perf_counter() - start

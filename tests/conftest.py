@@ -93,3 +93,9 @@ def probe_project(tasks: list[dict[str, Any]], **defaults: Any) -> ProjectOrches
 
 def errors(*items: LlmError) -> list[BaseException]:
     return list(items)
+
+
+@pytest.fixture(autouse=True)
+def _run_store_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLI runs record into a throwaway run store, never into the repository's ``.orchestrate/``."""
+    monkeypatch.setenv("ORCHESTRATE_STORE", str(tmp_path_factory.mktemp("store") / "runs.db"))

@@ -14,8 +14,9 @@ from typing import Annotated
 import typer
 
 from orchestration.cli.agents_check import agents_check
-from orchestration.cli.common import load_orchestrator, parse_inputs
+from orchestration.cli.common import load_orchestrator, load_registry, parse_inputs
 from orchestration.cli.run import FileArg, run
+from orchestration.cli.runs import results, resume, runs
 
 __all__ = ["app", "main"]
 
@@ -30,6 +31,9 @@ agents_app = typer.Typer(help="Inspect configured agents.", no_args_is_help=True
 app.add_typer(agents_app, name="agents")
 agents_app.command("check")(agents_check)
 app.command()(run)
+app.command()(resume)
+app.command()(runs)
+app.command()(results)
 
 AgentsOpt = Annotated[Path | None, typer.Option("--agents", help="Agents file to load.")]
 InputsOpt = Annotated[list[str] | None, typer.Option("--input", "-i", help="Override an input: KEY=VALUE.")]
@@ -84,16 +88,7 @@ def agents_list(
     from rich.console import Console
     from rich.table import Table
 
-    if file is not None:
-        registry = load_orchestrator(file, inputs={}, agents_file=agents_file, check_agents=False).registry
-    else:
-        from agent_registry import AgentConfigError, AgentRegistry
-        from orchestration.cli.common import fail_invalid
-
-        try:
-            registry = AgentRegistry.default(agents_file)
-        except AgentConfigError as exc:
-            fail_invalid([str(issue) for issue in exc.issues])
+    registry = load_registry(file, agents_file)
     table = Table(show_edge=False)
     for column in ("name", "type", "model", "base url", "key", "fallbacks"):
         table.add_column(column)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,16 +13,28 @@ import typer
 from orchestration.cli.common import ExitCode, load_orchestrator, parse_inputs
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
+    from orchestration.events import RunEvent
     from orchestration.models import ExecutionResult
     from orchestration.orchestrator import ProjectOrchestrator
 
-__all__ = ["run"]
+__all__ = ["StoreOpt", "execute_run", "run"]
 
 FileArg = Annotated[Path, typer.Argument(help="Project task file (.yaml, .yml, .toml or .json).")]
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option("--store", help="Run store (SQLite) [default: $ORCHESTRATE_STORE or .orchestrate/runs.db]."),
+]
+ResultsOpt = Annotated[Path | None, typer.Option("--results", help="Write the run as JSON to this path.")]
+AgentsFileOpt = Annotated[Path | None, typer.Option("--agents", help="Agents file to load.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+LogLevelOpt = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
+LogFormatOpt = Annotated[str, typer.Option("--log-format", help="console or json.")]
 
 
-async def _run_until_interrupted(orchestrator: ProjectOrchestrator) -> bool:
-    """Run the project; return True if SIGINT/SIGTERM interrupted it (finished results are kept)."""
+async def _run_until_interrupted(start: Callable[[], Awaitable[object]]) -> bool:
+    """Run ``start()``; return True if SIGINT/SIGTERM interrupted it (finished results are kept)."""
     import anyio
 
     interrupted = False
@@ -36,14 +49,24 @@ async def _run_until_interrupted(orchestrator: ProjectOrchestrator) -> bool:
                     return
 
         group.start_soon(watch_signals)
-        await orchestrator.run()
+        await start()
         group.cancel_scope.cancel()
     return interrupted
 
 
+def configure_cli_logging(log_level: str, log_format: str) -> None:
+    """Validate ``--log-level`` / ``--log-format`` (exit 2) and configure logging."""
+    from orchestration.cli.common import fail_invalid
+    from orchestration.log import configure_logging
+
+    if log_format not in ("console", "json") or log_level.lower() not in ("debug", "info", "warning", "error"):
+        fail_invalid(["--log-format must be console or json; --log-level debug, info, warning or error"])
+    configure_logging(log_level, "json" if log_format == "json" else "console")
+
+
 def run(
     file: FileArg,
-    results: Annotated[Path | None, typer.Option("--results", help="Write the run as JSON to this path.")] = None,
+    results: ResultsOpt = None,
     max_concurrency: Annotated[
         int | None, typer.Option("--max-concurrency", min=1, help="Tasks running at once (overrides the file).")
     ] = None,
@@ -51,33 +74,62 @@ def run(
         list[str] | None, typer.Option("--input", "-i", help="Override an input: KEY=VALUE (repeatable).")
     ] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Cancel running tasks once one fails.")] = False,
-    agents_file: Annotated[Path | None, typer.Option("--agents", help="Agents file to load.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
-    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "warning",
-    log_format: Annotated[str, typer.Option("--log-format", help="console or json.")] = "console",
+    agents_file: AgentsFileOpt = None,
+    quiet: QuietOpt = False,
+    log_level: LogLevelOpt = "warning",
+    log_format: LogFormatOpt = "console",
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Id of the new run [default: time + random].")] = None,
+    store: StoreOpt = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the latest unfinished run of this project instead.")
+    ] = False,
 ) -> None:
-    """Run a project file."""
-    import anyio
+    """Run a project file (recorded in the run store, so that it can be resumed)."""
+    from orchestration.cli.common import fail_invalid
+    from orchestration.store import RunStore
 
-    from llm_abstractions.local import add_load_listener, remove_load_listener
-    from orchestration.cli.common import fail_invalid, stderr_console
-    from orchestration.cli.progress import ProgressView, print_summary
-    from orchestration.log import configure_logging, get_logger, log_events
-    from orchestration.models import ExecutionStatus
-    from orchestration.results import write_results
-
-    if log_format not in ("console", "json") or log_level.lower() not in ("debug", "info", "warning", "error"):
-        fail_invalid(["--log-format must be console or json; --log-level debug, info, warning or error"])
-    configure_logging(log_level, "json" if log_format == "json" else "console")
+    configure_cli_logging(log_level, log_format)
     orchestrator = load_orchestrator(
         file,
         inputs=parse_inputs(inputs),
         agents_file=agents_file,
         max_concurrency=max_concurrency,
         fail_fast=fail_fast or None,
+        store=RunStore(store),
     )
+    if not resume:
+        execute_run(orchestrator, lambda: orchestrator.run(run_id=run_id), results=results, quiet=quiet)
+        return
+    assert orchestrator.store is not None
+    name = orchestrator.spec.name
+    unfinished = orchestrator.store.latest_unfinished(name)
+    if unfinished is None:
+        fail_invalid([f"--resume: no unfinished run of project '{name}' in {orchestrator.store.path}"])
+    if run_id is not None and run_id != unfinished.run_id:
+        fail_invalid([f"--resume picks run '{unfinished.run_id}'; do not pass a different --run-id"])
+    execute_run(orchestrator, lambda: orchestrator.resume(unfinished.run_id), results=results, quiet=quiet)
+
+
+def execute_run(
+    orchestrator: ProjectOrchestrator,
+    work: Callable[[], Awaitable[object]],
+    *,
+    results: Path | None,
+    quiet: bool,
+) -> None:
+    """Run ``work()`` (a run or a resume) with progress, write results, exit with the right code."""
+    import anyio
+
+    from llm_abstractions.local import add_load_listener, remove_load_listener
+    from orchestration.cli.common import stderr_console
+    from orchestration.cli.progress import ProgressView, print_summary
+    from orchestration.log import get_logger, log_events
+    from orchestration.models import ExecutionStatus
+    from orchestration.results import write_results
+
     console = stderr_console()
     orchestrator.on_event(log_events(get_logger("orchestrate")))
+    orchestrator.on_event(lambda event: _report_resume(console, orchestrator, event))
     total = len(orchestrator.spec.tasks)
     start = time.monotonic()
     view = ProgressView(console, total)
@@ -86,7 +138,7 @@ def run(
         add_load_listener(view.model_load)
     try:
         with view if not quiet else _nothing():
-            interrupted = anyio.run(_run_until_interrupted, orchestrator)
+            interrupted = anyio.run(_run_until_interrupted, work)
     finally:
         if not quiet:
             remove_load_listener(view.model_load)
@@ -102,6 +154,18 @@ def run(
         raise typer.Exit(ExitCode.INTERRUPTED)
     if any(r.status is not ExecutionStatus.SUCCESS for r in final.values()):
         raise typer.Exit(ExitCode.TASKS_FAILED)
+
+
+def _report_resume(console: Console, orchestrator: ProjectOrchestrator, event: RunEvent) -> None:
+    """When a resumed run starts, say what it keeps and what reruns because the project changed."""
+    plan = orchestrator.resume_plan
+    if plan is None or event.kind != "run_started":
+        return
+    console.print(f"run {event.run_id} resumed: {len(plan.kept)} finished tasks kept")
+    if plan.changed:
+        console.print(f"rerun because the project changed: {', '.join(plan.changed)}")
+    if plan.downstream:
+        console.print(f"rerun because an upstream task changed: {', '.join(plan.downstream)}")
 
 
 class _nothing:

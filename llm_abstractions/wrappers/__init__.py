@@ -1,0 +1,31 @@
+"""``BaseLlm`` wrappers: behaviour composed around a model, each in its own module.
+
+- :class:`WrapperLlm` delegates everything (the base of the others),
+- :class:`TimeoutLlm` applies the per-call timeout,
+- :class:`LimitedLlm` applies an endpoint's shared :class:`EndpointLimits`,
+- :class:`CircuitBreakerLlm` consults an endpoint's :class:`CircuitBreaker`,
+- :class:`FallbackLlm` tries models in order,
+- :class:`StreamedLlm` answers complete calls from the stream (time to first token).
+"""
+
+from llm_abstractions.wrappers.circuit import CircuitBreaker, CircuitBreakerLlm, CircuitOpenError, CircuitState
+from llm_abstractions.wrappers.fallback import FallbackLlm
+from llm_abstractions.wrappers.limits import EndpointLimits, LimitedLlm, LimitSettings, estimate_tokens
+from llm_abstractions.wrappers.streamed import StreamedLlm
+from llm_abstractions.wrappers.timeout import TimeoutLlm
+from llm_abstractions.wrappers.wrapper import WrapperLlm
+
+__all__ = [
+    "CircuitBreaker",
+    "CircuitBreakerLlm",
+    "CircuitOpenError",
+    "CircuitState",
+    "EndpointLimits",
+    "FallbackLlm",
+    "LimitSettings",
+    "LimitedLlm",
+    "StreamedLlm",
+    "TimeoutLlm",
+    "WrapperLlm",
+    "estimate_tokens",
+]

@@ -1,0 +1,46 @@
+"""The durable run store: SQLite records of runs and task results, resume planning and export.
+
+Crash semantics: a task's result is committed before its dependents start and
+before its concurrency slot is released, so a killed process loses only the calls
+that were in flight; those run again on resume (at-least-once for in-flight calls).
+"""
+
+from orchestration.store.export import ExportFormat, export_run, run_document
+from orchestration.store.resume import (
+    ResumePlan,
+    agent_fingerprint,
+    fingerprints,
+    plan_resume,
+    project_hash,
+    task_fingerprint,
+)
+from orchestration.store.run_store import (
+    DEFAULT_STORE_PATH,
+    STORE_ENV,
+    RunRecord,
+    RunStatus,
+    RunStore,
+    StoredRun,
+    StoredTask,
+    default_store_path,
+)
+
+__all__ = [
+    "DEFAULT_STORE_PATH",
+    "STORE_ENV",
+    "ExportFormat",
+    "ResumePlan",
+    "RunRecord",
+    "RunStatus",
+    "RunStore",
+    "StoredRun",
+    "StoredTask",
+    "agent_fingerprint",
+    "default_store_path",
+    "export_run",
+    "fingerprints",
+    "plan_resume",
+    "project_hash",
+    "run_document",
+    "task_fingerprint",
+]

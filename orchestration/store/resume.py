@@ -1,0 +1,117 @@
+"""What a resumed run may keep: task fingerprints and the resume plan.
+
+A task's fingerprint hashes what decides its answer apart from upstream outputs:
+its prompt and system templates (their source), the values of the inputs they read,
+its output format and schema, its generation options, and its agent's provider,
+model, base URL, default options and provider settings. A finished task whose
+fingerprint changed reruns, and so does everything downstream of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent_registry import AgentConfig
+from orchestration.models import ExecutionResult
+from orchestration.project import CompiledTask, Project
+from orchestration.store.run_store import StoredRun
+
+__all__ = ["ResumePlan", "agent_fingerprint", "fingerprints", "plan_resume", "project_hash", "task_fingerprint"]
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def agent_fingerprint(agent: AgentConfig) -> str:
+    """A hash of what in an agent's config shapes its answers (not keys, limits or retries)."""
+    return _digest(
+        {
+            "type": agent.agent_type,
+            "model": agent.model,
+            "base_url": agent.base_url,
+            "options": agent.options.model_dump(exclude_none=True),
+            "settings": agent.provider_settings,
+        }
+    )
+
+
+def task_fingerprint(project: Project, task: CompiledTask, agent_print: str | None = None) -> str:
+    """A stable hash of everything (but upstream outputs) that shapes ``task``'s answer.
+
+    ``agent_print`` is the task agent's :func:`agent_fingerprint`, when already known.
+    """
+    refs = task.prompt.input_refs | (task.system.input_refs if task.system else frozenset())
+    return _digest(
+        [
+            task.prompt.source,
+            task.system.source if task.system else None,
+            {key: project.inputs.get(key) for key in refs},
+            task.task.output_format,
+            task.task.output_schema,
+            task.options,
+            agent_print or agent_fingerprint(project.registry.get(task.agent)),
+        ]
+    )
+
+
+def fingerprints(project: Project) -> list[str]:
+    """Every task's fingerprint, in task order (each agent hashed once)."""
+    agents = {name: agent_fingerprint(project.registry.get(name)) for name in {t.agent for t in project.tasks}}
+    return [task_fingerprint(project, task, agents[task.agent]) for task in project.tasks]
+
+
+def project_hash(project: Project) -> str:
+    """A hash of the project file's bytes, or of the spec when it has no file."""
+    file: Path | None = project.file
+    if file is not None and file.is_file():
+        return hashlib.sha256(file.read_bytes()).hexdigest()[:32]
+    return _digest(project.spec.model_dump(mode="json", exclude={"agents"}))
+
+
+@dataclass
+class ResumePlan:
+    """Which tasks a resumed run keeps and which it runs again, and why."""
+
+    kept: dict[str, ExecutionResult] = field(default_factory=dict)
+    """Succeeded tasks whose fingerprint still matches: not called again."""
+    changed: list[str] = field(default_factory=list)
+    """Succeeded tasks whose prompt or agent changed since: they rerun."""
+    downstream: list[str] = field(default_factory=list)
+    """Succeeded tasks that rerun because a changed task is upstream of them."""
+
+    @property
+    def rerun(self) -> list[str]:
+        return [*self.changed, *self.downstream]
+
+
+def plan_resume(project: Project, stored: StoredRun, fingerprints: list[str]) -> ResumePlan:
+    """Keep the succeeded tasks whose fingerprint (and every ancestor's) is unchanged."""
+    plan = ResumePlan()
+    invalid: set[int] = set()
+    for task in project.tasks:  # compile order is not topological: walk changed tasks' descendants
+        entry = stored.tasks.get(task.id)
+        if entry is not None and entry.result.succeeded and entry.fingerprint != fingerprints[task.index]:
+            plan.changed.append(task.id)
+            invalid.add(task.index)
+    stack = [c for i in invalid for c in project.tasks[i].children]
+    while stack:
+        node = stack.pop()
+        if node in invalid:
+            continue
+        invalid.add(node)
+        task_id = project.tasks[node].id
+        entry = stored.tasks.get(task_id)
+        if entry is not None and entry.result.succeeded:
+            plan.downstream.append(task_id)
+        stack.extend(project.tasks[node].children)
+    for task in project.tasks:
+        entry = stored.tasks.get(task.id)
+        if task.index not in invalid and entry is not None and entry.result.succeeded:
+            plan.kept[task.id] = entry.result
+    return plan

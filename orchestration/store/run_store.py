@@ -1,0 +1,351 @@
+"""``RunStore``: the durable record of runs and task results, in SQLite.
+
+Each run has a row (project name, content hash, file, inputs, task order, status,
+start and end); each task's final :class:`ExecutionResult` is written as JSON the
+moment it finishes, with the task's fingerprint. The orchestrator awaits the write
+of a result before the task's dependents may start and before its concurrency slot
+is released, so after a crash (even ``kill -9``) every task recorded as succeeded
+stays succeeded. Tasks in flight at the crash have no record and are executed again
+on resume: model calls are at-least-once for the calls in flight at a crash.
+
+Writes go through one writer thread with group commit (:mod:`.writer`); reads open
+their own short-lived connection (WAL lets them run beside the writer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from llm_abstractions import redact
+from orchestration.models import ExecutionResult, ExecutionStatus, OutputFormat, utc_now
+from orchestration.store.writer import SqliteWriter, Statement, connect
+
+__all__ = [
+    "DEFAULT_STORE_PATH",
+    "STORE_ENV",
+    "RunRecord",
+    "RunStatus",
+    "RunStore",
+    "StoredRun",
+    "StoredTask",
+    "default_store_path",
+]
+
+STORE_ENV = "ORCHESTRATE_STORE"
+DEFAULT_STORE_PATH = Path(".orchestrate") / "runs.db"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    project_hash TEXT NOT NULL,
+    file TEXT,
+    inputs TEXT NOT NULL,
+    task_ids TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    sessions INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS runs_by_project ON runs (project, started_at);
+CREATE TABLE IF NOT EXISTS results (
+    run_id TEXT NOT NULL REFERENCES runs (run_id),
+    task_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    fingerprint TEXT,
+    output_format TEXT NOT NULL,
+    result TEXT NOT NULL,
+    PRIMARY KEY (run_id, task_id)
+);
+"""
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    """Started and not finished: still running, or the process died."""
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @classmethod
+    def of(cls, results: Mapping[str, ExecutionResult]) -> RunStatus:
+        """The status a run ends with, from its results."""
+        statuses = {r.status for r in results.values()}
+        if ExecutionStatus.CANCELLED in statuses:
+            return cls.CANCELLED
+        if statuses <= {ExecutionStatus.SUCCESS}:
+            return cls.SUCCEEDED
+        return cls.FAILED
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run's row."""
+
+    run_id: str
+    project: str
+    project_hash: str
+    file: Path | None
+    inputs: dict[str, Any]
+    task_ids: list[str]
+    status: RunStatus
+    started_at: datetime
+    finished_at: datetime | None
+    sessions: int
+    """1 for the first session, plus one per resume."""
+
+    @property
+    def finished(self) -> bool:
+        return self.status is RunStatus.SUCCEEDED
+
+
+@dataclass(frozen=True)
+class StoredTask:
+    """A task's recorded result and the fingerprint of the task that produced it."""
+
+    result: ExecutionResult
+    fingerprint: str | None
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    record: RunRecord
+    tasks: dict[str, StoredTask]
+
+    def results(self) -> dict[str, ExecutionResult]:
+        """Results in the run's task order (then any task no longer in it)."""
+        order = {task_id: i for i, task_id in enumerate(self.record.task_ids)}
+        ids = sorted(self.tasks, key=lambda t: (order.get(t, len(order)), t))
+        return {task_id: self.tasks[task_id].result for task_id in ids}
+
+
+def default_store_path(env: Mapping[str, str] | None = None) -> Path:
+    """``$ORCHESTRATE_STORE`` or ``.orchestrate/runs.db``."""
+    env = os.environ if env is None else env
+    return Path(env[STORE_ENV]) if env.get(STORE_ENV) else DEFAULT_STORE_PATH
+
+
+def _setup(connection: sqlite3.Connection) -> None:
+    connection.executescript(_SCHEMA)
+
+
+def _redacted(value: Any) -> Any:
+    """``value`` with :func:`redact` applied to every string in it (keys included)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {_redacted(str(k)): _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    return value
+
+
+def _json(value: Any) -> str:
+    return json.dumps(_redacted(value), ensure_ascii=False, default=str)
+
+
+def _result_json(result: ExecutionResult) -> str:
+    """The result as JSON, its output and error message redacted (copied only when that changes them)."""
+    changes: dict[str, Any] = {}
+    if result.output is not None and (output := redact(result.output)) != result.output:
+        changes["output"] = output
+    if result.error is not None and (message := redact(result.error.message)) != result.error.message:
+        changes["error"] = result.error.model_copy(update={"message": message})
+    return (result.model_copy(update=changes) if changes else result).model_dump_json()
+
+
+def _load_result(text: str, output_format: str) -> ExecutionResult:
+    result = ExecutionResult.model_validate_json(text)
+    if output_format == OutputFormat.JSON and result.succeeded and result.output is not None:
+        from llm_abstractions.structured import parse_json_answer
+
+        result.parsed = parse_json_answer(result.output, None)
+    return result
+
+
+def _location(file: Path | None) -> str | None:
+    return str(file.absolute()) if file else None
+
+
+def _run_record(row: sqlite3.Row) -> RunRecord:
+    return RunRecord(
+        run_id=row["run_id"],
+        project=row["project"],
+        project_hash=row["project_hash"],
+        file=Path(row["file"]) if row["file"] else None,
+        inputs=json.loads(row["inputs"]),
+        task_ids=json.loads(row["task_ids"]),
+        status=RunStatus(row["status"]),
+        started_at=datetime.fromisoformat(row["started_at"]),
+        finished_at=datetime.fromisoformat(row["finished_at"]) if row["finished_at"] else None,
+        sessions=row["sessions"],
+    )
+
+
+class RunStore:
+    """Runs and results in one SQLite file (created with its folder on first use).
+
+    ``path`` defaults to ``$ORCHESTRATE_STORE`` or ``.orchestrate/runs.db``. One store
+    may serve many runs; :meth:`close` stops its writer thread.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else default_store_path()
+        self._writer: SqliteWriter | None = None
+
+    @property
+    def writer(self) -> SqliteWriter:
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = SqliteWriter(self.path, _setup)
+        return self._writer
+
+    # -- writing (from the event loop) -------------------------------------------------
+
+    async def begin_run(
+        self,
+        run_id: str,
+        *,
+        project: str,
+        project_hash: str,
+        file: Path | None,
+        inputs: Mapping[str, Any],
+        task_ids: Sequence[str],
+    ) -> None:
+        """Record a new run, or a new session of an existing one (status back to running)."""
+        await self.writer.write(
+            [
+                (
+                    "INSERT INTO runs (run_id, project, project_hash, file, inputs, task_ids, status, started_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (run_id) DO UPDATE SET project = excluded.project,"
+                    " project_hash = excluded.project_hash, file = excluded.file, inputs = excluded.inputs,"
+                    " task_ids = excluded.task_ids, status = excluded.status, finished_at = NULL,"
+                    " sessions = sessions + 1",
+                    (
+                        run_id,
+                        project,
+                        project_hash,
+                        _location(file),
+                        _json(dict(inputs)),
+                        json.dumps(list(task_ids)),
+                        RunStatus.RUNNING,
+                        utc_now().isoformat(),
+                    ),
+                )
+            ]
+        )
+
+    @staticmethod
+    def _result_statement(
+        run_id: str, result: ExecutionResult, fingerprint: str | None, output_format: OutputFormat
+    ) -> Statement:
+        return (
+            "INSERT OR REPLACE INTO results (run_id, task_id, status, fingerprint, output_format, result)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                result.task_id,
+                result.status.value,
+                fingerprint,
+                output_format.value,
+                _result_json(result),
+            ),
+        )
+
+    async def record(
+        self,
+        run_id: str,
+        result: ExecutionResult,
+        fingerprint: str | None = None,
+        output_format: OutputFormat = OutputFormat.TEXT,
+    ) -> None:
+        """Write a task's final result and wait until it is committed."""
+        await self.writer.write([self._result_statement(run_id, result, fingerprint, output_format)])
+
+    def record_nowait(
+        self,
+        run_id: str,
+        result: ExecutionResult,
+        fingerprint: str | None = None,
+        output_format: OutputFormat = OutputFormat.TEXT,
+    ) -> None:
+        """Queue a result (a skipped or cancelled task) for the next commit without waiting."""
+        self.writer.submit([self._result_statement(run_id, result, fingerprint, output_format)])
+
+    async def end_run(self, run_id: str, status: RunStatus) -> None:
+        """Mark the run finished with ``status``; everything queued before is committed with it."""
+        await self.writer.write(
+            [("UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", (status, utc_now().isoformat(), run_id))]
+        )
+
+    def close(self) -> None:
+        """Commit what is queued and stop the writer thread (call it outside a run)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    # -- reading (anywhere; short-lived connections) --------------------------------------
+
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        if not self.path.exists():
+            raise FileNotFoundError(f"no run store at {self.path}")
+        with closing(connect(self.path)) as connection:
+            connection.row_factory = sqlite3.Row
+            _setup(connection)
+            yield connection
+
+    def list_runs(self, project: str | None = None, limit: int | None = None) -> list[RunRecord]:
+        """Runs, newest first; only ``project``'s when given. No store file means no runs."""
+        if not self.path.exists():
+            return []
+        sql = "SELECT * FROM runs"
+        params: list[Any] = []
+        if project is not None:
+            sql += " WHERE project = ?"
+            params.append(project)
+        sql += " ORDER BY started_at DESC, rowid DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self._reader() as connection:
+            return [_run_record(row) for row in connection.execute(sql, params)]
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """The run's row; raise ``KeyError`` when there is none."""
+        with self._reader() as connection:
+            row = connection.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no run '{run_id}' in {self.path}")
+        return _run_record(row)
+
+    def load_run(self, run_id: str) -> StoredRun:
+        """The run's row and every recorded result (``parsed`` re-derived for json tasks)."""
+        record = self.get_run(run_id)
+        with self._reader() as connection:
+            rows = connection.execute(
+                "SELECT task_id, fingerprint, output_format, result FROM results WHERE run_id = ?", (run_id,)
+            ).fetchall()
+        tasks = {
+            row["task_id"]: StoredTask(_load_result(row["result"], row["output_format"]), row["fingerprint"])
+            for row in rows
+        }
+        return StoredRun(record, tasks)
+
+    def load_results(self, run_id: str) -> dict[str, ExecutionResult]:
+        """A run's results by task id, in task order."""
+        return self.load_run(run_id).results()
+
+    def latest_unfinished(self, project: str) -> RunRecord | None:
+        """The newest run of ``project`` that did not succeed as a whole, if any."""
+        return next((run for run in self.list_runs(project) if not run.finished), None)

@@ -1,0 +1,186 @@
+"""The run store through the Python API: durable results, resume, fingerprints, export."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from llm_abstractions import AuthenticationError
+from orchestration import ExecutionStatus, ProjectOrchestrator, ProjectSpec
+from orchestration.store import RunStatus, RunStore, default_store_path, export_run
+from tests.reliability.doubles import Scripts
+
+AGENTS = {"s": {"type": "scripted", "retry": {"initial_backoff_s": 0.001, "max_backoff_s": 0.001}}}
+DIAMOND: list[dict[str, Any]] = [
+    {"id": "a", "description": "a"},
+    {"id": "b", "description": "b <{{ tasks.a.output }}>", "depends_on": ["a"]},
+    {"id": "c", "description": "c <{{ tasks.a.output }}>", "depends_on": ["a"]},
+    {"id": "d", "description": "d <{{ tasks.b.output }}|{{ tasks.c.output }}>", "depends_on": ["b", "c"]},
+    {"id": "e", "description": "e"},
+]
+
+
+def orchestrator(store: RunStore, tasks: list[dict[str, Any]] = DIAMOND, **spec: Any) -> ProjectOrchestrator:
+    data = {"name": "diamond", "agents": AGENTS, "defaults": {"agent": "s", "retries": 0}, "tasks": tasks, **spec}
+    return ProjectOrchestrator(ProjectSpec.model_validate(data), store=store)
+
+
+def prompts(scripts: Scripts) -> list[str]:
+    return [call.prompt for call in scripts["s"].calls]
+
+
+async def test_a_success_is_committed_before_any_dependent_starts(scripts: Scripts, tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    seen: dict[str, set[str]] = {}
+
+    def committed() -> set[str]:  # another connection sees only committed rows
+        with sqlite3.connect(store.path) as connection:
+            rows = connection.execute("SELECT task_id FROM results WHERE status = 'success'").fetchall()
+        return {row[0] for row in rows}
+
+    orch = orchestrator(store)
+    orch.on_event(
+        lambda event: seen.__setitem__(str(event.task_id), committed()) if event.kind == "task_started" else None
+    )
+    results = await orch.run(run_id="r1")
+    assert all(r.succeeded for r in results.values())
+    assert {"a"} <= seen["b"] and {"a"} <= seen["c"] and {"a", "b", "c"} <= seen["d"]
+    store.close()
+
+
+async def test_resume_reruns_only_what_did_not_succeed_and_reloads_outputs(scripts: Scripts, tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    script = scripts["s"]
+    # c fails (not retryable), so d is skipped; a, b and e succeed
+    script.respond = lambda prompt: AuthenticationError("no") if prompt.startswith("c") else prompt[0].upper()
+    results = await orchestrator(store).run(run_id="run-1")
+    assert [results[t].status for t in "abcde"] == [
+        ExecutionStatus.SUCCESS,
+        ExecutionStatus.SUCCESS,
+        ExecutionStatus.FAILED,
+        ExecutionStatus.SKIPPED,
+        ExecutionStatus.SUCCESS,
+    ]
+    assert store.get_run("run-1").status is RunStatus.FAILED
+    before = len(script.calls)
+
+    script.respond = lambda prompt: prompt[0].upper()
+    second = orchestrator(RunStore(store.path))
+    resumed = await second.resume("run-1")
+    again = prompts(scripts)[before:]
+    assert again == ["c <A>", "d <B|C>"]  # only c and d ran; d read b's output from the first session
+    assert (
+        second.run_id == "run-1"
+        and second.resume_plan is not None
+        and sorted(second.resume_plan.kept) == ["a", "b", "e"]
+    )
+    assert list(resumed) == ["a", "b", "c", "d", "e"]
+    assert all(r.succeeded for r in resumed.values())
+    assert resumed["a"].output == "A" and resumed["d"].output == "D"
+    record = store.get_run("run-1")
+    assert record.status is RunStatus.SUCCEEDED and record.sessions == 2 and record.finished_at is not None
+    assert {t: r.output for t, r in store.load_results("run-1").items()} == {t: r.output for t, r in resumed.items()}
+    store.close()
+
+
+async def test_a_changed_task_reruns_with_its_descendants(scripts: Scripts, tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    await orchestrator(store).run(run_id="r")
+    before = len(scripts["s"].calls)
+    changed = [dict(t) for t in DIAMOND]
+    changed[1]["description"] = "b (new) <{{ tasks.a.output }}>"
+    resumed_orch = orchestrator(store, changed)
+    results = await resumed_orch.resume("r")
+    plan = resumed_orch.resume_plan
+    assert plan is not None and plan.changed == ["b"] and plan.downstream == ["d"]
+    assert sorted(plan.kept) == ["a", "c", "e"]
+    assert [p.split(" ")[0] for p in prompts(scripts)[before:]] == ["b", "d"]
+    assert prompts(scripts)[before] == "b (new) <ok>" and results["b"].succeeded
+    store.close()
+
+
+async def test_agent_change_counts_as_a_change(scripts: Scripts, tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    await orchestrator(store).run(run_id="r")
+    agents = {"s": {**AGENTS["s"], "model": "another-model"}}
+    resumed = orchestrator(store, agents=agents)
+    await resumed.resume("r")
+    assert resumed.resume_plan is not None and sorted(resumed.resume_plan.changed) == ["a", "b", "c", "d", "e"]
+    store.close()
+
+
+async def test_json_outputs_are_parsed_again_on_load(scripts: Scripts, tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    scripts["s"].default = '{"n": 3}'
+    tasks: list[dict[str, Any]] = [
+        {"id": "j", "description": "give json", "output_format": "json"},
+        {"id": "k", "description": "n is {{ tasks.j.parsed.n }}", "depends_on": ["j"]},
+    ]
+    await orchestrator(store, tasks).run(run_id="r")
+    assert store.load_results("r")["j"].parsed == {"n": 3}
+    store.close()
+
+
+async def test_a_cancelled_run_is_recorded_and_resumable(scripts: Scripts, tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    script = scripts["s"]
+    gate = script.gate = anyio.Event()
+    orch = orchestrator(
+        store,
+        [{"id": "x", "description": "x"}, {"id": "y", "description": "y"}],
+        defaults={"agent": "s", "max_concurrency": 1},
+    )
+    with anyio.move_on_after(0.2):
+        await orch.run(run_id="r")
+    assert store.get_run("r").status is RunStatus.CANCELLED
+    assert {r.status for r in store.load_results("r").values()} == {ExecutionStatus.CANCELLED}
+    gate.set()
+    script.gate = None
+    results = await orchestrator(store, [{"id": "x", "description": "x"}, {"id": "y", "description": "y"}]).resume("r")
+    assert all(r.succeeded for r in results.values())
+    store.close()
+
+
+def test_the_store_works_under_trio(scripts: Scripts, tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    results = anyio.run(lambda: orchestrator(store).run(run_id="t"), backend="trio")
+    assert all(r.succeeded for r in results.values())
+    assert store.load_results("t").keys() == results.keys()
+    store.close()
+
+
+async def test_listing_exporting_and_the_default_path(
+    scripts: Scripts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    scripts["s"].respond = lambda prompt: AuthenticationError("no") if prompt.startswith("c") else "ok"
+    await orchestrator(store).run(run_id="first")
+    scripts["s"].respond = None
+    await orchestrator(store).run(run_id="second")
+    assert [r.run_id for r in store.list_runs()] == ["second", "first"]
+    assert store.latest_unfinished("diamond") is not None and store.latest_unfinished("diamond").run_id == "first"  # type: ignore[union-attr]
+    assert store.latest_unfinished("other") is None
+
+    stored = store.load_run("first")
+    document = json.loads(export_run(stored, "json"))
+    assert document["run_id"] == "first" and document["project"] == "diamond" and document["status"] == "failed"
+    assert list(document["results"]) == ["a", "b", "c", "d", "e"]
+    assert document["results"]["c"]["error"]["type"] == "authentication"
+    lines = export_run(stored, "jsonl").splitlines()
+    assert [json.loads(line)["task_id"] for line in lines] == ["a", "b", "c", "d", "e"]
+    markdown = export_run(stored, "md")
+    assert "| c | failed | s |" in markdown and "# Run first" in markdown
+
+    monkeypatch.setenv("ORCHESTRATE_STORE", str(tmp_path / "env.db"))
+    assert default_store_path() == tmp_path / "env.db" and RunStore().path == tmp_path / "env.db"
+    monkeypatch.delenv("ORCHESTRATE_STORE")
+    assert default_store_path() == Path(".orchestrate/runs.db")
+    with pytest.raises(KeyError):
+        store.get_run("absent")
+    assert RunStore(tmp_path / "none.db").list_runs() == []
+    store.close()
