@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import anyio
 
 from llm_abstractions.config import LlmConfig
-from llm_abstractions.errors import InvalidRequestError
+from llm_abstractions.errors import InvalidRequestError, LlmError
 from llm_abstractions.local.models import model_problems
 from llm_abstractions.local.pool import RunnerPool, runner_pool
 from llm_abstractions.local.runner import LocalRunner
@@ -83,6 +83,11 @@ class LocalLlm(StreamingLlm):
                         raise InvalidRequestError(f"agent '{self.config.name}' has no model", provider=self.provider)
                     self._runner = await self._pool.acquire(self.runner_name, self.config.model, self.device_options)
         return self._runner
+
+    async def prepare(self) -> None:
+        """Load the model (or join its load) before the first call; a failed load is reported by the call."""
+        with contextlib.suppress(LlmError):
+            await self.runner()
 
     async def _stream(self, messages: Sequence[Message], options: GenerationOptions) -> AsyncIterator[LlmChunk]:
         runner = await self.runner()

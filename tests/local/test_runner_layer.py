@@ -270,3 +270,16 @@ def test_stop_scanner_emits_safe_text_early() -> None:
     scanner = StopScanner(["STOP"])
     assert scanner.feed("abcST") == ("abc", False)
     assert scanner.feed("x") == ("STx", False)
+
+
+async def test_prepare_loads_ahead_of_the_first_call_and_leaves_failures_to_it() -> None:
+    async with create_llm(LlmConfig(name="w", provider="words", model="m")) as llm:
+        await llm.prepare()
+        assert WordRunner.loads == ["m"]
+        await llm.generate_content_async([Message.user("a b")])
+        assert WordRunner.loads == ["m"]
+    WordRunner.fail_load = True
+    async with create_llm(LlmConfig(name="w", provider="words", model="bad")) as broken:
+        await broken.prepare()
+        with pytest.raises(InvalidRequestError, match="no such weights"):
+            await broken.generate_content_async([Message.user("a b")])
