@@ -91,15 +91,17 @@ async def test_seed_makes_sampling_reproducible(mlx_model: Path) -> None:
     assert first.text != other.text
 
 
-async def test_top_k_one_and_tiny_top_p_sample_the_greedy_answer(mlx_model: Path) -> None:
+async def test_top_k_one_tiny_top_p_and_full_min_p_sample_the_greedy_answer(mlx_model: Path) -> None:
     prompt = [Message.user("a local model")]
     async with mlx_llm(mlx_model, max_tokens=16) as llm:
         greedy = await llm.generate_content_async(prompt, temperature=0)
         top_k = await llm.generate_content_async(prompt, temperature=1.5, top_k=1, top_p=1.0)
         top_p = await llm.generate_content_async(prompt, temperature=1.5, top_p=1e-6)
+        min_p = await llm.generate_content_async(prompt, temperature=1.5, top_p=1.0, min_p=1.0)
         free = await llm.generate_content_async(prompt, temperature=1.5, top_p=1.0, seed=3)
     assert top_k.text == greedy.text
     assert top_p.text == greedy.text
+    assert min_p.text == greedy.text
     assert free.text != greedy.text
 
 
