@@ -17,7 +17,7 @@ pytest.importorskip("mlx_lm")
 
 from agent_registry import AgentRegistry
 from llm_abstractions import LlmConfig, Message, ProviderUnavailableError, create_llm
-from llm_abstractions.local import LOCAL_DEFAULT_OPTIONS, LoadEvent, add_load_listener, remove_load_listener
+from llm_abstractions.local import LOCAL_DEFAULT_OPTIONS, LoadEvent, add_load_listener, mailbox, remove_load_listener
 from llm_abstractions.local.local_llm import LocalLlm
 from llm_abstractions.local.mlx_runner import MlxRunner
 from orchestration import ProjectOrchestrator, ProjectSpec
@@ -70,14 +70,17 @@ async def test_chat_template_is_applied_when_the_tokenizer_has_one(mlx_model: Pa
     assert untemplated.usage.input_tokens == len(tokenizer(mlx_model).encode("be brief\n\nhello world"))
 
 
-async def test_stream_yields_text_then_a_last_chunk_with_usage(mlx_model: Path) -> None:
+async def test_stream_yields_text_then_a_last_chunk_with_usage(
+    mlx_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mailbox, "TEXT_INTERVAL_S", 0.0)  # hand text over at every step
     async with mlx_llm(mlx_model, temperature=0) as llm:
-        chunks = [c async for c in llm.stream_content_async([Message.user("stream me")], max_tokens=12)]
-        whole = await llm.generate_content_async([Message.user("stream me")], max_tokens=12)
+        chunks = [c async for c in llm.stream_content_async([Message.user("stream me")], max_tokens=24)]
+        whole = await llm.generate_content_async([Message.user("stream me")], max_tokens=24)
     assert len(chunks) > 1
     assert all(c.finish_reason is None and c.usage is None for c in chunks[:-1])
     assert chunks[-1].finish_reason == "length"
-    assert chunks[-1].usage is not None and chunks[-1].usage.output_tokens == 12
+    assert chunks[-1].usage is not None and chunks[-1].usage.output_tokens == 24
     assert "".join(c.text for c in chunks) == whole.text
 
 
