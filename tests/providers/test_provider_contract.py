@@ -249,12 +249,11 @@ async def test_many_concurrent_calls_share_one_client(
     assert len(fake_server.requests) == 50
 
 
-async def test_an_error_event_mid_stream_is_retryable_and_keeps_the_partial_text(
-    provider: str, llm: BaseLlm, fake_server: FakeProviderServer
+@pytest.mark.parametrize("mode", ["error", "malformed"])
+async def test_an_error_or_malformed_event_mid_stream_is_retryable_and_keeps_the_partial_text(
+    provider: str, llm: BaseLlm, fake_server: FakeProviderServer, mode: str
 ) -> None:
-    fake_server.script(
-        API_OF[provider], Reply(chunks=["one ", "two ", "three"], truncate_after=2, truncate_mode="error")
-    )
+    fake_server.script(API_OF[provider], Reply(chunks=["one ", "two ", "three"], truncate_after=2, truncate_mode=mode))  # type: ignore[arg-type]
     with pytest.raises(LlmError) as caught:
         await collect_stream(llm.stream_content_async(MESSAGES), provider=provider)
     assert (caught.value.type_name, caught.value.retryable) == ("provider_unavailable", True)
