@@ -1,11 +1,15 @@
 """``SdkLlm``: what the SDK-backed providers share.
 
-A provider implements :meth:`SdkLlm._complete` (one non-streamed SDK call mapped to
-one :class:`LlmChunk`), :meth:`SdkLlm._sdk_stream` (the SDK stream mapped to chunks)
-and :meth:`SdkLlm._map_error`. Both paths go through :func:`collect_stream`, so text,
-usage, finish reason and timing are accounted in one place; SDK exceptions become
-typed errors, and a ``content_filter`` finish raises :class:`ContentFilteredError`
-after the text that came before it.
+A provider implements :meth:`SdkLlm._complete` (one non-streamed SDK call),
+:meth:`SdkLlm._chunk_of` (its response as one :class:`LlmChunk`), :meth:`SdkLlm._sdk_stream`
+(the SDK stream mapped to chunks) and :meth:`SdkLlm._map_error`. Both paths go through
+:func:`collect_stream`, so text, usage, finish reason and timing are accounted in one
+place; SDK exceptions become typed errors, and a ``content_filter`` finish raises
+:class:`ContentFilteredError` after the text that came before it.
+
+An answer must end with a finish reason: a stream without one was cut short
+(``connection``), and a complete response without one, or one that does not have the
+API's shape, is a malformed response (``provider_unavailable``). Both are retryable.
 """
 
 from __future__ import annotations
@@ -19,7 +23,13 @@ import anyio
 
 from llm_abstractions.base import BaseLlm
 from llm_abstractions.config import LlmConfig
-from llm_abstractions.errors import AuthenticationError, ContentFilteredError, LlmConnectionError, LlmError
+from llm_abstractions.errors import (
+    AuthenticationError,
+    ContentFilteredError,
+    LlmConnectionError,
+    LlmError,
+    ProviderUnavailableError,
+)
 from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, Message
 from llm_abstractions.providers._http_errors import transport_error
 from llm_abstractions.providers._sdk import (
@@ -30,12 +40,13 @@ from llm_abstractions.providers._sdk import (
     missing_key_message,
     sdk_installed,
 )
-from llm_abstractions.redaction import register_secret
+from llm_abstractions.redaction import redact, register_secret
 from llm_abstractions.streaming import collect_stream
 
 __all__ = ["SdkLlm", "closing_shielded"]
 
 ClientT = TypeVar("ClientT")
+ResponseT = TypeVar("ResponseT")
 
 
 @asynccontextmanager
@@ -48,7 +59,7 @@ async def closing_shielded(close: Callable[[], Awaitable[object]]) -> AsyncItera
             await close()
 
 
-class SdkLlm(BaseLlm, Generic[ClientT]):
+class SdkLlm(BaseLlm, Generic[ClientT, ResponseT]):
     """A provider over an official async SDK: the SDK is imported on creation, the client on first use."""
 
     sdk_module: ClassVar[str]
@@ -110,8 +121,12 @@ class SdkLlm(BaseLlm, Generic[ClientT]):
         """Release the client's connections."""
 
     @abstractmethod
-    async def _complete(self, messages: Sequence[Message], options: GenerationOptions) -> LlmChunk:
-        """One non-streamed call, as a single chunk holding the whole answer."""
+    async def _complete(self, messages: Sequence[Message], options: GenerationOptions) -> ResponseT:
+        """One non-streamed SDK call; its response."""
+
+    @abstractmethod
+    def _chunk_of(self, response: ResponseT) -> LlmChunk:
+        """A non-streamed response as a single chunk holding the whole answer."""
 
     @abstractmethod
     def _sdk_stream(self, messages: Sequence[Message], options: GenerationOptions) -> AsyncGenerator[LlmChunk]:
@@ -132,7 +147,19 @@ class SdkLlm(BaseLlm, Generic[ClientT]):
                 yield chunk
 
     async def _single(self, messages: Sequence[Message], options: GenerationOptions) -> AsyncGenerator[LlmChunk]:
-        yield await self._complete(messages, options)
+        response = await self._complete(messages, options)
+        try:
+            chunk = self._chunk_of(response)
+        except (AttributeError, TypeError, KeyError, IndexError) as exc:  # fields missing or of the wrong type
+            raise self._malformed(f"{type(exc).__name__}: {exc}") from exc
+        if chunk.finish_reason is None:
+            raise self._malformed("the answer has no finish reason")
+        yield chunk
+
+    def _malformed(self, detail: str) -> ProviderUnavailableError:
+        return ProviderUnavailableError(
+            f"malformed response from the provider ({redact(detail)})", provider=self.provider
+        )
 
     async def _guarded(self, chunks: AsyncGenerator[LlmChunk], *, stream: bool = False) -> AsyncGenerator[LlmChunk]:
         """``chunks`` with SDK exceptions mapped to typed errors and content filtering raised.

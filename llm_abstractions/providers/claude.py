@@ -66,7 +66,7 @@ def _text(message: AnthropicMessage) -> str:
     return "".join(parts)
 
 
-class ClaudeLlm(SdkLlm["AsyncAnthropic"]):
+class ClaudeLlm(SdkLlm["AsyncAnthropic", "AnthropicMessage"]):
     """Anthropic Claude models over the messages API."""
 
     provider = "claude"
@@ -117,8 +117,11 @@ class ClaudeLlm(SdkLlm["AsyncAnthropic"]):
             request["system"] = "\n\n".join(system)
         return request
 
-    async def _complete(self, messages: Sequence[Message], options: GenerationOptions) -> LlmChunk:
-        message = await self.client.messages.create(**self._request(messages, options))
+    async def _complete(self, messages: Sequence[Message], options: GenerationOptions) -> AnthropicMessage:
+        message: AnthropicMessage = await self.client.messages.create(**self._request(messages, options))
+        return message
+
+    def _chunk_of(self, message: AnthropicMessage) -> LlmChunk:
         return LlmChunk(
             text=_text(message),
             finish_reason=claude_finish_reason(message.stop_reason),

@@ -21,6 +21,7 @@ from llm_abstractions.messages import GenerationOptions, LlmChunk, Message, Usag
 from llm_abstractions.providers._base import SdkLlm, closing_shielded
 from llm_abstractions.providers._http_errors import error_for_status
 from llm_abstractions.providers._sdk import import_sdk
+from llm_abstractions.redaction import redact
 
 if TYPE_CHECKING:
     import httpx2
@@ -79,7 +80,7 @@ class _Clients:
     http: httpx2.AsyncClient
 
 
-class GeminiLlm(SdkLlm[_Clients]):
+class GeminiLlm(SdkLlm[_Clients, "GenerateContentResponse"]):
     """Google Gemini models over the Gemini API."""
 
     provider = "gemini"
@@ -130,8 +131,11 @@ class GeminiLlm(SdkLlm[_Clients]):
         ]
         return {"model": self.model_name, "contents": contents, "config": config}
 
-    async def _complete(self, messages: Sequence[Message], options: GenerationOptions) -> LlmChunk:
-        return _chunk(await self.client.genai.aio.models.generate_content(**self._request(messages, options)))
+    async def _complete(self, messages: Sequence[Message], options: GenerationOptions) -> GenerateContentResponse:
+        return await self.client.genai.aio.models.generate_content(**self._request(messages, options))
+
+    def _chunk_of(self, response: GenerateContentResponse) -> LlmChunk:
+        return _chunk(response)
 
     async def _sdk_stream(self, messages: Sequence[Message], options: GenerationOptions) -> AsyncGenerator[LlmChunk]:
         # google-genai nests async generators, and closing the outer one leaves the HTTP
@@ -160,11 +164,15 @@ class GeminiLlm(SdkLlm[_Clients]):
         from google.genai import errors
 
         if isinstance(exc, errors.UnknownApiResponseError):
-            return ProviderUnavailableError(f"malformed response from the provider: {exc}", provider=self.provider)
+            return ProviderUnavailableError(
+                f"malformed response from the provider: {redact(str(exc))}", provider=self.provider
+            )
         if isinstance(exc, errors.APIError):
             headers = getattr(exc.response, "headers", None)
             message = f"{exc.status or ''} {exc.message or ''}".strip()
+            status = exc.code if exc.code >= 400 else 500  # an error event inside a 200 stream: server-side
             # The Gemini API answers a wrong key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID.
-            status = 401 if exc.code == 400 and "API_KEY_INVALID" in str(exc.details) else exc.code
+            if status == 400 and "API_KEY_INVALID" in str(exc.details):
+                status = 401
             return error_for_status(status, message, provider=self.provider, headers=headers)
         return None

@@ -21,6 +21,7 @@ from llm_abstractions.providers._sdk import import_sdk
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
     from openai.types import CompletionUsage
+    from openai.types.chat import ChatCompletion
 
 __all__ = ["GptLlm", "openai_finish_reason"]
 
@@ -38,7 +39,7 @@ def _usage(usage: CompletionUsage | None) -> Usage | None:
     return Usage(input_tokens=usage.prompt_tokens or 0, output_tokens=usage.completion_tokens or 0)
 
 
-class GptLlm(SdkLlm["AsyncOpenAI"]):
+class GptLlm(SdkLlm["AsyncOpenAI", "ChatCompletion"]):
     """OpenAI GPT models over the chat completions API."""
 
     provider = "gpt"
@@ -95,8 +96,11 @@ class GptLlm(SdkLlm["AsyncOpenAI"]):
             request["extra_body"] = extra
         return request
 
-    async def _complete(self, messages: Sequence[Message], options: GenerationOptions) -> LlmChunk:
-        response = await self.client.chat.completions.create(**self._request(messages, options))
+    async def _complete(self, messages: Sequence[Message], options: GenerationOptions) -> ChatCompletion:
+        response: ChatCompletion = await self.client.chat.completions.create(**self._request(messages, options))
+        return response
+
+    def _chunk_of(self, response: ChatCompletion) -> LlmChunk:
         choice = response.choices[0] if response.choices else None
         return LlmChunk(
             text=(choice.message.content or "") if choice else "",

@@ -258,3 +258,19 @@ async def test_an_error_or_malformed_event_mid_stream_is_retryable_and_keeps_the
         await collect_stream(llm.stream_content_async(MESSAGES), provider=provider)
     assert (caught.value.type_name, caught.value.retryable) == ("provider_unavailable", True)
     assert caught.value.partial_text == "one two "
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["{}", "[]", '{"id": "x", "object": "list", "data": []}', '{"error": {"message": "try again"}}', '{"choices": 7}'],
+)
+async def test_a_200_body_that_is_not_an_answer_is_a_retryable_malformed_response(
+    provider: str, llm: BaseLlm, fake_server: FakeProviderServer, body: str
+) -> None:
+    fake_server.script(API_OF[provider], Fault(status=200, body=body))
+    with pytest.raises(LlmError) as caught:
+        await llm.generate_content_async(MESSAGES)
+    error = caught.value
+    assert (error.type_name, error.retryable, error.provider) == ("provider_unavailable", True, provider)
+    assert "malformed response" in error.message
+    assert len(fake_server.requests) == 1
