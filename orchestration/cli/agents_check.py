@@ -23,17 +23,11 @@ def agents_check(
     from rich.console import Console
     from rich.table import Table
 
-    from agent_registry import AgentConfigError, AgentRegistry, UnknownAgentError
+    from agent_registry import UnknownAgentError
     from orchestration.agent_check import check_agents
-    from orchestration.cli.common import fail_invalid, load_orchestrator
+    from orchestration.cli.common import fail_invalid, load_registry
 
-    if file is not None:
-        registry = load_orchestrator(file, inputs={}, agents_file=agents_file, check_agents=False).registry
-    else:
-        try:
-            registry = AgentRegistry.default(agents_file)
-        except AgentConfigError as exc:
-            fail_invalid([str(issue) for issue in exc.issues])
+    registry = load_registry(file, agents_file)
     unknown = [name for name in only or [] if name not in registry]
     if unknown:
         fail_invalid([str(UnknownAgentError(name, registry.names())) for name in unknown])

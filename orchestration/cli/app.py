@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from orchestration.cli.agents_check import agents_check
-from orchestration.cli.common import load_orchestrator, parse_inputs
+from orchestration.cli.common import load_orchestrator, load_registry, parse_inputs
 from orchestration.cli.run import FileArg, run
 from orchestration.cli.runs import results, resume, runs
 
@@ -88,16 +88,7 @@ def agents_list(
     from rich.console import Console
     from rich.table import Table
 
-    if file is not None:
-        registry = load_orchestrator(file, inputs={}, agents_file=agents_file, check_agents=False).registry
-    else:
-        from agent_registry import AgentConfigError, AgentRegistry
-        from orchestration.cli.common import fail_invalid
-
-        try:
-            registry = AgentRegistry.default(agents_file)
-        except AgentConfigError as exc:
-            fail_invalid([str(issue) for issue in exc.issues])
+    registry = load_registry(file, agents_file)
     table = Table(show_edge=False)
     for column in ("name", "type", "model", "base url", "key", "fallbacks"):
         table.add_column(column)

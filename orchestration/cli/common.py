@@ -11,9 +11,10 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from agent_registry import AgentRegistry
     from orchestration.orchestrator import ProjectOrchestrator
 
-__all__ = ["ExitCode", "fail_invalid", "load_orchestrator", "parse_inputs", "stderr_console"]
+__all__ = ["ExitCode", "fail_invalid", "load_orchestrator", "load_registry", "parse_inputs", "stderr_console"]
 
 
 class ExitCode(IntEnum):
@@ -71,3 +72,15 @@ def load_orchestrator(
     except AgentConfigError as exc:
         fail_invalid([str(issue) for issue in exc.issues])
     return orchestrator
+
+
+def load_registry(file: Path | None, agents_file: Path | None) -> AgentRegistry:
+    """The agents a command sees: defaults and the agents file, plus ``file``'s own agents; exit 2 on errors."""
+    from agent_registry import AgentConfigError, AgentRegistry
+
+    if file is not None:
+        return load_orchestrator(file, inputs={}, agents_file=agents_file, check_agents=False).registry
+    try:
+        return AgentRegistry.default(agents_file)
+    except AgentConfigError as exc:
+        fail_invalid([str(issue) for issue in exc.issues])
