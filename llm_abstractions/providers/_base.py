@@ -8,15 +8,16 @@ place; SDK exceptions become typed errors, and a ``content_filter`` finish raise
 :class:`ContentFilteredError` after the text that came before it.
 
 An answer must end with a finish reason: a stream without one was cut short
-(``connection``), and a complete response without one, or one that does not have the
-API's shape, is a malformed response (``provider_unavailable``). Both are retryable.
+(``connection``), and a complete response without one is a malformed response
+(``provider_unavailable``), like a response or stream event that does not have the
+API's shape (bad JSON, fields missing or mistyped). Both are retryable.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import aclosing, asynccontextmanager, contextmanager
 from typing import ClassVar, Generic, TypeVar
 
 import anyio
@@ -47,6 +48,13 @@ __all__ = ["SdkLlm", "closing_shielded"]
 
 ClientT = TypeVar("ClientT")
 ResponseT = TypeVar("ResponseT")
+
+_UNREADABLE = (AttributeError, TypeError, KeyError, IndexError, ValueError)
+"""What reading a response that does not have the API's shape raises: bad JSON, fields missing or mistyped."""
+
+
+def _always() -> bool:
+    return True
 
 
 @asynccontextmanager
@@ -148,13 +156,21 @@ class SdkLlm(BaseLlm, Generic[ClientT, ResponseT]):
 
     async def _single(self, messages: Sequence[Message], options: GenerationOptions) -> AsyncGenerator[LlmChunk]:
         response = await self._complete(messages, options)
-        try:
+        with self._reading():
             chunk = self._chunk_of(response)
-        except (AttributeError, TypeError, KeyError, IndexError) as exc:  # fields missing or of the wrong type
-            raise self._malformed(f"{type(exc).__name__}: {exc}") from exc
         if chunk.finish_reason is None:
             raise self._malformed("the answer has no finish reason")
         yield chunk
+
+    @contextmanager
+    def _reading(self, arrived: Callable[[], bool] = _always) -> Iterator[None]:
+        """Errors raised reading a response become a malformed response, once ``arrived()`` says it is there."""
+        try:
+            yield
+        except _UNREADABLE as exc:
+            if not arrived():
+                raise
+            raise self._malformed(f"{type(exc).__name__}: {exc}") from exc
 
     def _malformed(self, detail: str) -> ProviderUnavailableError:
         return ProviderUnavailableError(

@@ -16,12 +16,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llm_abstractions.errors import LlmError, ProviderUnavailableError
+from llm_abstractions.errors import LlmError
 from llm_abstractions.messages import GenerationOptions, LlmChunk, Message, Usage
 from llm_abstractions.providers._base import SdkLlm, closing_shielded
 from llm_abstractions.providers._http_errors import error_for_status
 from llm_abstractions.providers._sdk import import_sdk
-from llm_abstractions.redaction import redact
 
 if TYPE_CHECKING:
     import httpx2
@@ -132,7 +131,15 @@ class GeminiLlm(SdkLlm[_Clients, "GenerateContentResponse"]):
         return {"model": self.model_name, "contents": contents, "config": config}
 
     async def _complete(self, messages: Sequence[Message], options: GenerationOptions) -> GenerateContentResponse:
-        return await self.client.genai.aio.models.generate_content(**self._request(messages, options))
+        # The SDK reads the response inside the call: what it raises once the response arrived is about the response.
+        request = self._request(messages, options)
+        opened: list[httpx2.Response] = []
+        token = _opened_responses.set(opened)
+        try:
+            with self._reading(arrived=lambda: bool(opened)):
+                return await self.client.genai.aio.models.generate_content(**request)
+        finally:
+            _opened_responses.reset(token)
 
     def _chunk_of(self, response: GenerateContentResponse) -> LlmChunk:
         return _chunk(response)
@@ -149,24 +156,21 @@ class GeminiLlm(SdkLlm[_Clients, "GenerateContentResponse"]):
                 await response.aclose()
 
         async with closing_shielded(close):
-            token = _opened_responses.set(opened)
-            try:
-                first = await anext(aiter(stream), None)  # sends the request
-            finally:
-                _opened_responses.reset(token)
-            if first is None:
-                return
-            yield _chunk(first)
-            async for response in stream:
-                yield _chunk(response)
+            with self._reading(arrived=lambda: bool(opened)):
+                token = _opened_responses.set(opened)
+                try:
+                    first = await anext(aiter(stream), None)  # sends the request
+                finally:
+                    _opened_responses.reset(token)
+                if first is None:
+                    return
+                yield _chunk(first)
+                async for response in stream:
+                    yield _chunk(response)
 
     def _map_error(self, exc: Exception) -> LlmError | None:
         from google.genai import errors
 
-        if isinstance(exc, errors.UnknownApiResponseError):
-            return ProviderUnavailableError(
-                f"malformed response from the provider: {redact(str(exc))}", provider=self.provider
-            )
         if isinstance(exc, errors.APIError):
             headers = getattr(exc.response, "headers", None)
             message = f"{exc.status or ''} {exc.message or ''}".strip()

@@ -114,12 +114,15 @@ class GptLlm(SdkLlm["AsyncOpenAI", "ChatCompletion"]):
             **self._request(messages, options), stream=True, stream_options={"include_usage": True}
         )
         async with closing_shielded(stream.close):
-            async for event in stream:
-                text, finish = "", None
-                for choice in event.choices[:1]:
-                    text = choice.delta.content or "" if choice.delta else ""
-                    finish = openai_finish_reason(choice.finish_reason)
-                yield LlmChunk(text=text, finish_reason=finish, usage=_usage(event.usage), model=event.model or None)
+            with self._reading():
+                async for event in stream:
+                    text, finish = "", None
+                    for choice in event.choices[:1]:
+                        text = choice.delta.content or "" if choice.delta else ""
+                        finish = openai_finish_reason(choice.finish_reason)
+                    yield LlmChunk(
+                        text=text, finish_reason=finish, usage=_usage(event.usage), model=event.model or None
+                    )
 
     def _map_error(self, exc: Exception) -> LlmError | None:
         import openai
