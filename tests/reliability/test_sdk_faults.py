@@ -107,7 +107,7 @@ async def test_a_call_timeout_closes_the_sdk_connection(fake_server: FakeProvide
         "model": "m",
         "api_key": "test-key-123456",
         "base_url": base_url(fake_server, provider),
-        "timeout_s": 0.2,
+        "timeout_s": 1.0,  # long enough that a loaded machine still sends the request first
     }
     spec = ProjectSpec.model_validate(
         {
