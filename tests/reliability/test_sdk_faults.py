@@ -45,7 +45,7 @@ def faulty_project(server: FakeProviderServer, provider: str, tasks: int) -> Pro
         "model": "test-model",
         "api_key": "test-key-123456",
         "base_url": base_url(server, provider),
-        "timeout_s": 0.3,
+        "timeout_s": 1.0,  # hangs (2 s) time out; slow answers on a loaded machine do not
         "retry": {"retries": 10, "initial_backoff_s": 0.01, "max_backoff_s": 0.05},
         "limits": {"max_concurrent": 16, "circuit_cooldown_s": 0.2},
     }
