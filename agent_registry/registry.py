@@ -99,6 +99,8 @@ class AgentRegistry:
 
     def __init__(self, agents: Iterable[AgentConfig] = ()) -> None:
         self._agents: dict[str, AgentConfig] = {}
+        self.agents_file: Path | None = None
+        """The agents file loaded last (absolute), recorded with each run so that a resume can reload it."""
         for agent in agents:
             self.register(agent)
 
@@ -184,6 +186,7 @@ class AgentRegistry:
             self.load_mapping(data["agents"], source, ("agents",))
         else:
             self.load_mapping(data, source)
+        self.agents_file = path.absolute()
 
     def load_environment(self, env: Mapping[str, str] | None = None) -> None:
         """Register default agents for every provider whose standard key is set."""

@@ -61,9 +61,15 @@ class BaseLlm(ABC):
         return await self._generate(messages, self.resolve_options(options))
 
     async def stream_content_async(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[LlmChunk]:
-        """Stream the answer as chunks."""
-        async for chunk in self._stream(messages, self.resolve_options(options)):
-            yield chunk
+        """Stream the answer as chunks; closing this stream closes the provider's at once."""
+        chunks = self._stream(messages, self.resolve_options(options))
+        try:
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     @abstractmethod
     async def _generate(self, messages: Sequence[Message], options: GenerationOptions) -> LlmResponse:

@@ -74,7 +74,8 @@ class TaskExecutor:
         """``agent``, then its fallbacks, each retried on its own (shared by tasks with these settings).
 
         Built once, and its clients prepared (SDK imported, client built) before the first call,
-        so that no call timeout counts that work.
+        so that no call timeout counts that work. A chain whose building fails is not kept: each
+        later task builds it again and meets the same error.
         """
         chain = self._chains.get((agent, retries))
         if chain is None:
@@ -147,14 +148,15 @@ class TaskExecutor:
         except TemplateError as exc:
             return finish(ExecutionStatus.FAILED, error=ErrorInfo(type="template_error", message=redact(str(exc))))
 
-        chain = await self.chain_for(task.agent, task.retries)
-
         async def call(conversation: Sequence[Message]) -> LlmResponse:
             return await chain.generate_content_async(conversation, **task.options)
 
         parsed = None
         recording = attempt_log.set(log)
         try:
+            # Building the chain creates and prepares the clients (SDK import, client set-up):
+            # a failure there fails this task only, and the next task tries again.
+            chain = await self.chain_for(task.agent, task.retries)
             with anyio.fail_after(task.timeout_s) if task.timeout_s else nullcontext():
                 if task.task.output_format is OutputFormat.JSON:
                     answer = await generate_json(call, messages, task.task.output_schema)

@@ -199,6 +199,7 @@ class ProjectOrchestrator:
                 file=project.file or self.file,
                 inputs=project.inputs,
                 task_ids=[t.id for t in project.tasks],
+                agents_file=self.registry.agents_file,
             )
         executor = TaskExecutor(self.registry)
         defaults = project.spec.defaults

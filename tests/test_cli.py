@@ -98,6 +98,16 @@ def test_run_exit_1_when_a_task_fails(tmp_path: Path) -> None:
     assert "invalid_request" in output
 
 
+def test_quiet_run_names_the_run_on_one_stderr_line(tmp_path: Path) -> None:
+    project = write(tmp_path, "p.yaml", GOOD)
+    result = runner.invoke(app, ["run", str(project), "-q"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert re.fullmatch(r"run \d{8}-\d{6}-[0-9a-f]{6}\n", result.stderr), result.stderr
+    result = runner.invoke(app, ["run", str(project), "-q", "--run-id", "quiet-1"])
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "run quiet-1\n")
+
+
 def test_toml_and_json_project_files(tmp_path: Path) -> None:
     toml = write(
         tmp_path,

@@ -1,25 +1,36 @@
 """``SdkLlm``: what the SDK-backed providers share.
 
-A provider implements :meth:`SdkLlm._complete` (one non-streamed SDK call mapped to
-one :class:`LlmChunk`), :meth:`SdkLlm._sdk_stream` (the SDK stream mapped to chunks)
-and :meth:`SdkLlm._map_error`. Both paths go through :func:`collect_stream`, so text,
-usage, finish reason and timing are accounted in one place; SDK exceptions become
-typed errors, and a ``content_filter`` finish raises :class:`ContentFilteredError`
-after the text that came before it.
+A provider implements :meth:`SdkLlm._complete` (one non-streamed SDK call),
+:meth:`SdkLlm._chunk_of` (its response as one :class:`LlmChunk`), :meth:`SdkLlm._sdk_stream`
+(the SDK stream mapped to chunks) and :meth:`SdkLlm._map_error`. Both paths go through
+:func:`collect_stream`, so text, usage, finish reason and timing are accounted in one
+place; SDK exceptions become typed errors, and a ``content_filter`` finish raises
+:class:`ContentFilteredError` after the text that came before it.
+
+An answer must end with a finish reason: a stream without one was cut short
+(``connection``), and a complete response without one is a malformed response
+(``provider_unavailable``), like a response or stream event that does not have the
+API's shape (bad JSON, fields missing or mistyped). Both are retryable.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import aclosing, asynccontextmanager, contextmanager
 from typing import ClassVar, Generic, TypeVar
 
 import anyio
 
 from llm_abstractions.base import BaseLlm
 from llm_abstractions.config import LlmConfig
-from llm_abstractions.errors import AuthenticationError, ContentFilteredError, LlmConnectionError, LlmError
+from llm_abstractions.errors import (
+    AuthenticationError,
+    ContentFilteredError,
+    LlmConnectionError,
+    LlmError,
+    ProviderUnavailableError,
+)
 from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, Message
 from llm_abstractions.providers._http_errors import transport_error
 from llm_abstractions.providers._sdk import (
@@ -30,12 +41,20 @@ from llm_abstractions.providers._sdk import (
     missing_key_message,
     sdk_installed,
 )
-from llm_abstractions.redaction import register_secret
+from llm_abstractions.redaction import redact, register_secret
 from llm_abstractions.streaming import collect_stream
 
 __all__ = ["SdkLlm", "closing_shielded"]
 
 ClientT = TypeVar("ClientT")
+ResponseT = TypeVar("ResponseT")
+
+_UNREADABLE = (AttributeError, TypeError, KeyError, IndexError, ValueError)
+"""What reading a response that does not have the API's shape raises: bad JSON, fields missing or mistyped."""
+
+
+def _always() -> bool:
+    return True
 
 
 @asynccontextmanager
@@ -48,7 +67,7 @@ async def closing_shielded(close: Callable[[], Awaitable[object]]) -> AsyncItera
             await close()
 
 
-class SdkLlm(BaseLlm, Generic[ClientT]):
+class SdkLlm(BaseLlm, Generic[ClientT, ResponseT]):
     """A provider over an official async SDK: the SDK is imported on creation, the client on first use."""
 
     sdk_module: ClassVar[str]
@@ -110,8 +129,12 @@ class SdkLlm(BaseLlm, Generic[ClientT]):
         """Release the client's connections."""
 
     @abstractmethod
-    async def _complete(self, messages: Sequence[Message], options: GenerationOptions) -> LlmChunk:
-        """One non-streamed call, as a single chunk holding the whole answer."""
+    async def _complete(self, messages: Sequence[Message], options: GenerationOptions) -> ResponseT:
+        """One non-streamed SDK call; its response."""
+
+    @abstractmethod
+    def _chunk_of(self, response: ResponseT) -> LlmChunk:
+        """A non-streamed response as a single chunk holding the whole answer."""
 
     @abstractmethod
     def _sdk_stream(self, messages: Sequence[Message], options: GenerationOptions) -> AsyncGenerator[LlmChunk]:
@@ -132,7 +155,27 @@ class SdkLlm(BaseLlm, Generic[ClientT]):
                 yield chunk
 
     async def _single(self, messages: Sequence[Message], options: GenerationOptions) -> AsyncGenerator[LlmChunk]:
-        yield await self._complete(messages, options)
+        response = await self._complete(messages, options)
+        with self._reading():
+            chunk = self._chunk_of(response)
+        if chunk.finish_reason is None:
+            raise self._malformed("the answer has no finish reason")
+        yield chunk
+
+    @contextmanager
+    def _reading(self, arrived: Callable[[], bool] = _always) -> Iterator[None]:
+        """Errors raised reading a response become a malformed response, once ``arrived()`` says it is there."""
+        try:
+            yield
+        except _UNREADABLE as exc:
+            if not arrived():
+                raise
+            raise self._malformed(f"{type(exc).__name__}: {exc}") from exc
+
+    def _malformed(self, detail: str) -> ProviderUnavailableError:
+        return ProviderUnavailableError(
+            f"malformed response from the provider ({redact(detail)})", provider=self.provider
+        )
 
     async def _guarded(self, chunks: AsyncGenerator[LlmChunk], *, stream: bool = False) -> AsyncGenerator[LlmChunk]:
         """``chunks`` with SDK exceptions mapped to typed errors and content filtering raised.

@@ -66,7 +66,7 @@ def _text(message: AnthropicMessage) -> str:
     return "".join(parts)
 
 
-class ClaudeLlm(SdkLlm["AsyncAnthropic"]):
+class ClaudeLlm(SdkLlm["AsyncAnthropic", "AnthropicMessage"]):
     """Anthropic Claude models over the messages API."""
 
     provider = "claude"
@@ -117,8 +117,11 @@ class ClaudeLlm(SdkLlm["AsyncAnthropic"]):
             request["system"] = "\n\n".join(system)
         return request
 
-    async def _complete(self, messages: Sequence[Message], options: GenerationOptions) -> LlmChunk:
-        message = await self.client.messages.create(**self._request(messages, options))
+    async def _complete(self, messages: Sequence[Message], options: GenerationOptions) -> AnthropicMessage:
+        message: AnthropicMessage = await self.client.messages.create(**self._request(messages, options))
+        return message
+
+    def _chunk_of(self, message: AnthropicMessage) -> LlmChunk:
         return LlmChunk(
             text=_text(message),
             finish_reason=claude_finish_reason(message.stop_reason),
@@ -130,21 +133,22 @@ class ClaudeLlm(SdkLlm["AsyncAnthropic"]):
         stream = await self.client.messages.create(**self._request(messages, options), stream=True)
         input_tokens = 0
         async with closing_shielded(stream.close):
-            async for event in stream:
-                if event.type == "message_start":
-                    input_tokens = _input_tokens(event.message.usage) or 0
-                    yield LlmChunk(model=event.message.model or None)
-                elif event.type == "content_block_delta":
-                    if event.delta.type == "text_delta":
-                        yield LlmChunk(text=event.delta.text)
-                    elif event.delta.type == "input_json_delta":
-                        yield LlmChunk(text=event.delta.partial_json)
-                elif event.type == "message_delta":
-                    input_tokens = _input_tokens(event.usage) or input_tokens
-                    yield LlmChunk(
-                        finish_reason=claude_finish_reason(event.delta.stop_reason),
-                        usage=Usage(input_tokens=input_tokens, output_tokens=event.usage.output_tokens),
-                    )
+            with self._reading():
+                async for event in stream:
+                    if event.type == "message_start":
+                        input_tokens = _input_tokens(event.message.usage) or 0
+                        yield LlmChunk(model=event.message.model or None)
+                    elif event.type == "content_block_delta":
+                        if event.delta.type == "text_delta":
+                            yield LlmChunk(text=event.delta.text)
+                        elif event.delta.type == "input_json_delta":
+                            yield LlmChunk(text=event.delta.partial_json)
+                    elif event.type == "message_delta":
+                        input_tokens = _input_tokens(event.usage) or input_tokens
+                        yield LlmChunk(
+                            finish_reason=claude_finish_reason(event.delta.stop_reason),
+                            usage=Usage(input_tokens=input_tokens, output_tokens=event.usage.output_tokens),
+                        )
 
     def _map_error(self, exc: Exception) -> LlmError | None:
         import anthropic

@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from llm_abstractions.errors import LlmError, ProviderUnavailableError
+from llm_abstractions.errors import LlmError
 from llm_abstractions.messages import GenerationOptions, LlmChunk, Message, Usage
 from llm_abstractions.providers._base import SdkLlm, closing_shielded
 from llm_abstractions.providers._http_errors import error_for_status
@@ -79,7 +79,7 @@ class _Clients:
     http: httpx2.AsyncClient
 
 
-class GeminiLlm(SdkLlm[_Clients]):
+class GeminiLlm(SdkLlm[_Clients, "GenerateContentResponse"]):
     """Google Gemini models over the Gemini API."""
 
     provider = "gemini"
@@ -130,8 +130,19 @@ class GeminiLlm(SdkLlm[_Clients]):
         ]
         return {"model": self.model_name, "contents": contents, "config": config}
 
-    async def _complete(self, messages: Sequence[Message], options: GenerationOptions) -> LlmChunk:
-        return _chunk(await self.client.genai.aio.models.generate_content(**self._request(messages, options)))
+    async def _complete(self, messages: Sequence[Message], options: GenerationOptions) -> GenerateContentResponse:
+        # The SDK reads the response inside the call: what it raises once the response arrived is about the response.
+        request = self._request(messages, options)
+        opened: list[httpx2.Response] = []
+        token = _opened_responses.set(opened)
+        try:
+            with self._reading(arrived=lambda: bool(opened)):
+                return await self.client.genai.aio.models.generate_content(**request)
+        finally:
+            _opened_responses.reset(token)
+
+    def _chunk_of(self, response: GenerateContentResponse) -> LlmChunk:
+        return _chunk(response)
 
     async def _sdk_stream(self, messages: Sequence[Message], options: GenerationOptions) -> AsyncGenerator[LlmChunk]:
         # google-genai nests async generators, and closing the outer one leaves the HTTP
@@ -145,26 +156,27 @@ class GeminiLlm(SdkLlm[_Clients]):
                 await response.aclose()
 
         async with closing_shielded(close):
-            token = _opened_responses.set(opened)
-            try:
-                first = await anext(aiter(stream), None)  # sends the request
-            finally:
-                _opened_responses.reset(token)
-            if first is None:
-                return
-            yield _chunk(first)
-            async for response in stream:
-                yield _chunk(response)
+            with self._reading(arrived=lambda: bool(opened)):
+                token = _opened_responses.set(opened)
+                try:
+                    first = await anext(aiter(stream), None)  # sends the request
+                finally:
+                    _opened_responses.reset(token)
+                if first is None:
+                    return
+                yield _chunk(first)
+                async for response in stream:
+                    yield _chunk(response)
 
     def _map_error(self, exc: Exception) -> LlmError | None:
         from google.genai import errors
 
-        if isinstance(exc, errors.UnknownApiResponseError):
-            return ProviderUnavailableError(f"malformed response from the provider: {exc}", provider=self.provider)
         if isinstance(exc, errors.APIError):
             headers = getattr(exc.response, "headers", None)
             message = f"{exc.status or ''} {exc.message or ''}".strip()
+            status = exc.code if exc.code >= 400 else 500  # an error event inside a 200 stream: server-side
             # The Gemini API answers a wrong key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID.
-            status = 401 if exc.code == 400 and "API_KEY_INVALID" in str(exc.details) else exc.code
+            if status == 400 and "API_KEY_INVALID" in str(exc.details):
+                status = 401
             return error_for_status(status, message, provider=self.provider, headers=headers)
         return None

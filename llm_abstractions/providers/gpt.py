@@ -21,6 +21,7 @@ from llm_abstractions.providers._sdk import import_sdk
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
     from openai.types import CompletionUsage
+    from openai.types.chat import ChatCompletion
 
 __all__ = ["GptLlm", "openai_finish_reason"]
 
@@ -38,7 +39,7 @@ def _usage(usage: CompletionUsage | None) -> Usage | None:
     return Usage(input_tokens=usage.prompt_tokens or 0, output_tokens=usage.completion_tokens or 0)
 
 
-class GptLlm(SdkLlm["AsyncOpenAI"]):
+class GptLlm(SdkLlm["AsyncOpenAI", "ChatCompletion"]):
     """OpenAI GPT models over the chat completions API."""
 
     provider = "gpt"
@@ -95,8 +96,11 @@ class GptLlm(SdkLlm["AsyncOpenAI"]):
             request["extra_body"] = extra
         return request
 
-    async def _complete(self, messages: Sequence[Message], options: GenerationOptions) -> LlmChunk:
-        response = await self.client.chat.completions.create(**self._request(messages, options))
+    async def _complete(self, messages: Sequence[Message], options: GenerationOptions) -> ChatCompletion:
+        response: ChatCompletion = await self.client.chat.completions.create(**self._request(messages, options))
+        return response
+
+    def _chunk_of(self, response: ChatCompletion) -> LlmChunk:
         choice = response.choices[0] if response.choices else None
         return LlmChunk(
             text=(choice.message.content or "") if choice else "",
@@ -110,12 +114,15 @@ class GptLlm(SdkLlm["AsyncOpenAI"]):
             **self._request(messages, options), stream=True, stream_options={"include_usage": True}
         )
         async with closing_shielded(stream.close):
-            async for event in stream:
-                text, finish = "", None
-                for choice in event.choices[:1]:
-                    text = choice.delta.content or "" if choice.delta else ""
-                    finish = openai_finish_reason(choice.finish_reason)
-                yield LlmChunk(text=text, finish_reason=finish, usage=_usage(event.usage), model=event.model or None)
+            with self._reading():
+                async for event in stream:
+                    text, finish = "", None
+                    for choice in event.choices[:1]:
+                        text = choice.delta.content or "" if choice.delta else ""
+                        finish = openai_finish_reason(choice.finish_reason)
+                    yield LlmChunk(
+                        text=text, finish_reason=finish, usage=_usage(event.usage), model=event.model or None
+                    )
 
     def _map_error(self, exc: Exception) -> LlmError | None:
         import openai

@@ -4,7 +4,7 @@ One :class:`EndpointLimits` exists per endpoint (provider type plus base URL) pe
 shared by every task and every agent that calls it:
 
 - a concurrency limit (an ``anyio.CapacityLimiter`` whose ``total_tokens`` moves at run time),
-- a requests-per-minute and a tokens-per-minute budget (``aiolimiter``; these need asyncio),
+- a requests-per-minute and a tokens-per-minute budget (leaky buckets, see :mod:`.budget`),
 - an endpoint-wide pause: the first 429 answering a request sent after the last backoff
   pauses every caller for its ``Retry-After`` (or ``default_backoff_s``) and halves the
   concurrency limit; 429s answering requests sent before that backoff are the same
@@ -18,16 +18,14 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
-
-if TYPE_CHECKING:
-    from aiolimiter import AsyncLimiter
 
 from llm_abstractions.base import BaseLlm
 from llm_abstractions.errors import RateLimitedError
 from llm_abstractions.messages import LlmChunk, LlmResponse, Message, Usage
+from llm_abstractions.wrappers.budget import Budget, budget
 from llm_abstractions.wrappers.wrapper import WrapperLlm
 
 __all__ = ["EndpointLimits", "LimitSettings", "LimitedLlm", "estimate_tokens"]
@@ -75,14 +73,12 @@ def estimate_tokens(messages: Sequence[Message]) -> int:
     return sum(len(m.content) for m in messages) // 4 + 1
 
 
-def _bucket(per_minute: float | None) -> AsyncLimiter | None:
+def _bucket(per_minute: float | None) -> Budget | None:
     """A leaky bucket with about one second of burst, so a window never holds twice the budget."""
     if per_minute is None:
         return None
-    from aiolimiter import AsyncLimiter  # imports asyncio: only where a budget is configured
-
     burst = max(1.0, per_minute / 60.0)
-    return AsyncLimiter(burst, burst * 60.0 / per_minute)
+    return budget(burst, burst * 60.0 / per_minute)
 
 
 class EndpointLimits:
@@ -93,8 +89,8 @@ class EndpointLimits:
         self.ceiling: float = settings.max_concurrent or math.inf
         self._clock = clock
         self._slots = anyio.CapacityLimiter(self.ceiling)
-        self._requests = _bucket(settings.requests_per_minute)
-        self._tokens = _bucket(settings.tokens_per_minute)
+        self._budgets: tuple[Budget | None, Budget | None] | None = None
+        """Requests and tokens buckets, made on first use for the event loop that runs."""
         self._token_debt = 0
         self._paused_until = -math.inf
         self._last_backoff = -math.inf
@@ -125,7 +121,8 @@ class EndpointLimits:
         except anyio.WouldBlock:
             await self._slots.acquire()
         try:
-            if self._requests is not None or self._tokens is not None or self.paused_for() > 0:
+            settings = self.settings
+            if settings.requests_per_minute or settings.tokens_per_minute or self.paused_for() > 0:
                 await self._admit(tokens)
         except BaseException:
             self._slots.release()
@@ -136,22 +133,25 @@ class EndpointLimits:
         self._slots.release()
 
     async def _admit(self, tokens: int) -> None:
+        if self._budgets is None:
+            self._budgets = (_bucket(self.settings.requests_per_minute), _bucket(self.settings.tokens_per_minute))
+        requests, token_budget = self._budgets
         while True:
             delay = self.paused_for()
             if delay > 0:  # the pause may be extended while we sleep: look again after
                 await anyio.sleep(delay)
                 continue
-            if self._requests is not None:
-                await self._requests.acquire()
-            if self._tokens is not None:
+            if requests is not None:
+                await requests.acquire()
+            if token_budget is not None:
                 amount, self._token_debt = tokens + self._token_debt, 0
-                await self._tokens.acquire(min(amount, self._tokens.max_rate))
+                await token_budget.acquire(min(amount, token_budget.max_rate))
             if self.paused_for() <= 0:
                 return
 
     def on_success(self, estimated_tokens: int = 0, usage: Usage | None = None) -> None:
         """Record a success: charge unestimated tokens, grow the concurrency limit additively."""
-        if usage is not None and self._tokens is not None:
+        if usage is not None and self.settings.tokens_per_minute is not None:
             self._token_debt += max(0, usage.input_tokens + usage.output_tokens - estimated_tokens)
         limit = self._slots.total_tokens
         if limit < self.ceiling:

@@ -13,6 +13,8 @@ from orchestration.models import ExecutionResult, ExecutionStatus
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
+    from llm_abstractions.local import LoadEvent
+
 __all__ = ["ProgressView", "print_summary"]
 
 _STYLE = {
@@ -57,6 +59,15 @@ class ProgressView:
             self.counts[result.status] += 1
             if self.live is None:
                 self._print_line(result)
+
+    def model_load(self, event: LoadEvent) -> None:
+        """Show local models loading: the first task of a local agent waits for it."""
+        if event.phase == "loading":
+            self.console.print(f"loading {event.runner} model {event.model} ...", highlight=False)
+        elif event.phase == "loaded":
+            self.console.print(f"loaded {event.model} in {event.elapsed_s or 0:.1f}s", highlight=False)
+        elif event.phase == "failed":
+            self.console.print(f"[red]could not load[/] {event.model}: {event.error}", highlight=False)
 
     def _print_line(self, result: ExecutionResult) -> None:
         style = _STYLE.get(result.status, "white")

@@ -28,7 +28,7 @@ StoreOpt = Annotated[
 ]
 ResultsOpt = Annotated[Path | None, typer.Option("--results", help="Write the run as JSON to this path.")]
 AgentsFileOpt = Annotated[Path | None, typer.Option("--agents", help="Agents file to load.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display: only the run id, on stderr.")]
 LogLevelOpt = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
 LogFormatOpt = Annotated[str, typer.Option("--log-format", help="console or json.")]
 
@@ -120,6 +120,7 @@ def execute_run(
     """Run ``work()`` (a run or a resume) with progress, write results, exit with the right code."""
     import anyio
 
+    from llm_abstractions.local import add_load_listener, remove_load_listener
     from orchestration.cli.common import stderr_console
     from orchestration.cli.progress import ProgressView, print_summary
     from orchestration.log import get_logger, log_events
@@ -128,14 +129,19 @@ def execute_run(
 
     console = stderr_console()
     orchestrator.on_event(log_events(get_logger("orchestrate")))
-    orchestrator.on_event(lambda event: _report_resume(console, orchestrator, event))
+    orchestrator.on_event(lambda event: _report_start(console, orchestrator, event, quiet=quiet))
     total = len(orchestrator.spec.tasks)
     start = time.monotonic()
     view = ProgressView(console, total)
     if not quiet:
         orchestrator.on_event(view)
-    with view if not quiet else _nothing():
-        interrupted = anyio.run(_run_until_interrupted, work)
+        add_load_listener(view.model_load)
+    try:
+        with view if not quiet else _nothing():
+            interrupted = anyio.run(_run_until_interrupted, work)
+    finally:
+        if not quiet:
+            remove_load_listener(view.model_load)
     final: dict[str, ExecutionResult] = orchestrator.results
     if results is not None and orchestrator.run_id is not None:
         write_results(results, orchestrator.spec.name, orchestrator.run_id, final)
@@ -150,10 +156,15 @@ def execute_run(
         raise typer.Exit(ExitCode.TASKS_FAILED)
 
 
-def _report_resume(console: Console, orchestrator: ProjectOrchestrator, event: RunEvent) -> None:
-    """When a resumed run starts, say what it keeps and what reruns because the project changed."""
+def _report_start(console: Console, orchestrator: ProjectOrchestrator, event: RunEvent, *, quiet: bool) -> None:
+    """When the run starts, name it (the progress view does unless ``quiet``); when it is resumed,
+    say what it keeps and what reruns because the project changed."""
+    if event.kind != "run_started":
+        return
     plan = orchestrator.resume_plan
-    if plan is None or event.kind != "run_started":
+    if plan is None:
+        if quiet:
+            console.print(f"run {event.run_id}", markup=False, highlight=False)
         return
     console.print(f"run {event.run_id} resumed: {len(plan.kept)} finished tasks kept")
     if plan.changed:

@@ -33,7 +33,10 @@ def resume(
     log_level: LogLevelOpt = "warning",
     log_format: LogFormatOpt = "console",
 ) -> None:
-    """Continue a run: rerun only the tasks that did not succeed, with the project file as it is now."""
+    """Continue a run: rerun only the tasks that did not succeed, with the project file as it is now.
+
+    The agents file is the one the run was started with, unless ``--agents`` names another.
+    """
     from orchestration.cli.common import fail_invalid, load_orchestrator
     from orchestration.store import RunStore
 
@@ -48,7 +51,7 @@ def resume(
     orchestrator = load_orchestrator(
         record.file,
         inputs=record.inputs,
-        agents_file=agents_file,
+        agents_file=agents_file or record.agents_file,
         max_concurrency=max_concurrency,
         store=run_store,
     )

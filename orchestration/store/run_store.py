@@ -1,6 +1,6 @@
 """``RunStore``: the durable record of runs and task results, in SQLite.
 
-Each run has a row (project name, content hash, file, inputs, task order, status,
+Each run has a row (project name, content hash, file, agents file, inputs, task order, status,
 start and end); each task's final :class:`ExecutionResult` is written as JSON the
 moment it finishes, with the task's fingerprint. The orchestrator awaits the write
 of a result before the task's dependents may start and before its concurrency slot
@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT NOT NULL,
     started_at TEXT NOT NULL,
     finished_at TEXT,
-    sessions INTEGER NOT NULL DEFAULT 1
+    sessions INTEGER NOT NULL DEFAULT 1,
+    agents_file TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_project ON runs (project, started_at);
 CREATE TABLE IF NOT EXISTS results (
@@ -102,6 +103,8 @@ class RunRecord:
     finished_at: datetime | None
     sessions: int
     """1 for the first session, plus one per resume."""
+    agents_file: Path | None = None
+    """The agents file the latest session loaded, if any."""
 
     @property
     def finished(self) -> bool:
@@ -136,6 +139,13 @@ def default_store_path(env: Mapping[str, str] | None = None) -> Path:
 
 def _setup(connection: sqlite3.Connection) -> None:
     connection.executescript(_SCHEMA)
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(runs)")}
+    if "agents_file" not in columns:  # a store written before runs recorded their agents file
+        try:
+            connection.execute("ALTER TABLE runs ADD COLUMN agents_file TEXT")
+        except sqlite3.OperationalError as exc:  # another connection added it meanwhile
+            if "duplicate column" not in str(exc):
+                raise
 
 
 def _redacted(value: Any) -> Any:
@@ -188,6 +198,7 @@ def _run_record(row: sqlite3.Row) -> RunRecord:
         started_at=datetime.fromisoformat(row["started_at"]),
         finished_at=datetime.fromisoformat(row["finished_at"]) if row["finished_at"] else None,
         sessions=row["sessions"],
+        agents_file=Path(row["agents_file"]) if row["agents_file"] else None,
     )
 
 
@@ -220,17 +231,19 @@ class RunStore:
         file: Path | None,
         inputs: Mapping[str, Any],
         task_ids: Sequence[str],
+        agents_file: Path | None = None,
     ) -> None:
         """Record a new run, or a new session of an existing one (status back to running)."""
         await self.writer.write(
             [
                 (
-                    "INSERT INTO runs (run_id, project, project_hash, file, inputs, task_ids, status, started_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    "INSERT INTO runs"
+                    " (run_id, project, project_hash, file, inputs, task_ids, status, started_at, agents_file)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (run_id) DO UPDATE SET project = excluded.project,"
                     " project_hash = excluded.project_hash, file = excluded.file, inputs = excluded.inputs,"
                     " task_ids = excluded.task_ids, status = excluded.status, finished_at = NULL,"
-                    " sessions = sessions + 1",
+                    " sessions = sessions + 1, agents_file = excluded.agents_file",
                     (
                         run_id,
                         project,
@@ -240,6 +253,7 @@ class RunStore:
                         json.dumps(list(task_ids)),
                         RunStatus.RUNNING,
                         utc_now().isoformat(),
+                        _location(agents_file),
                     ),
                 )
             ]

@@ -19,7 +19,7 @@ then a default :class:`Reply` echoing ``"echo: <last user text>"``.
 
 - :class:`Reply`: a success; text, served model name, finish reason, token usage (word
   counts by default), stream pieces, delays, and a mid-stream failure (``truncate_after``
-  text pieces, then ``truncate_mode`` ``"close"`` / ``"reset"`` / ``"clean"`` / ``"error"``).
+  text pieces, then ``truncate_mode`` ``"close"`` / ``"reset"`` / ``"clean"`` / ``"error"`` / ``"malformed"``).
 - :class:`Fault`: an HTTP error with a provider-shaped body (``Fault.rate_limited``,
   ``server_error``, ``unavailable``, ``overloaded``, ``unauthorized``, ``forbidden``,
   ``bad_request``, ``context_length``), a connection reset (``Fault.reset()``), or a 200
@@ -56,7 +56,13 @@ from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
 from tests.fakes.scripted import Api, Fault, RecordedRequest, Reply, Response, TruncateMode
-from tests.fakes.wire_formats import error_body, render_complete, render_stream, stream_error_event
+from tests.fakes.wire_formats import (
+    error_body,
+    malformed_stream_event,
+    render_complete,
+    render_stream,
+    stream_error_event,
+)
 
 __all__ = [
     "Api",
@@ -270,8 +276,7 @@ class FakeProviderServer:
         if fault.kind == "malformed":
             if request.stream:
                 await _write_head(writer, 200, {"content-type": "text/event-stream", "transfer-encoding": "chunked"})
-                event = b"event: message_start\n" if request.api == "anthropic" else b""
-                await _write_chunk(writer, event + b'data: {"choices": [{"delta": {"content": "x"\n\n')
+                await _write_chunk(writer, malformed_stream_event(request.api))
                 await _write_chunk(writer, b"")
                 request.completed.set()
                 return False
@@ -327,6 +332,8 @@ class FakeProviderServer:
                     return
                 if reply.truncate_mode == "error":
                     await _write_chunk(writer, stream_error_event(request.api))
+                if reply.truncate_mode == "malformed":
+                    await _write_chunk(writer, malformed_stream_event(request.api))
                 break
             await _write_chunk(writer, payload)
         await _write_chunk(writer, b"")

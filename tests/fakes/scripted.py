@@ -13,7 +13,7 @@ from typing import Any, Literal
 __all__ = ["Api", "Fault", "RecordedRequest", "Reply", "Response", "TruncateMode"]
 
 Api = Literal["openai", "anthropic", "gemini"]
-TruncateMode = Literal["close", "reset", "clean", "error"]
+TruncateMode = Literal["close", "reset", "clean", "error", "malformed"]
 
 
 @dataclass
@@ -42,7 +42,8 @@ class Reply:
     truncate_mode: TruncateMode = "close"
     """``close``: drop the connection mid-body; ``reset``: send a TCP reset;
     ``clean``: finish the HTTP body properly but leave out the API's end events;
-    ``error``: send the API's in-stream "overloaded" error event, then finish the body."""
+    ``error``: send the API's in-stream "overloaded" error event, then finish the body;
+    ``malformed``: send an event whose JSON is cut off mid-object, then finish the body."""
     headers: dict[str, str] = field(default_factory=dict)
 
 

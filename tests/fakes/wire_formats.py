@@ -13,7 +13,7 @@ from typing import Any
 
 from tests.fakes.scripted import Api, Fault, RecordedRequest, Reply
 
-__all__ = ["error_body", "render_complete", "render_stream", "stream_error_event"]
+__all__ = ["error_body", "malformed_stream_event", "render_complete", "render_stream", "stream_error_event"]
 
 _ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error",
@@ -183,6 +183,12 @@ def stream_error_event(api: Api | None) -> bytes:
     if api == "gemini":
         return _sse({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}})
     return _sse({"error": {"message": "The server is overloaded.", "type": "server_error", "code": None}})
+
+
+def malformed_stream_event(api: Api | None) -> bytes:
+    """An SSE event of the kind each API sends for text, its JSON cut off mid-object."""
+    event = b"event: content_block_delta\n" if api == "anthropic" else b""
+    return event + b'data: {"choices": [{"delta": {"content": "x"\n\n'
 
 
 def render_stream(request: RecordedRequest, reply: Reply) -> list[tuple[str, bytes]]:

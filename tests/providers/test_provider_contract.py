@@ -249,13 +249,54 @@ async def test_many_concurrent_calls_share_one_client(
     assert len(fake_server.requests) == 50
 
 
-async def test_an_error_event_mid_stream_is_retryable_and_keeps_the_partial_text(
-    provider: str, llm: BaseLlm, fake_server: FakeProviderServer
+@pytest.mark.parametrize("mode", ["error", "malformed"])
+async def test_an_error_or_malformed_event_mid_stream_is_retryable_and_keeps_the_partial_text(
+    provider: str, llm: BaseLlm, fake_server: FakeProviderServer, mode: str
 ) -> None:
-    fake_server.script(
-        API_OF[provider], Reply(chunks=["one ", "two ", "three"], truncate_after=2, truncate_mode="error")
-    )
+    fake_server.script(API_OF[provider], Reply(chunks=["one ", "two ", "three"], truncate_after=2, truncate_mode=mode))  # type: ignore[arg-type]
     with pytest.raises(LlmError) as caught:
         await collect_stream(llm.stream_content_async(MESSAGES), provider=provider)
     assert (caught.value.type_name, caught.value.retryable) == ("provider_unavailable", True)
     assert caught.value.partial_text == "one two "
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{}",
+        "[]",
+        '{"id": "x", "object": "list", "data": []}',
+        '{"error": {"message": "try again"}}',
+        '{"choices": 7, "candidates": 5, "content": 3}',
+    ],
+)
+async def test_a_200_body_that_is_not_an_answer_is_a_retryable_malformed_response(
+    provider: str, llm: BaseLlm, fake_server: FakeProviderServer, body: str
+) -> None:
+    fake_server.script(API_OF[provider], Fault(status=200, body=body))
+    with pytest.raises(LlmError) as caught:
+        await llm.generate_content_async(MESSAGES)
+    error = caught.value
+    assert (error.type_name, error.retryable, error.provider) == ("provider_unavailable", True, provider)
+    assert "malformed response" in error.message
+    assert len(fake_server.requests) == 1
+
+
+MISTYPED_EVENT = {
+    "openai": 'data: {"choices": 7}\n\n',
+    "anthropic": 'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, "delta": 5}\n\n',
+    "gemini": 'data: {"candidates": 5}\n\n',
+}
+
+
+async def test_a_stream_event_with_mistyped_fields_is_a_retryable_malformed_response(
+    provider: str, llm: BaseLlm, fake_server: FakeProviderServer
+) -> None:
+    api = API_OF[provider]
+    fake_server.script(api, Fault(status=200, body=MISTYPED_EVENT[api]))
+    with pytest.raises(LlmError) as caught:
+        await collect_stream(llm.stream_content_async(MESSAGES), provider=provider)
+    error = caught.value
+    assert (error.type_name, error.retryable, error.provider) == ("provider_unavailable", True, provider)
+    assert "malformed response" in error.message
+    assert len(fake_server.requests) == 1

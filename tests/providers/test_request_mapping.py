@@ -13,6 +13,7 @@ from llm_abstractions import (
     InvalidRequestError,
     LlmConfig,
     Message,
+    ProviderUnavailableError,
     collect_stream,
     create_llm,
 )
@@ -205,3 +206,12 @@ async def test_gemini_invalid_key_400_is_an_authentication_error(fake_server: Fa
             await llm.generate_content_async([Message.user("x")])
         with pytest.raises(InvalidRequestError):
             await llm.generate_content_async([Message.user("x")])
+
+
+async def test_a_gemini_stream_error_without_an_error_code_is_a_server_fault(fake_server: FakeProviderServer) -> None:
+    # An error object inside a 200 stream reports code 200: it is the server's fault, not the request's.
+    fake_server.script("gemini", Fault(status=200, body=json.dumps({"error": {"code": 200, "message": "boom"}})))
+    async with create_llm(llm_config("gemini", fake_server)) as llm:
+        with pytest.raises(ProviderUnavailableError) as caught:
+            await collect_stream(llm.stream_content_async([Message.user("x")]), provider="gemini")
+    assert caught.value.retryable

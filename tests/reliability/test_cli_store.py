@@ -92,3 +92,42 @@ def test_store_commands_fail_cleanly(tmp_path: Path) -> None:
     assert code == 2 and "no run 'nope'" in output
     code, output = invoke("results", "nope", "--store", store)
     assert code == 2 and "no run 'nope'" in output
+
+
+AGENTS = """\
+agents:
+  picky: {type: offline, fail_if_contains: MARKER}
+"""
+
+
+def test_resume_reloads_the_agents_file_of_the_run(tmp_path: Path) -> None:
+    project = tmp_path / "p.yaml"
+    project.write_text(PROJECT.replace("  picky: {type: offline, fail_if_contains: boom}\n", ""))
+    agents = tmp_path / "agents.yaml"
+    agents.write_text(AGENTS.replace("MARKER", "alpha"))
+    store = str(tmp_path / "runs.db")
+    code, output = invoke("run", str(project), "--agents", str(agents), "--run-id", "r3", "--store", store, "-q")
+    assert code == 1, output
+
+    agents.write_text(AGENTS.replace("MARKER", "never"))
+    results_file = tmp_path / "r.json"
+    code, output = invoke("resume", "r3", "--store", store, "--results", str(results_file), "-q")
+    assert code == 0, output
+    document = json.loads(results_file.read_text())
+    assert document["results"]["b"]["agent"] == "picky"
+    assert document["results"]["c"]["output"] == "after MARK alpha"
+
+
+def test_resume_with_agents_uses_that_file(tmp_path: Path) -> None:
+    project = tmp_path / "p.yaml"
+    project.write_text(PROJECT.replace("  picky: {type: offline, fail_if_contains: boom}\n", ""))
+    failing = tmp_path / "failing.yaml"
+    failing.write_text(AGENTS.replace("MARKER", "alpha"))
+    store = str(tmp_path / "runs.db")
+    assert invoke("run", str(project), "--agents", str(failing), "--run-id", "r4", "--store", store, "-q")[0] == 1
+
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text(AGENTS.replace("MARKER", "never"))
+    assert invoke("resume", "r4", "--store", store, "-q")[0] == 1, "the recorded agents file still fails b"
+    code, output = invoke("resume", "r4", "--agents", str(fixed), "--store", store, "-q")
+    assert code == 0, output

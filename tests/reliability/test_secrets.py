@@ -52,7 +52,7 @@ def handler(request: RecordedRequest) -> Response:
 
 def agents(server: FakeProviderServer, provider: str) -> dict[str, Any]:
     url = {"gpt": server.openai_base_url, "claude": server.anthropic_base_url, "gemini": server.gemini_base_url}
-    common = {"type": provider, "model": "m", "api_key": KEY, "base_url": url[provider], "timeout_s": 0.3}
+    common = {"type": provider, "model": "m", "api_key": KEY, "base_url": url[provider], "timeout_s": 1.0}
     retry = {"retries": 1, "initial_backoff_s": 0.01, "max_backoff_s": 0.01}
     return {
         "main": {**common, "retry": retry},

@@ -184,3 +184,23 @@ async def test_listing_exporting_and_the_default_path(
         store.get_run("absent")
     assert RunStore(tmp_path / "none.db").list_runs() == []
     store.close()
+
+
+async def test_a_store_from_before_agents_files_were_recorded_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "CREATE TABLE runs (run_id TEXT PRIMARY KEY, project TEXT NOT NULL, project_hash TEXT NOT NULL,"
+            " file TEXT, inputs TEXT NOT NULL, task_ids TEXT NOT NULL, status TEXT NOT NULL,"
+            " started_at TEXT NOT NULL, finished_at TEXT, sessions INTEGER NOT NULL DEFAULT 1)"
+        )
+        connection.execute(
+            "INSERT INTO runs VALUES ('old', 'p', 'h', NULL, '{}', '[]', 'failed', '2026-01-01T00:00:00+00:00',"
+            " NULL, 1)"
+        )
+    store = RunStore(path)
+    assert store.get_run("old").agents_file is None
+    agents = tmp_path / "agents.yaml"
+    await store.begin_run("new", project="p", project_hash="h", file=None, inputs={}, task_ids=[], agents_file=agents)
+    store.close()
+    assert store.get_run("new").agents_file == agents.absolute()

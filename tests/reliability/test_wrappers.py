@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
@@ -28,6 +29,7 @@ from llm_abstractions.wrappers import (
     LimitSettings,
     TimeoutLlm,
 )
+from llm_abstractions.wrappers.budget import budget
 from tests.reliability.doubles import scripted
 
 HELLO = [Message.user("hello")]
@@ -242,6 +244,66 @@ async def test_tokens_per_minute_budget_charges_actual_usage() -> None:
     for _ in range(4):
         await llm.generate_content_async(HELLO)
     assert anyio.current_time() - start >= 0.3  # ~152 tokens charged: the burst of 100 runs out
+
+
+def _under_trio(main: Callable[[], Awaitable[None]]) -> None:
+    """Run ``main`` on trio with a clock that jumps ahead whenever every task waits."""
+    from trio.testing import MockClock
+
+    anyio.run(main, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)})
+
+
+def test_requests_per_minute_budget_spaces_calls_under_trio() -> None:
+    inner = scripted("a")
+    llm = LimitedLlm(inner, EndpointLimits(LimitSettings(requests_per_minute=1200)))  # 20/s, burst of 20
+
+    async def main() -> None:
+        async with anyio.create_task_group() as group:
+            for _ in range(30):
+                group.start_soon(llm.generate_content_async, HELLO)
+
+    _under_trio(main)
+    starts = [call.started - inner.script.calls[0].started for call in inner.script.calls]
+    assert starts[:20] == [0.0] * 20
+    assert starts[20:] == pytest.approx([0.05 * i for i in range(1, 11)], abs=1e-6)
+
+
+def test_tokens_per_minute_budget_charges_actual_usage_under_trio() -> None:
+    inner = scripted("a")
+    inner.script.usage = Usage(input_tokens=2, output_tokens=48)
+    llm = LimitedLlm(inner, EndpointLimits(LimitSettings(tokens_per_minute=6000)))  # 100 tokens/s, burst of 100
+
+    async def main() -> None:
+        for _ in range(4):
+            await llm.generate_content_async(HELLO)
+
+    _under_trio(main)
+    starts = [call.started - inner.script.calls[0].started for call in inner.script.calls]
+    # 2 tokens estimated per call, 48 more charged to the next: 2, 50, 50, 50 against a burst of 100
+    assert starts == pytest.approx([0.0, 0.0, 0.02, 0.52], abs=1e-6)
+
+
+def test_a_project_with_budgets_runs_under_trio() -> None:
+    from orchestration import ProjectOrchestrator, ProjectSpec
+
+    limits = {"requests_per_minute": 6000, "tokens_per_minute": 600000}
+    spec = ProjectSpec.model_validate(
+        {
+            "agents": {"o": {"type": "offline", "limits": limits}},
+            "defaults": {"agent": "o"},
+            "tasks": [{"id": f"t{i}", "description": f"task {i}"} for i in range(5)],
+        }
+    )
+    results = anyio.run(ProjectOrchestrator(spec).run, backend="trio")
+    assert {task: (r.status.value, r.error) for task, r in results.items()} == {
+        f"t{i}": ("success", None) for i in range(5)
+    }
+
+
+async def test_budgets_use_aiolimiter_on_asyncio() -> None:
+    from aiolimiter import AsyncLimiter
+
+    assert isinstance(budget(10, 1.0), AsyncLimiter)
 
 
 def test_limit_settings_merge_to_the_stricter_value() -> None:
