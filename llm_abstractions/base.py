@@ -30,6 +30,11 @@ class BaseLlm(ABC):
     """The provider key this class is registered under."""
     settings_model: ClassVar[type[BaseModel]] = NoSettings
     """Validates ``LlmConfig.settings`` for this provider."""
+    in_process: ClassVar[bool] = False
+    """Answers are made in this process, with no endpoint behind them that could rate-limit or fail.
+
+    The engine leaves endpoint limits and circuit breaker out of such a client's calls when they
+    have nothing to do (no limit configured, no call timeout that could count as a failure)."""
 
     def __init__(self, config: LlmConfig) -> None:
         self.config = config

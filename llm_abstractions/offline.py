@@ -58,6 +58,7 @@ class OfflineLlm(BaseLlm):
     """Deterministic stand-in model: echoes (or templates) its prompt after a simulated latency."""
 
     provider = "offline"
+    in_process = True
     settings_model = OfflineSettings
     settings: OfflineSettings
 

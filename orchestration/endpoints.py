@@ -36,6 +36,8 @@ class Endpoint:
     key: EndpointKey
     limits: EndpointLimits
     breaker: CircuitBreaker
+    call_timeouts: bool = True
+    """Some agent of the endpoint has a per-call timeout (whose expiry counts as a failure)."""
 
 
 class Endpoints:
@@ -57,7 +59,8 @@ class Endpoints:
                 min(a.limits.circuit_failure_threshold for a in sharing),
                 min(a.limits.circuit_cooldown_s for a in sharing),
             )
-            endpoint = self._endpoints[key] = Endpoint(key, EndpointLimits(settings), breaker)
+            timeouts = any(a.timeout_s is not None for a in sharing)
+            endpoint = self._endpoints[key] = Endpoint(key, EndpointLimits(settings), breaker, timeouts)
         return endpoint
 
     def __iter__(self) -> Iterator[Endpoint]:

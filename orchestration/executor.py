@@ -8,7 +8,8 @@ in-process through a chain of wrappers:
 agent's shared ``CircuitBreakerLlm(LimitedLlm(TimeoutLlm(StreamedLlm(client))))``, whose
 breaker and limits belong to the agent's endpoint (layers with nothing to do are left out:
 no ``FallbackLlm`` without fallbacks, no ``TimeoutLlm`` without a timeout, no ``StreamedLlm``
-for a client that cannot stream). Answers are streamed so that time to
+for a client that cannot stream, no limits or breaker for an in-process client whose endpoint
+has neither limits nor call timeouts). Answers are streamed so that time to
 first token is measured; json tasks are validated (with one repair call) by
 ``generate_json``. Whatever happens becomes an ``ExecutionResult``.
 """
@@ -60,14 +61,20 @@ class TaskExecutor:
         if llm is None:
             endpoint = self.endpoints.for_agent(self.registry.get(agent))
             client = self.llm_for(agent)
+            in_process = client.in_process
             # Layers that would do nothing are left out: they cost a coroutine frame (or a whole
-            # stream-and-collect round) on every call of every task.
+            # stream-and-collect round) on every call of every task. An in-process client is never
+            # rate-limited and fails only on a call timeout, so without limits or call timeouts on
+            # its endpoint neither limits nor breaker could ever act.
             if type(client)._stream is not BaseLlm._stream:  # streams for real: time its first token
                 client = StreamedLlm(client)
             if client.config.timeout_s is not None:
                 client = TimeoutLlm(client)
-            limited = LimitedLlm(client, endpoint.limits)
-            llm = self._guarded[agent] = CircuitBreakerLlm(limited, endpoint.breaker)
+            if not (in_process and endpoint.limits.settings.unlimited):
+                client = LimitedLlm(client, endpoint.limits)
+            if not (in_process and not endpoint.call_timeouts):
+                client = CircuitBreakerLlm(client, endpoint.breaker)
+            llm = self._guarded[agent] = client
         return llm
 
     async def chain_for(self, agent: str, retries: int) -> BaseLlm:

@@ -28,7 +28,10 @@ TASK_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$"
 
 
 def _iso_utc(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # isoformat() writes the six digits whenever there are microseconds, and is twice as fast as with timespec
+    return value.isoformat() if value.microsecond else value.isoformat(timespec="microseconds")
 
 
 UtcDatetime = Annotated[datetime, PlainSerializer(_iso_utc, return_type=str)]

@@ -83,7 +83,19 @@ async def call_with_retries(
     except LlmError as exc:
         if retries == 0 or not retryable(exc):
             raise
-        first_error: list[LlmError] = [exc]
+        first_error = exc
+    return await _retry_after(first_error, attempt, retries, settings, retryable)
+
+
+async def _retry_after(
+    error: LlmError,
+    attempt: Callable[[], Awaitable[LlmResponse]],
+    retries: int,
+    settings: RetrySettings,
+    retryable: Retryable,
+) -> LlmResponse:
+    """Go on after a retryable first failure ``error``: it is replayed into tenacity, which owns backoff and stop."""
+    first_error = [error]
 
     async def replay_then_attempt() -> LlmResponse:
         if first_error:
@@ -134,19 +146,29 @@ class RetryingLlm(WrapperLlm):
         self.retryable: Retryable = _unless_circuit_open if has_fallback else _retryable
 
     async def generate_content_async(self, messages: Sequence[Message], **options: Any) -> LlmResponse:
-        agent = self.config.name
+        # The first attempt is inlined (no closure, no retry machinery): most calls succeed at once.
+        try:
+            return await self._attempt(messages, options)
+        except LlmError as exc:
+            if self.retries == 0 or not self.retryable(exc):
+                raise
+            first_error = exc
 
         async def attempt() -> LlmResponse:
-            start = time.perf_counter()
-            try:
-                response = await self.wrapped.generate_content_async(messages, **options)
-            except LlmError as exc:
-                _record(AttemptRecord(agent=agent, error_type=exc.type_name, duration_s=_since(start)))
-                raise
-            _record(AttemptRecord(agent=agent, duration_s=_since(start)))
-            return response
+            return await self._attempt(messages, options)
 
-        return await call_with_retries(attempt, self.retries, self.retry_settings, self.retryable)
+        return await _retry_after(first_error, attempt, self.retries, self.retry_settings, self.retryable)
+
+    async def _attempt(self, messages: Sequence[Message], options: dict[str, Any]) -> LlmResponse:
+        """One call of the wrapped model, recorded in the task's attempt log."""
+        start = time.perf_counter()
+        try:
+            response = await self.wrapped.generate_content_async(messages, **options)
+        except LlmError as exc:
+            _record(AttemptRecord(agent=self.config.name, error_type=exc.type_name, duration_s=_since(start)))
+            raise
+        _record(AttemptRecord(agent=self.config.name, duration_s=_since(start)))
+        return response
 
 
 def _since(start: float) -> float:

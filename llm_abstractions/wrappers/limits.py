@@ -53,6 +53,11 @@ class LimitSettings:
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive")
 
+    @property
+    def unlimited(self) -> bool:
+        """No concurrency, request or token limit is set."""
+        return self.max_concurrent is None and self.requests_per_minute is None and self.tokens_per_minute is None
+
     def merged(self, other: LimitSettings) -> LimitSettings:
         """The stricter of two settings for the same endpoint."""
 

@@ -23,9 +23,12 @@ from orchestration.store.run_store import StoredRun
 __all__ = ["ResumePlan", "agent_fingerprint", "fingerprints", "plan_resume", "project_hash", "task_fingerprint"]
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str)
+"""``json.dumps`` with these options, without building an encoder per call."""
+
+
 def _digest(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return hashlib.sha256(_ENCODER.encode(value).encode()).hexdigest()[:32]
 
 
 def agent_fingerprint(agent: AgentConfig) -> str:
@@ -67,11 +70,11 @@ def fingerprints(project: Project) -> list[str]:
 
 
 def project_hash(project: Project) -> str:
-    """A hash of the project file's bytes, or of the spec when it has no file."""
+    """A hash of the project file's bytes, or of the spec's JSON when it has no file."""
     file: Path | None = project.file
     if file is not None and file.is_file():
         return hashlib.sha256(file.read_bytes()).hexdigest()[:32]
-    return _digest(project.spec.model_dump(mode="json", exclude={"agents"}))
+    return hashlib.sha256(project.spec.model_dump_json(exclude={"agents"}).encode()).hexdigest()[:32]
 
 
 @dataclass

@@ -123,10 +123,15 @@ class SqliteWriter:
     async def write(self, statements: Sequence[Statement]) -> None:
         """Queue a write and wait until it is committed; raise what the database raised."""
         self._ensure_thread()
-        item = _Write(statements, anyio.Event(), _call_soon_threadsafe())
+        done = anyio.Event()
+        item = _Write(statements, done, _call_soon_threadsafe())
         self._queue.put(item)
-        with anyio.CancelScope(shield=True):  # a commit in progress finishes; so does the wait for it
-            await item.done.wait()  # type: ignore[union-attr]
+        try:
+            await done.wait()
+        except anyio.get_cancelled_exc_class():  # a commit in progress finishes; so does the wait for it
+            with anyio.CancelScope(shield=True):
+                await done.wait()
+            raise
         if item.error is not None:
             raise item.error
 

@@ -6,8 +6,11 @@ from typing import Any
 
 import anyio
 
+from agent_registry import AgentRegistry
 from llm_abstractions import AuthenticationError, ProviderUnavailableError, RateLimitedError
+from llm_abstractions.wrappers import CircuitBreakerLlm, LimitedLlm
 from orchestration import ExecutionStatus, ProjectOrchestrator, ProjectSpec
+from orchestration.executor import TaskExecutor
 from tests.reliability.doubles import Scripts
 
 FAST_RETRY = {"initial_backoff_s": 0.001, "max_backoff_s": 0.001}
@@ -101,3 +104,37 @@ async def test_shared_endpoint_backoff_across_tasks(scripts: Scripts) -> None:
     assert all(r.succeeded for r in results.values())
     later = [c.started for c in script.calls[4:]]
     assert len(later) == 8 and min(later) >= first_wave + 0.1 - 0.01  # everyone waited out one Retry-After
+
+
+def executor_for(agents: dict[str, dict[str, Any]]) -> TaskExecutor:
+    registry = AgentRegistry()
+    registry.load_mapping(agents)
+    return TaskExecutor(registry)
+
+
+def test_in_process_clients_skip_limits_and_breaker_only_while_they_have_nothing_to_do(scripts: Scripts) -> None:
+    bare = executor_for({"a": {"type": "offline"}})
+    assert bare.guarded_llm("a") is bare.llm_for("a")
+    capped = executor_for({"a": {"type": "offline", "limits": {"max_concurrent": 2}}})
+    assert isinstance(capped.guarded_llm("a"), LimitedLlm)
+    # "b" shares the offline endpoint and its call timeouts can open the breaker: "a" must consult it too
+    timed = executor_for({"a": {"type": "offline"}, "b": {"type": "offline", "timeout_s": 1}})
+    guarded = timed.guarded_llm("a")
+    assert isinstance(guarded, CircuitBreakerLlm) and not isinstance(guarded.wrapped, LimitedLlm)
+    remote = executor_for({"a": {"type": "scripted", "base_url": "http://a"}})
+    assert isinstance(remote.guarded_llm("a"), CircuitBreakerLlm)
+
+
+async def test_an_endpoint_circuit_opened_by_call_timeouts_stops_its_other_offline_agents() -> None:
+    agents: dict[str, dict[str, Any]] = {
+        "slow": {"type": "offline", "latency_ms": 5000, "timeout_s": 0.01, "limits": {"circuit_failure_threshold": 1}},
+        "quick": {"type": "offline"},
+    }
+    tasks = [
+        {"id": "slow", "description": "x", "agent": "slow", "retries": 0},
+        {"id": "quick", "description": "y", "agent": "quick", "retries": 0, "depends_on": []},
+    ]
+    orchestrator = project(tasks, agents, max_concurrency=1)
+    results = await orchestrator.run()
+    assert results["slow"].error is not None and results["slow"].error.type == "timeout"
+    assert results["quick"].error is not None and results["quick"].error.type == "circuit_open"
