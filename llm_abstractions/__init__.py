@@ -19,6 +19,7 @@ from llm_abstractions.factory import (
     get_llm_class,
     known_providers,
     register_llm,
+    unregister_llm,
 )
 from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, Message, Usage
 from llm_abstractions.redaction import redact, register_secret
@@ -51,4 +52,5 @@ __all__ = [
     "redact",
     "register_llm",
     "register_secret",
+    "unregister_llm",
 ]

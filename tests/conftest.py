@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from llm_abstractions import BaseLlm, GenerationOptions, LlmError, LlmResponse, Message, Usage, register_llm
-from llm_abstractions.factory import _registry
+from llm_abstractions.factory import unregister_llm
 from orchestration import AgentTask, ProjectOrchestrator, ProjectSpec
 
 
@@ -77,7 +77,7 @@ def probe() -> Iterator[Probe]:
     cls = type("BoundProbeLlm", (ProbeLlm,), {"probe": state})
     register_llm("probe", cls)
     yield state
-    _registry.pop("probe", None)
+    unregister_llm("probe")
 
 
 def probe_project(tasks: list[dict[str, Any]], **defaults: Any) -> ProjectOrchestrator:

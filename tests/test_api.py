@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from llm_abstractions import BaseLlm, GenerationOptions, LlmResponse, Message, register_llm
-from llm_abstractions.factory import _registry
+from llm_abstractions.factory import unregister_llm
 from orchestration import (
     AgentTask,
     EventKind,
@@ -192,6 +192,6 @@ async def test_one_client_per_agent_shared_and_closed() -> None:
         )
         results = await ProjectOrchestrator(spec, max_concurrency=5).run()
     finally:
-        _registry.pop("counting", None)
+        unregister_llm("counting")
     assert all(r.succeeded for r in results.values())
     assert len(created) == 1 and created[0].closed

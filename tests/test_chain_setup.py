@@ -15,7 +15,7 @@ from llm_abstractions import (
     Message,
     register_llm,
 )
-from llm_abstractions.factory import _registry
+from llm_abstractions.factory import unregister_llm
 from llm_abstractions.providers._sdk import import_sdk
 from orchestration import AgentTask, ExecutionStatus, ProjectOrchestrator, ProjectSpec
 
@@ -42,7 +42,7 @@ def broken() -> Iterator[type[BrokenSetupLlm]]:
     cls = type("BoundBrokenSetupLlm", (BrokenSetupLlm,), {"prepared": 0, "called": 0})
     register_llm("broken_setup", cls)
     yield cls
-    _registry.pop("broken_setup", None)
+    unregister_llm("broken_setup")
 
 
 def _project(tasks: list[dict[str, object]]) -> ProjectOrchestrator:

@@ -18,7 +18,7 @@ from llm_abstractions import (
     redact,
     register_llm,
 )
-from llm_abstractions.factory import _registry
+from llm_abstractions.factory import unregister_llm
 from orchestration import ExecutionStatus, ProjectOrchestrator, ProjectSpec
 from orchestration.log import configure_logging, get_logger, log_events
 
@@ -64,7 +64,7 @@ async def test_key_in_provider_error_is_redacted_from_results_and_logs() -> None
             orchestrator.on_event(log_events(get_logger("test")))
             results = await orchestrator.run()
     finally:
-        _registry.pop("leaky", None)
+        unregister_llm("leaky")
         structlog.reset_defaults()
     result = results["a"]
     assert result.status is ExecutionStatus.FAILED

@@ -12,7 +12,13 @@ from llm_abstractions.local.pool import (
     remove_load_listener,
     runner_pool,
 )
-from llm_abstractions.local.registry import UnknownRunnerError, get_runner, known_runners, register_runner
+from llm_abstractions.local.registry import (
+    UnknownRunnerError,
+    get_runner,
+    known_runners,
+    register_runner,
+    unregister_runner,
+)
 from llm_abstractions.local.runner import LocalRunner, Prompt
 
 __all__ = [
@@ -30,4 +36,5 @@ __all__ = [
     "register_runner",
     "remove_load_listener",
     "runner_pool",
+    "unregister_runner",
 ]

@@ -13,7 +13,7 @@ import pytest
 from agent_registry import AgentRegistry
 from llm_abstractions import GenerationOptions, LlmChunk, LlmConfig, Message, Usage, create_llm, register_llm
 from llm_abstractions.errors import InvalidRequestError
-from llm_abstractions.factory import _registry as llm_registry
+from llm_abstractions.factory import unregister_llm
 from llm_abstractions.local import (
     LOCAL_DEFAULT_OPTIONS,
     LoadEvent,
@@ -26,7 +26,7 @@ from llm_abstractions.local import (
     known_runners,
     register_runner,
 )
-from llm_abstractions.local.registry import _registry as runner_registry
+from llm_abstractions.local.registry import unregister_runner
 from llm_abstractions.local.stops import StopScanner
 from orchestration import ProjectOrchestrator, ProjectSpec
 from orchestration.issues import ProjectValidationError
@@ -73,8 +73,8 @@ def words() -> Iterator[None]:
     register_llm("words", WordLlm)
     WordRunner.loads, WordRunner.closed, WordRunner.load_gate, WordRunner.fail_load = [], [], None, False
     yield
-    runner_registry.pop("words")
-    llm_registry.pop("words")
+    unregister_runner("words")
+    unregister_llm("words")
 
 
 def test_runners_resolve_by_name_and_builtins_lazily() -> None:
@@ -86,13 +86,13 @@ def test_runners_resolve_by_name_and_builtins_lazily() -> None:
     try:
         assert get_runner("dotted") is WordRunner
     finally:
-        runner_registry.pop("dotted")
+        unregister_runner("dotted")
     register_runner("not-a-runner", "tests.local.test_runner_layer:WordLlm")
     try:
         with pytest.raises(TypeError, match="not a LocalRunner"):
             get_runner("not-a-runner")
     finally:
-        runner_registry.pop("not-a-runner")
+        unregister_runner("not-a-runner")
 
 
 async def test_pool_loads_once_for_concurrent_users_and_closes_with_the_last() -> None:

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from llm_abstractions import LlmConfig, register_llm
-from llm_abstractions.factory import _registry
+from llm_abstractions.factory import unregister_llm
 from tests.reliability.doubles import ScriptedLlm, Scripts
 
 
@@ -20,4 +20,4 @@ def scripts() -> Iterator[Scripts]:
 
     register_llm("scripted", FactoryScriptedLlm)
     yield state
-    _registry.pop("scripted", None)
+    unregister_llm("scripted")
