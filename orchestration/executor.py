@@ -17,8 +17,10 @@ first token is measured; json tasks are validated (with one repair call) by
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from contextlib import nullcontext
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 import anyio
@@ -126,37 +128,11 @@ class TaskExecutor:
         started_at = utc_now()
         start = time.perf_counter()
         log: list[AttemptRecord] = []
-
-        def finish(status: ExecutionStatus, response: LlmResponse | None = None, **fields: Any) -> ExecutionResult:
-            agent = self.registry.get(log[-1].agent if log else task.agent)
-            values: dict[str, Any] = {
-                "task_id": task.id,
-                "status": status,
-                "agent": agent.name,
-                "provider": agent.agent_type,
-                "model": agent.model,
-                "attempts": sum(1 for a in log if a.error_type != "circuit_open"),
-                "attempt_log": log,
-                "started_at": started_at,
-                "completed_at": utc_now(),
-                "duration_s": time.perf_counter() - start,
-            }
-            if response is not None:
-                model = response.model or agent.model
-                values["output"] = response.text
-                values["usage"] = response.usage
-                values["model"] = model
-                values["cost_usd"] = cost_usd(self.llm_for(agent.name).pricing_provider, model, response.usage)
-            values.update(fields)
-            return ExecutionResult(**values)
-
         try:
             messages = self.messages_for(task, inputs, upstream)
         except TemplateError as exc:
-            return finish(ExecutionStatus.FAILED, error=ErrorInfo(type="template_error", message=redact(str(exc))))
-
-        async def call(conversation: Sequence[Message]) -> LlmResponse:
-            return await chain.generate_content_async(conversation, **task.options)
+            error = ErrorInfo(type="template_error", message=redact(str(exc)))
+            return self._result(task, log, started_at, start, ExecutionStatus.FAILED, error=error)
 
         parsed = None
         recording = attempt_log.set(log)
@@ -166,39 +142,69 @@ class TaskExecutor:
             chain = await self.chain_for(task.agent, task.retries)
             with anyio.fail_after(task.timeout_s) if task.timeout_s else nullcontext():
                 if task.task.output_format is OutputFormat.JSON:
+                    call = partial(chain.generate_content_async, **task.options)
                     answer = await generate_json(call, messages, task.task.output_schema)
                     response, parsed = answer.response, answer.value
                 else:
-                    response = await call(messages)
+                    response = await chain.generate_content_async(messages, **task.options)
         except TimeoutError:
-            return finish(
-                ExecutionStatus.FAILED,
-                error=ErrorInfo(type="timeout", message=f"task timed out after {task.timeout_s} s"),
-            )
+            error = ErrorInfo(type="timeout", message=f"task timed out after {task.timeout_s} s")
+            return self._result(task, log, started_at, start, ExecutionStatus.FAILED, error=error)
         except InvalidOutputError as exc:
-            return finish(
-                ExecutionStatus.FAILED,
-                exc.response,
-                error=ErrorInfo(type=exc.type_name, message=redact(exc.message)),
-            )
+            error = ErrorInfo(type=exc.type_name, message=redact(exc.message))
+            return self._result(task, log, started_at, start, ExecutionStatus.FAILED, exc.response, error=error)
         except LlmError as exc:
-            return finish(
-                ExecutionStatus.FAILED,
-                error=ErrorInfo(type=exc.type_name, message=redact(exc.message)),
-                output=exc.partial_text,
+            error = ErrorInfo(type=exc.type_name, message=redact(exc.message))
+            return self._result(
+                task, log, started_at, start, ExecutionStatus.FAILED, error=error, output=exc.partial_text
             )
         except Exception as exc:  # a provider bug must not take the run down
-            return finish(
-                ExecutionStatus.FAILED,
-                error=ErrorInfo(type="internal", message=redact(f"{type(exc).__name__}: {exc}")),
-            )
+            error = ErrorInfo(type="internal", message=redact(f"{type(exc).__name__}: {exc}"))
+            return self._result(task, log, started_at, start, ExecutionStatus.FAILED, error=error)
         finally:
             attempt_log.reset(recording)
 
-        return finish(
-            ExecutionStatus.SUCCESS,
-            response,
+        return self._result(task, log, started_at, start, ExecutionStatus.SUCCESS, response, parsed=parsed)
+
+    def _result(
+        self,
+        task: CompiledTask,
+        log: list[AttemptRecord],
+        started_at: datetime,
+        start: float,
+        status: ExecutionStatus,
+        response: LlmResponse | None = None,
+        *,
+        error: ErrorInfo | None = None,
+        output: str | None = None,
+        parsed: Any = None,
+    ) -> ExecutionResult:
+        """The task's record; ``response`` gives its output, usage and cost (and, on success, its provider)."""
+        agent = self.registry.get(log[-1].agent if log else task.agent)
+        provider: str = agent.agent_type
+        model = agent.model
+        usage = cost = time_to_first_token_s = None
+        if response is not None:
+            model = response.model or model
+            output, usage = response.text, response.usage
+            cost = cost_usd(self.llm_for(agent.name).pricing_provider, model, usage)
+            if status is ExecutionStatus.SUCCESS:
+                provider, time_to_first_token_s = response.provider, response.time_to_first_token_s
+        return ExecutionResult(
+            task_id=task.id,
+            status=status,
+            output=output,
             parsed=parsed,
-            provider=response.provider,
-            time_to_first_token_s=response.time_to_first_token_s,
+            error=error,
+            agent=agent.name,
+            provider=provider,
+            model=model,
+            attempts=sum(1 for a in log if a.error_type != "circuit_open"),
+            attempt_log=log,
+            started_at=started_at,
+            completed_at=utc_now(),
+            duration_s=time.perf_counter() - start,
+            usage=usage,
+            cost_usd=cost,
+            time_to_first_token_s=time_to_first_token_s,
         )

@@ -8,6 +8,7 @@ never run on the loop, and concurrent tasks share a commit instead of queueing f
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import queue
 import sqlite3
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import sniffio
 
 __all__ = ["SqliteWriter", "Statement", "connect"]
 
@@ -71,13 +71,12 @@ CallSoon = Callable[[Callable[[], None]], object]
 
 def _call_soon_threadsafe() -> CallSoon:
     """The running event loop's non-blocking "run this soon" entry for other threads."""
-    if sniffio.current_async_library() == "trio":
+    try:  # asyncio's running loop is a C lookup, a fraction of a library detection by sniffio
+        return asyncio.get_running_loop().call_soon_threadsafe
+    except RuntimeError:  # no asyncio loop runs in this thread: trio does
         import trio
 
         return trio.lowlevel.current_trio_token().run_sync_soon
-    import asyncio
-
-    return asyncio.get_running_loop().call_soon_threadsafe
 
 
 @dataclass(eq=False)
