@@ -10,7 +10,8 @@ circuit, its failure opens it for another cool-down.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from enum import StrEnum
 from typing import Any
 
@@ -110,10 +111,12 @@ class CircuitBreakerLlm(WrapperLlm):
         super().__init__(wrapped)
         self.breaker = breaker
 
-    async def generate_content_async(self, messages: Sequence[Message], **options: Any) -> LlmResponse:
+    @contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """One call under the breaker: refused while open, its outcome reported after."""
         self.breaker.before_call(self.config.provider)
         try:
-            response = await self.wrapped.generate_content_async(messages, **options)
+            yield
         except LlmError as exc:
             self.breaker.on_failure(exc)
             raise
@@ -121,17 +124,12 @@ class CircuitBreakerLlm(WrapperLlm):
             self.breaker.on_abandoned()
             raise
         self.breaker.on_success()
-        return response
+
+    async def generate_content_async(self, messages: Sequence[Message], **options: Any) -> LlmResponse:
+        with self._guarded():
+            return await self.wrapped.generate_content_async(messages, **options)
 
     async def stream_content_async(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[LlmChunk]:
-        self.breaker.before_call(self.config.provider)
-        try:
+        with self._guarded():
             async for chunk in self.wrapped.stream_content_async(messages, **options):
                 yield chunk
-        except LlmError as exc:
-            self.breaker.on_failure(exc)
-            raise
-        except BaseException:
-            self.breaker.on_abandoned()
-            raise
-        self.breaker.on_success()
