@@ -7,9 +7,8 @@
    limit (goal: at least 95% with no failed task), 429s seen, endpoint-wide backoffs.
 2. Store overhead. The same project of offline tasks, run with the SQLite run store and
    without: per task (median of interleaved repetitions) for zero-latency tasks (the worst
-   case: every task waits for its commit before its slot is freed, so commits cannot hide
-   behind calls) and for tasks whose calls take 5-15 ms; and how many results each group
-   commit held.
+   case: dependents wait for their parents' commits, and commits cannot hide behind calls)
+   and for tasks whose calls take 5-15 ms; and how many results each group commit held.
 
 Run ``python benchmarks/reliability_bench.py --quick`` (about 20 s) or without ``--quick``.
 Writes ``benchmarks/results/reliability.json`` and prints a table.

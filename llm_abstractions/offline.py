@@ -10,6 +10,7 @@ Token usage is a word count.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Sequence
 from typing import Annotated
@@ -95,6 +96,8 @@ class OfflineLlm(BaseLlm):
         delay = self._latency_s(prompt)
         if delay > 0:
             await anyio.sleep(delay)
+        elif asyncio.events._get_running_loop() is not None:
+            await asyncio.sleep(0)  # anyio's checkpoint, minus its event-loop lookup (a third of a zero-latency call)
         else:
             await anyio.lowlevel.checkpoint()
         text = prompt if self.settings.response is None else self._answer(prompt, system)
@@ -102,7 +105,11 @@ class OfflineLlm(BaseLlm):
             words = text.split(" ")
             if len(words) > options.max_tokens:
                 text = " ".join(words[: options.max_tokens])
-        usage = {"input_tokens": _word_count(prompt) + _word_count(system), "output_tokens": _word_count(text)}
+        prompt_tokens = _word_count(prompt)
+        usage = {
+            "input_tokens": prompt_tokens + (_word_count(system) if system else 0),
+            "output_tokens": prompt_tokens if text is prompt else _word_count(text),
+        }
         return LlmResponse(  # usage as a dict: validated in one pass, about 2 µs less than a Usage instance
             text=text,
             provider="offline",

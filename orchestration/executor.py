@@ -48,7 +48,8 @@ class TaskExecutor:
         self._llms: dict[str, BaseLlm] = {}
         self._guarded: dict[str, BaseLlm] = {}
         self._chains: dict[tuple[str, int], BaseLlm] = {}
-        self._building = anyio.Lock()
+        self._building: dict[tuple[str, int], anyio.Event] = {}
+        """Chains being built, each set once its building ended (so its waiters wake in one turn)."""
 
     def llm_for(self, agent: str) -> BaseLlm:
         """The shared client of ``agent``, created on first use."""
@@ -86,12 +87,18 @@ class TaskExecutor:
         so that no call timeout counts that work. A chain whose building fails is not kept: each
         later task builds it again and meets the same error.
         """
-        chain = self._chains.get((agent, retries))
-        if chain is None:
-            async with self._building:
-                chain = self._chains.get((agent, retries))
-                if chain is None:
-                    chain = self._chains[agent, retries] = await self._build_chain(agent, retries)
+        key = (agent, retries)
+        while (chain := self._chains.get(key)) is None:
+            building = self._building.get(key)
+            if building is not None:  # another task builds it: wait with all the others, then look again
+                await building.wait()
+                continue
+            self._building[key] = built = anyio.Event()
+            try:
+                chain = self._chains[key] = await self._build_chain(agent, retries)
+            finally:
+                del self._building[key]
+                built.set()
         return chain
 
     async def _build_chain(self, agent: str, retries: int) -> BaseLlm:
@@ -122,10 +129,15 @@ class TaskExecutor:
         return messages
 
     async def execute(
-        self, task: CompiledTask, inputs: dict[str, Any], upstream: Mapping[str, ExecutionResult]
+        self,
+        task: CompiledTask,
+        inputs: dict[str, Any],
+        upstream: Mapping[str, ExecutionResult],
+        *,
+        started_at: datetime | None = None,
     ) -> ExecutionResult:
-        """Run ``task`` to a final result; never raises except on cancellation."""
-        started_at = utc_now()
+        """Run ``task`` to a final result (started at ``started_at``, or now); never raises except on cancellation."""
+        started_at = started_at or utc_now()
         start = time.perf_counter()
         log: list[AttemptRecord] = []
         try:
@@ -139,7 +151,7 @@ class TaskExecutor:
         try:
             # Building the chain creates and prepares the clients (SDK import, client set-up):
             # a failure there fails this task only, and the next task tries again.
-            chain = await self.chain_for(task.agent, task.retries)
+            chain = self._chains.get((task.agent, task.retries)) or await self.chain_for(task.agent, task.retries)
             with anyio.fail_after(task.timeout_s) if task.timeout_s else nullcontext():
                 if task.task.output_format is OutputFormat.JSON:
                     call = partial(chain.generate_content_async, **task.options)
@@ -181,13 +193,17 @@ class TaskExecutor:
     ) -> ExecutionResult:
         """The task's record; ``response`` gives its output, usage and cost (and, on success, its provider)."""
         agent = self.registry.get(log[-1].agent if log else task.agent)
+        attempts = len(log)
+        if attempts > 1 or status is not ExecutionStatus.SUCCESS:  # a refusal by an open circuit sent nothing
+            attempts = sum(1 for a in log if a.error_type != "circuit_open")
         provider: str = agent.agent_type
         model = agent.model
         usage = cost = time_to_first_token_s = None
         if response is not None:
             model = response.model or model
             output, usage = response.text, response.usage
-            cost = cost_usd(self.llm_for(agent.name).pricing_provider, model, usage)
+            pricing = self.llm_for(agent.name).pricing_provider
+            cost = cost_usd(pricing, model, usage) if pricing else None
             if status is ExecutionStatus.SUCCESS:
                 provider, time_to_first_token_s = response.provider, response.time_to_first_token_s
         return ExecutionResult(
@@ -199,7 +215,7 @@ class TaskExecutor:
             agent=agent.name,
             provider=provider,
             model=model,
-            attempts=sum(1 for a in log if a.error_type != "circuit_open"),
+            attempts=attempts,
             attempt_log=log,
             started_at=started_at,
             completed_at=utc_now(),

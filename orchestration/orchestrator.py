@@ -12,6 +12,7 @@ import secrets
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ import anyio
 from agent_registry import AgentRegistry
 from orchestration.events import EventBus, EventCallback, EventKind, RunEvent
 from orchestration.executor import TaskExecutor
+from orchestration.gc_freeze import frozen_heap
 from orchestration.issues import ProjectValidationError
 from orchestration.loader import load_project_file, task_issues
 from orchestration.models import (
@@ -147,7 +149,10 @@ class ProjectOrchestrator:
     def _record(self, result: ExecutionResult) -> None:
         self.results[result.task_id] = result
         if self.events.active:
-            self._emit(_FINAL_EVENT[result.status], result.task_id, result.agent, result)
+            self._announce(result)
+
+    def _announce(self, result: ExecutionResult) -> None:
+        self._emit(_FINAL_EVENT[result.status], result.task_id, result.agent, result)
 
     async def run(self, *, run_id: str | None = None) -> dict[str, ExecutionResult]:
         """Run every task; return results by task id, in the project's task order."""
@@ -195,7 +200,7 @@ class ProjectOrchestrator:
             await store.begin_run(
                 run_id,
                 project=project.name,
-                project_hash=project_hash(project),
+                project_hash=project_hash(project, prints),
                 file=project.file or self.file,
                 inputs=project.inputs,
                 task_ids=[t.id for t in project.tasks],
@@ -219,20 +224,37 @@ class ProjectOrchestrator:
 
         events = self.events
 
-        async def execute(index: int) -> bool:
+        def committed(index: int, result: ExecutionResult, error: BaseException | None) -> None:
+            if error is not None:
+                scheduler.abort(error)
+                return
+            if events.active:
+                self._announce(result)
+            scheduler.finish(index, True)
+
+        async def execute(index: int) -> bool | None:
             task = tasks[index]
             if events.active:
                 self._emit(EventKind.TASK_STARTED, task.id, task.agent)
             started_at = utc_now()
             try:
-                result = await executor.execute(task, inputs, results)
+                result = await executor.execute(task, inputs, results, started_at=started_at)
             except anyio.get_cancelled_exc_class():
                 self._record(_cancelled(task.id, task.agent, started_at))
                 raise
-            if store is not None:  # committed before dependents start and before the slot is freed
-                await store.record(run_id, result, task_prints[index], task.task.output_format)
-            self._record(result)
-            return result.status is ExecutionStatus.SUCCESS
+            succeeded = result.status is ExecutionStatus.SUCCESS
+            if store is None or not succeeded:
+                if store is not None:  # nothing waits for a failure to be durable
+                    store.record_nowait(run_id, result, task_prints[index], task.task.output_format)
+                self._record(result)
+                return succeeded
+            # A success is durable before its dependents start (and before its event);
+            # the worker moves on to the next task while the commit happens.
+            results[task.id] = result
+            store.record_nowait(
+                run_id, result, task_prints[index], task.task.output_format, partial(committed, index, result)
+            )
+            return None
 
         def on_skip(index: int, cause: int) -> None:
             self._record(
@@ -247,9 +269,10 @@ class ProjectOrchestrator:
 
         self._emit(EventKind.RUN_STARTED)
         try:
-            await scheduler.run(
-                execute, on_skip=on_skip, completed=[project.index[t] for t in kept], fail_fast=fail_fast
-            )
+            with frozen_heap():
+                await scheduler.run(
+                    execute, on_skip=on_skip, completed=[project.index[t] for t in kept], fail_fast=fail_fast
+                )
         finally:
             for task in tasks:
                 if task.id not in results:

@@ -31,10 +31,11 @@ class CompiledTask:
     timeout_s: float | None
     parents: list[int] = field(default_factory=list)
     children: list[int] = field(default_factory=list)
+    id: str = field(init=False)
+    """The task's id (read on every step of a run: a slot, not a property)."""
 
-    @property
-    def id(self) -> str:
-        return self.task.id
+    def __post_init__(self) -> None:
+        self.id = self.task.id
 
 
 @dataclass

@@ -12,7 +12,9 @@ task stays O(1) amortised.
 
 ``max_concurrency`` workers pull from the heap, so there is no superstep barrier and no
 task object per node. Optional per-group limits (an agent's ``max_concurrent``) park a
-ready task until its group has room.
+ready task until its group has room. A node may finish after its worker has moved on
+(``execute`` returns ``None`` and :meth:`DagScheduler.finish` is called later, e.g. once
+its result is durable): its slot is free at once, its children wait for the finish.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import anyio
 
 __all__ = ["DagScheduler"]
 
-Execute = Callable[[int], Awaitable[bool]]
+Execute = Callable[[int], Awaitable[bool | None]]
+"""Runs a node: whether it succeeded, or ``None`` when :meth:`DagScheduler.finish` will say so later."""
 OnSkip = Callable[[int, int], None]
 Entry = tuple[float, int, int]
 """A heap entry: (minus the rank, FIFO sequence number, node)."""
@@ -80,6 +83,7 @@ class DagScheduler:
         self._on_skip: OnSkip = lambda node, cause: None
         self._fail_fast = False
         self._scope: anyio.CancelScope | None = None
+        self._error: BaseException | None = None
 
     @property
     def ranks(self) -> Sequence[float]:
@@ -148,20 +152,38 @@ class DagScheduler:
         return None
 
     def _wake(self, count: int) -> None:
+        """Wake ``count`` idle workers for new ready tasks, or all of them once nothing remains."""
         idle = self._idle
+        if self._remaining <= 0:
+            count = len(idle)
         while count > 0 and idle:
             idle.pop().set()
             count -= 1
 
-    def _finish(self, node: int, succeeded: bool) -> None:
+    def _free_slot(self, node: int) -> int:
+        """Give ``node``'s group slot back; the number of parked tasks that became ready (0 or 1)."""
+        group = self._groups[node]
+        self._group_running[group] -= 1
+        if self._parked[group]:
+            heapq.heappush(self._ready, heapq.heappop(self._parked[group]))
+            return 1
+        return 0
+
+    def finish(self, node: int, succeeded: bool) -> None:
+        """Report the outcome of a node whose ``execute`` returned ``None`` (from the scheduler's event loop)."""
+        self._wake(self._finish(node, succeeded))
+
+    def abort(self, error: BaseException) -> None:
+        """Stop the run: cancel the nodes in flight and make :meth:`run` raise ``error``."""
+        if self._error is None:
+            self._error = error
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def _finish(self, node: int, succeeded: bool) -> int:
+        """Release ``node``'s children (or skip them); the number of workers to wake."""
         self._remaining -= 1
         woken = 0
-        if self._limited:
-            group = self._groups[node]
-            self._group_running[group] -= 1
-            if self._parked[group]:
-                heapq.heappush(self._ready, heapq.heappop(self._parked[group]))
-                woken += 1
         if succeeded:
             indegree = self._indegree
             for child in self._children[node]:
@@ -173,10 +195,7 @@ class DagScheduler:
             self._skip_descendants(node)
             if self._fail_fast and self._scope is not None:
                 self._scope.cancel()
-        if self._remaining == 0:
-            self._wake(len(self._idle))
-        else:
-            self._wake(woken - 1)  # this worker takes one itself
+        return woken
 
     def _skip_descendants(self, node: int) -> None:
         stack = list(self._children[node])
@@ -209,7 +228,10 @@ class DagScheduler:
                 started = clock()
                 succeeded = await execute(node)
                 self._observe(node, clock() - started)
-            self._finish(node, succeeded)
+            woken = self._free_slot(node) if self._limited else 0
+            if succeeded is not None:
+                woken += self._finish(node, succeeded)
+            self._wake(woken - 1)  # this worker takes one itself
 
     async def run(
         self,
@@ -221,9 +243,9 @@ class DagScheduler:
     ) -> None:
         """Run every node not in ``completed`` (already succeeded, e.g. on resume).
 
-        ``execute(node)`` returns whether the node succeeded and must not raise;
-        descendants of a failed node are passed to ``on_skip(node, failed_node)``.
-        With ``fail_fast`` the first failure cancels the nodes in flight.
+        ``execute(node)`` returns whether the node succeeded (or ``None``: see :meth:`finish`)
+        and must not raise; descendants of a failed node are passed to ``on_skip(node, failed_node)``.
+        With ``fail_fast`` the first failure cancels the nodes in flight. Raises what :meth:`abort` was given.
         """
         n = len(self._children)
         self._indegree = [0] * n
@@ -249,6 +271,8 @@ class DagScheduler:
             self._scope = group.cancel_scope
             for _ in range(workers):
                 group.start_soon(self._worker, execute)
+        if self._error is not None:
+            raise self._error
 
 
 def _topological_order(children: Sequence[Sequence[int]]) -> list[int]:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import anyio
 import anyio.lowlevel
+import pytest
 
 from orchestration.scheduler import DagScheduler
 
@@ -191,3 +192,40 @@ async def test_steady_durations_rank_once() -> None:
 
     await Counting(children_of(parents), 1, groups=groups, clock=recorder.clock).run(recorder.execute)
     assert reranks == 1
+
+
+async def test_a_node_finished_later_frees_its_slot_at_once_and_holds_its_children() -> None:
+    # 0 -> 2, and 1 on its own; one slot. 0 reports its outcome only while 1 runs.
+    scheduler = DagScheduler([[2], [], []], 1)
+    started: list[int] = []
+
+    async def execute(node: int) -> bool | None:
+        started.append(node)
+        if node == 0:
+            return None  # finished later (as a result waiting for its commit)
+        if node == 1:
+            assert 2 not in started  # the child waits for its parent's finish
+            scheduler.finish(0, True)
+        await anyio.lowlevel.checkpoint()
+        return True
+
+    with anyio.fail_after(5):
+        await scheduler.run(execute)
+    assert started == [0, 1, 2]
+
+
+async def test_abort_cancels_the_run_and_raises_its_error() -> None:
+    scheduler = DagScheduler([[1], [], []], 2)
+    ran: list[int] = []
+
+    async def execute(node: int) -> bool | None:
+        ran.append(node)
+        if node == 0:
+            return None  # never finished: the abort ends the run
+        scheduler.abort(OSError("disk full"))
+        await anyio.sleep_forever()
+        return True
+
+    with anyio.fail_after(5), pytest.raises(OSError, match="disk full"):
+        await scheduler.run(execute)
+    assert 1 not in ran

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -137,9 +136,6 @@ def execute_run(
     if not quiet:
         orchestrator.on_event(view)
         add_load_listener(view.model_load)
-    # The project, agents and SDK modules loaded so far live until exit: keep them out of the
-    # collector's full passes, which otherwise walk them again and again during a large run.
-    gc.freeze()
     try:
         with view if not quiet else _nothing():
             interrupted = anyio.run(_run_until_interrupted, work)

@@ -1,8 +1,9 @@
 """The durable run store: SQLite records of runs and task results, resume planning and export.
 
-Crash semantics: a task's result is committed before its dependents start and
-before its concurrency slot is released, so a killed process loses only the calls
-that were in flight; those run again on resume (at-least-once for in-flight calls).
+Crash semantics: a task's success is committed before its dependents start (its
+worker moves on to the next task meanwhile), so a killed process loses only the calls
+that were in flight and the results of the commit in progress; those run again on
+resume (at-least-once for them, never again for a committed success).
 """
 
 from orchestration.store.export import ExportFormat, export_run, run_document

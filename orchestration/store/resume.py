@@ -69,12 +69,18 @@ def fingerprints(project: Project) -> list[str]:
     return [task_fingerprint(project, task, agents[task.agent]) for task in project.tasks]
 
 
-def project_hash(project: Project) -> str:
-    """A hash of the project file's bytes, or of the spec's JSON when it has no file."""
+def project_hash(project: Project, prints: list[str] | None = None) -> str:
+    """A hash of the project file's bytes or, for a project built in code, of its name, tasks and edges.
+
+    A task counts through its id, its dependencies and its fingerprint (``prints``, when already known).
+    """
     file: Path | None = project.file
     if file is not None and file.is_file():
         return hashlib.sha256(file.read_bytes()).hexdigest()[:32]
-    return hashlib.sha256(project.spec.model_dump_json(exclude={"agents"}).encode()).hexdigest()[:32]
+    digest = hashlib.sha256(project.name.encode())
+    for task, fingerprint in zip(project.tasks, prints or fingerprints(project), strict=True):
+        digest.update(f"\n{task.id} {fingerprint} {' '.join(task.task.depends_on)}".encode())
+    return digest.hexdigest()[:32]
 
 
 @dataclass

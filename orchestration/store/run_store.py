@@ -2,14 +2,14 @@
 
 Each run has a row (project name, content hash, file, agents file, inputs, task order, status,
 start and end); each task's final :class:`ExecutionResult` is written as JSON the
-moment it finishes, with the task's fingerprint. The orchestrator awaits the write
-of a result before the task's dependents may start and before its concurrency slot
-is released, so after a crash (even ``kill -9``) every task recorded as succeeded
-stays succeeded. Tasks in flight at the crash have no record and are executed again
-on resume: model calls are at-least-once for the calls in flight at a crash.
+moment it finishes, with the task's fingerprint. A success is committed before the
+task's dependents may start (its worker goes on to the next task meanwhile), so after a
+crash (even ``kill -9``) every task recorded as succeeded stays succeeded. Tasks in
+flight at the crash (or whose commit was still to come) have no record and are executed
+again on resume: model calls are at-least-once for them.
 
-Writes go through one writer thread with group commit (:mod:`.writer`); reads open
-their own short-lived connection (WAL lets them run beside the writer).
+Writes are committed in groups, one per turn of the event loop (:mod:`.writer`); reads
+open their own short-lived connection (WAL lets them run beside the writer).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 from llm_abstractions import redact
 from orchestration.models import ExecutionResult, ExecutionStatus, OutputFormat, utc_now
-from orchestration.store.writer import SqliteWriter, Statement, connect
+from orchestration.store.writer import OnCommit, SqliteWriter, Statement, connect
 
 __all__ = [
     "DEFAULT_STORE_PATH",
@@ -206,7 +206,7 @@ class RunStore:
     """Runs and results in one SQLite file (created with its folder on first use).
 
     ``path`` defaults to ``$ORCHESTRATE_STORE`` or ``.orchestrate/runs.db``. One store
-    may serve many runs; :meth:`close` stops its writer thread.
+    may serve many runs; :meth:`close` commits what is queued and closes its connection.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
@@ -292,9 +292,10 @@ class RunStore:
         result: ExecutionResult,
         fingerprint: str | None = None,
         output_format: OutputFormat = OutputFormat.TEXT,
+        on_commit: OnCommit | None = None,
     ) -> None:
-        """Queue a result (a skipped or cancelled task) for the next commit without waiting."""
-        self.writer.submit([self._result_statement(run_id, result, fingerprint, output_format)])
+        """Queue a result for the next commit without waiting; ``on_commit(error)`` runs on this loop after it."""
+        self.writer.submit([self._result_statement(run_id, result, fingerprint, output_format)], on_commit)
 
     async def end_run(self, run_id: str, status: RunStatus) -> None:
         """Mark the run finished with ``status``; everything queued before is committed with it."""
@@ -303,7 +304,7 @@ class RunStore:
         )
 
     def close(self) -> None:
-        """Commit what is queued and stop the writer thread (call it outside a run)."""
+        """Commit what is queued and close the writing connection (call it outside a run)."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import anyio
 import pytest
 
 from llm_abstractions import AuthenticationError
-from orchestration import ExecutionStatus, ProjectOrchestrator, ProjectSpec
+from orchestration import AgentTask, ExecutionStatus, ProjectDefaults, ProjectOrchestrator, ProjectSpec, RunEvent
 from orchestration.store import RunStatus, RunStore, default_store_path, export_run
 from tests.reliability.doubles import Scripts
 
@@ -204,3 +205,52 @@ async def test_a_store_from_before_agents_files_were_recorded_is_upgraded(tmp_pa
     await store.begin_run("new", project="p", project_hash="h", file=None, inputs={}, task_ids=[], agents_file=agents)
     store.close()
     assert store.get_run("new").agents_file == agents.absolute()
+
+
+async def test_results_finished_together_share_a_commit(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    tasks = [AgentTask(id=f"t{i}", description=f"t{i}") for i in range(200)]
+    spec = ProjectSpec(name="wide", tasks=tasks, defaults=ProjectDefaults(max_concurrency=64))
+    results = await ProjectOrchestrator(spec, store=store).run(run_id="wide")
+    assert all(r.succeeded for r in results.values())
+    assert store.writer.commits < 40  # the run's two records plus a few groups, not one commit per task
+    assert set(store.load_run("wide").results()) == {t.id for t in tasks}
+    store.close()
+
+
+async def test_a_failed_commit_stops_the_run_with_the_database_error(scripts: Scripts, tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    orch = orchestrator(store)
+
+    def break_the_store(event: RunEvent) -> None:
+        if event.kind == "task_succeeded" and event.task_id == "a":
+            with sqlite3.connect(store.path) as connection:  # every later write fails
+                connection.execute("DROP TABLE results")
+
+    orch.on_event(break_the_store)
+    with pytest.raises(sqlite3.OperationalError, match="results"):
+        await orch.run(run_id="r1")
+    assert not [p for p in prompts(scripts) if p.startswith("d")]
+    store.close()
+
+
+def test_runs_in_two_threads_can_share_a_store(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    finished: dict[str, bool] = {}
+
+    def run(name: str) -> None:
+        chain = [f"t{i}" for i in range(30)]
+        tasks = [AgentTask(id=t, description=f"{name} {t}", depends_on=chain[i - 1 : i]) for i, t in enumerate(chain)]
+        orch = ProjectOrchestrator(ProjectSpec(name=name, tasks=tasks), store=store)
+        finished[name] = all(r.succeeded for r in orch.run_sync(run_id=name).values())
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("left", "right")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert finished == {"left": True, "right": True}
+    for name in ("left", "right"):
+        stored = store.load_run(name)
+        assert stored.record.status == RunStatus.SUCCEEDED and len(stored.results()) == 30
+    store.close()
