@@ -31,7 +31,15 @@ from llm_abstractions.pricing import cost_usd
 from llm_abstractions.structured import InvalidOutputError, generate_json
 from llm_abstractions.wrappers import CircuitBreakerLlm, FallbackLlm, LimitedLlm, StreamedLlm, TimeoutLlm
 from orchestration.endpoints import Endpoints
-from orchestration.models import AttemptRecord, ErrorInfo, ExecutionResult, ExecutionStatus, OutputFormat, utc_now
+from orchestration.models import (
+    AttemptRecord,
+    ErrorInfo,
+    ExecutionResult,
+    ExecutionStatus,
+    OutputFormat,
+    complete_record,
+    utc_now,
+)
 from orchestration.project import CompiledTask
 from orchestration.retry import RetryingLlm, attempt_log
 from orchestration.templates import TemplateError
@@ -206,21 +214,23 @@ class TaskExecutor:
             cost = cost_usd(pricing, model, usage) if pricing else None
             if status is ExecutionStatus.SUCCESS:
                 provider, time_to_first_token_s = response.provider, response.time_to_first_token_s
-        return ExecutionResult(
-            task_id=task.id,
-            status=status,
-            output=output,
-            parsed=parsed,
-            error=error,
-            agent=agent.name,
-            provider=provider,
-            model=model,
-            attempts=attempts,
-            attempt_log=log,
-            started_at=started_at,
-            completed_at=utc_now(),
-            duration_s=time.perf_counter() - start,
-            usage=usage,
-            cost_usd=cost,
-            time_to_first_token_s=time_to_first_token_s,
+        return complete_record(
+            ExecutionResult(
+                task_id=task.id,
+                status=status,
+                output=output,
+                parsed=parsed,
+                error=error,
+                agent=agent.name,
+                provider=provider,
+                model=model,
+                attempts=attempts,
+                attempt_log=log,
+                started_at=started_at,
+                completed_at=utc_now(),
+                duration_s=time.perf_counter() - start,
+                usage=usage,
+                cost_usd=cost,
+                time_to_first_token_s=time_to_first_token_s,
+            )
         )

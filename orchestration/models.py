@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
@@ -21,6 +21,7 @@ __all__ = [
     "ProjectDefaults",
     "ProjectSpec",
     "UtcDatetime",
+    "complete_record",
     "utc_now",
 ]
 
@@ -40,6 +41,27 @@ UtcDatetime = Annotated[datetime, PlainSerializer(_iso_utc, return_type=str)]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+_EVERY_FIELD: dict[type[BaseModel], set[str]] = {}
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def complete_record(record: M) -> M:
+    """``record``, marked as having every field set: records of one class share one fields-set.
+
+    The engine sets every field of the records it makes (``None`` included), as a record
+    loaded back from its JSON has them; one shared set instead of one per record saves
+    about 0.7 KB and a garbage-collected object per task. Assigning a field afterwards adds
+    a name that is already in the set, so the shared set never changes.
+    """
+    every = _EVERY_FIELD.get(type(record))
+    if every is None:
+        every = _EVERY_FIELD[type(record)] = set(type(record).model_fields)
+    object.__setattr__(record, "__pydantic_fields_set__", every)
+    return record
 
 
 class OutputFormat(StrEnum):

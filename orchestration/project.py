@@ -16,6 +16,10 @@ from orchestration.templates import PromptTemplate, TemplateError
 __all__ = ["CompiledTask", "Project", "compile_project"]
 
 
+_NO_OPTIONS: dict[str, Any] = {}
+"""The options of every task that sets none (shared: never changed)."""
+
+
 @dataclass(slots=True)
 class CompiledTask:
     """A task ready for the scheduler: resolved agent, templates, limits, graph edges."""
@@ -196,9 +200,9 @@ def compile_project(
                     field_name,
                 )
             templates.append(template)
-        options = task.options.model_dump(exclude_none=True)
+        options = task.options.model_dump(exclude_none=True) or _NO_OPTIONS
         if task.output_format is OutputFormat.JSON:
-            options["json_schema"] = task.output_schema or {"type": "object"}
+            options = {**options, "json_schema": task.output_schema or {"type": "object"}}
         agent_retry = registry.get(agent).retry.retries if agent in registry else None
         retries = next(r for r in (task.retries, agent_retry, spec.defaults.retries) if r is not None)
         prompt, system = templates

@@ -26,7 +26,7 @@ from tenacity.stop import stop_base
 from agent_registry import RetrySettings
 from llm_abstractions import BaseLlm, LlmError, LlmResponse, Message
 from llm_abstractions.wrappers import CircuitOpenError, WrapperLlm
-from orchestration.models import AttemptRecord
+from orchestration.models import AttemptRecord, complete_record
 
 __all__ = ["RetryingLlm", "attempt_log", "call_with_retries"]
 
@@ -165,9 +165,13 @@ class RetryingLlm(WrapperLlm):
         try:
             response = await self.wrapped.generate_content_async(messages, **options)
         except LlmError as exc:
-            _record(AttemptRecord(agent=self.config.name, error_type=exc.type_name, duration_s=_since(start)))
+            _record(
+                complete_record(
+                    AttemptRecord(agent=self.config.name, error_type=exc.type_name, duration_s=_since(start))
+                )
+            )
             raise
-        _record(AttemptRecord(agent=self.config.name, duration_s=_since(start)))
+        _record(complete_record(AttemptRecord(agent=self.config.name, duration_s=_since(start))))
         return response
 
 

@@ -55,7 +55,7 @@ def _references(ast: Any) -> tuple[set[str], set[str], set[str]]:
     return tasks, inputs, free
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PromptTemplate:
     """A compiled prompt and what it reads: ``tasks.<id>`` and ``inputs.<key>``."""
 
