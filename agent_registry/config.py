@@ -14,7 +14,7 @@ __all__ = ["AgentConfig", "AgentLimits", "RetrySettings"]
 class RetrySettings(BaseModel):
     """How an agent's failed calls are retried (tasks may override ``retries``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     retries: int | None = Field(default=None, ge=0)
     """Retries after the first attempt; ``None`` uses the project default."""
@@ -29,7 +29,7 @@ class RetrySettings(BaseModel):
 class AgentLimits(BaseModel):
     """Limits on an agent's calls, shared by every task of a run."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     max_concurrent: int | None = Field(default=None, gt=0)
     requests_per_minute: float | None = Field(default=None, gt=0)
@@ -47,7 +47,7 @@ class AgentConfig(BaseModel):
     ``offline``, ``preset`` for ``openai_compatible``...), checked by the provider.
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True, defer_build=True)
 
     name: str
     agent_type: str = Field(alias="type")
@@ -58,12 +58,12 @@ class AgentConfig(BaseModel):
     base_url: str | None = None
     timeout_s: float | None = Field(default=None, gt=0)
     """Per-call timeout."""
-    options: GenerationOptions = GenerationOptions()
+    options: GenerationOptions = GenerationOptions.model_construct()
     """Default generation options for every task of this agent."""
-    retry: RetrySettings = RetrySettings()
+    retry: RetrySettings = RetrySettings.model_construct()
     fallbacks: list[str] = []
     """Names of agents tried in order when this one fails for good."""
-    limits: AgentLimits = AgentLimits()
+    limits: AgentLimits = AgentLimits.model_construct()
 
     @field_validator("api_key")
     @classmethod

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +87,8 @@ def read_structured_file(path: Path) -> StructuredFile:
         raise FileFormatError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     suffix = path.suffix.lower()
     if suffix == ".toml":
+        import tomllib  # like yaml, only imported to read such a file
+
         try:
             return StructuredFile(path, tomllib.loads(text))
         except tomllib.TOMLDecodeError as exc:

@@ -15,7 +15,7 @@ from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, 
 __all__ = ["BaseLlm", "NoSettings"]
 
 
-class NoSettings(BaseModel, extra="forbid"):
+class NoSettings(BaseModel, extra="forbid", defer_build=True):
     """Settings model of a provider that takes no provider-specific keys."""
 
 

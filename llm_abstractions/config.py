@@ -19,7 +19,7 @@ class LlmConfig(BaseModel):
     ``settings_model``.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     name: str
     """A human name for messages (the agent's name)."""
@@ -28,6 +28,6 @@ class LlmConfig(BaseModel):
     api_key: SecretStr | None = None
     base_url: str | None = None
     timeout_s: float | None = Field(default=None, gt=0)
-    options: GenerationOptions = GenerationOptions()
+    options: GenerationOptions = GenerationOptions.model_construct()
     """Default generation options for every call."""
     settings: dict[str, Any] = {}

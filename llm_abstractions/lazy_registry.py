@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar, cast
 
 __all__ = ["LazyRegistry"]
@@ -52,6 +51,8 @@ class LazyRegistry(Generic[T]):
         if self._entry_points_loaded:
             return
         self._entry_points_loaded = True
+        from importlib.metadata import entry_points  # costly to import, and only needed on a miss
+
         for ep in entry_points(group=self.group):
             self._entries.setdefault(ep.name, ep.value)
 

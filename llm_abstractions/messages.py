@@ -14,7 +14,7 @@ Role = Literal["system", "user", "assistant"]
 class Message(BaseModel):
     """One chat message."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     role: Role
     content: str
@@ -35,7 +35,7 @@ class Message(BaseModel):
 class GenerationOptions(BaseModel):
     """Sampling and output options for one call; ``None`` means the provider's default."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     """Sampling temperature."""
@@ -67,7 +67,7 @@ class GenerationOptions(BaseModel):
 class Usage(BaseModel):
     """Token usage of one or more calls."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -81,6 +81,8 @@ class Usage(BaseModel):
 
 class LlmResponse(BaseModel):
     """A complete answer from a model."""
+
+    model_config = ConfigDict(defer_build=True)
 
     text: str
     provider: str
@@ -96,6 +98,8 @@ class LlmResponse(BaseModel):
 
 class LlmChunk(BaseModel):
     """One piece of a streamed answer; the last chunk may carry usage and finish reason."""
+
+    model_config = ConfigDict(defer_build=True)
 
     text: str = ""
     finish_reason: str | None = None

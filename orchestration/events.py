@@ -8,11 +8,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from orchestration.models import ExecutionResult
+
+if TYPE_CHECKING:  # anyio imports its memory streams on first use: only runs with a subscriber pay for them
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 __all__ = ["EventBus", "EventKind", "RunEvent"]
 

@@ -82,7 +82,7 @@ class ExecutionStatus(StrEnum):
 class AgentTask(BaseModel):
     """One unit of work: a prompt for an agent, run once its dependencies have succeeded."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     id: str = Field(pattern=TASK_ID_PATTERN)
     description: str
@@ -92,7 +92,7 @@ class AgentTask(BaseModel):
     depends_on: list[str] = []
     system_prompt: str | None = None
     """Optional system prompt, also a template."""
-    options: GenerationOptions = GenerationOptions()
+    options: GenerationOptions = GenerationOptions.model_construct()
     """Generation-option overrides over the agent's defaults."""
     output_format: OutputFormat = OutputFormat.TEXT
     output_schema: dict[str, Any] | None = None
@@ -107,12 +107,16 @@ class AgentTask(BaseModel):
 class ErrorInfo(BaseModel):
     """Why a task did not succeed: a stable snake_case ``type`` and a message."""
 
+    model_config = ConfigDict(defer_build=True)
+
     type: str
     message: str
 
 
 class AttemptRecord(BaseModel):
     """One try of a task: which agent was called, how it ended, how long it took."""
+
+    model_config = ConfigDict(defer_build=True)
 
     agent: str
     error_type: str | None = None
@@ -122,6 +126,8 @@ class AttemptRecord(BaseModel):
 
 class ExecutionResult(BaseModel):
     """The final record of one task. Field names are a stable contract: add, never rename."""
+
+    model_config = ConfigDict(defer_build=True)
 
     task_id: str
     status: ExecutionStatus
@@ -154,7 +160,7 @@ class ExecutionResult(BaseModel):
 class ProjectDefaults(BaseModel):
     """Project-wide defaults."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     agent: str | None = None
     """Agent of tasks that name none (``offline`` when unset)."""
@@ -171,7 +177,7 @@ class ProjectDefaults(BaseModel):
 class ProjectSpec(BaseModel):
     """A project task file: YAML, TOML or JSON with this schema."""
 
-    model_config = ConfigDict(extra="forbid", title="orchestrate project")
+    model_config = ConfigDict(extra="forbid", title="orchestrate project", defer_build=True)
 
     name: str = "project"
     description: str | None = None
@@ -179,5 +185,5 @@ class ProjectSpec(BaseModel):
     """Values templates read as ``inputs.<key>``; the CLI's ``--input`` overrides them."""
     agents: dict[str, dict[str, Any]] = {}
     """Agents of this project: name -> settings (``type``, ``model``, ...)."""
-    defaults: ProjectDefaults = ProjectDefaults()
+    defaults: ProjectDefaults = ProjectDefaults.model_construct()
     tasks: list[AgentTask] = []

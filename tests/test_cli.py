@@ -243,6 +243,29 @@ def test_importing_orchestration_and_help_import_no_sdk() -> None:
     assert proc.stdout.strip() == "[]", proc.stderr
 
 
+DEFERRED_PROBE = """
+import sys
+started = set(sys.modules)
+from orchestration import ProjectOrchestrator
+from pydantic import BaseModel
+
+def models(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from models(sub)
+
+deferred = ("tenacity", "anyio.streams.memory", "importlib.metadata", "tomllib", "yaml")
+print(sorted(m for m in deferred if m in sys.modules and m not in started))
+print(sorted(m.__name__ for m in models(BaseModel) if m.__pydantic_complete__))
+"""
+
+
+def test_importing_the_engine_defers_what_only_some_runs_need() -> None:
+    """Start-up cost: models are built on first use; retries, event streams, entry points, TOML load when used."""
+    proc = subprocess.run([sys.executable, "-c", DEFERRED_PROBE], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.stdout.split("\n")[:2] == ["[]", "[]"], proc.stdout + proc.stderr
+
+
 def test_interrupt_exits_130_and_keeps_finished_results(tmp_path: Path) -> None:
     import signal
 
