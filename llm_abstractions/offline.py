@@ -84,13 +84,10 @@ class OfflineLlm(BaseLlm):
         return SandboxedEnvironment().from_string(template).render(prompt=prompt, system=system, model=self.model_name)
 
     async def _generate(self, messages: Sequence[Message], options: GenerationOptions) -> LlmResponse:
-        prompts: list[str] = []
-        systems: list[str] = []
-        for message in messages:
-            (systems if message.role == "system" else prompts).append(message.content)
-        prompt = "\n\n".join(prompts)
-        system = "\n\n".join(systems)
-        marker = self.settings.fail_if_contains
+        prompt = "\n\n".join([m.content for m in messages if m.role != "system"])
+        system = "\n\n".join([m.content for m in messages if m.role == "system"])
+        settings = self.settings
+        marker = settings.fail_if_contains
         if marker is not None and marker in prompt:
             raise InvalidRequestError(f"offline agent refuses prompts containing {marker!r}", provider="offline")
         delay = self._latency_s(prompt)
@@ -100,7 +97,7 @@ class OfflineLlm(BaseLlm):
             await asyncio.sleep(0)  # anyio's checkpoint, minus its event-loop lookup (a third of a zero-latency call)
         else:
             await anyio.lowlevel.checkpoint()
-        text = prompt if self.settings.response is None else self._answer(prompt, system)
+        text = prompt if settings.response is None else self._answer(prompt, system)
         if options.max_tokens is not None:
             words = text.split(" ")
             if len(words) > options.max_tokens:

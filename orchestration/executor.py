@@ -46,6 +46,9 @@ from orchestration.templates import TemplateError
 
 __all__ = ["TaskExecutor"]
 
+_NO_DEADLINE = nullcontext()
+"""The scope of a task without a timeout (reusable)."""
+
 
 class TaskExecutor:
     """Executes compiled tasks against the agents of a registry."""
@@ -160,7 +163,7 @@ class TaskExecutor:
             # Building the chain creates and prepares the clients (SDK import, client set-up):
             # a failure there fails this task only, and the next task tries again.
             chain = self._chains.get((task.agent, task.retries)) or await self.chain_for(task.agent, task.retries)
-            with anyio.fail_after(task.timeout_s) if task.timeout_s else nullcontext():
+            with anyio.fail_after(task.timeout_s) if task.timeout_s else _NO_DEADLINE:
                 if task.task.output_format is OutputFormat.JSON:
                     call = partial(chain.generate_content_async, **task.options)
                     answer = await generate_json(call, messages, task.task.output_schema)
