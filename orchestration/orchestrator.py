@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from pydantic import BaseModel
 
 from agent_registry import AgentRegistry
+from llm_abstractions import LlmResponse, Message, Usage
 from orchestration.events import EventBus, EventCallback, EventKind, RunEvent
 from orchestration.executor import TaskExecutor
 from orchestration.gc_freeze import frozen_heap
@@ -26,6 +28,7 @@ from orchestration.issues import ProjectValidationError
 from orchestration.loader import load_project_file, task_issues
 from orchestration.models import (
     AgentTask,
+    AttemptRecord,
     ErrorInfo,
     ExecutionResult,
     ExecutionStatus,
@@ -46,6 +49,10 @@ _FINAL_EVENT = {
     ExecutionStatus.SKIPPED: EventKind.TASK_SKIPPED,
     ExecutionStatus.CANCELLED: EventKind.TASK_CANCELLED,
 }
+
+
+_RUN_RECORDS: tuple[type[BaseModel], ...] = (Message, LlmResponse, Usage, AttemptRecord, ErrorInfo, ExecutionResult)
+"""The models every run validates: their validators are built when a project is validated."""
 
 
 def new_run_id() -> str:
@@ -133,6 +140,8 @@ class ProjectOrchestrator:
         )
         if check_agents:
             self._project = project
+            for record in _RUN_RECORDS:  # deferred at import (a fast import); built here, before the run
+                record.model_rebuild()
         return project
 
     def _emit(
