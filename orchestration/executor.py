@@ -32,7 +32,6 @@ from llm_abstractions.structured import InvalidOutputError, generate_json
 from llm_abstractions.wrappers import CircuitBreakerLlm, FallbackLlm, LimitedLlm, StreamedLlm, TimeoutLlm
 from orchestration.endpoints import Endpoints
 from orchestration.models import (
-    AttemptRecord,
     ErrorInfo,
     ExecutionResult,
     ExecutionStatus,
@@ -41,7 +40,7 @@ from orchestration.models import (
     utc_now,
 )
 from orchestration.project import CompiledTask
-from orchestration.retry import RetryingLlm, attempt_log
+from orchestration.retry import Attempt, RetryingLlm, attempt_log
 from orchestration.templates import TemplateError
 
 __all__ = ["TaskExecutor"]
@@ -150,7 +149,7 @@ class TaskExecutor:
         """Run ``task`` to a final result (started at ``started_at``, or now); never raises except on cancellation."""
         started_at = started_at or utc_now()
         start = time.perf_counter()
-        log: list[AttemptRecord] = []
+        log: list[Attempt] = []
         try:
             messages = self.messages_for(task, inputs, upstream)
         except TemplateError as exc:
@@ -192,7 +191,7 @@ class TaskExecutor:
     def _result(
         self,
         task: CompiledTask,
-        log: list[AttemptRecord],
+        log: list[Attempt],
         started_at: datetime,
         start: float,
         status: ExecutionStatus,
@@ -203,21 +202,23 @@ class TaskExecutor:
         parsed: Any = None,
     ) -> ExecutionResult:
         """The task's record; ``response`` gives its output, usage and cost (and, on success, its provider)."""
-        agent = self.registry.get(log[-1].agent if log else task.agent)
+        agent = self.registry.get(log[-1]["agent"] if log else task.agent)
         attempts = len(log)
         if attempts > 1 or status is not ExecutionStatus.SUCCESS:  # a refusal by an open circuit sent nothing
-            attempts = sum(1 for a in log if a.error_type != "circuit_open")
+            attempts = sum(1 for a in log if a["error_type"] != "circuit_open")
         provider: str = agent.agent_type
         model = agent.model
         usage = cost = time_to_first_token_s = None
         if response is not None:
             model = response.model or model
             output, usage = response.text, response.usage
+            if usage is not None:
+                complete_record(usage)  # both counts are always there: share the fields-set
             pricing = self.llm_for(agent.name).pricing_provider
             cost = cost_usd(pricing, model, usage) if pricing else None
             if status is ExecutionStatus.SUCCESS:
                 provider, time_to_first_token_s = response.provider, response.time_to_first_token_s
-        return complete_record(
+        result = complete_record(
             ExecutionResult(
                 task_id=task.id,
                 status=status,
@@ -237,3 +238,6 @@ class TaskExecutor:
                 time_to_first_token_s=time_to_first_token_s,
             )
         )
+        for attempt in result.attempt_log:
+            complete_record(attempt)
+        return result

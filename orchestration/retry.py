@@ -11,16 +11,19 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
+from functools import partial
 from typing import Any
 
 from agent_registry import RetrySettings
 from llm_abstractions import BaseLlm, LlmError, LlmResponse, Message
 from llm_abstractions.wrappers import CircuitOpenError, WrapperLlm
-from orchestration.models import AttemptRecord, complete_record
 
-__all__ = ["RetryingLlm", "attempt_log", "call_with_retries"]
+__all__ = ["Attempt", "RetryingLlm", "attempt_log", "call_with_retries"]
 
-attempt_log: ContextVar[list[AttemptRecord] | None] = ContextVar("orchestrate_attempt_log", default=None)
+Attempt = dict[str, Any]
+"""One attempt, as the fields of an :class:`AttemptRecord` (the result's validation makes the record)."""
+
+attempt_log: ContextVar[list[Attempt] | None] = ContextVar("orchestrate_attempt_log", default=None)
 """Where :class:`RetryingLlm` records the attempts of the current task (nowhere when ``None``)."""
 
 Retryable = Callable[[LlmError], bool]
@@ -69,12 +72,6 @@ def _unless_circuit_open(exc: LlmError) -> bool:
     return exc.retryable and not isinstance(exc, CircuitOpenError)
 
 
-def _record(attempt: AttemptRecord) -> None:
-    log = attempt_log.get()
-    if log is not None:
-        log.append(attempt)
-
-
 class RetryingLlm(WrapperLlm):
     """One agent's link in a task's call chain: retries its calls and records each attempt.
 
@@ -96,33 +93,38 @@ class RetryingLlm(WrapperLlm):
         self.retryable: Retryable = _unless_circuit_open if has_fallback else _retryable
 
     async def generate_content_async(self, messages: Sequence[Message], **options: Any) -> LlmResponse:
-        # The first attempt is inlined (no closure, no retry machinery): most calls succeed at once.
-        try:
-            return await self._attempt(messages, options)
-        except LlmError as exc:
-            if self.retries == 0 or not self.retryable(exc):
-                raise
-            first_error = exc
-
-        async def attempt() -> LlmResponse:
-            return await self._attempt(messages, options)
-
-        return await _retry_after(first_error, attempt, self.retries, self.retry_settings, self.retryable)
-
-    async def _attempt(self, messages: Sequence[Message], options: dict[str, Any]) -> LlmResponse:
-        """One call of the wrapped model, recorded in the task's attempt log."""
+        # The first attempt is inlined (no extra frame, no closure, no retry machinery): most calls succeed at once.
         start = time.perf_counter()
         try:
             response = await self.wrapped.generate_content_async(messages, **options)
         except LlmError as exc:
-            _record(
-                complete_record(
-                    AttemptRecord(agent=self.config.name, error_type=exc.type_name, duration_s=_since(start))
-                )
-            )
+            self._log(start, exc)
+            if self.retries == 0 or not self.retryable(exc):
+                raise
+            first_error = exc
+        else:
+            self._log(start)
+            return response
+        attempt = partial(self._attempt, messages, options)
+        return await _retry_after(first_error, attempt, self.retries, self.retry_settings, self.retryable)
+
+    async def _attempt(self, messages: Sequence[Message], options: dict[str, Any]) -> LlmResponse:
+        """One more call of the wrapped model, recorded in the task's attempt log."""
+        start = time.perf_counter()
+        try:
+            response = await self.wrapped.generate_content_async(messages, **options)
+        except LlmError as exc:
+            self._log(start, exc)
             raise
-        _record(complete_record(AttemptRecord(agent=self.config.name, duration_s=_since(start))))
+        self._log(start)
         return response
+
+    def _log(self, start: float, error: LlmError | None = None) -> None:
+        """Append the attempt that began at ``start`` to the calling task's attempt log (if it keeps one)."""
+        log = attempt_log.get()
+        if log is not None:
+            error_type = error.type_name if error is not None else None
+            log.append({"agent": self.config.name, "error_type": error_type, "duration_s": _since(start)})
 
 
 def _since(start: float) -> float:
