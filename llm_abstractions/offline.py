@@ -51,10 +51,6 @@ class OfflineSettings(BaseModel):
         return self
 
 
-def _word_count(text: str) -> int:
-    return len(text.split())
-
-
 class OfflineLlm(BaseLlm):
     """Deterministic stand-in model: echoes (or templates) its prompt after a simulated latency."""
 
@@ -84,8 +80,11 @@ class OfflineLlm(BaseLlm):
         return SandboxedEnvironment().from_string(template).render(prompt=prompt, system=system, model=self.model_name)
 
     async def _generate(self, messages: Sequence[Message], options: GenerationOptions) -> LlmResponse:
-        prompt = "\n\n".join([m.content for m in messages if m.role != "system"])
-        system = "\n\n".join([m.content for m in messages if m.role == "system"])
+        if len(messages) == 1 and messages[0].role == "user":
+            prompt, system = messages[0].content, ""
+        else:
+            prompt = "\n\n".join([m.content for m in messages if m.role != "system"])
+            system = "\n\n".join([m.content for m in messages if m.role == "system"])
         settings = self.settings
         marker = settings.fail_if_contains
         if marker is not None and marker in prompt:
@@ -102,10 +101,10 @@ class OfflineLlm(BaseLlm):
             words = text.split(" ")
             if len(words) > options.max_tokens:
                 text = " ".join(words[: options.max_tokens])
-        prompt_tokens = _word_count(prompt)
+        prompt_tokens = len(prompt.split())  # a token is a word here
         usage = {
-            "input_tokens": prompt_tokens + (_word_count(system) if system else 0),
-            "output_tokens": prompt_tokens if text is prompt else _word_count(text),
+            "input_tokens": prompt_tokens + (len(system.split()) if system else 0),
+            "output_tokens": prompt_tokens if text is prompt else len(text.split()),
         }
         return LlmResponse(  # usage as a dict: validated in one pass, about 2 µs less than a Usage instance
             text=text,

@@ -51,19 +51,19 @@ class EventBus:
     def __init__(self) -> None:
         self._callbacks: list[EventCallback] = []
         self._streams: list[MemoryObjectSendStream[RunEvent]] = []
-
-    @property
-    def active(self) -> bool:
-        return bool(self._callbacks or self._streams)
+        self.active = False
+        """Whether anything listens (checked before every event is even built)."""
 
     def add_callback(self, callback: EventCallback) -> None:
         """Call ``callback`` synchronously for every event; it must not block."""
         self._callbacks.append(callback)
+        self.active = True
 
     def subscribe(self) -> MemoryObjectReceiveStream[RunEvent]:
         """A stream of every event from now on; it ends when the run finishes."""
         send, receive = anyio.create_memory_object_stream[RunEvent](math.inf)
         self._streams.append(send)
+        self.active = True
         return receive
 
     def emit(self, event: RunEvent) -> None:
@@ -77,3 +77,4 @@ class EventBus:
         for stream in self._streams:
             stream.close()
         self._streams.clear()
+        self.active = bool(self._callbacks)

@@ -36,7 +36,7 @@ from orchestration.models import (
     ExecutionResult,
     ExecutionStatus,
     OutputFormat,
-    complete_record,
+    complete_records,
     utc_now,
 )
 from orchestration.project import CompiledTask
@@ -212,32 +212,28 @@ class TaskExecutor:
         if response is not None:
             model = response.model or model
             output, usage = response.text, response.usage
-            if usage is not None:
-                complete_record(usage)  # both counts are always there: share the fields-set
             pricing = self.llm_for(agent.name).pricing_provider
             cost = cost_usd(pricing, model, usage) if pricing else None
             if status is ExecutionStatus.SUCCESS:
                 provider, time_to_first_token_s = response.provider, response.time_to_first_token_s
-        result = complete_record(
-            ExecutionResult(
-                task_id=task.id,
-                status=status,
-                output=output,
-                parsed=parsed,
-                error=error,
-                agent=agent.name,
-                provider=provider,
-                model=model,
-                attempts=attempts,
-                attempt_log=log,
-                started_at=started_at,
-                completed_at=utc_now(),
-                duration_s=time.perf_counter() - start,
-                usage=usage,
-                cost_usd=cost,
-                time_to_first_token_s=time_to_first_token_s,
-            )
+        result = ExecutionResult(
+            task_id=task.id,
+            status=status,
+            output=output,
+            parsed=parsed,
+            error=error,
+            agent=agent.name,
+            provider=provider,
+            model=model,
+            attempts=attempts,
+            attempt_log=log,
+            started_at=started_at,
+            completed_at=utc_now(),
+            duration_s=time.perf_counter() - start,
+            usage=usage,
+            cost_usd=cost,
+            time_to_first_token_s=time_to_first_token_s,
         )
-        for attempt in result.attempt_log:
-            complete_record(attempt)
+        # Every field of these records is set (the usage's two counts included): they share fields-sets.
+        complete_records(result, usage, *result.attempt_log)
         return result

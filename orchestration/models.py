@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import partial
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
@@ -22,6 +24,7 @@ __all__ = [
     "ProjectSpec",
     "UtcDatetime",
     "complete_record",
+    "complete_records",
     "utc_now",
 ]
 
@@ -39,14 +42,21 @@ UtcDatetime = Annotated[datetime, PlainSerializer(_iso_utc, return_type=str)]
 """A datetime written as ISO 8601 in UTC with six fractional digits."""
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
+utc_now: Callable[[], datetime] = partial(datetime.now, UTC)
+"""The current time in UTC (a partial: no Python frame per call on the hot path)."""
 
 
 _EVERY_FIELD: dict[type[BaseModel], set[str]] = {}
 
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def complete_records(*records: BaseModel | None) -> None:
+    """:func:`complete_record` for each of ``records`` that is not ``None``."""
+    for record in records:
+        if record is not None:
+            complete_record(record)
 
 
 def complete_record(record: M) -> M:

@@ -124,8 +124,4 @@ class RetryingLlm(WrapperLlm):
         log = attempt_log.get()
         if log is not None:
             error_type = error.type_name if error is not None else None
-            log.append({"agent": self.config.name, "error_type": error_type, "duration_s": _since(start)})
-
-
-def _since(start: float) -> float:
-    return time.perf_counter() - start
+            log.append({"agent": self.config.name, "error_type": error_type, "duration_s": time.perf_counter() - start})
