@@ -269,9 +269,9 @@ class RunStore:
             (
                 run_id,
                 result.task_id,
-                result.status.value,
+                str(result.status),  # a StrEnum's str() is its value, without Enum's slower .value
                 fingerprint,
-                output_format.value,
+                str(output_format),
                 _result_json(result),
             ),
         )
