@@ -59,7 +59,11 @@ def connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection
     return connection
 
 
-def _call_soon() -> Callable[[Callable[[], None]], object] | None:
+CallSoon = Callable[[Callable[[], None]], object]
+"""An event loop's "run this after the current turn"."""
+
+
+def _call_soon() -> CallSoon | None:
     """The running event loop's "run this after the current turn", or ``None`` outside one."""
     try:  # asyncio's running loop is a C lookup, a fraction of a library detection by sniffio
         return asyncio.get_running_loop().call_soon
@@ -93,6 +97,8 @@ class SqliteWriter:
         self._lock = threading.Lock()
         self._pending: dict[int, list[_Write]] = {}
         """Writes queued by each thread and not committed yet."""
+        self._scheduled: dict[int, CallSoon] = {}
+        """The event loop of each thread that has a commit of that thread's queue scheduled."""
         self.commits = 0
         """Transactions committed (each may hold many writes)."""
 
@@ -102,12 +108,13 @@ class SqliteWriter:
         ``on_commit`` is then called on this event loop, with the error if the commit failed.
         """
         thread = threading.get_ident()
-        with self._lock:
-            queued = self._pending.setdefault(thread, [])
-            queued.append(_Write(statements, on_commit))
-            if len(queued) > 1:  # a commit of this thread's queue is already scheduled
-                return
         call_soon = _call_soon()
+        with self._lock:
+            self._pending.setdefault(thread, []).append(_Write(statements, on_commit))
+            if call_soon is not None:
+                if self._scheduled.get(thread) == call_soon:  # this loop commits the queue after this turn
+                    return
+                self._scheduled[thread] = call_soon  # (a loop that ended before doing so is replaced)
         if call_soon is None:
             self.commit_pending()
         else:
@@ -134,7 +141,9 @@ class SqliteWriter:
     def commit_pending(self, thread: int | None = None) -> None:
         """Commit the writes ``thread`` (this one by default) queued, in one transaction, and tell their writers."""
         with self._lock:
-            batch = self._pending.pop(threading.get_ident() if thread is None else thread, [])
+            thread = threading.get_ident() if thread is None else thread
+            self._scheduled.pop(thread, None)
+            batch = self._pending.pop(thread, [])
             if not batch:
                 return
             error = self._commit([statement for write in batch for statement in write.statements])

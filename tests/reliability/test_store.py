@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import threading
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import pytest
 from llm_abstractions import AuthenticationError
 from orchestration import AgentTask, ExecutionStatus, ProjectDefaults, ProjectOrchestrator, ProjectSpec, RunEvent
 from orchestration.store import RunStatus, RunStore, default_store_path, export_run
+from orchestration.store.writer import SqliteWriter
 from tests.reliability.doubles import Scripts
 
 AGENTS = {"s": {"type": "scripted", "retry": {"initial_backoff_s": 0.001, "max_backoff_s": 0.001}}}
@@ -254,3 +257,28 @@ def test_runs_in_two_threads_can_share_a_store(tmp_path: Path) -> None:
         stored = store.load_run(name)
         assert stored.record.status == RunStatus.SUCCEEDED and len(stored.results()) == 30
     store.close()
+
+
+def test_a_commit_left_to_a_stopped_event_loop_is_taken_over_by_the_next(tmp_path: Path) -> None:
+    writer = SqliteWriter(tmp_path / "w.db", lambda connection: connection.execute("CREATE TABLE t (x INTEGER)"))
+    committed: list[BaseException | None] = []
+
+    async def submit_then_stop() -> None:
+        writer.submit([("INSERT INTO t (x) VALUES (?)", (1,))], committed.append)
+        asyncio.get_running_loop().stop()  # the loop ends before the commit it scheduled for after this turn
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(submit_then_stop())
+    loop.close()
+    assert committed == []
+
+    async def submit_and_wait() -> None:
+        writer.submit([("INSERT INTO t (x) VALUES (?)", (2,))], committed.append)
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    asyncio.run(submit_and_wait())
+    assert committed == [None, None]  # the new loop committed both
+    with closing(sqlite3.connect(tmp_path / "w.db")) as connection:
+        assert sorted(row[0] for row in connection.execute("SELECT x FROM t")) == [1, 2]
+    writer.close()
