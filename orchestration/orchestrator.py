@@ -91,6 +91,7 @@ class ProjectOrchestrator:
         self.results: dict[str, ExecutionResult] = {}
         self.run_id: str | None = None
         self.store = _open_store(store)
+        self._prints: tuple[Project, list[str]] | None = None
         self.resume_plan: ResumePlan | None = None
         """What the last :meth:`resume` kept and reran."""
 
@@ -142,7 +143,17 @@ class ProjectOrchestrator:
             self._project = project
             for record in _RUN_RECORDS:  # deferred at import (a fast import); built here, before the run
                 record.model_rebuild()
+            if self.store is not None:  # stored results carry their task's fingerprint: hashed with the project
+                self._fingerprints(project)
         return project
+
+    def _fingerprints(self, project: Project) -> list[str]:
+        """Each task's fingerprint (see :func:`orchestration.store.fingerprints`), computed once per project."""
+        from orchestration.store import fingerprints
+
+        if self._prints is None or self._prints[0] is not project:
+            self._prints = (project, fingerprints(project))
+        return self._prints[1]
 
     def _emit(
         self,
@@ -175,7 +186,7 @@ class ProjectOrchestrator:
         project changed their prompt or agent; those and their descendants rerun, as
         :attr:`resume_plan` reports. The returned results hold the whole run.
         """
-        from orchestration.store import fingerprints, plan_resume
+        from orchestration.store import plan_resume
 
         if self.store is None:
             raise ValueError("resume needs a run store: ProjectOrchestrator(..., store=...)")
@@ -186,30 +197,25 @@ class ProjectOrchestrator:
         project = self.validate()
         if stored.record.project != project.name:
             raise ValueError(f"run '{run_id}' belongs to project '{stored.record.project}', not '{project.name}'")
-        prints = fingerprints(project)
-        self.resume_plan = plan_resume(project, stored, prints)
-        return await self._run(project, run_id, self.resume_plan.kept, prints)
+        self.resume_plan = plan_resume(project, stored, self._fingerprints(project))
+        return await self._run(project, run_id, self.resume_plan.kept)
 
     async def _run(
-        self,
-        project: Project,
-        run_id: str,
-        kept: Mapping[str, ExecutionResult],
-        prints: list[str] | None = None,
+        self, project: Project, run_id: str, kept: Mapping[str, ExecutionResult]
     ) -> dict[str, ExecutionResult]:
         """Run the tasks not in ``kept`` (succeeded already) under ``run_id``."""
         self.run_id = run_id
         self.results = dict(kept)
         store = self.store
+        task_prints: list[str] = []
         if store is not None:
-            from orchestration.store import fingerprints, project_hash
+            from orchestration.store import project_hash
 
-            if prints is None:
-                prints = fingerprints(project)
+            task_prints = self._fingerprints(project)
             await store.begin_run(
                 run_id,
                 project=project.name,
-                project_hash=project_hash(project, prints),
+                project_hash=project_hash(project, task_prints),
                 file=project.file or self.file,
                 inputs=project.inputs,
                 task_ids=[t.id for t in project.tasks],
@@ -228,7 +234,6 @@ class ProjectOrchestrator:
         )
         inputs = project.inputs
         results = self.results
-        task_prints = prints or []
         tasks = project.tasks
 
         events = self.events
