@@ -1,9 +1,10 @@
 """``ProjectOrchestrator``: validate a project, then run its DAG of tasks.
 
-With a :class:`~orchestration.store.RunStore` every task's result is committed the
-moment it finishes (before its dependents start), and :meth:`ProjectOrchestrator.resume`
-continues a run that crashed or failed. Calls in flight at a crash run again on
-resume: at-least-once for in-flight calls, never again for a recorded success.
+With a :class:`~orchestration.store.RunStore` every task's result is committed right
+after the loop turn in which it finished (a success before its dependents start), and
+:meth:`ProjectOrchestrator.resume` continues a run that crashed or failed. Calls in flight
+at a crash, and results not committed yet, run again on resume: at-least-once for them,
+never again for a recorded success.
 """
 
 from __future__ import annotations
