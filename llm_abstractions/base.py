@@ -63,7 +63,7 @@ class BaseLlm(ABC):
 
     async def generate_content_async(self, messages: Sequence[Message], **options: Any) -> LlmResponse:
         """Generate a complete answer."""
-        return await self._generate(messages, self.resolve_options(options) if options else self.config.options)
+        return await self._generate(messages, self.resolve_options(options))
 
     async def stream_content_async(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[LlmChunk]:
         """Stream the answer as chunks; closing this stream closes the provider's at once."""

@@ -261,9 +261,7 @@ class ProjectOrchestrator:
             if store is None or not succeeded:
                 if store is not None:  # nothing waits for a failure to be durable
                     store.record_nowait(run_id, result, task_prints[index], task.task.output_format)
-                results[task.id] = result
-                if events.active:
-                    self._announce(result)
+                self._record(result)
                 return succeeded
             # A success is durable before its dependents start (and before its event);
             # the worker moves on to the next task while the commit happens.

@@ -93,23 +93,18 @@ class RetryingLlm(WrapperLlm):
         self.retryable: Retryable = _unless_circuit_open if has_fallback else _retryable
 
     async def generate_content_async(self, messages: Sequence[Message], **options: Any) -> LlmResponse:
-        # The first attempt is inlined (no extra frame, no closure, no retry machinery): most calls succeed at once.
-        start = time.perf_counter()
+        # The first attempt runs outside the retry machinery (no closure, no tenacity): most calls succeed at once.
         try:
-            response = await self.wrapped.generate_content_async(messages, **options)
+            return await self._attempt(messages, options)
         except LlmError as exc:
-            self._log(start, exc)
             if self.retries == 0 or not self.retryable(exc):
                 raise
             first_error = exc
-        else:
-            self._log(start)
-            return response
         attempt = partial(self._attempt, messages, options)
         return await _retry_after(first_error, attempt, self.retries, self.retry_settings, self.retryable)
 
     async def _attempt(self, messages: Sequence[Message], options: dict[str, Any]) -> LlmResponse:
-        """One more call of the wrapped model, recorded in the task's attempt log."""
+        """One call of the wrapped model, recorded in the task's attempt log."""
         start = time.perf_counter()
         try:
             response = await self.wrapped.generate_content_async(messages, **options)

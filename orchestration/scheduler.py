@@ -231,8 +231,7 @@ class DagScheduler:
             woken = self._free_slot(node) if self._limited else 0
             if succeeded is not None:
                 woken += self._finish(node, succeeded)
-            if self._idle and (woken > 1 or self._remaining <= 0):
-                self._wake(woken - 1)  # this worker takes one itself
+            self._wake(woken - 1)  # this worker takes one itself
 
     async def run(
         self,

@@ -130,12 +130,8 @@ async def test_reranking_runs_every_task_once_within_caps() -> None:
     assert scheduler.weights()[2] > scheduler.weights()[0]  # group 2 was observed to be slower
 
 
-async def test_reranking_is_bounded() -> None:
-    """Durations that keep drifting re-rank at most 16 times per run (O(1) amortised per task)."""
-    parents = random_dag(400, seed=3)
-    groups = [node % 2 for node in range(len(parents))]
-    durations = [float(2 ** (node // 25)) if groups[node] else 1.0 for node in range(len(parents))]
-    recorder = Recorder(parents, durations)
+async def count_reranks(parents: list[list[int]], cap: int, groups: list[int], recorder: Recorder) -> int:
+    """Run the DAG on the recorder's clock; how many times the scheduler re-ranked."""
     reranks = 0
 
     class Counting(DagScheduler):
@@ -144,7 +140,16 @@ async def test_reranking_is_bounded() -> None:
             reranks += 1
             super()._rerank(weights)
 
-    await Counting(children_of(parents), 4, groups=groups, clock=recorder.clock).run(recorder.execute)
+    await Counting(children_of(parents), cap, groups=groups, clock=recorder.clock).run(recorder.execute)
+    return reranks
+
+
+async def test_reranking_is_bounded() -> None:
+    """Durations that keep drifting re-rank at most 16 times per run (O(1) amortised per task)."""
+    parents = random_dag(400, seed=3)
+    groups = [node % 2 for node in range(len(parents))]
+    durations = [float(2 ** (node // 25)) if groups[node] else 1.0 for node in range(len(parents))]
+    reranks = await count_reranks(parents, 4, groups, Recorder(parents, durations))
     assert 2 <= reranks <= 16
 
 
@@ -181,16 +186,7 @@ async def test_steady_durations_rank_once() -> None:
     """Once every group is known and nothing drifts, the ranks are left alone."""
     parents = random_dag(320, seed=5)
     groups = [node % 2 for node in range(len(parents))]
-    recorder = Recorder(parents, [1.0 if group else 3.0 for group in groups])
-    reranks = 0
-
-    class Counting(DagScheduler):
-        def _rerank(self, weights: list[float]) -> None:
-            nonlocal reranks
-            reranks += 1
-            super()._rerank(weights)
-
-    await Counting(children_of(parents), 1, groups=groups, clock=recorder.clock).run(recorder.execute)
+    reranks = await count_reranks(parents, 1, groups, Recorder(parents, [1.0 if group else 3.0 for group in groups]))
     assert reranks == 1
 
 
