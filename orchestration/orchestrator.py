@@ -9,7 +9,10 @@ never again for a recorded success.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import secrets
+import sys
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -54,6 +57,16 @@ _FINAL_EVENT = {
 
 _RUN_RECORDS: tuple[type[BaseModel], ...] = (Message, LlmResponse, Usage, AttemptRecord, ErrorInfo, ExecutionResult)
 """The models every run validates: their validators are built when a project is validated."""
+
+
+def _load_loop_backend() -> None:
+    """Import anyio's event-loop backend now: anyio imports it on first use, about 30 ms inside the first run.
+
+    The backend is trio's in a process that imported trio, asyncio's otherwise.
+    """
+    name = "trio" if "trio" in sys.modules else "asyncio"
+    with contextlib.suppress(ImportError):  # a layout this anyio does not have: it loads the backend itself
+        importlib.import_module(f"anyio._backends._{name}")
 
 
 def new_run_id() -> str:
@@ -144,6 +157,7 @@ class ProjectOrchestrator:
             self._project = project
             for record in _RUN_RECORDS:  # deferred at import (a fast import); built here, before the run
                 record.model_rebuild()
+            _load_loop_backend()
             if self.store is not None:  # stored results carry their task's fingerprint: hashed with the project
                 self._fingerprints(project)
         return project

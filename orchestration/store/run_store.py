@@ -2,7 +2,8 @@
 
 Each run has a row (project name, content hash, file, agents file, inputs, task order, status,
 start and end); each task's final :class:`ExecutionResult` is written as JSON the
-moment it finishes, with the task's fingerprint. A success is committed before the
+moment it finishes, with the task's fingerprint (a task run again in a later session of the
+run gets a new row: its latest row is its result). A success is committed before the
 task's dependents may start (its worker goes on to the next task meanwhile), so after a
 crash (even ``kill -9``) every task recorded as succeeded stays succeeded. Tasks in
 flight at the crash (or whose commit was still to come) have no record and are executed
@@ -64,10 +65,15 @@ CREATE TABLE IF NOT EXISTS results (
     status TEXT NOT NULL,
     fingerprint TEXT,
     output_format TEXT NOT NULL,
-    result TEXT NOT NULL,
-    PRIMARY KEY (run_id, task_id)
+    result TEXT NOT NULL
 );
 """
+_RESULTS_INDEX = "CREATE INDEX IF NOT EXISTS results_by_run ON results (run_id)"
+"""Results are appended, a task's latest row being its result: rows of a run are found through this index.
+
+A unique (run_id, task_id) key would put each row into a second B-tree at the place of its
+task id, so that every commit would rewrite a page per row (twice the cost of the insert).
+Stores made before keep their key (their rows are replaced instead of appended) and need no index."""
 
 
 class RunStatus(StrEnum):
@@ -139,6 +145,8 @@ def default_store_path(env: Mapping[str, str] | None = None) -> Path:
 
 def _setup(connection: sqlite3.Connection) -> None:
     connection.executescript(_SCHEMA)
+    if not any(row[3] == "pk" for row in connection.execute("PRAGMA index_list(results)")):
+        connection.execute(_RESULTS_INDEX)
     columns = {row[1] for row in connection.execute("PRAGMA table_info(runs)")}
     if "agents_file" not in columns:  # a store written before runs recorded their agents file
         try:
@@ -263,7 +271,7 @@ class RunStore:
     def _result_statement(
         run_id: str, result: ExecutionResult, fingerprint: str | None, output_format: OutputFormat
     ) -> Statement:
-        return (
+        return (  # appended (replaced in stores made with a unique key on run and task)
             "INSERT OR REPLACE INTO results (run_id, task_id, status, fingerprint, output_format, result)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (
@@ -349,9 +357,10 @@ class RunStore:
         record = self.get_run(run_id)
         with self._reader() as connection:
             rows = connection.execute(
-                "SELECT task_id, fingerprint, output_format, result FROM results WHERE run_id = ?", (run_id,)
+                "SELECT task_id, fingerprint, output_format, result FROM results WHERE run_id = ? ORDER BY rowid",
+                (run_id,),
             ).fetchall()
-        tasks = {
+        tasks = {  # a task's latest row is its result
             row["task_id"]: StoredTask(_load_result(row["result"], row["output_format"]), row["fingerprint"])
             for row in rows
         }

@@ -14,7 +14,15 @@ import anyio
 import pytest
 
 from llm_abstractions import AuthenticationError
-from orchestration import AgentTask, ExecutionStatus, ProjectDefaults, ProjectOrchestrator, ProjectSpec, RunEvent
+from orchestration import (
+    AgentTask,
+    ExecutionResult,
+    ExecutionStatus,
+    ProjectDefaults,
+    ProjectOrchestrator,
+    ProjectSpec,
+    RunEvent,
+)
 from orchestration.store import RunStatus, RunStore, default_store_path, export_run
 from orchestration.store.writer import SqliteWriter
 from tests.reliability.doubles import Scripts
@@ -208,6 +216,37 @@ async def test_a_store_from_before_agents_files_were_recorded_is_upgraded(tmp_pa
     await store.begin_run("new", project="p", project_hash="h", file=None, inputs={}, task_ids=[], agents_file=agents)
     store.close()
     assert store.get_run("new").agents_file == agents.absolute()
+
+
+def _result(task_id: str, status: ExecutionStatus) -> ExecutionResult:
+    return ExecutionResult(task_id=task_id, status=status, agent="s")
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["appended", "keyed store from before"])
+async def test_a_task_recorded_again_loads_as_its_latest_record(tmp_path: Path, keyed: bool) -> None:
+    path = tmp_path / "runs.db"
+    if keyed:  # stores made before results were appended had a unique key on run and task
+        with sqlite3.connect(path) as connection:
+            connection.execute(
+                "CREATE TABLE results (run_id TEXT NOT NULL, task_id TEXT NOT NULL, status TEXT NOT NULL,"
+                " fingerprint TEXT, output_format TEXT NOT NULL, result TEXT NOT NULL, PRIMARY KEY (run_id, task_id))"
+            )
+    store = RunStore(path)
+    await store.begin_run("r", project="p", project_hash="h", file=None, inputs={}, task_ids=["a", "b"])
+    await store.record("r", _result("a", ExecutionStatus.FAILED), "f1")
+    await store.record("r", _result("b", ExecutionStatus.SUCCESS), "f1")
+    await store.record("r", _result("a", ExecutionStatus.SUCCESS), "f2")
+    stored = store.load_run("r")
+    assert {task: (entry.result.status, entry.fingerprint) for task, entry in stored.tasks.items()} == {
+        "a": (ExecutionStatus.SUCCESS, "f2"),
+        "b": (ExecutionStatus.SUCCESS, "f1"),
+    }
+    with closing(sqlite3.connect(path)) as connection:
+        rows = connection.execute("SELECT task_id FROM results ORDER BY rowid").fetchall()
+        indexes = {row[1] for row in connection.execute("PRAGMA index_list(results)")}
+    assert [row[0] for row in rows] == (["b", "a"] if keyed else ["a", "b", "a"])
+    assert ("results_by_run" in indexes) is not keyed
+    store.close()
 
 
 async def test_results_finished_together_share_a_commit(tmp_path: Path) -> None:
