@@ -2,8 +2,8 @@
 
 Used by the SDK fault tests, the crash tests and the benchmark. Each request is answered
 with a success (recorded per task key) or a transient fault; every ``burst_every``-th
-request starts a burst: for ``burst_window_s`` every request gets a 429 with
-``Retry-After: retry_after_s``. The plan records when each burst started.
+request starts a burst: for ``burst_window_s`` (and for at least ``burst_min`` requests)
+every request gets a 429 with ``Retry-After: retry_after_s``. The plan records when each burst started.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ class FaultPlan:
     burst_every: int = 0
     """Start a burst of 429s at every n-th request (0: never)."""
     burst_window_s: float = 0.03
+    burst_min: int = 3
+    """A burst answers every request of its window with a 429, and at least this many (however slow the client)."""
     retry_after_s: float = 0.5
     hang_s: float = 2.0
     reply_delay_s: float = 0.0
@@ -56,6 +58,7 @@ class FaultPlan:
         self._rng = random.Random(self.seed)
         self._count = 0
         self._burst_until = -1.0
+        self._burst_left = 0
         self._lock = threading.Lock()
 
     def __call__(self, request: RecordedRequest) -> Response:
@@ -66,8 +69,10 @@ class FaultPlan:
             now = time.monotonic()
             if self.burst_every and self._count % self.burst_every == 0 and now >= self._burst_until:
                 self._burst_until = now + self.burst_window_s
+                self._burst_left = self.burst_min
                 self.bursts.append(now)
-            if now < self._burst_until:
+            if now < self._burst_until or self._burst_left > 0:
+                self._burst_left -= 1
                 self.faults["429"] += 1
                 return Fault.rate_limited(retry_after=self.retry_after_s)
             roll = self._rng.random()
