@@ -4,7 +4,9 @@ With a :class:`~orchestration.store.RunStore` every task's result is committed r
 after the loop turn in which it finished (a success before its dependents start), and
 :meth:`ProjectOrchestrator.resume` continues a run that crashed or failed. Calls in flight
 at a crash, and results not committed yet, run again on resume: at-least-once for them,
-never again for a recorded success.
+never again for a recorded success. The scheduler's priorities then start from how long
+each task took in the project's last run with successes (see ``durations`` in
+:class:`~orchestration.scheduler.DagScheduler`).
 """
 
 from __future__ import annotations
@@ -223,10 +225,14 @@ class ProjectOrchestrator:
         self.results = dict(kept)
         store = self.store
         task_prints: list[str] = []
+        durations: list[float | None] | None = None
         if store is not None:
             from orchestration.store import project_hash
 
             task_prints = self._fingerprints(project)
+            # how long each task took in the project's last run: the scheduler's first estimates
+            known = await anyio.to_thread.run_sync(store.task_durations, project.name)
+            durations = [known.get(fingerprint) for fingerprint in task_prints] if known else None
             await store.begin_run(
                 run_id,
                 project=project.name,
@@ -246,6 +252,7 @@ class ProjectOrchestrator:
             self.max_concurrency or defaults.max_concurrency,
             groups=[agent_index[t.agent] for t in project.tasks],
             group_limits=[self.registry.get(name).limits.max_concurrent for name in agent_names],
+            durations=durations,
         )
         inputs = project.inputs
         results = self.results

@@ -5,7 +5,9 @@ per edge). Ready tasks wait in a heap ordered by *upward rank*: the longest rema
 path from the task to the end of the DAG, each task weighted by the observed mean
 duration of its group (its agent) — the critical-path / HEFT priority; FIFO among
 equals. Until a group's duration is known its tasks weigh the mean of the known groups
-(all weigh 1 at the start: ranks in tasks). Every ``n / _RERANKS`` completions, if a group's
+(all weigh 1 at the start: ranks in tasks). A task whose own duration is known in
+advance (``durations``, e.g. from an earlier run) weighs that duration instead, and
+counts as an observation of its group. Every ``n / _RERANKS`` completions, if a group's
 mean has become known or moved by more than ``_DRIFT`` since the last ranking, the ranks
 are recomputed in one O(n + e) pass: at most ``_RERANKS`` passes per run, so the work per
 task stays O(1) amortised.
@@ -52,8 +54,10 @@ class DagScheduler:
         *,
         groups: Sequence[int] | None = None,
         group_limits: Sequence[int | None] = (),
+        durations: Sequence[float | None] | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        """``durations``: each node's expected duration in seconds where known, else ``None``."""
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         n = len(children)
@@ -71,10 +75,14 @@ class DagScheduler:
         self._count = [0] * group_count
         self._ranked_weight: list[float | None] = [None] * group_count
         self._since_check = 0
+        self._ready: list[Entry] = []
         self._order = _topological_order(children)
         self._rank = [0.0] * n
-        self._compute_ranks([1.0] * group_count)
-        self._ready: list[Entry] = []
+        self._node_weight: list[float | None] | None = None
+        if durations is not None and any(d is not None for d in durations):
+            self._know(durations)
+        else:
+            self._compute_ranks([1.0] * group_count)
         self._seq = 0
         self._idle: list[anyio.Event] = []
         self._remaining = 0
@@ -101,14 +109,27 @@ class DagScheduler:
             for total, count in zip(self._total_s, self._count, strict=True)
         ]
 
+    def _know(self, durations: Sequence[float | None]) -> None:
+        """Weigh each node whose duration is known by it, count it as an observation of its group, and rank."""
+        if len(durations) != len(self._rank):
+            raise ValueError(f"{len(durations)} durations for {len(self._rank)} nodes")
+        # whole milliseconds: tasks that took about as long keep their FIFO order
+        self._node_weight = [None if d is None else round(d, 3) + _FLOOR_S for d in durations]
+        for node, duration in enumerate(durations):
+            if duration is not None:
+                self._total_s[self._groups[node]] += duration
+                self._count[self._groups[node]] += 1
+        self._rerank(self.weights())
+
     def _compute_ranks(self, weights: Sequence[float]) -> None:
-        rank, children, groups = self._rank, self._children, self._groups
+        rank, children, groups, known = self._rank, self._children, self._groups, self._node_weight
         for node in reversed(self._order):
             longest = 0.0
             for child in children[node]:
                 if rank[child] > longest:
                     longest = rank[child]
-            rank[node] = weights[groups[node]] + longest
+            weight = known[node] if known is not None else None
+            rank[node] = (weights[groups[node]] if weight is None else weight) + longest
 
     def _rerank(self, weights: list[float]) -> None:
         self._ranked_weight = [w if count else None for w, count in zip(weights, self._count, strict=True)]

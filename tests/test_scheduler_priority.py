@@ -98,6 +98,26 @@ async def test_equal_ranks_start_in_ready_order() -> None:
     assert recorder.starts() == list(range(6))
 
 
+async def test_known_durations_start_the_longest_work_first() -> None:
+    # independent tasks of one agent: known durations order them longest first (FIFO without them)
+    parents: list[list[int]] = [[] for _ in range(5)]
+    durations = [1.0, 5.0, 3.0, None, 4.0]  # 3 is unknown: it weighs its agent's mean of the known, 3.25
+    recorder = Recorder(parents, [d or 3.25 for d in durations])
+    scheduler = DagScheduler(children_of(parents), 1, durations=durations, clock=recorder.clock)
+    await scheduler.run(recorder.execute)
+    assert recorder.starts() == [1, 4, 3, 2, 0]
+
+
+async def test_known_durations_weigh_paths_and_seed_their_agent() -> None:
+    # one task of each agent is known (0 took 1 s, 5 took 100 s); the others weigh their agent's mean
+    known: list[float | None] = [1.0, None, None, None, None, 100.0]
+    scheduler = DagScheduler(children_of(PARENTS), 1, groups=GROUPS, durations=known)
+    assert scheduler.weights() == pytest.approx([1.0, 100.0], rel=0.01)
+    assert scheduler.ranks[1] > scheduler.ranks[0] and scheduler.ranks[5] > scheduler.ranks[2]
+    with pytest.raises(ValueError, match="2 durations for 6 nodes"):
+        DagScheduler(children_of(PARENTS), 1, durations=[1.0, 2.0])
+
+
 def random_dag(size: int, seed: int) -> list[list[int]]:
     rng = random.Random(seed)
     return [sorted(rng.sample(range(node), k=min(node, rng.randint(0, 3)))) for node in range(size)]

@@ -370,6 +370,25 @@ class RunStore:
         """A run's results by task id, in task order."""
         return self.load_run(run_id).results()
 
+    def task_durations(self, project: str) -> dict[str, float]:
+        """Mean duration of each task fingerprint's successes in the newest run of ``project`` that has any.
+
+        How long tasks took last time: the scheduler's first guess of how long they take now.
+        No store file (or no such run) means nothing known.
+        """
+        if not self.path.exists():
+            return {}
+        with self._reader() as connection:
+            rows = connection.execute(
+                "SELECT fingerprint, AVG(json_extract(result, '$.duration_s')) FROM results"
+                " WHERE run_id = (SELECT run_id FROM runs WHERE project = ? AND EXISTS"
+                " (SELECT 1 FROM results WHERE results.run_id = runs.run_id AND status = 'success')"
+                " ORDER BY started_at DESC, rowid DESC LIMIT 1)"
+                " AND status = 'success' AND fingerprint IS NOT NULL GROUP BY fingerprint",
+                (project,),
+            ).fetchall()
+        return {fingerprint: duration for fingerprint, duration in rows if duration is not None}
+
     def latest_unfinished(self, project: str) -> RunRecord | None:
         """The newest run of ``project`` that did not succeed as a whole, if any."""
         return next((run for run in self.list_runs(project) if not run.finished), None)

@@ -23,7 +23,7 @@ from orchestration import (
     ProjectSpec,
     RunEvent,
 )
-from orchestration.store import RunStatus, RunStore, default_store_path, export_run
+from orchestration.store import RunStatus, RunStore, default_store_path, export_run, fingerprints
 from orchestration.store.writer import SqliteWriter
 from tests.reliability.doubles import Scripts
 
@@ -246,6 +246,30 @@ async def test_a_task_recorded_again_loads_as_its_latest_record(tmp_path: Path, 
         indexes = {row[1] for row in connection.execute("PRAGMA index_list(results)")}
     assert [row[0] for row in rows] == (["b", "a"] if keyed else ["a", "b", "a"])
     assert ("results_by_run" in indexes) is not keyed
+    store.close()
+
+
+async def test_a_run_starts_the_tasks_that_took_longest_last_time_first(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    tasks = [AgentTask(id=f"t{i}", description=f"t{i}") for i in range(5)]
+    spec = ProjectSpec(name="p", tasks=tasks, defaults=ProjectDefaults(max_concurrency=1))
+
+    async def start_order(run_id: str) -> list[str]:
+        orch = ProjectOrchestrator(spec, store=store)
+        started: list[str] = []
+        orch.on_event(lambda event: started.append(str(event.task_id)) if event.kind == "task_started" else None)
+        await orch.run(run_id=run_id)
+        return started
+
+    assert await start_order("first") == ["t0", "t1", "t2", "t3", "t4"]  # nothing known: FIFO
+    assert set(store.task_durations("p")) == set(fingerprints(ProjectOrchestrator(spec).validate()))
+    # the next run of the project learns from the newest run with successes: here a recorded one
+    prints = fingerprints(ProjectOrchestrator(spec).validate())
+    await store.begin_run("recorded", project="p", project_hash="h", file=None, inputs={}, task_ids=[])
+    for i, seconds in enumerate([0.2, 0.5, 0.1, 0.4, 0.3]):
+        done = ExecutionResult(task_id=f"t{i}", status=ExecutionStatus.SUCCESS, duration_s=seconds)
+        await store.record("recorded", done, prints[i])
+    assert await start_order("second") == ["t1", "t3", "t4", "t0", "t2"]
     store.close()
 
 
