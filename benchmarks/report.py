@@ -76,11 +76,11 @@ def tables(document: dict[str, Any]) -> list[Table]:
         chosen = [e for e in entries if e["family"] == family]
         if chosen:
             rows = [
-                [e["workload"], f"{e['tasks']:,}", str(e["cap"]), f"{e['lower_bound_s']:.2f}"]
+                [e["workload"], f"{e['tasks']:,}", str(e["cap"]), f"{e['lower_bound_s']:.2f}", _optimum(e)]
                 + [_cell(e["contenders"][n], "makespan_over_lower_bound", 3) for n in names]
                 for e in chosen
             ]
-            header = ["workload", "tasks", "cap", "bound s", *names]
+            header = ["workload", "tasks", "cap", "bound s", "optimum ≥", *names]
             result.append((f"{title}: makespan / lower bound (x reference)", header, rows))
     startup = document["startup"]
     help_s = startup["help_s"]
@@ -92,6 +92,12 @@ def tables(document: dict[str, Any]) -> list[Table]:
     ]
     result.append(("Start-up (fresh interpreters, medians)", ["what", "time"], rows))
     return result
+
+
+def _optimum(entry: dict[str, Any]) -> str:
+    """What no schedule can beat, over the lower bound (``Workload.tight_lower_bound_s``); older results lack it."""
+    tight = entry.get("tight_lower_bound_s")
+    return f"{tight / entry['lower_bound_s']:.3f}" if tight else "-"
 
 
 def print_tables(document: dict[str, Any]) -> None:

@@ -98,6 +98,7 @@ def measure(quick: bool, contenders: list[str], only: str | None = None) -> dict
                 "tasks": workload.size,
                 "cap": workload.cap,
                 "lower_bound_s": workload.lower_bound_s(),
+                "tight_lower_bound_s": workload.tight_lower_bound_s() if workload.family != "overhead" else None,
                 "contenders": {name: _summarise(workload, runs[name]) for name in contenders},
             }
             _add_ratios(entry)

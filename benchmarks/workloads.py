@@ -68,6 +68,39 @@ class Workload:
         """No schedule with ``cap`` slots and no overhead can finish sooner."""
         return max(self.critical_path_s(), sum(self.latency_s) / self.cap)
 
+    def tight_lower_bound_s(self) -> float:
+        """A tighter bound than :meth:`lower_bound_s`, also valid for every schedule with ``cap`` slots.
+
+        A task starts only after all its ancestors ended, and those ancestors that cannot start before
+        time ``h`` (their longest path from a source) need at least their work / ``cap`` after ``h``; the
+        task then needs its own longest path to the end. On a fan-in behind a long task (bwa's index,
+        soykb's merge) this shows how far above max(critical path, work / cap) even the best order stays.
+        O(n^2): meant for the latency workloads (a few thousand tasks).
+        """
+        n, latency, cap = self.size, self.latency_s, self.cap
+        head = [0.0] * n  # longest path from a source to the task's start
+        ancestors = [0] * n  # as bit sets
+        for node, parents in enumerate(self.parents):
+            head[node] = max((head[p] + latency[p] for p in parents), default=0.0)
+            for parent in parents:
+                ancestors[node] |= ancestors[parent] | (1 << parent)
+        tail = [0.0] * n  # longest path from the task's start to the end
+        for node, kids in reversed(list(enumerate(self.children()))):
+            tail[node] = latency[node] + max((tail[kid] for kid in kids), default=0.0)
+        latest_first = sorted(range(n), key=lambda node: -head[node])
+        best, work = self.lower_bound_s(), 0.0
+        for node in latest_first:  # the whole DAG: what starts at h or later needs its work / cap after h
+            work += latency[node]
+            best = max(best, head[node] + work / cap)
+        for node in range(n):
+            start, work = head[node], 0.0
+            for ancestor in latest_first:
+                if ancestors[node] >> ancestor & 1:
+                    work += latency[ancestor]
+                    start = max(start, head[ancestor] + work / cap)
+            best = max(best, start + tail[node])
+        return best
+
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), separators=(",", ":")))
 

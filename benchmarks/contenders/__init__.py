@@ -12,6 +12,7 @@ CONTENDERS = {
     "langgraph": "benchmarks.contenders.langgraph_graph",
     "engine": "benchmarks.contenders.engine",
     "engine_default": "benchmarks.contenders.engine_default",
+    "engine_rerun": "benchmarks.contenders.engine_rerun",
 }
 """Name -> module, in the order they run (and are shown)."""
 
