@@ -233,6 +233,21 @@ def test_module_entry_point_and_exit_codes_in_a_real_process(tmp_path: Path) -> 
     assert run_cli("run", str(good), "-q").returncode == 0
 
 
+def test_help_loads_neither_rich_nor_the_engine() -> None:
+    """``orchestrate --help`` stays a fast start-up: plain help, no rich, pydantic or engine import."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "orchestration", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and "Commands:" in proc.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    heavy = sorted(m for m in imported if m.split(".")[0] in {"rich", "pydantic", "anyio", "networkx", "jinja2"})
+    assert heavy == [] and "orchestration.orchestrator" not in imported
+
+
 def test_importing_orchestration_and_help_import_no_sdk() -> None:
     probe = (
         "import sys, orchestration, orchestration.orchestrator, orchestration.cli.app;"

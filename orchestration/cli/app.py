@@ -1,7 +1,8 @@
 """The ``orchestrate`` application: commands are registered here, implemented in sibling modules.
 
 Heavy imports (the engine, rich tables, networkx) happen inside commands so that
-``orchestrate --help`` stays fast.
+``orchestrate --help`` stays fast; help and usage errors are click's plain text (typer's rich
+help would import rich's markdown and traceback renderers first, about 100 ms).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-agents_app = typer.Typer(help="Inspect configured agents.", no_args_is_help=True)
+agents_app = typer.Typer(help="Inspect configured agents.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(agents_app, name="agents")
 agents_app.command("check")(agents_check)
 app.command()(run)
