@@ -1,9 +1,11 @@
 """Retry policy: exponential backoff with full jitter, honouring ``retry_after``, via tenacity.
 
-:func:`call_with_retries` is the policy; :class:`RetryingLlm` applies it to one agent's
-model inside a task's call chain and appends every attempt to the list that
-:data:`attempt_log` holds in the calling task's context (the executor sets one per task,
-so chains can be shared by concurrent tasks).
+:class:`RetryingLlm` applies it to one agent's model inside a task's call chain: the first
+attempt runs outside tenacity (the common, successful case costs nothing), and a retryable
+first failure is replayed into tenacity (:mod:`orchestration.backoff`), which then owns backoff
+and stop. Refusals by an open circuit (no request sent) do not use up retries; ``deadline_s``
+bounds them. Every attempt is appended to the list that :data:`attempt_log` holds in the
+calling task's context (the executor sets one per task, so chains can be shared by concurrent tasks).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from agent_registry import RetrySettings
 from llm_abstractions import BaseLlm, LlmError, LlmResponse, Message
 from llm_abstractions.wrappers import CircuitOpenError, WrapperLlm
 
-__all__ = ["Attempt", "RetryingLlm", "attempt_log", "call_with_retries"]
+__all__ = ["Attempt", "RetryingLlm", "attempt_log"]
 
 Attempt = dict[str, Any]
 """One attempt, as the fields of an :class:`AttemptRecord` (the result's validation makes the record)."""
@@ -31,28 +33,6 @@ Retryable = Callable[[LlmError], bool]
 
 def _retryable(exc: LlmError) -> bool:
     return exc.retryable
-
-
-async def call_with_retries(
-    attempt: Callable[[], Awaitable[LlmResponse]],
-    retries: int,
-    settings: RetrySettings,
-    retryable: Retryable = _retryable,
-) -> LlmResponse:
-    """Call ``attempt`` until it succeeds, fails with an error ``retryable`` rejects, or ``retries`` run out.
-
-    Refusals by an open circuit (no request sent) do not use up retries; ``deadline_s`` bounds them.
-
-    The first attempt runs outside tenacity (the common, successful case costs nothing);
-    a retryable first failure is replayed into tenacity, which then owns backoff and stop.
-    """
-    try:
-        return await attempt()
-    except LlmError as exc:
-        if retries == 0 or not retryable(exc):
-            raise
-        first_error = exc
-    return await _retry_after(first_error, attempt, retries, settings, retryable)
 
 
 async def _retry_after(
