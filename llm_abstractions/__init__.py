@@ -4,8 +4,11 @@ from llm_abstractions.base import BaseLlm, NoSettings
 from llm_abstractions.config import LlmConfig
 from llm_abstractions.errors import (
     AuthenticationError,
+    CircuitOpenError,
     ContentFilteredError,
     ContextLengthExceededError,
+    ErrorType,
+    InvalidOutputError,
     InvalidRequestError,
     LlmConnectionError,
     LlmError,
@@ -21,16 +24,21 @@ from llm_abstractions.factory import (
     register_llm,
     unregister_llm,
 )
+from llm_abstractions.function import FunctionLlm
 from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, Message, Usage
-from llm_abstractions.redaction import redact, register_secret
+from llm_abstractions.redaction import redact, redact_value, register_secret
 from llm_abstractions.streaming import StreamingLlm, collect_stream
 
 __all__ = [
     "AuthenticationError",
     "BaseLlm",
+    "CircuitOpenError",
     "ContentFilteredError",
     "ContextLengthExceededError",
+    "ErrorType",
+    "FunctionLlm",
     "GenerationOptions",
+    "InvalidOutputError",
     "InvalidRequestError",
     "LlmChunk",
     "LlmConfig",
@@ -50,6 +58,7 @@ __all__ = [
     "get_llm_class",
     "known_providers",
     "redact",
+    "redact_value",
     "register_llm",
     "register_secret",
     "unregister_llm",

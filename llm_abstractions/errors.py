@@ -1,17 +1,25 @@
-"""Typed errors every provider maps its SDK's exceptions onto.
+"""The task error vocabulary, and the typed errors every provider maps its SDK's exceptions onto.
 
-Each error has a stable snake_case ``type_name`` that results and events use, a
-``retryable`` flag and an optional ``retry_after`` hint in seconds.
+:class:`ErrorType` lists every error type a task result can carry. Each :class:`LlmError`
+has one as its ``type_name``, a ``retryable`` flag and an optional ``retry_after`` hint
+in seconds.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from enum import StrEnum
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from llm_abstractions.messages import LlmResponse
 
 __all__ = [
     "AuthenticationError",
+    "CircuitOpenError",
     "ContentFilteredError",
     "ContextLengthExceededError",
+    "ErrorType",
+    "InvalidOutputError",
     "InvalidRequestError",
     "LlmConnectionError",
     "LlmError",
@@ -21,10 +29,36 @@ __all__ = [
 ]
 
 
+class ErrorType(StrEnum):
+    """Why a task did not succeed; the values are part of the results format."""
+
+    RATE_LIMITED = "rate_limited"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    TIMEOUT = "timeout"
+    """A model call or the whole task ran out of time."""
+    CONNECTION = "connection"
+    AUTHENTICATION = "authentication"
+    INVALID_REQUEST = "invalid_request"
+    CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+    CONTENT_FILTERED = "content_filtered"
+    CIRCUIT_OPEN = "circuit_open"
+    """The endpoint's circuit breaker refused the call."""
+    INVALID_OUTPUT = "invalid_output"
+    """The answer did not match the output schema, even after a repair call."""
+    TEMPLATE_ERROR = "template_error"
+    """A prompt template failed to render."""
+    UPSTREAM_FAILED = "upstream_failed"
+    """A dependency of the task did not succeed."""
+    CANCELLED = "cancelled"
+    """The run was cancelled before the task finished."""
+    INTERNAL = "internal"
+    """Any other exception."""
+
+
 class LlmError(Exception):
     """Base class of every model-call error."""
 
-    type_name: ClassVar[str] = "internal"
+    type_name: ClassVar[ErrorType] = ErrorType.INTERNAL
     default_retryable: ClassVar[bool] = False
 
     def __init__(
@@ -49,36 +83,58 @@ class LlmError(Exception):
 
 
 class RateLimitedError(LlmError):
-    type_name = "rate_limited"
+    type_name = ErrorType.RATE_LIMITED
     default_retryable = True
 
 
 class ProviderUnavailableError(LlmError):
-    type_name = "provider_unavailable"
+    type_name = ErrorType.PROVIDER_UNAVAILABLE
     default_retryable = True
 
 
 class LlmTimeoutError(LlmError):
-    type_name = "timeout"
+    type_name = ErrorType.TIMEOUT
     default_retryable = True
 
 
 class LlmConnectionError(LlmError):
-    type_name = "connection"
+    type_name = ErrorType.CONNECTION
     default_retryable = True
 
 
 class AuthenticationError(LlmError):
-    type_name = "authentication"
+    type_name = ErrorType.AUTHENTICATION
 
 
 class InvalidRequestError(LlmError):
-    type_name = "invalid_request"
+    type_name = ErrorType.INVALID_REQUEST
 
 
 class ContextLengthExceededError(LlmError):
-    type_name = "context_length_exceeded"
+    type_name = ErrorType.CONTEXT_LENGTH_EXCEEDED
 
 
 class ContentFilteredError(LlmError):
-    type_name = "content_filtered"
+    type_name = ErrorType.CONTENT_FILTERED
+
+
+class CircuitOpenError(LlmError):
+    """The endpoint's circuit is open: no request was sent.
+
+    Retryable, with ``retry_after`` set to the rest of the cool-down, so a task with no
+    fallback waits for the trial call instead of failing; a fallback chain moves on.
+    """
+
+    type_name = ErrorType.CIRCUIT_OPEN
+    default_retryable = True
+
+
+class InvalidOutputError(LlmError):
+    """The answer is not JSON matching the output schema, even after one repair."""
+
+    type_name = ErrorType.INVALID_OUTPUT
+
+    def __init__(self, message: str, *, response: LlmResponse) -> None:
+        super().__init__(message, provider=response.provider, partial_text=response.text)
+        self.response = response
+        """The last answer, with the usage of every call."""

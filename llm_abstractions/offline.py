@@ -10,7 +10,6 @@ Token usage is a word count.
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Sequence
 from typing import Annotated
@@ -92,8 +91,6 @@ class OfflineLlm(BaseLlm):
         delay = self._latency_s(prompt)
         if delay > 0:
             await anyio.sleep(delay)
-        elif asyncio.events._get_running_loop() is not None:
-            await asyncio.sleep(0)  # anyio's checkpoint, minus its event-loop lookup (a third of a zero-latency call)
         else:
             await anyio.lowlevel.checkpoint()
         text = prompt if settings.response is None else self._answer(prompt, system)

@@ -13,12 +13,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llm_abstractions.errors import LlmError
+from llm_abstractions.errors import InvalidOutputError
 from llm_abstractions.messages import LlmResponse, Message, Usage
 
 __all__ = [
     "REPAIR_PROMPT",
-    "InvalidOutputError",
     "JsonAnswer",
     "generate_json",
     "parse_json_answer",
@@ -29,17 +28,6 @@ REPAIR_PROMPT = (
     "Your answer above is not valid: {problem}\n"
     "Reply again with only the corrected JSON value, with no explanation and no code fence."
 )
-
-
-class InvalidOutputError(LlmError):
-    """The answer is not JSON matching the output schema, even after one repair."""
-
-    type_name = "invalid_output"
-
-    def __init__(self, message: str, *, response: LlmResponse) -> None:
-        super().__init__(message, provider=response.provider, partial_text=response.text)
-        self.response = response
-        """The last answer, with the usage of every call."""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@
 - :class:`StreamedLlm` answers complete calls from the stream (time to first token).
 """
 
-from llm_abstractions.wrappers.circuit import CircuitBreaker, CircuitBreakerLlm, CircuitOpenError, CircuitState
+from llm_abstractions.wrappers.circuit import CircuitBreaker, CircuitBreakerLlm, CircuitState
 from llm_abstractions.wrappers.fallback import FallbackLlm
 from llm_abstractions.wrappers.limits import EndpointLimits, LimitedLlm, LimitSettings, estimate_tokens
 from llm_abstractions.wrappers.streamed import StreamedLlm
@@ -18,7 +18,6 @@ from llm_abstractions.wrappers.wrapper import WrapperLlm
 __all__ = [
     "CircuitBreaker",
     "CircuitBreakerLlm",
-    "CircuitOpenError",
     "CircuitState",
     "EndpointLimits",
     "FallbackLlm",

@@ -10,6 +10,7 @@ import pytest
 
 from llm_abstractions import (
     AuthenticationError,
+    CircuitOpenError,
     GenerationOptions,
     InvalidRequestError,
     LlmTimeoutError,
@@ -21,7 +22,6 @@ from llm_abstractions import (
 from llm_abstractions.wrappers import (
     CircuitBreaker,
     CircuitBreakerLlm,
-    CircuitOpenError,
     CircuitState,
     EndpointLimits,
     FallbackLlm,
