@@ -1,6 +1,5 @@
-"""Who does the work: agent types, agent configs and the registry that loads them."""
+"""Who does the work: agent configs and the registry that loads them."""
 
-from agent_registry.agent_type import AgentType
 from agent_registry.config import AgentConfig, AgentLimits, RetrySettings
 from agent_registry.files import FileFormatError, StructuredFile, read_structured_file
 from agent_registry.registry import (
@@ -17,7 +16,6 @@ __all__ = [
     "AgentIssue",
     "AgentLimits",
     "AgentRegistry",
-    "AgentType",
     "FileFormatError",
     "RetrySettings",
     "StructuredFile",

@@ -51,7 +51,7 @@ class AgentConfig(BaseModel):
 
     name: str
     agent_type: str = Field(alias="type")
-    """Provider key, an :class:`~agent_registry.AgentType` value or a third-party key."""
+    """Provider key: see :func:`~llm_abstractions.known_providers`."""
     model: str | None = None
     api_key: SecretStr | None = None
     """Optional: falls back to the provider's standard environment variable."""

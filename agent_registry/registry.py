@@ -13,7 +13,8 @@ from pydantic import ValidationError
 
 from agent_registry.config import AgentConfig
 from agent_registry.files import FileFormatError, StructuredFile, read_structured_file
-from llm_abstractions import UnknownProviderError, get_llm_class
+from llm_abstractions import BaseLlm, UnknownProviderError, get_llm_class
+from llm_abstractions.factory import BUILTIN_PROVIDERS
 
 __all__ = [
     "AgentConfigError",
@@ -24,19 +25,6 @@ __all__ = [
 ]
 
 AGENTS_ENV = "ORCHESTRATE_AGENTS"
-
-# Agents created when a provider's standard key is set: name -> (env vars, config).
-_ENV_AGENTS: tuple[tuple[str, tuple[str, ...], dict[str, Any]], ...] = (
-    ("gpt", ("OPENAI_API_KEY",), {"type": "gpt", "model": "gpt-4.1-mini"}),
-    ("claude", ("ANTHROPIC_API_KEY",), {"type": "claude", "model": "claude-sonnet-4-6"}),
-    ("gemini", ("GOOGLE_API_KEY", "GEMINI_API_KEY"), {"type": "gemini", "model": "gemini-2.5-flash"}),
-    (
-        "groq",
-        ("GROQ_API_KEY",),
-        {"type": "openai_compatible", "preset": "groq", "model": "llama-3.3-70b-versatile"},
-    ),
-    ("grok", ("XAI_API_KEY",), {"type": "openai_compatible", "preset": "xai", "model": "grok-4"}),
-)
 
 
 @dataclass(frozen=True)
@@ -95,32 +83,94 @@ def _field_of(loc: tuple[int | str, ...]) -> str:
 
 
 class AgentRegistry:
-    """Named :class:`AgentConfig` s. Later registrations replace earlier ones of the same name."""
+    """Named :class:`AgentConfig` s. Later registrations replace earlier ones of the same name.
 
-    def __init__(self, agents: Iterable[AgentConfig] = ()) -> None:
+    A registry made with a ``parent`` is a layer over it: lookups fall back to the parent,
+    listings are the union (this layer winning), and registering never changes the parent.
+    An agent may come with a ready model instance (:meth:`register_llm_instance`), used
+    instead of a client built from its config.
+    """
+
+    def __init__(self, agents: Iterable[AgentConfig] = (), *, parent: AgentRegistry | None = None) -> None:
+        self.parent = parent
+        """The registry this one is a layer over; ``None``: a base registry."""
         self._agents: dict[str, AgentConfig] = {}
-        self.agents_file: Path | None = None
-        """The agents file loaded last (absolute), recorded with each run so that a resume can reload it."""
+        self._llms: dict[str, BaseLlm] = {}
+        self._agents_file: Path | None = None
         for agent in agents:
             self.register(agent)
 
-    def register(self, agent: AgentConfig) -> None:
+    @property
+    def agents_file(self) -> Path | None:
+        """The agents file loaded last (absolute), here or in a parent; recorded with each run so that
+        a resume can reload it."""
+        if self._agents_file is None and self.parent is not None:
+            return self.parent.agents_file
+        return self._agents_file
+
+    def register(self, agent: AgentConfig, *, llm: BaseLlm | None = None) -> None:
+        """Add or replace ``agent`` in this layer; ``llm``: the model instance its calls use."""
         self._agents[agent.name] = agent
+        if llm is None:
+            self._llms.pop(agent.name, None)
+        else:
+            self._llms[agent.name] = llm
+
+    def register_llm_instance(self, name: str, llm: BaseLlm) -> AgentConfig:
+        """Make agent ``name``'s calls use ``llm``; return the agent's config.
+
+        An agent of that name keeps its config (fallbacks, retries, limits); otherwise one is
+        made from the instance: its provider key, model, base URL, timeout and settings.
+        """
+        if name in self:
+            config = self.get(name)
+        else:
+            own = llm.config
+            config = AgentConfig.model_validate(
+                {
+                    **own.settings,
+                    "name": name,
+                    "type": llm.provider,
+                    "model": own.model,
+                    "base_url": own.base_url,
+                    "timeout_s": own.timeout_s,
+                }
+            )
+        self.register(config, llm=llm)
+        return config
+
+    def _layer_of(self, name: str) -> AgentRegistry | None:
+        """The nearest layer that defines ``name``."""
+        layer: AgentRegistry | None = self
+        while layer is not None and name not in layer._agents:
+            layer = layer.parent
+        return layer
 
     def get(self, name: str) -> AgentConfig:
-        try:
-            return self._agents[name]
-        except KeyError:
-            raise UnknownAgentError(name, self._agents) from None
+        """The config of agent ``name``; raise :class:`UnknownAgentError`."""
+        layer = self._layer_of(name)
+        if layer is None:
+            raise UnknownAgentError(name, self.names())
+        return layer._agents[name]
+
+    def llm_instance(self, name: str) -> BaseLlm | None:
+        """The model instance registered with agent ``name``; ``None``: build one from its config."""
+        layer = self._layer_of(name)
+        return None if layer is None else layer._llms.get(name)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._agents
+        return isinstance(name, str) and self._layer_of(name) is not None
+
+    def _merged(self) -> dict[str, AgentConfig]:
+        return {**self.parent._merged(), **self._agents} if self.parent is not None else self._agents
 
     def names(self) -> builtins.list[str]:
-        return list(self._agents)
+        """Every agent name, the parent's first."""
+        return list(self._merged())
 
     def list(self) -> builtins.list[AgentConfig]:
-        return list(self._agents.values())
+        """Every agent config, in :meth:`names` order."""
+        return list(self._merged().values())
 
     def load_mapping(
         self, agents: Any, source: StructuredFile | None = None, prefix: tuple[str | int, ...] = ()
@@ -186,14 +236,17 @@ class AgentRegistry:
             self.load_mapping(data["agents"], source, ("agents",))
         else:
             self.load_mapping(data, source)
-        self.agents_file = path.absolute()
+        self._agents_file = path.absolute()
 
     def load_environment(self, env: Mapping[str, str] | None = None) -> None:
-        """Register default agents for every provider whose standard key is set."""
+        """Register the default agents (:attr:`~llm_abstractions.factory.BuiltinProvider.env_agents`)
+        whose provider's key variable is set."""
         env = os.environ if env is None else env
-        for name, variables, settings in _ENV_AGENTS:
-            if any(env.get(v) for v in variables):
-                self.register(AgentConfig.model_validate({**settings, "name": name}))
+        for key, provider in BUILTIN_PROVIDERS.items():
+            for agent in provider.env_agents:
+                if any(env.get(v) for v in agent.variables):
+                    config = {**agent.settings, "name": agent.name or key, "type": key, "model": agent.model}
+                    self.register(AgentConfig.model_validate(config))
 
     @classmethod
     def default(cls, agents_file: Path | None = None, env: Mapping[str, str] | None = None) -> AgentRegistry:
@@ -207,5 +260,8 @@ class AgentRegistry:
 
     def check(self, name: str) -> builtins.list[str]:
         """Problems that would make this agent's calls fail (missing key, runtime...)."""
+        llm = self.llm_instance(name)
+        if llm is not None:
+            return type(llm).check_config(llm.config)
         config = self.get(name)
         return get_llm_class(config.agent_type).check_config(config.llm_config())

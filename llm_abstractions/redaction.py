@@ -2,14 +2,17 @@
 
 Every API key the process uses is registered here (agent configs do it when they
 are built); :func:`redact` replaces registered secrets and common credential
-shapes (``Bearer ...``, ``sk-...``, ``x-api-key: ...``) with ``[REDACTED]``.
+shapes (``Bearer ...``, ``sk-...``, ``x-api-key: ...``) with ``[REDACTED]``, and
+:func:`redact_value` does so in every string of a structure.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["REDACTED", "redact", "register_secret"]
+__all__ = ["REDACTED", "redact", "redact_value", "register_secret"]
 
 REDACTED = "[REDACTED]"
 
@@ -42,3 +45,20 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return _PATTERNS.sub(_replace, text)
+
+
+def redact_value(value: Any) -> Any:
+    """``value`` with every string in it redacted.
+
+    Mappings become dicts (keys as strings), lists and tuples become lists, an exception
+    becomes ``"Type: message"``; other values are returned as they are.
+    """
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {redact(str(k)): redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_value(v) for v in value]
+    if isinstance(value, BaseException):
+        return redact(f"{type(value).__name__}: {value}")
+    return value

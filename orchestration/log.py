@@ -9,29 +9,17 @@ from typing import Any, Literal
 
 import structlog
 
-from llm_abstractions import redact
+from llm_abstractions import redact_value
 
 __all__ = ["configure_logging", "get_logger", "log_events", "redact_event"]
 
 LogFormat = Literal["console", "json"]
 
 
-def _scrub(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {k: _scrub(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_scrub(v) for v in value]
-    if isinstance(value, BaseException):
-        return redact(f"{type(value).__name__}: {value}")
-    return value
-
-
 def redact_event(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: redact API keys and authorization headers from every value."""
     for key, value in event.items():
-        event[key] = _scrub(value)
+        event[key] = redact_value(value)
     return event
 
 

@@ -73,4 +73,4 @@ async def test_key_in_provider_error_is_redacted_from_results_and_logs() -> None
     logs = buffer.getvalue()
     assert "task_failed" in logs and KEY not in logs
     assert all(json.loads(line) for line in logs.splitlines())
-    assert KEY not in repr(orchestrator.registry.get("l"))
+    assert KEY not in repr(orchestrator.validate().registry.get("l"))

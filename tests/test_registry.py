@@ -6,13 +6,39 @@ from pathlib import Path
 
 import pytest
 
-from agent_registry import AgentConfigError, AgentRegistry, AgentType, UnknownAgentError, default_agents_file
-from llm_abstractions import known_providers
+from agent_registry import AgentConfigError, AgentRegistry, UnknownAgentError, default_agents_file
+from llm_abstractions import get_llm_class, known_providers
+from llm_abstractions.factory import BUILTIN_PROVIDERS
+from llm_abstractions.local import LocalLlm, known_runners
 
 
-def test_agent_types_are_registered_providers() -> None:
-    assert {t.value for t in AgentType} <= set(known_providers())
-    assert AgentType.ANTHROPIC_CLAUDE == "claude" and AgentType.OFFLINE == "offline"
+def test_each_builtin_provider_resolves_to_a_class_of_its_key() -> None:
+    assert set(BUILTIN_PROVIDERS) <= set(known_providers())
+    for key in BUILTIN_PROVIDERS:
+        assert get_llm_class(key).provider == key
+
+
+def test_local_runners_are_those_of_the_local_providers() -> None:
+    local = {key for key, provider in BUILTIN_PROVIDERS.items() if provider.runner is not None}
+    assert local == {"mlx", "vllm"} and local <= set(known_runners())
+    for key in local:
+        cls = get_llm_class(key)
+        assert issubclass(cls, LocalLlm) and cls.runner_name == key
+
+
+def test_environment_agents_come_from_the_provider_table() -> None:
+    env = {v: "x" for p in BUILTIN_PROVIDERS.values() for agent in p.env_agents for v in agent.variables}
+    registry = AgentRegistry()
+    registry.load_environment(env)
+    assert registry.names() == ["gpt", "claude", "gemini", "groq", "grok"]
+    groq = registry.get("groq")
+    assert (groq.agent_type, groq.model, groq.provider_settings) == (
+        "openai_compatible",
+        "llama-3.3-70b-versatile",
+        {"preset": "groq"},
+    )
+    for agent in registry.list():  # the table's settings are valid for their provider
+        get_llm_class(agent.agent_type).settings_model.model_validate(agent.provider_settings)
 
 
 def test_default_agents_from_environment_keys() -> None:

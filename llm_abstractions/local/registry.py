@@ -1,12 +1,15 @@
 """Runner registry: name -> ``LocalRunner`` subclass, imported lazily.
 
-Built-in runners are registered by dotted path, so importing this module imports
-no runtime. Third-party packages add runners through the entry-point group
-``orchestrate.runners`` (name = runner key, value = ``"module:Class"``).
+The built-in runners are those of the local providers in
+:data:`~llm_abstractions.factory.BUILTIN_PROVIDERS`, under the provider's key. They are
+registered by dotted path, so importing this module imports no runtime. Third-party
+packages add runners through the entry-point group ``orchestrate.runners``
+(name = runner key, value = ``"module:Class"``).
 """
 
 from __future__ import annotations
 
+from llm_abstractions.factory import BUILTIN_PROVIDERS
 from llm_abstractions.lazy_registry import LazyRegistry
 from llm_abstractions.local.runner import LocalRunner
 
@@ -29,10 +32,7 @@ class UnknownRunnerError(LookupError):
 _runners: LazyRegistry[LocalRunner] = LazyRegistry(
     LocalRunner,
     ENTRY_POINT_GROUP,
-    {
-        "mlx": "llm_abstractions.local.mlx_runner:MlxRunner",
-        "vllm": "llm_abstractions.local.vllm_runner:VllmRunner",
-    },
+    {key: provider.runner for key, provider in BUILTIN_PROVIDERS.items() if provider.runner is not None},
     what="local runner",
     error=UnknownRunnerError,
 )
