@@ -1,7 +1,7 @@
 """The results document: the stable JSON contract other tools read.
 
-``{"project": name, "run_id": id, "status": ..., "results": {task_id: result}}``;
-fields are only ever added, never renamed.
+``{"project": name, "run_id": id, "status": ..., "results": {task_id: result}}``, ``status`` being
+a :class:`RunStatus`; fields are only ever added, never renamed.
 """
 
 from __future__ import annotations
@@ -10,19 +10,37 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from orchestration.models import ExecutionResult, ExecutionStatus
 
-__all__ = ["results_document", "run_status", "write_results"]
+__all__ = ["RunStatus", "results_document", "write_results"]
 
 
-def run_status(results: Mapping[str, ExecutionResult]) -> str:
-    """``success`` when every task succeeded, else ``failed``."""
-    if all(r.status is ExecutionStatus.SUCCESS for r in results.values()):
-        return "success"
-    return "failed"
+class RunStatus(StrEnum):
+    """A run's status: in the results document, the run store, ``orchestrate runs`` and exports."""
+
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    RUNNING = "running"
+    """Started and not finished: still running, or the process died."""
+
+    @classmethod
+    def of(cls, results: Mapping[str, ExecutionResult]) -> RunStatus:
+        """The status a run ends with: ``cancelled`` if any task was, ``success`` if all succeeded, else ``failed``."""
+        statuses = {r.status for r in results.values()}
+        if ExecutionStatus.CANCELLED in statuses:
+            return cls.CANCELLED
+        if statuses <= {ExecutionStatus.SUCCESS}:
+            return cls.SUCCESS
+        return cls.FAILED
+
+    @classmethod
+    def _missing_(cls, value: object) -> RunStatus | None:
+        return cls.SUCCESS if value == "succeeded" else None  # run stores written before said "succeeded"
 
 
 def results_document(project: str, run_id: str, results: Mapping[str, ExecutionResult]) -> dict[str, Any]:
@@ -30,7 +48,7 @@ def results_document(project: str, run_id: str, results: Mapping[str, ExecutionR
     return {
         "project": project,
         "run_id": run_id,
-        "status": run_status(results),
+        "status": RunStatus.of(results).value,
         "results": {task_id: result.model_dump(mode="json") for task_id, result in results.items()},
     }
 

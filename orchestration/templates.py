@@ -82,10 +82,6 @@ class PromptTemplate:
         tasks, inputs, free = _references(ast)
         return cls(source, frozenset(tasks), frozenset(inputs), frozenset(free), template)
 
-    @property
-    def is_static(self) -> bool:
-        return self._template is None
-
     def render(self, inputs: dict[str, Any], tasks: dict[str, Any]) -> str:
         """Render with ``inputs`` and ``tasks`` (task id -> object with ``output``/``parsed``)."""
         if self._template is None:

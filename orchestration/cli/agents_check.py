@@ -7,14 +7,14 @@ from typing import Annotated
 
 import typer
 
-from orchestration.cli.common import ExitCode
+from orchestration.cli.common import AgentsOpt, ExitCode
 
 __all__ = ["agents_check"]
 
 
 def agents_check(
     file: Annotated[Path | None, typer.Argument(help="Also check the agents of this project file.")] = None,
-    agents_file: Annotated[Path | None, typer.Option("--agents", help="Agents file to load.")] = None,
+    agents_file: AgentsOpt = None,
     only: Annotated[list[str] | None, typer.Option("--agent", "-a", help="Check only this agent (repeatable).")] = None,
     timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait for each agent.")] = 30.0,
 ) -> None:

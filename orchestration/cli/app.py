@@ -15,8 +15,8 @@ from typing import Annotated
 import typer
 
 from orchestration.cli.agents_check import agents_check
-from orchestration.cli.common import load_orchestrator, load_registry, parse_inputs
-from orchestration.cli.run import FileArg, run
+from orchestration.cli.common import AgentsOpt, FileArg, InputsOpt, load_orchestrator, load_registry, parse_inputs
+from orchestration.cli.run import run
 from orchestration.cli.runs import results, resume, runs
 
 __all__ = ["app", "main"]
@@ -36,9 +36,6 @@ app.command()(run)
 app.command()(resume)
 app.command()(runs)
 app.command()(results)
-
-AgentsOpt = Annotated[Path | None, typer.Option("--agents", help="Agents file to load.")]
-InputsOpt = Annotated[list[str] | None, typer.Option("--input", "-i", help="Override an input: KEY=VALUE.")]
 
 
 @app.command()

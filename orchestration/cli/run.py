@@ -10,7 +10,20 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from orchestration.cli.common import ExitCode, load_orchestrator, parse_inputs
+from orchestration.cli.common import (
+    AgentsOpt,
+    ExitCode,
+    FileArg,
+    InputsOpt,
+    LogFormatOpt,
+    LogLevelOpt,
+    MaxConcurrencyOpt,
+    QuietOpt,
+    ResultsOpt,
+    StoreOpt,
+    load_orchestrator,
+    parse_inputs,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -19,18 +32,7 @@ if TYPE_CHECKING:
     from orchestration.models import ExecutionResult
     from orchestration.orchestrator import ProjectOrchestrator
 
-__all__ = ["StoreOpt", "execute_run", "run"]
-
-FileArg = Annotated[Path, typer.Argument(help="Project task file (.yaml, .yml, .toml or .json).")]
-StoreOpt = Annotated[
-    Path | None,
-    typer.Option("--store", help="Run store (SQLite) [default: $ORCHESTRATE_STORE or .orchestrate/runs.db]."),
-]
-ResultsOpt = Annotated[Path | None, typer.Option("--results", help="Write the run as JSON to this path.")]
-AgentsFileOpt = Annotated[Path | None, typer.Option("--agents", help="Agents file to load.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display: only the run id, on stderr.")]
-LogLevelOpt = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
-LogFormatOpt = Annotated[str, typer.Option("--log-format", help="console or json.")]
+__all__ = ["configure_cli_logging", "execute_run", "run"]
 
 
 async def _run_until_interrupted(start: Callable[[], Awaitable[object]]) -> bool:
@@ -67,14 +69,10 @@ def configure_cli_logging(log_level: str, log_format: str) -> None:
 def run(
     file: FileArg,
     results: ResultsOpt = None,
-    max_concurrency: Annotated[
-        int | None, typer.Option("--max-concurrency", min=1, help="Tasks running at once (overrides the file).")
-    ] = None,
-    inputs: Annotated[
-        list[str] | None, typer.Option("--input", "-i", help="Override an input: KEY=VALUE (repeatable).")
-    ] = None,
+    max_concurrency: MaxConcurrencyOpt = None,
+    inputs: InputsOpt = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Cancel running tasks once one fails.")] = False,
-    agents_file: AgentsFileOpt = None,
+    agents_file: AgentsOpt = None,
     quiet: QuietOpt = False,
     log_level: LogLevelOpt = "warning",
     log_format: LogFormatOpt = "console",

@@ -7,16 +7,16 @@ from typing import Annotated
 
 import typer
 
-from orchestration.cli.run import (
-    AgentsFileOpt,
+from orchestration.cli.common import (
+    AgentsOpt,
     LogFormatOpt,
     LogLevelOpt,
+    MaxConcurrencyOpt,
     QuietOpt,
     ResultsOpt,
     StoreOpt,
-    configure_cli_logging,
-    execute_run,
 )
+from orchestration.cli.run import configure_cli_logging, execute_run
 
 __all__ = ["results", "resume", "runs"]
 
@@ -27,8 +27,8 @@ def resume(
     run_id: RunIdArg,
     results: ResultsOpt = None,
     store: StoreOpt = None,
-    agents_file: AgentsFileOpt = None,
-    max_concurrency: Annotated[int | None, typer.Option("--max-concurrency", min=1, help="Tasks at once.")] = None,
+    agents_file: AgentsOpt = None,
+    max_concurrency: MaxConcurrencyOpt = None,
     quiet: QuietOpt = False,
     log_level: LogLevelOpt = "warning",
     log_format: LogFormatOpt = "console",

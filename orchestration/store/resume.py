@@ -57,7 +57,7 @@ def task_fingerprint(project: Project, task: CompiledTask, agent_print: str | No
             {key: project.inputs.get(key) for key in refs},
             task.task.output_format,
             task.task.output_schema,
-            task.options,
+            task.options.model_dump(exclude_none=True),
             agent_print or agent_fingerprint(project.registry.get(task.agent)),
         ]
     )
@@ -93,10 +93,6 @@ class ResumePlan:
     """Succeeded tasks whose prompt or agent changed since: they rerun."""
     downstream: list[str] = field(default_factory=list)
     """Succeeded tasks that rerun because a changed task is upstream of them."""
-
-    @property
-    def rerun(self) -> list[str]:
-        return [*self.changed, *self.downstream]
 
 
 def plan_resume(project: Project, stored: StoredRun, fingerprints: list[str]) -> ResumePlan:

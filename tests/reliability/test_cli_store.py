@@ -53,7 +53,7 @@ def test_run_fail_fix_resume_and_export(tmp_path: Path) -> None:
     }
 
     code, output = invoke("runs", "--store", store)
-    assert code == 0 and "r1" in output and "succeeded" in output and "cli-store" in output
+    assert code == 0 and "r1" in output and "success" in output and "cli-store" in output
 
     code, exported = invoke("results", "r1", "--store", store, "--format", "json")
     assert code == 0 and json.loads(exported)["results"] == document["results"]

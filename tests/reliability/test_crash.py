@@ -91,7 +91,7 @@ def test_kill_9_at_random_points_then_resume(fake_server: FakeProviderServer, tm
     final = orchestrate(*command)
     assert final.wait(timeout=120) == 0
     record = store.get_run("crash")
-    assert record.status is RunStatus.SUCCEEDED and record.sessions == KILLS + 1
+    assert record.status is RunStatus.SUCCESS and record.sessions == KILLS + 1
     results = store.load_results("crash")
     assert len(results) == TASKS and all(r.status is ExecutionStatus.SUCCESS for r in results.values())
     assert results["t3"].output == "done: task 3"
