@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
@@ -23,7 +23,9 @@ class BaseLlm(ABC):
     """An async model client. One instance serves many concurrent calls.
 
     Subclasses implement :meth:`_generate` and may implement :meth:`_stream`;
-    the public methods merge per-call options over the configured defaults.
+    the public methods merge one call's options over the configured defaults. A call's
+    options are given validated (``options``, as the engine does) or as keywords
+    (``temperature=0.2``), which are validated here.
     """
 
     provider: ClassVar[str]
@@ -51,23 +53,39 @@ class BaseLlm(ABC):
         return self.config.model
 
     @property
+    def streams(self) -> bool:
+        """Whether this client really streams (it implements ``_stream``): its time to first token means something."""
+        return type(self)._stream is not BaseLlm._stream
+
+    @property
     def pricing_provider(self) -> str | None:
         """The genai-prices provider id that prices this client's calls; ``None``: not priced."""
         return None
 
-    def resolve_options(self, overrides: dict[str, Any]) -> GenerationOptions:
-        """The configured defaults with ``overrides`` (keyword options of one call) applied."""
+    def resolve_options(self, overrides: GenerationOptions | Mapping[str, Any] | None = None) -> GenerationOptions:
+        """:attr:`base_options` with one call's options applied (a mapping of keywords is validated first)."""
         if not overrides:
-            return self.config.options
-        return self.config.options.merged(GenerationOptions.model_validate(overrides))
+            return self.base_options
+        if not isinstance(overrides, GenerationOptions):
+            overrides = GenerationOptions.model_validate(overrides)
+        return self.base_options.merged(overrides)
 
-    async def generate_content_async(self, messages: Sequence[Message], **options: Any) -> LlmResponse:
-        """Generate a complete answer."""
-        return await self._generate(messages, self.resolve_options(options))
+    @property
+    def base_options(self) -> GenerationOptions:
+        """The options every call starts from: the configured ones."""
+        return self.config.options
 
-    async def stream_content_async(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[LlmChunk]:
+    async def generate_content_async(
+        self, messages: Sequence[Message], options: GenerationOptions | None = None, **overrides: Any
+    ) -> LlmResponse:
+        """Generate a complete answer; ``options`` and keyword ``overrides`` apply to this call."""
+        return await self._generate(messages, self.resolve_options(_per_call(options, overrides)))
+
+    async def stream_content_async(
+        self, messages: Sequence[Message], options: GenerationOptions | None = None, **overrides: Any
+    ) -> AsyncIterator[LlmChunk]:
         """Stream the answer as chunks; closing this stream closes the provider's at once."""
-        chunks = self._stream(messages, self.resolve_options(options))
+        chunks = self._stream(messages, self.resolve_options(_per_call(options, overrides)))
         try:
             async for chunk in chunks:
                 yield chunk
@@ -112,3 +130,11 @@ class BaseLlm(ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _per_call(options: GenerationOptions | None, overrides: Mapping[str, Any]) -> GenerationOptions | None:
+    """One call's options: ``options``, with keyword ``overrides`` (validated) on top."""
+    if not overrides:
+        return options
+    extra = GenerationOptions.model_validate(overrides)
+    return extra if options is None else options.merged(extra)

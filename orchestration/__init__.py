@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from orchestration.events import EventBus, EventKind, RunEvent
     from orchestration.executor import TaskExecutor
     from orchestration.issues import ProjectValidationError, ValidationIssue
+    from orchestration.lifecycle import TaskState
     from orchestration.models import (
         AgentTask,
         ErrorInfo,
@@ -40,6 +41,7 @@ _EXPORTS = {
     "ProjectValidationError": "orchestration.issues",
     "RunEvent": "orchestration.events",
     "TaskExecutor": "orchestration.executor",
+    "TaskState": "orchestration.lifecycle",
     "ValidationIssue": "orchestration.issues",
 }
 
@@ -58,6 +60,7 @@ __all__ = [
     "ProjectValidationError",
     "RunEvent",
     "TaskExecutor",
+    "TaskState",
     "ValidationIssue",
 ]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import anyio
 
 from agent_registry import AgentConfig, AgentRegistry
-from llm_abstractions import BaseLlm, LlmError, Message, create_llm, redact
+from llm_abstractions import BaseLlm, ErrorType, LlmError, Message, create_llm, redact
 
 __all__ = ["CHECK_PROMPT", "AgentCheck", "check_agent", "check_agents"]
 
@@ -86,7 +86,7 @@ class _Check:
         try:
             return cls(agent, create_llm(agent.llm_config()), None)
         except Exception as exc:  # a broken provider is a verdict, not a crash
-            return cls(agent, None, _verdict(agent, "internal", redact(f"{type(exc).__name__}: {exc}")))
+            return cls(agent, None, _verdict(agent, ErrorType.INTERNAL, redact(f"{type(exc).__name__}: {exc}")))
 
     async def run(self, timeout_s: float, max_tokens: int) -> AgentCheck:
         if self.llm is None:
@@ -98,11 +98,11 @@ class _Check:
                 with anyio.fail_after(timeout_s):
                     response = await llm.generate_content_async([Message.user(CHECK_PROMPT)], max_tokens=max_tokens)
         except TimeoutError:
-            return _verdict(self.agent, "timeout", f"no answer within {timeout_s:g} s")
+            return _verdict(self.agent, ErrorType.TIMEOUT, f"no answer within {timeout_s:g} s")
         except LlmError as exc:
             return _verdict(self.agent, exc.type_name, redact(exc.message), latency_s=time.perf_counter() - start)
         except Exception as exc:  # a broken provider is a verdict, not a crash
-            return _verdict(self.agent, "internal", redact(f"{type(exc).__name__}: {exc}"))
+            return _verdict(self.agent, ErrorType.INTERNAL, redact(f"{type(exc).__name__}: {exc}"))
         served = response.model or self.agent.model
         return _verdict(
             self.agent, "ok", f"answered as {served}", served_model=served, latency_s=time.perf_counter() - start

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
@@ -23,8 +23,6 @@ __all__ = [
     "ProjectDefaults",
     "ProjectSpec",
     "UtcDatetime",
-    "complete_record",
-    "complete_records",
     "utc_now",
 ]
 
@@ -46,42 +44,14 @@ utc_now: Callable[[], datetime] = partial(datetime.now, UTC)
 """The current time in UTC (a partial: no Python frame per call on the hot path)."""
 
 
-_EVERY_FIELD: dict[type[BaseModel], set[str]] = {}
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def complete_records(*records: BaseModel | None) -> None:
-    """:func:`complete_record` for each of ``records`` that is not ``None``."""
-    for record in records:
-        if record is not None:
-            complete_record(record)
-
-
-def complete_record(record: M) -> M:
-    """``record``, marked as having every field set: records of one class share one fields-set.
-
-    The engine sets every field of the records it makes (``None`` included), as a record
-    loaded back from its JSON has them; one shared set instead of one per record saves
-    about 0.7 KB and a garbage-collected object per task. Assigning a field afterwards adds
-    a name that is already in the set, so the shared set never changes.
-    """
-    every = _EVERY_FIELD.get(type(record))
-    if every is None:
-        every = _EVERY_FIELD[type(record)] = set(type(record).model_fields)
-    object.__setattr__(record, "__pydantic_fields_set__", every)
-    return record
-
-
 class OutputFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
 
 
 class ExecutionStatus(StrEnum):
-    PENDING = "pending"
-    IN_PROGRESS = "in_progress"
+    """How a task ended (the final states of :class:`orchestration.lifecycle.TaskState`)."""
+
     SUCCESS = "success"
     FAILED = "failed"
     SKIPPED = "skipped"

@@ -1,20 +1,21 @@
 """``ProjectOrchestrator``: validate a project, then run its DAG of tasks.
 
-With a :class:`~orchestration.store.RunStore` every task's result is committed right
-after the loop turn in which it finished (a success before its dependents start), and
-:meth:`ProjectOrchestrator.resume` continues a run that crashed or failed. Calls in flight
-at a crash, and results not committed yet, run again on resume: at-least-once for them,
-never again for a recorded success. The scheduler's priorities then start from how long
-each task took in the project's last run with successes (see ``durations`` in
+A run wires three parts together: the :class:`~orchestration.scheduler.DagScheduler` decides
+which ready task runs next, the :class:`~orchestration.lifecycle.TaskLifecycle` runs it and
+moves it through its states (recording results in the run store and announcing them as
+events), and the :class:`~orchestration.executor.TaskExecutor` calls its model.
+
+With a :class:`~orchestration.store.RunStore` a task's success is committed before its
+dependents start, and :meth:`ProjectOrchestrator.resume` continues a run that crashed or
+failed. Calls in flight at a crash run again on resume: at-least-once for them, never again
+for a recorded success. The scheduler's priorities then start from how long each task took
+in the project's last run with successes (see ``durations`` in
 :class:`~orchestration.scheduler.DagScheduler`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import secrets
-import sys
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -26,22 +27,14 @@ import anyio
 from pydantic import BaseModel
 
 from agent_registry import AgentRegistry
-from llm_abstractions import LlmResponse, Message, Usage
+from llm_abstractions import BaseLlm, LlmResponse, Message, Usage
 from orchestration.events import EventBus, EventCallback, EventKind, RunEvent
 from orchestration.executor import TaskExecutor
-from orchestration.gc_freeze import frozen_heap
 from orchestration.issues import ProjectValidationError
+from orchestration.lifecycle import TaskLifecycle
 from orchestration.loader import load_project_file, task_issues
-from orchestration.models import (
-    AgentTask,
-    AttemptRecord,
-    ErrorInfo,
-    ExecutionResult,
-    ExecutionStatus,
-    ProjectSpec,
-    utc_now,
-)
-from orchestration.project import Project, compile_project
+from orchestration.models import AgentTask, AttemptRecord, ErrorInfo, ExecutionResult, ProjectSpec
+from orchestration.project import CompiledTask, Project, compile_project
 from orchestration.scheduler import DagScheduler
 
 if TYPE_CHECKING:
@@ -49,26 +42,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ProjectOrchestrator", "new_run_id"]
 
-_FINAL_EVENT = {
-    ExecutionStatus.SUCCESS: EventKind.TASK_SUCCEEDED,
-    ExecutionStatus.FAILED: EventKind.TASK_FAILED,
-    ExecutionStatus.SKIPPED: EventKind.TASK_SKIPPED,
-    ExecutionStatus.CANCELLED: EventKind.TASK_CANCELLED,
-}
-
 
 _RUN_RECORDS: tuple[type[BaseModel], ...] = (Message, LlmResponse, Usage, AttemptRecord, ErrorInfo, ExecutionResult)
 """The models every run validates: their validators are built when a project is validated."""
-
-
-def _load_loop_backend() -> None:
-    """Import anyio's event-loop backend now: anyio imports it on first use, about 30 ms inside the first run.
-
-    The backend is trio's in a process that imported trio, asyncio's otherwise.
-    """
-    name = "trio" if "trio" in sys.modules else "asyncio"
-    with contextlib.suppress(ImportError):  # a layout this anyio does not have: it loads the backend itself
-        importlib.import_module(f"anyio._backends._{name}")
 
 
 def new_run_id() -> str:
@@ -94,9 +70,14 @@ class ProjectOrchestrator:
         fail_fast: bool | None = None,
         file: Path | None = None,
         store: RunStore | str | Path | None = None,
+        llms: Mapping[str, BaseLlm] | None = None,
     ) -> None:
+        """``llms``: model instances to use for agents by name (an agent not configured otherwise is made
+        from its instance); the registry given (by default agents from the environment and the agents
+        file) is not changed."""
         self.spec = spec or ProjectSpec()
         self.registry = registry or AgentRegistry.default()
+        self.llms = dict(llms or {})
         self.inputs = dict(inputs or {})
         self.max_concurrency = max_concurrency
         self.fail_fast = fail_fast
@@ -153,13 +134,17 @@ class ProjectOrchestrator:
         if self._project is not None:
             return self._project
         project = compile_project(
-            self.spec, self.registry, inputs=self.inputs, source=self._source, check_agents=check_agents
+            self.spec,
+            self.registry,
+            inputs=self.inputs,
+            source=self._source,
+            check_agents=check_agents,
+            llms=self.llms,
         )
         if check_agents:
             self._project = project
             for record in _RUN_RECORDS:  # deferred at import (a fast import); built here, before the run
                 record.model_rebuild()
-            _load_loop_backend()
             if self.store is not None:  # stored results carry their task's fingerprint: hashed with the project
                 self._fingerprints(project)
         return project
@@ -172,24 +157,10 @@ class ProjectOrchestrator:
             self._prints = (project, fingerprints(project))
         return self._prints[1]
 
-    def _emit(
-        self,
-        kind: EventKind,
-        task_id: str | None = None,
-        agent: str | None = None,
-        result: ExecutionResult | None = None,
-    ) -> None:
+    def _emit(self, kind: EventKind) -> None:
         if self.events.active:
             assert self.run_id is not None
-            self.events.emit(RunEvent(kind, self.run_id, task_id, agent, result))
-
-    def _record(self, result: ExecutionResult) -> None:
-        self.results[result.task_id] = result
-        if self.events.active:
-            self._announce(result)
-
-    def _announce(self, result: ExecutionResult) -> None:
-        self._emit(_FINAL_EVENT[result.status], result.task_id, result.agent, result)
+            self.events.emit(RunEvent(kind, self.run_id))
 
     async def run(self, *, run_id: str | None = None) -> dict[str, ExecutionResult]:
         """Run every task; return results by task id, in the project's task order."""
@@ -221,6 +192,8 @@ class ProjectOrchestrator:
         self, project: Project, run_id: str, kept: Mapping[str, ExecutionResult]
     ) -> dict[str, ExecutionResult]:
         """Run the tasks not in ``kept`` (succeeded already) under ``run_id``."""
+        from orchestration.store import RunStatus
+
         self.run_id = run_id
         self.results = dict(kept)
         store = self.store
@@ -240,85 +213,41 @@ class ProjectOrchestrator:
                 file=project.file or self.file,
                 inputs=project.inputs,
                 task_ids=[t.id for t in project.tasks],
-                agents_file=self.registry.agents_file,
+                agents_file=project.registry.agents_file,
             )
-        executor = TaskExecutor(self.registry)
+        executor = TaskExecutor(project.registry)
+        lifecycle = TaskLifecycle(
+            run_id,
+            project.tasks,
+            partial(_execute, executor, project.inputs, self.results),
+            results=self.results,
+            events=self.events,
+            store=store,
+            fingerprints=task_prints,
+            kept=kept,
+        )
         defaults = project.spec.defaults
-        fail_fast = defaults.fail_fast if self.fail_fast is None else self.fail_fast
         agent_names = sorted({t.agent for t in project.tasks})
         agent_index = {name: i for i, name in enumerate(agent_names)}
         scheduler = DagScheduler(
             [t.children for t in project.tasks],
             self.max_concurrency or defaults.max_concurrency,
             groups=[agent_index[t.agent] for t in project.tasks],
-            group_limits=[self.registry.get(name).limits.max_concurrent for name in agent_names],
+            group_limits=[project.registry.get(name).limits.max_concurrent for name in agent_names],
             durations=durations,
         )
-        inputs = project.inputs
-        results = self.results
-        tasks = project.tasks
-
-        events = self.events
-
-        def committed(index: int, result: ExecutionResult, error: BaseException | None) -> None:
-            if error is not None:
-                scheduler.abort(error)
-                return
-            if events.active:
-                self._announce(result)
-            scheduler.finish(index, True)
-
-        async def execute(index: int) -> bool | None:
-            task = tasks[index]
-            if events.active:
-                self._emit(EventKind.TASK_STARTED, task.id, task.agent)
-            started_at = utc_now()
-            try:
-                result = await executor.execute(task, inputs, results, started_at=started_at)
-            except anyio.get_cancelled_exc_class():
-                self._record(_cancelled(task.id, task.agent, started_at))
-                raise
-            succeeded = result.status is ExecutionStatus.SUCCESS
-            if store is None or not succeeded:
-                if store is not None:  # nothing waits for a failure to be durable
-                    store.record_nowait(run_id, result, task_prints[index], task.task.output_format)
-                self._record(result)
-                return succeeded
-            # A success is durable before its dependents start (and before its event);
-            # the worker moves on to the next task while the commit happens.
-            results[task.id] = result
-            store.record_nowait(
-                run_id, result, task_prints[index], task.task.output_format, partial(committed, index, result)
-            )
-            return None
-
-        def on_skip(index: int, cause: int) -> None:
-            self._record(
-                ExecutionResult(
-                    task_id=tasks[index].id,
-                    status=ExecutionStatus.SKIPPED,
-                    agent=tasks[index].agent,
-                    completed_at=utc_now(),
-                    error=ErrorInfo(type="upstream_failed", message=f"dependency '{tasks[cause].id}' did not succeed"),
-                )
-            )
-
+        fail_fast = defaults.fail_fast if self.fail_fast is None else self.fail_fast
         self._emit(EventKind.RUN_STARTED)
         try:
-            with frozen_heap():
-                await scheduler.run(
-                    execute, on_skip=on_skip, completed=[project.index[t] for t in kept], fail_fast=fail_fast
-                )
+            await scheduler.run(lifecycle, fail_fast=fail_fast)
         finally:
-            for task in tasks:
-                if task.id not in results:
-                    results[task.id] = _cancelled(task.id, task.agent, None)
+            lifecycle.cancel_unfinished()
             await executor.aclose()
             if store is not None:
-                await _save_unstored(store, run_id, results, kept)
+                await store.end_run(run_id, RunStatus.of(self.results))
             self._emit(EventKind.RUN_FINISHED)
             self.events.close_streams()
-        self.results = {t.id: results[t.id] for t in tasks}
+        self.results = {t.id: self.results[t.id] for t in project.tasks}
         return self.results
 
     async def execute_task(self, task_id: str) -> ExecutionResult:
@@ -327,22 +256,31 @@ class ProjectOrchestrator:
         Its dependencies must have succeeded already (in an earlier :meth:`run` or call).
         """
         project = self.validate()
-        task = project.task(task_id)
+        index = project.index[task_id]
         missing = [
             project.tasks[p].id
-            for p in task.parents
+            for p in project.tasks[index].parents
             if not (r := self.results.get(project.tasks[p].id)) or not r.succeeded
         ]
         if missing:
             raise ValueError(f"task '{task_id}' depends on tasks that have not succeeded: {', '.join(missing)}")
         self.run_id = self.run_id or new_run_id()
-        executor = TaskExecutor(self.registry)
+        executor = TaskExecutor(project.registry)
+        succeeded = {other: r for other, r in self.results.items() if r.succeeded and other != task_id}
+        lifecycle = TaskLifecycle(
+            self.run_id,
+            project.tasks,
+            partial(_execute, executor, project.inputs, self.results),
+            results=self.results,
+            events=self.events,
+            kept=succeeded,
+        )
         try:
-            result = await executor.execute(task, project.inputs, self.results)
+            lifecycle.ready(index)
+            await lifecycle.run(index)
         finally:
             await executor.aclose()
-        self._record(result)
-        return result
+        return self.results[task_id]
 
     def run_sync(self, **kwargs: Any) -> dict[str, ExecutionResult]:
         """Blocking :meth:`run`; works even where an event loop is already running (a notebook)."""
@@ -377,24 +315,11 @@ def _open_store(store: RunStore | str | Path | None) -> RunStore | None:
     return RunStore(store)
 
 
-async def _save_unstored(
-    store: RunStore, run_id: str, results: Mapping[str, ExecutionResult], kept: Mapping[str, ExecutionResult]
-) -> None:
-    """Commit the skipped and cancelled results (not written as they happened) and the run's status."""
-    from orchestration.store import RunStatus
-
-    for result in results.values():
-        if result.status in (ExecutionStatus.SKIPPED, ExecutionStatus.CANCELLED) and result.task_id not in kept:
-            store.record_nowait(run_id, result)
-    await store.end_run(run_id, RunStatus.of(results))
-
-
-def _cancelled(task_id: str, agent: str, started_at: datetime | None) -> ExecutionResult:
-    return ExecutionResult(
-        task_id=task_id,
-        status=ExecutionStatus.CANCELLED,
-        agent=agent,
-        started_at=started_at,
-        completed_at=utc_now(),
-        error=ErrorInfo(type="cancelled", message="the run was cancelled before this task finished"),
-    )
+async def _execute(
+    executor: TaskExecutor,
+    inputs: dict[str, Any],
+    upstream: Mapping[str, ExecutionResult],
+    task: CompiledTask,
+    started_at: datetime,
+) -> ExecutionResult:
+    return await executor.execute(task, inputs, upstream, started_at=started_at)

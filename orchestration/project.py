@@ -8,16 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from agent_registry import AgentConfigError, AgentRegistry, StructuredFile, UnknownAgentError
+from llm_abstractions import BaseLlm, GenerationOptions
 from llm_abstractions.structured import schema_problem
 from orchestration.issues import ProjectValidationError, ValidationIssue
 from orchestration.models import AgentTask, OutputFormat, ProjectSpec
 from orchestration.templates import PromptTemplate, TemplateError
 
 __all__ = ["CompiledTask", "Project", "compile_project"]
-
-
-_NO_OPTIONS: dict[str, Any] = {}
-"""The options of every task that sets none (shared: never changed)."""
 
 
 @dataclass(slots=True)
@@ -29,8 +26,8 @@ class CompiledTask:
     agent: str
     prompt: PromptTemplate
     system: PromptTemplate | None
-    options: dict[str, Any]
-    """Per-call option overrides (the task's options and its output schema)."""
+    options: GenerationOptions
+    """Per-call options over the agent's defaults: the task's options and its output schema."""
     retries: int
     timeout_s: float | None
     parents: list[int] = field(default_factory=list)
@@ -48,6 +45,7 @@ class Project:
 
     spec: ProjectSpec
     registry: AgentRegistry
+    """The project's own agents (and model instances), layered over the registry it was compiled against."""
     tasks: list[CompiledTask]
     index: dict[str, int]
     inputs: dict[str, Any]
@@ -142,12 +140,19 @@ def compile_project(
     inputs: Mapping[str, Any] | None = None,
     source: StructuredFile | None = None,
     check_agents: bool = True,
+    llms: Mapping[str, BaseLlm] | None = None,
 ) -> Project:
-    """Validate ``spec`` against ``registry``; raise :class:`ProjectValidationError` listing every issue."""
+    """Validate ``spec`` against ``registry``; raise :class:`ProjectValidationError` listing every issue.
+
+    The spec's agents, then ``llms`` (model instances by agent name, see
+    :meth:`AgentRegistry.register_llm_instance`), go into a layer over ``registry``: the
+    project's :attr:`Project.registry`. ``registry`` itself is left unchanged.
+    """
     issues = _Issues(source)
     issues.set_positions(spec.tasks)
     all_inputs = {**spec.inputs, **(inputs or {})}
 
+    registry = AgentRegistry(parent=registry)  # the project's layer: the given registry stays as it is
     try:
         registry.load_mapping(spec.agents, source, ("agents",))
     except AgentConfigError as exc:
@@ -161,6 +166,8 @@ def compile_project(
                     line=issue.line,
                 )
             )
+    for name, llm in (llms or {}).items():
+        registry.register_llm_instance(name, llm)
     default_agent = spec.defaults.agent or "offline"
 
     index: dict[str, int] = {}
@@ -200,9 +207,9 @@ def compile_project(
                     field_name,
                 )
             templates.append(template)
-        options = task.options.model_dump(exclude_none=True) or _NO_OPTIONS
+        options = task.options
         if task.output_format is OutputFormat.JSON:
-            options = {**options, "json_schema": task.output_schema or {"type": "object"}}
+            options = options.model_copy(update={"json_schema": task.output_schema or {"type": "object"}})
         agent_retry = registry.get(agent).retry.retries if agent in registry else None
         retries = next(r for r in (task.retries, agent_retry, spec.defaults.retries) if r is not None)
         prompt, system = templates

@@ -1,102 +1,92 @@
-"""Retry policy: exponential backoff with full jitter, honouring ``retry_after``, via tenacity.
+"""The retry policy: exponential backoff with full jitter, at least a provider's ``retry_after``, via tenacity.
 
-:class:`RetryingLlm` applies it to one agent's model inside a task's call chain: the first
-attempt runs outside tenacity (the common, successful case costs nothing), and a retryable
-first failure is replayed into tenacity (:mod:`orchestration.backoff`), which then owns backoff
-and stop. Refusals by an open circuit (no request sent) do not use up retries; ``deadline_s``
-bounds them. Every attempt is appended to the list that :data:`attempt_log` holds in the
-calling task's context (the executor sets one per task, so chains can be shared by concurrent tasks).
+:class:`~orchestration.call_chain.CallChain` makes an agent's first attempt itself (most calls
+succeed at once, and tenacity is then never imported); after a retryable failure it hands the
+call to :func:`retry_after_failure`, which replays that failure into tenacity so that the same
+policy decides every attempt: ``retries`` counts requests sent (refusals by an open circuit sent
+none), and ``deadline_s`` counts from the start of the first attempt.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from contextvars import ContextVar
-from functools import partial
-from typing import Any
+from collections.abc import Awaitable, Callable
+
+import anyio
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
+from tenacity.stop import stop_base
 
 from agent_registry import RetrySettings
-from llm_abstractions import BaseLlm, LlmError, LlmResponse, Message
-from llm_abstractions.wrappers import CircuitOpenError, WrapperLlm
+from llm_abstractions import CircuitOpenError, LlmError, LlmResponse
 
-__all__ = ["Attempt", "RetryingLlm", "attempt_log"]
-
-Attempt = dict[str, Any]
-"""One attempt, as the fields of an :class:`AttemptRecord` (the result's validation makes the record)."""
-
-attempt_log: ContextVar[list[Attempt] | None] = ContextVar("orchestrate_attempt_log", default=None)
-"""Where :class:`RetryingLlm` records the attempts of the current task (nowhere when ``None``)."""
-
-Retryable = Callable[[LlmError], bool]
+__all__ = ["retry_after_failure"]
 
 
-def _retryable(exc: LlmError) -> bool:
-    return exc.retryable
+def _wait(settings: RetrySettings) -> Callable[[RetryCallState], float]:
+    jitter = wait_random_exponential(multiplier=settings.initial_backoff_s, max=settings.max_backoff_s)
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        hinted = exc.retry_after if isinstance(exc, LlmError) and exc.retry_after else 0.0
+        return max(hinted, jitter(state))
+
+    return wait
 
 
-async def _retry_after(
+class _stop_after_requests(stop_base):
+    """Stop once ``count`` attempts reached the provider: refusals by an open circuit sent nothing."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.refused = 0
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        if outcome is not None and isinstance(outcome.exception(), CircuitOpenError):
+            self.refused += 1
+        return retry_state.attempt_number - self.refused >= self.count
+
+
+class _stop_at_deadline(stop_base):
+    """Stop when the next attempt would start ``deadline_s`` or later after ``started`` (the first attempt's start)."""
+
+    def __init__(self, started: float, deadline_s: float) -> None:
+        self.started = started
+        self.deadline_s = deadline_s
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return time.monotonic() - self.started + (retry_state.upcoming_sleep or 0.0) >= self.deadline_s
+
+
+async def retry_after_failure(
     error: LlmError,
     attempt: Callable[[], Awaitable[LlmResponse]],
+    *,
     retries: int,
     settings: RetrySettings,
-    retryable: Retryable,
+    retryable: Callable[[LlmError], bool],
+    started: float,
 ) -> LlmResponse:
-    """Go on after a retryable first failure ``error`` (see :func:`orchestration.backoff.retry_after`)."""
-    from orchestration.backoff import retry_after  # tenacity is imported on the first retry, not with the engine
+    """Go on after a retryable first failure ``error`` of an attempt that began at ``started`` (``time.monotonic``).
 
-    return await retry_after(error, attempt, retries, settings, retryable)
-
-
-def _unless_circuit_open(exc: LlmError) -> bool:
-    return exc.retryable and not isinstance(exc, CircuitOpenError)
-
-
-class RetryingLlm(WrapperLlm):
-    """One agent's link in a task's call chain: retries its calls and records each attempt.
-
-    With ``has_fallback`` an open circuit is not waited out: the error goes straight to
-    the next agent of the chain. Streams are passed through without retries.
+    The failure is replayed into tenacity as its first attempt: backoff, ``retries`` and the
+    deadline then count it like any other.
     """
+    first_error = [error]
 
-    def __init__(
-        self,
-        wrapped: BaseLlm,
-        retries: int,
-        settings: RetrySettings,
-        *,
-        has_fallback: bool = False,
-    ) -> None:
-        super().__init__(wrapped)
-        self.retries = retries
-        self.retry_settings = settings
-        self.retryable: Retryable = _unless_circuit_open if has_fallback else _retryable
+    async def replay_then_attempt() -> LlmResponse:
+        if first_error:
+            raise first_error.pop()
+        return await attempt()
 
-    async def generate_content_async(self, messages: Sequence[Message], **options: Any) -> LlmResponse:
-        # The first attempt runs outside the retry machinery (no closure, no tenacity): most calls succeed at once.
-        try:
-            return await self._attempt(messages, options)
-        except LlmError as exc:
-            if self.retries == 0 or not self.retryable(exc):
-                raise
-            first_error = exc
-        attempt = partial(self._attempt, messages, options)
-        return await _retry_after(first_error, attempt, self.retries, self.retry_settings, self.retryable)
-
-    async def _attempt(self, messages: Sequence[Message], options: dict[str, Any]) -> LlmResponse:
-        """One call of the wrapped model, recorded in the task's attempt log."""
-        start = time.perf_counter()
-        try:
-            response = await self.wrapped.generate_content_async(messages, **options)
-        except LlmError as exc:
-            self._log(start, exc)
-            raise
-        self._log(start)
-        return response
-
-    def _log(self, start: float, error: LlmError | None = None) -> None:
-        """Append the attempt that began at ``start`` to the calling task's attempt log (if it keeps one)."""
-        log = attempt_log.get()
-        if log is not None:
-            error_type = error.type_name if error is not None else None
-            log.append({"agent": self.config.name, "error_type": error_type, "duration_s": time.perf_counter() - start})
+    stop: stop_base = _stop_after_requests(retries + 1)
+    if settings.deadline_s is not None:
+        stop = stop | _stop_at_deadline(started, settings.deadline_s)
+    retrying = AsyncRetrying(
+        stop=stop,
+        wait=_wait(settings),
+        retry=retry_if_exception(lambda exc: isinstance(exc, LlmError) and retryable(exc)),
+        sleep=anyio.sleep,
+        reraise=True,
+    )
+    return await retrying(replay_then_attempt)

@@ -14,28 +14,44 @@ task stays O(1) amortised.
 
 ``max_concurrency`` workers pull from the heap, so there is no superstep barrier and no
 task object per node. Optional per-group limits (an agent's ``max_concurrent``) park a
-ready task until its group has room. A node may finish after its worker has moved on
-(``execute`` returns ``None`` and :meth:`DagScheduler.finish` is called later, e.g. once
-its result is durable): its slot is free at once, its children wait for the finish.
+ready task until its group has room.
+
+The scheduler decides *what* runs next; the nodes' states belong to a :class:`Lifecycle`
+(:class:`orchestration.lifecycle.TaskLifecycle` in a run), which runs each node and is told
+when a node becomes ready or must be skipped.
 """
 
 from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import anyio
 
-__all__ = ["DagScheduler"]
+__all__ = ["DagScheduler", "Lifecycle"]
 
-Execute = Callable[[int], Awaitable[bool | None]]
-"""Runs a node: whether it succeeded, or ``None`` when :meth:`DagScheduler.finish` will say so later."""
-OnSkip = Callable[[int, int], None]
 Entry = tuple[float, int, int]
 """A heap entry: (minus the rank, FIFO sequence number, node)."""
 
-_PENDING, _STARTED, _SKIPPED = 0, 1, 2
+
+class Lifecycle(Protocol):
+    """What the scheduler needs from the owner of the nodes' states."""
+
+    def is_blocked(self, node: int) -> bool:
+        """Whether ``node`` still waits for its dependencies (neither ready, started nor settled)."""
+
+    def ready(self, node: int) -> None:
+        """``node``'s dependencies all succeeded."""
+
+    def skip(self, node: int, cause: int) -> None:
+        """``node`` will not run: its ancestor ``cause`` did not succeed."""
+
+    async def run(self, node: int) -> bool:
+        """Run ``node`` to its outcome: whether it succeeded. Raising stops the whole run."""
+
+
 _DRIFT = 1.25
 """Re-rank when a group's weight moved by more than this factor since the last ranking."""
 _RERANKS = 16
@@ -86,9 +102,7 @@ class DagScheduler:
         self._seq = 0
         self._idle: list[anyio.Event] = []
         self._remaining = 0
-        self._state: list[int] = []
         self._indegree: list[int] = []
-        self._on_skip: OnSkip = lambda node, cause: None
         self._fail_fast = False
         self._scope: anyio.CancelScope | None = None
         self._error: BaseException | None = None
@@ -190,48 +204,42 @@ class DagScheduler:
             return 1
         return 0
 
-    def finish(self, node: int, succeeded: bool) -> None:
-        """Report the outcome of a node whose ``execute`` returned ``None`` (from the scheduler's event loop)."""
-        self._wake(self._finish(node, succeeded))
-
-    def abort(self, error: BaseException) -> None:
-        """Stop the run: cancel the nodes in flight and make :meth:`run` raise ``error``."""
+    def _stop(self, error: BaseException) -> None:
+        """End the run: cancel the nodes in flight; :meth:`run` raises ``error``."""
         if self._error is None:
             self._error = error
         if self._scope is not None:
             self._scope.cancel()
 
-    def _finish(self, node: int, succeeded: bool) -> int:
-        """Release ``node``'s children (or skip them); the number of workers to wake."""
+    def _finish(self, node: int, succeeded: bool, lifecycle: Lifecycle) -> int:
+        """Release ``node``'s children (or skip its descendants); the number of workers to wake."""
         self._remaining -= 1
         woken = 0
         if succeeded:
             indegree = self._indegree
             for child in self._children[node]:
                 indegree[child] -= 1
-                if indegree[child] == 0 and self._state[child] == _PENDING:
+                if indegree[child] == 0 and lifecycle.is_blocked(child):
+                    lifecycle.ready(child)
                     self._push(child)
                     woken += 1
         else:
-            self._skip_descendants(node)
+            self._skip_descendants(node, lifecycle)
             if self._fail_fast and self._scope is not None:
                 self._scope.cancel()
         return woken
 
-    def _skip_descendants(self, node: int) -> None:
+    def _skip_descendants(self, node: int, lifecycle: Lifecycle) -> None:
         stack = list(self._children[node])
-        state = self._state
         while stack:
             child = stack.pop()
-            if state[child] != _PENDING:
+            if not lifecycle.is_blocked(child):  # reached already through another path
                 continue
-            state[child] = _SKIPPED
             self._remaining -= 1
-            self._on_skip(child, node)
+            lifecycle.skip(child, node)
             stack.extend(self._children[child])
 
-    async def _worker(self, execute: Execute) -> None:
-        state = self._state
+    async def _worker(self, lifecycle: Lifecycle) -> None:
         clock = self._clock if self._adaptive else None
         while True:
             node = self._pop()
@@ -242,48 +250,37 @@ class DagScheduler:
                 self._idle.append(event)
                 await event.wait()
                 continue
-            state[node] = _STARTED
-            if clock is None:
-                succeeded = await execute(node)
-            else:
-                started = clock()
-                succeeded = await execute(node)
+            started = clock() if clock is not None else 0.0
+            try:
+                succeeded = await lifecycle.run(node)
+            except Exception as exc:  # the outcome could not be recorded (the store failed): stop everything
+                self._stop(exc)
+                return
+            if clock is not None:
                 self._observe(node, clock() - started)
             woken = self._free_slot(node) if self._limited else 0
-            if succeeded is not None:
-                woken += self._finish(node, succeeded)
+            woken += self._finish(node, succeeded, lifecycle)
             self._wake(woken - 1)  # this worker takes one itself
 
-    async def run(
-        self,
-        execute: Execute,
-        *,
-        on_skip: OnSkip | None = None,
-        completed: Sequence[int] = (),
-        fail_fast: bool = False,
-    ) -> None:
-        """Run every node not in ``completed`` (already succeeded, e.g. on resume).
+    async def run(self, lifecycle: Lifecycle, *, fail_fast: bool = False) -> None:
+        """Run every node that is blocked when the run starts; the others have succeeded already (a resume).
 
-        ``execute(node)`` returns whether the node succeeded (or ``None``: see :meth:`finish`)
-        and must not raise; descendants of a failed node are passed to ``on_skip(node, failed_node)``.
-        With ``fail_fast`` the first failure cancels the nodes in flight. Raises what :meth:`abort` was given.
+        Descendants of a node that did not succeed are skipped. With ``fail_fast`` the first
+        failure cancels the nodes in flight. If ``lifecycle.run`` raises, the nodes in flight
+        are cancelled and this raises the same error.
         """
         n = len(self._children)
         self._indegree = [0] * n
-        for kids in self._children:
+        self._remaining = 0
+        for node, kids in enumerate(self._children):
+            blocked = lifecycle.is_blocked(node)
+            self._remaining += blocked
             for child in kids:
-                self._indegree[child] += 1
-        self._state = [_PENDING] * n
-        self._remaining = n
-        self._on_skip = on_skip or self._on_skip
+                self._indegree[child] += blocked
         self._fail_fast = fail_fast
-        for node in completed:
-            self._state[node] = _STARTED
-            self._remaining -= 1
-            for child in self._children[node]:
-                self._indegree[child] -= 1
         for node in range(n):
-            if self._indegree[node] == 0 and self._state[node] == _PENDING:
+            if self._indegree[node] == 0 and lifecycle.is_blocked(node):
+                lifecycle.ready(node)
                 self._push(node)
         if self._remaining == 0:
             return
@@ -291,7 +288,7 @@ class DagScheduler:
         async with anyio.create_task_group() as group:
             self._scope = group.cancel_scope
             for _ in range(workers):
-                group.start_soon(self._worker, execute)
+                group.start_soon(self._worker, lifecycle)
         if self._error is not None:
             raise self._error
 

@@ -6,7 +6,7 @@ Durations come from a fake clock that each task advances, so nothing here depend
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 import anyio.lowlevel
@@ -21,6 +21,36 @@ def children_of(parents: Sequence[Sequence[int]]) -> list[list[int]]:
         for parent in deps:
             kids[parent].append(child)
     return kids
+
+
+class Nodes:
+    """A minimal lifecycle for the scheduler: each node's state, and ``execute`` to run one."""
+
+    def __init__(self, execute: Callable[[int], Awaitable[bool]], count: int, done: Sequence[int] = ()) -> None:
+        self.execute = execute
+        self.states = ["blocked"] * count
+        for node in done:
+            self.states[node] = "success"
+        self.skipped: list[tuple[int, int]] = []
+
+    def is_blocked(self, node: int) -> bool:
+        return self.states[node] == "blocked"
+
+    def ready(self, node: int) -> None:
+        assert self.states[node] == "blocked"
+        self.states[node] = "ready"
+
+    def skip(self, node: int, cause: int) -> None:
+        assert self.states[node] == "blocked"
+        self.states[node] = "skipped"
+        self.skipped.append((node, cause))
+
+    async def run(self, node: int) -> bool:
+        assert self.states[node] == "ready"
+        self.states[node] = "running"
+        succeeded = await self.execute(node)
+        self.states[node] = "success" if succeeded else "failed"
+        return succeeded
 
 
 class Recorder:
@@ -38,6 +68,9 @@ class Recorder:
 
     def clock(self) -> float:
         return self.now
+
+    def nodes(self) -> Nodes:
+        return Nodes(self.execute, len(self.parents))
 
     def starts(self) -> list[int]:
         return [node for kind, node in self.log if kind == "start"]
@@ -65,7 +98,7 @@ def test_unit_ranks_are_longest_path_in_tasks() -> None:
 async def test_one_slot_starts_the_longest_chain_first() -> None:
     parents: list[list[int]] = [[], [], [1], [2]]  # leaf 0; chain 1 -> 2 -> 3
     recorder = Recorder(parents, [1.0] * 4)
-    await DagScheduler(children_of(parents), 1, clock=recorder.clock).run(recorder.execute)
+    await DagScheduler(children_of(parents), 1, clock=recorder.clock).run(recorder.nodes())
     assert recorder.starts() == [1, 2, 0, 3]  # 2 (rank 2) beats the leaf; then equal ranks go oldest first
     assert recorder.violations == []
 
@@ -79,7 +112,7 @@ async def test_observed_durations_put_the_slow_agent_first() -> None:
     durations = [1.0 if group == 0 else 100.0 for group in GROUPS]  # group 1 is a hundred times slower
     recorder = Recorder(PARENTS, durations)
     scheduler = DagScheduler(children_of(PARENTS), 1, groups=GROUPS, clock=recorder.clock)
-    await scheduler.run(recorder.execute)
+    await scheduler.run(recorder.nodes())
     # By unit ranks the three-task chain (rank 3) would go before task 5 (rank 1); weighted, 5 weighs ~100.
     assert recorder.starts() == [0, 1, 5, 2, 3, 4]
     assert scheduler.ranks[5] > scheduler.ranks[2]
@@ -87,14 +120,14 @@ async def test_observed_durations_put_the_slow_agent_first() -> None:
 
 async def test_without_observations_unit_ranks_decide() -> None:
     recorder = Recorder(PARENTS, [1.0] * len(PARENTS))
-    await DagScheduler(children_of(PARENTS), 1, clock=recorder.clock).run(recorder.execute)  # one group
+    await DagScheduler(children_of(PARENTS), 1, clock=recorder.clock).run(recorder.nodes())  # one group
     assert recorder.starts() == [0, 1, 2, 3, 5, 4]  # the chain first; then equal ranks oldest first
 
 
 async def test_equal_ranks_start_in_ready_order() -> None:
     parents: list[list[int]] = [[] for _ in range(6)]
     recorder = Recorder(parents, [1.0] * 6)
-    await DagScheduler(children_of(parents), 1, clock=recorder.clock).run(recorder.execute)
+    await DagScheduler(children_of(parents), 1, clock=recorder.clock).run(recorder.nodes())
     assert recorder.starts() == list(range(6))
 
 
@@ -104,7 +137,7 @@ async def test_known_durations_start_the_longest_work_first() -> None:
     durations = [1.0, 5.0, 3.0, None, 4.0]  # 3 is unknown: it weighs its agent's mean of the known, 3.25
     recorder = Recorder(parents, [d or 3.25 for d in durations])
     scheduler = DagScheduler(children_of(parents), 1, durations=durations, clock=recorder.clock)
-    await scheduler.run(recorder.execute)
+    await scheduler.run(recorder.nodes())
     assert recorder.starts() == [1, 4, 3, 2, 0]
 
 
@@ -142,7 +175,7 @@ async def test_reranking_runs_every_task_once_within_caps() -> None:
             per_group[group] -= 1
 
     scheduler = DagScheduler(children_of(parents), 5, groups=groups, group_limits=[None, None, 2], clock=recorder.clock)
-    await scheduler.run(execute)
+    await scheduler.run(Nodes(execute, len(parents)))
     assert sorted(recorder.starts()) == list(range(len(parents)))
     assert recorder.violations == []
     assert recorder.peak <= 5
@@ -160,7 +193,7 @@ async def count_reranks(parents: list[list[int]], cap: int, groups: list[int], r
             reranks += 1
             super()._rerank(weights)
 
-    await Counting(children_of(parents), cap, groups=groups, clock=recorder.clock).run(recorder.execute)
+    await Counting(children_of(parents), cap, groups=groups, clock=recorder.clock).run(recorder.nodes())
     return reranks
 
 
@@ -198,7 +231,7 @@ async def test_no_barrier_between_levels() -> None:
     with anyio.fail_after(5):
         async with anyio.create_task_group() as group:
             group.start_soon(release)
-            await DagScheduler(children_of([[], [], [1]]), 4).run(execute)
+            await DagScheduler(children_of([[], [], [1]]), 4).run(Nodes(execute, 3))
     assert log.index("start child") < log.index("end slow")
 
 
@@ -210,38 +243,41 @@ async def test_steady_durations_rank_once() -> None:
     assert reranks == 1
 
 
-async def test_a_node_finished_later_frees_its_slot_at_once_and_holds_its_children() -> None:
-    # 0 -> 2, and 1 on its own; one slot. 0 reports its outcome only while 1 runs.
-    scheduler = DagScheduler([[2], [], []], 1)
-    started: list[int] = []
-
-    async def execute(node: int) -> bool | None:
-        started.append(node)
-        if node == 0:
-            return None  # finished later (as a result waiting for its commit)
-        if node == 1:
-            assert 2 not in started  # the child waits for its parent's finish
-            scheduler.finish(0, True)
-        await anyio.lowlevel.checkpoint()
-        return True
-
-    with anyio.fail_after(5):
-        await scheduler.run(execute)
-    assert started == [0, 1, 2]
-
-
-async def test_abort_cancels_the_run_and_raises_its_error() -> None:
-    scheduler = DagScheduler([[1], [], []], 2)
+async def test_descendants_of_a_failure_are_skipped_and_kept_nodes_do_not_run() -> None:
+    # 0 -> 1 -> 2, 0 -> 3, and 4 -> 5 where 4 succeeded in an earlier session
+    scheduler = DagScheduler(children_of([[], [0], [1], [0], [], [4]]), 2)
     ran: list[int] = []
 
-    async def execute(node: int) -> bool | None:
+    async def execute(node: int) -> bool:
         ran.append(node)
+        await anyio.lowlevel.checkpoint()
+        return node != 0
+
+    nodes = Nodes(execute, 6, done=[4])
+    with anyio.fail_after(5):
+        await scheduler.run(nodes)
+    assert sorted(ran) == [0, 5]
+    assert sorted(nodes.skipped) == [(1, 0), (2, 0), (3, 0)]
+    assert nodes.states == ["failed", "skipped", "skipped", "skipped", "success", "success"]
+
+
+async def test_an_error_from_the_lifecycle_cancels_the_run_and_is_raised() -> None:
+    scheduler = DagScheduler([[2], [], []], 2)
+    started: list[int] = []
+    cancelled: list[int] = []
+
+    async def execute(node: int) -> bool:
+        started.append(node)
         if node == 0:
-            return None  # never finished: the abort ends the run
-        scheduler.abort(OSError("disk full"))
-        await anyio.sleep_forever()
+            await anyio.lowlevel.checkpoint()
+            raise OSError("disk full")
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            cancelled.append(node)
+            raise
         return True
 
     with anyio.fail_after(5), pytest.raises(OSError, match="disk full"):
-        await scheduler.run(execute)
-    assert 1 not in ran
+        await scheduler.run(Nodes(execute, 3))
+    assert started == [0, 1] and cancelled == [1]

@@ -65,9 +65,10 @@ class LocalLlm(StreamingLlm):
             problems.append(runtime)
         return problems + model_problems(config.model)
 
-    def resolve_options(self, overrides: dict[str, Any]) -> GenerationOptions:
-        options = self.default_options.merged(self.config.options)
-        return options.merged(GenerationOptions.model_validate(overrides)) if overrides else options
+    @property
+    def base_options(self) -> GenerationOptions:
+        """The local defaults (:data:`LOCAL_DEFAULT_OPTIONS`), then the agent's options."""
+        return self.default_options.merged(self.config.options)
 
     @property
     def device_options(self) -> dict[str, Any]:

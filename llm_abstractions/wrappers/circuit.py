@@ -16,22 +16,11 @@ from enum import StrEnum
 from typing import Any
 
 from llm_abstractions.base import BaseLlm
-from llm_abstractions.errors import LlmError, RateLimitedError
-from llm_abstractions.messages import LlmChunk, LlmResponse, Message
+from llm_abstractions.errors import CircuitOpenError, LlmError, RateLimitedError
+from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, Message
 from llm_abstractions.wrappers.wrapper import WrapperLlm
 
-__all__ = ["CircuitBreaker", "CircuitBreakerLlm", "CircuitOpenError", "CircuitState"]
-
-
-class CircuitOpenError(LlmError):
-    """The endpoint's circuit is open: no request was sent.
-
-    Retryable, with ``retry_after`` set to the rest of the cool-down, so a task with no
-    fallback waits for the trial call instead of failing; a fallback chain moves on.
-    """
-
-    type_name = "circuit_open"
-    default_retryable = True
+__all__ = ["CircuitBreaker", "CircuitBreakerLlm", "CircuitState"]
 
 
 class CircuitState(StrEnum):
@@ -125,11 +114,15 @@ class CircuitBreakerLlm(WrapperLlm):
             raise
         self.breaker.on_success()
 
-    async def generate_content_async(self, messages: Sequence[Message], **options: Any) -> LlmResponse:
+    async def generate_content_async(
+        self, messages: Sequence[Message], options: GenerationOptions | None = None, **overrides: Any
+    ) -> LlmResponse:
         with self._guarded():
-            return await self.wrapped.generate_content_async(messages, **options)
+            return await self.wrapped.generate_content_async(messages, options, **overrides)
 
-    async def stream_content_async(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[LlmChunk]:
+    async def stream_content_async(
+        self, messages: Sequence[Message], options: GenerationOptions | None = None, **overrides: Any
+    ) -> AsyncIterator[LlmChunk]:
         with self._guarded():
-            async for chunk in self.wrapped.stream_content_async(messages, **options):
+            async for chunk in self.wrapped.stream_content_async(messages, options, **overrides):
                 yield chunk

@@ -7,7 +7,7 @@ from typing import Any
 
 from llm_abstractions.base import BaseLlm
 from llm_abstractions.errors import LlmError
-from llm_abstractions.messages import LlmChunk, LlmResponse, Message
+from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, Message
 from llm_abstractions.wrappers.wrapper import WrapperLlm
 
 __all__ = ["FallbackLlm"]
@@ -33,27 +33,31 @@ class FallbackLlm(WrapperLlm):
         self.models = list(models)
         self.fall_back_on = fall_back_on
 
-    async def generate_content_async(self, messages: Sequence[Message], **options: Any) -> LlmResponse:
+    async def generate_content_async(
+        self, messages: Sequence[Message], options: GenerationOptions | None = None, **overrides: Any
+    ) -> LlmResponse:
         for model in self.models[:-1]:
             try:
-                return await model.generate_content_async(messages, **options)
+                return await model.generate_content_async(messages, options, **overrides)
             except LlmError as exc:
                 if not self.fall_back_on(exc):
                     raise
-        return await self.models[-1].generate_content_async(messages, **options)
+        return await self.models[-1].generate_content_async(messages, options, **overrides)
 
-    async def stream_content_async(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[LlmChunk]:
+    async def stream_content_async(
+        self, messages: Sequence[Message], options: GenerationOptions | None = None, **overrides: Any
+    ) -> AsyncIterator[LlmChunk]:
         for model in self.models[:-1]:
             started = False
             try:
-                async for chunk in model.stream_content_async(messages, **options):
+                async for chunk in model.stream_content_async(messages, options, **overrides):
                     started = True
                     yield chunk
                 return
             except LlmError as exc:
                 if started or not self.fall_back_on(exc):
                     raise
-        async for chunk in self.models[-1].stream_content_async(messages, **options):
+        async for chunk in self.models[-1].stream_content_async(messages, options, **overrides):
             yield chunk
 
     async def prepare(self) -> None:

@@ -24,7 +24,7 @@ import anyio
 
 from llm_abstractions.base import BaseLlm
 from llm_abstractions.errors import RateLimitedError
-from llm_abstractions.messages import LlmChunk, LlmResponse, Message, Usage
+from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, Message, Usage
 from llm_abstractions.wrappers.budget import Budget, budget
 from llm_abstractions.wrappers.wrapper import WrapperLlm
 
@@ -187,12 +187,14 @@ class LimitedLlm(WrapperLlm):
         super().__init__(wrapped)
         self.limits = limits
 
-    async def generate_content_async(self, messages: Sequence[Message], **options: Any) -> LlmResponse:
+    async def generate_content_async(
+        self, messages: Sequence[Message], options: GenerationOptions | None = None, **overrides: Any
+    ) -> LlmResponse:
         limits = self.limits
         tokens = estimate_tokens(messages) if limits.settings.tokens_per_minute is not None else 0  # hot path
         sent_at = await limits.acquire(tokens)
         try:
-            response = await self.wrapped.generate_content_async(messages, **options)
+            response = await self.wrapped.generate_content_async(messages, options, **overrides)
         except RateLimitedError as exc:
             limits.on_rate_limited(sent_at, exc.retry_after)
             raise
@@ -201,13 +203,15 @@ class LimitedLlm(WrapperLlm):
         limits.on_success(tokens, response.usage)
         return response
 
-    async def stream_content_async(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[LlmChunk]:
+    async def stream_content_async(
+        self, messages: Sequence[Message], options: GenerationOptions | None = None, **overrides: Any
+    ) -> AsyncIterator[LlmChunk]:
         limits = self.limits
         tokens = estimate_tokens(messages)
         usage: Usage | None = None
         sent_at = await limits.acquire(tokens)
         try:
-            async for chunk in self.wrapped.stream_content_async(messages, **options):
+            async for chunk in self.wrapped.stream_content_async(messages, options, **overrides):
                 usage = chunk.usage or usage
                 yield chunk
         except RateLimitedError as exc:

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 
 from llm_abstractions.errors import LlmTimeoutError
-from llm_abstractions.messages import LlmChunk, LlmResponse, Message
+from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, Message
 from llm_abstractions.wrappers.wrapper import WrapperLlm
 
 __all__ = ["TimeoutLlm"]
@@ -26,19 +26,23 @@ class TimeoutLlm(WrapperLlm):
     def _error(self) -> LlmTimeoutError:
         return LlmTimeoutError(f"call timed out after {self.config.timeout_s} s", provider=self.config.provider)
 
-    async def generate_content_async(self, messages: Sequence[Message], **options: Any) -> LlmResponse:
+    async def generate_content_async(
+        self, messages: Sequence[Message], options: GenerationOptions | None = None, **overrides: Any
+    ) -> LlmResponse:
         if self.config.timeout_s is None:
-            return await self.wrapped.generate_content_async(messages, **options)
+            return await self.wrapped.generate_content_async(messages, options, **overrides)
         try:
             with anyio.fail_after(self.config.timeout_s):
-                return await self.wrapped.generate_content_async(messages, **options)
+                return await self.wrapped.generate_content_async(messages, options, **overrides)
         except TimeoutError:
             raise self._error() from None
 
-    async def stream_content_async(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[LlmChunk]:
+    async def stream_content_async(
+        self, messages: Sequence[Message], options: GenerationOptions | None = None, **overrides: Any
+    ) -> AsyncIterator[LlmChunk]:
         limit = self.config.timeout_s
         deadline = None if limit is None else time.monotonic() + limit
-        chunks = self.wrapped.stream_content_async(messages, **options)
+        chunks = self.wrapped.stream_content_async(messages, options, **overrides)
         try:
             while True:
                 try:

@@ -34,15 +34,19 @@ class WrapperLlm(BaseLlm):
     def pricing_provider(self) -> str | None:
         return self.wrapped.pricing_provider
 
-    async def generate_content_async(self, messages: Sequence[Message], **options: Any) -> LlmResponse:
-        return await self.wrapped.generate_content_async(messages, **options)
+    async def generate_content_async(
+        self, messages: Sequence[Message], options: GenerationOptions | None = None, **overrides: Any
+    ) -> LlmResponse:
+        return await self.wrapped.generate_content_async(messages, options, **overrides)
 
-    async def stream_content_async(self, messages: Sequence[Message], **options: Any) -> AsyncIterator[LlmChunk]:
-        async for chunk in self.wrapped.stream_content_async(messages, **options):
+    async def stream_content_async(
+        self, messages: Sequence[Message], options: GenerationOptions | None = None, **overrides: Any
+    ) -> AsyncIterator[LlmChunk]:
+        async for chunk in self.wrapped.stream_content_async(messages, options, **overrides):
             yield chunk
 
     async def _generate(self, messages: Sequence[Message], options: GenerationOptions) -> LlmResponse:
-        return await self.generate_content_async(messages, **options.model_dump(exclude_none=True))
+        return await self.generate_content_async(messages, options)
 
     async def prepare(self) -> None:
         await self.wrapped.prepare()

@@ -1,10 +1,10 @@
-"""Pieces shared by CLI commands: exit codes, input parsing, loading a project with clean errors."""
+"""Pieces shared by CLI commands: options, exit codes, input parsing, loading a project with clean errors."""
 
 from __future__ import annotations
 
 from enum import IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -14,7 +14,40 @@ if TYPE_CHECKING:
     from agent_registry import AgentRegistry
     from orchestration.orchestrator import ProjectOrchestrator
 
-__all__ = ["ExitCode", "fail_invalid", "load_orchestrator", "load_registry", "parse_inputs", "stderr_console"]
+__all__ = [
+    "AgentsOpt",
+    "ExitCode",
+    "FileArg",
+    "InputsOpt",
+    "LogFormatOpt",
+    "LogLevelOpt",
+    "MaxConcurrencyOpt",
+    "QuietOpt",
+    "ResultsOpt",
+    "StoreOpt",
+    "fail_invalid",
+    "load_orchestrator",
+    "load_registry",
+    "parse_inputs",
+    "stderr_console",
+]
+
+FileArg = Annotated[Path, typer.Argument(help="Project task file (.yaml, .yml, .toml or .json).")]
+AgentsOpt = Annotated[Path | None, typer.Option("--agents", help="Agents file to load.")]
+InputsOpt = Annotated[
+    list[str] | None, typer.Option("--input", "-i", help="Override an input: KEY=VALUE (repeatable).")
+]
+MaxConcurrencyOpt = Annotated[
+    int | None, typer.Option("--max-concurrency", min=1, help="Tasks running at once (overrides the file).")
+]
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option("--store", help="Run store (SQLite) [default: $ORCHESTRATE_STORE or .orchestrate/runs.db]."),
+]
+ResultsOpt = Annotated[Path | None, typer.Option("--results", help="Write the run as JSON to this path.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display: only the run id, on stderr.")]
+LogLevelOpt = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
+LogFormatOpt = Annotated[str, typer.Option("--log-format", help="console or json.")]
 
 
 class ExitCode(IntEnum):
@@ -79,7 +112,8 @@ def load_registry(file: Path | None, agents_file: Path | None) -> AgentRegistry:
     from agent_registry import AgentConfigError, AgentRegistry
 
     if file is not None:
-        return load_orchestrator(file, inputs={}, agents_file=agents_file, check_agents=False).registry
+        orchestrator = load_orchestrator(file, inputs={}, agents_file=agents_file, check_agents=False)
+        return orchestrator.validate(check_agents=False).registry
     try:
         return AgentRegistry.default(agents_file)
     except AgentConfigError as exc:

@@ -22,12 +22,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from llm_abstractions import redact
-from orchestration.models import ExecutionResult, ExecutionStatus, OutputFormat, utc_now
+from llm_abstractions import redact, redact_value
+from orchestration.models import ExecutionResult, OutputFormat, utc_now
+from orchestration.results import RunStatus
 from orchestration.store.writer import OnCommit, SqliteWriter, Statement, connect
 
 __all__ = [
@@ -76,24 +76,6 @@ task id, so that every commit would rewrite a page per row (twice the cost of th
 Stores made before keep their key (their rows are replaced instead of appended) and need no index."""
 
 
-class RunStatus(StrEnum):
-    RUNNING = "running"
-    """Started and not finished: still running, or the process died."""
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @classmethod
-    def of(cls, results: Mapping[str, ExecutionResult]) -> RunStatus:
-        """The status a run ends with, from its results."""
-        statuses = {r.status for r in results.values()}
-        if ExecutionStatus.CANCELLED in statuses:
-            return cls.CANCELLED
-        if statuses <= {ExecutionStatus.SUCCESS}:
-            return cls.SUCCEEDED
-        return cls.FAILED
-
-
 @dataclass(frozen=True)
 class RunRecord:
     """One run's row."""
@@ -114,7 +96,7 @@ class RunRecord:
 
     @property
     def finished(self) -> bool:
-        return self.status is RunStatus.SUCCEEDED
+        return self.status is RunStatus.SUCCESS
 
 
 @dataclass(frozen=True)
@@ -156,19 +138,8 @@ def _setup(connection: sqlite3.Connection) -> None:
                 raise
 
 
-def _redacted(value: Any) -> Any:
-    """``value`` with :func:`redact` applied to every string in it (keys included)."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, Mapping):
-        return {_redacted(str(k)): _redacted(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redacted(v) for v in value]
-    return value
-
-
 def _json(value: Any) -> str:
-    return json.dumps(_redacted(value), ensure_ascii=False, default=str)
+    return json.dumps(redact_value(value), ensure_ascii=False, default=str)
 
 
 def _result_json(result: ExecutionResult) -> str:
@@ -291,8 +262,8 @@ class RunStore:
         fingerprint: str | None = None,
         output_format: OutputFormat = OutputFormat.TEXT,
     ) -> None:
-        """Write a task's final result and wait until it is committed."""
-        await self.writer.write([self._result_statement(run_id, result, fingerprint, output_format)])
+        """Write a task's final result and wait until it is committed (with the other writes of this loop turn)."""
+        await self.writer.commit([self._result_statement(run_id, result, fingerprint, output_format)])
 
     def record_nowait(
         self,

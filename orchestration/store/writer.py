@@ -19,10 +19,10 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import groupby
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
+
+import anyio
 
 __all__ = ["OnCommit", "SqliteWriter", "Statement", "connect"]
 
@@ -30,24 +30,6 @@ Statement = tuple[str, Sequence[Any]]
 
 OnCommit = Callable[[BaseException | None], None]
 """Called on the event loop that queued a write once it is committed, with the error if it failed."""
-
-_MAX_ROWS = 500
-"""Rows per merged INSERT (SQLite allows 32,766 parameters per statement)."""
-
-
-def _merged(statements: Sequence[Statement]) -> list[Statement]:
-    """Consecutive runs of one ``INSERT ... VALUES (?, ...)`` merged into multi-row INSERTs (a third of the cost)."""
-    merged: list[Statement] = []
-    for sql, group in groupby(statements, key=itemgetter(0)):
-        rows = [params for _, params in group]
-        head, values, placeholders = sql.rpartition(" VALUES ")
-        if not (values and sql.startswith("INSERT") and placeholders.startswith("(")) or len(rows) == 1:
-            merged.extend((sql, params) for params in rows)
-            continue
-        for first in range(0, len(rows), _MAX_ROWS):
-            chunk = rows[first : first + _MAX_ROWS]
-            merged.append((head + values + ", ".join([placeholders] * len(chunk)), [v for row in chunk for v in row]))
-    return merged
 
 
 def connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
@@ -120,6 +102,24 @@ class SqliteWriter:
         else:
             call_soon(self.commit_pending)
 
+    async def commit(self, statements: Sequence[Statement]) -> None:
+        """Queue ``statements`` and wait until the group commit after this loop turn has made them durable.
+
+        Raises what the database raised. Cancelling the wait does not withdraw the write.
+        """
+        done = anyio.Event()
+        failure: list[BaseException] = []
+
+        def committed(error: BaseException | None) -> None:
+            if error is not None:
+                failure.append(error)
+            done.set()
+
+        self.submit(statements, committed)
+        await done.wait()
+        if failure:
+            raise failure[0]
+
     async def write(self, statements: Sequence[Statement]) -> None:
         """Commit ``statements`` now, with whatever this thread queued; raise what the database raised."""
         failure: list[BaseException] = []
@@ -156,13 +156,12 @@ class SqliteWriter:
             connection = self._connect()
         except (sqlite3.Error, OSError) as exc:
             return exc
-        merged = _merged(statements)
         try:
-            if len(merged) == 1:  # one statement is one transaction: the common case costs one step
-                connection.execute(*merged[0])
-            elif merged:
+            if len(statements) == 1:  # one statement is one transaction: the common case costs one step
+                connection.execute(*statements[0])
+            elif statements:
                 connection.execute("BEGIN IMMEDIATE")
-                for sql, params in merged:
+                for sql, params in statements:
                     connection.execute(sql, params)
                 connection.execute("COMMIT")
             self.commits += 1

@@ -23,6 +23,7 @@ from orchestration import (
     ProjectSpec,
     RunEvent,
 )
+from orchestration.results import results_document
 from orchestration.store import RunStatus, RunStore, default_store_path, export_run, fingerprints
 from orchestration.store.writer import SqliteWriter
 from tests.reliability.doubles import Scripts
@@ -95,7 +96,7 @@ async def test_resume_reruns_only_what_did_not_succeed_and_reloads_outputs(scrip
     assert all(r.succeeded for r in resumed.values())
     assert resumed["a"].output == "A" and resumed["d"].output == "D"
     record = store.get_run("run-1")
-    assert record.status is RunStatus.SUCCEEDED and record.sessions == 2 and record.finished_at is not None
+    assert record.status is RunStatus.SUCCESS and record.sessions == 2 and record.finished_at is not None
     assert {t: r.output for t, r in store.load_results("run-1").items()} == {t: r.output for t, r in resumed.items()}
     store.close()
 
@@ -151,6 +152,8 @@ async def test_a_cancelled_run_is_recorded_and_resumable(scripts: Scripts, tmp_p
         await orch.run(run_id="r")
     assert store.get_run("r").status is RunStatus.CANCELLED
     assert {r.status for r in store.load_results("r").values()} == {ExecutionStatus.CANCELLED}
+    document = json.loads(export_run(store.load_run("r"), "json"))
+    assert (document["status"], document["run_status"]) == ("cancelled", "cancelled")
     gate.set()
     script.gate = None
     results = await orchestrator(store, [{"id": "x", "description": "x"}, {"id": "y", "description": "y"}]).resume("r")
@@ -220,6 +223,38 @@ async def test_a_store_from_before_agents_files_were_recorded_is_upgraded(tmp_pa
 
 def _result(task_id: str, status: ExecutionStatus) -> ExecutionResult:
     return ExecutionResult(task_id=task_id, status=status, agent="s")
+
+
+@pytest.mark.parametrize(
+    ("statuses", "expected"),
+    [
+        ([], "success"),
+        (["success", "success"], "success"),
+        (["success", "failed", "skipped"], "failed"),
+        (["success", "skipped"], "failed"),
+        (["failed", "cancelled", "success"], "cancelled"),
+    ],
+)
+def test_a_run_status_follows_its_task_statuses(statuses: list[str], expected: str) -> None:
+    results = {f"t{i}": _result(f"t{i}", ExecutionStatus(status)) for i, status in enumerate(statuses)}
+    assert RunStatus.of(results) is RunStatus(expected)
+    assert results_document("p", "r", results)["status"] == expected
+
+
+async def test_a_run_recorded_as_succeeded_by_an_earlier_version_loads_as_success(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    for run_id in ("old-failed", "old-ok"):  # the newest run succeeded
+        await store.begin_run(run_id, project="p", project_hash="h", file=None, inputs={}, task_ids=["a"])
+        await store.record(run_id, _result("a", ExecutionStatus.SUCCESS))
+    store.close()
+    with closing(sqlite3.connect(store.path)) as connection, connection:  # as earlier versions wrote them
+        connection.execute("UPDATE runs SET status = 'succeeded', finished_at = started_at WHERE run_id = 'old-ok'")
+        connection.execute("UPDATE runs SET status = 'failed' WHERE run_id = 'old-failed'")
+    record = store.get_run("old-ok")
+    assert record.status is RunStatus.SUCCESS and record.finished
+    latest = store.latest_unfinished("p")
+    assert latest is not None and latest.run_id == "old-failed"
+    assert json.loads(export_run(store.load_run("old-ok"), "json"))["run_status"] == "success"
 
 
 @pytest.mark.parametrize("keyed", [False, True], ids=["appended", "keyed store from before"])
@@ -318,7 +353,7 @@ def test_runs_in_two_threads_can_share_a_store(tmp_path: Path) -> None:
     assert finished == {"left": True, "right": True}
     for name in ("left", "right"):
         stored = store.load_run(name)
-        assert stored.record.status == RunStatus.SUCCEEDED and len(stored.results()) == 30
+        assert stored.record.status == RunStatus.SUCCESS and len(stored.results()) == 30
     store.close()
 
 

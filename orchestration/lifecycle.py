@@ -1,0 +1,211 @@
+"""The task lifecycle: the states a task goes through, and the one place that moves it along.
+
+::
+
+    BLOCKED ──ready──▶ READY ──start──▶ RUNNING ──answer──▶ COMMITTING ──durable──▶ SUCCESS
+       │                                   ├──error───────────────────────────────▶ FAILED
+       ├──an ancestor did not succeed──────┼───────────────────────────────────────▶ SKIPPED
+       └───────────────── the run is cancelled (any unfinished state) ─────────────▶ CANCELLED
+
+:class:`TaskLifecycle` owns every task's state during a run. Its transitions are the only
+code that changes one: each is checked against :data:`TRANSITIONS`, and a task that reaches
+a final state gets its :class:`ExecutionResult` recorded in the run's results, in the run
+store and in the event stream — in that one place, for every outcome alike.
+
+Durability rule: a success is committed to the run store before :meth:`TaskLifecycle.run`
+returns, so the scheduler releases a task's dependents only once its result survives a crash.
+Results of one turn of the event loop share one commit (see :mod:`orchestration.store.writer`).
+
+The states the next capabilities add (waiting for a review, waiting for budget, expanded into
+items) go into :class:`TaskState` and :data:`TRANSITIONS`, with a method here that moves a task
+into and out of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+import anyio
+
+from llm_abstractions import ErrorType
+from orchestration.events import EventBus, EventKind, RunEvent
+from orchestration.models import ErrorInfo, ExecutionResult, ExecutionStatus, utc_now
+from orchestration.project import CompiledTask
+
+if TYPE_CHECKING:
+    from orchestration.store import RunStore
+
+__all__ = ["TRANSITIONS", "Execute", "IllegalTransitionError", "TaskLifecycle", "TaskState"]
+
+
+class TaskState(StrEnum):
+    """Where a task is in its run. The final states share their values with :class:`ExecutionStatus`."""
+
+    BLOCKED = "blocked"
+    """Waiting for its dependencies."""
+    READY = "ready"
+    """Its dependencies succeeded; waiting for a slot."""
+    RUNNING = "running"
+    """Holding a slot: its model is being called."""
+    COMMITTING = "committing"
+    """Answered; its result is being made durable before its dependents may start."""
+    SUCCESS = "success"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    """An ancestor did not succeed."""
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in _FINAL
+
+
+_FINAL = frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED})
+
+TRANSITIONS: Mapping[TaskState, frozenset[TaskState]] = {
+    TaskState.BLOCKED: frozenset({TaskState.READY, TaskState.SKIPPED, TaskState.CANCELLED}),
+    TaskState.READY: frozenset({TaskState.RUNNING, TaskState.CANCELLED}),
+    TaskState.RUNNING: frozenset({TaskState.COMMITTING, TaskState.FAILED, TaskState.CANCELLED}),
+    TaskState.COMMITTING: frozenset({TaskState.SUCCESS}),
+    TaskState.SUCCESS: frozenset(),
+    TaskState.FAILED: frozenset(),
+    TaskState.SKIPPED: frozenset(),
+    TaskState.CANCELLED: frozenset(),
+}
+"""The moves a task may make: from each state, the states it may enter next."""
+
+_EVENT_OF = {
+    TaskState.RUNNING: EventKind.TASK_STARTED,
+    TaskState.SUCCESS: EventKind.TASK_SUCCEEDED,
+    TaskState.FAILED: EventKind.TASK_FAILED,
+    TaskState.SKIPPED: EventKind.TASK_SKIPPED,
+    TaskState.CANCELLED: EventKind.TASK_CANCELLED,
+}
+
+Execute = Callable[[CompiledTask, datetime], Awaitable[ExecutionResult]]
+"""Runs a task that took its slot at the given time to its result (success or failure); raises only when cancelled."""
+
+
+class IllegalTransitionError(RuntimeError):
+    """A task was asked to make a move :data:`TRANSITIONS` does not allow (a bug in the caller)."""
+
+
+class TaskLifecycle:
+    """The states of one run's tasks, and the transitions that move them (see the module's diagram).
+
+    ``results`` is filled as tasks reach a final state. Tasks in ``kept`` (successes of an earlier
+    session of the run) start as ``SUCCESS``; every other task starts ``BLOCKED``.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        tasks: Sequence[CompiledTask],
+        execute: Execute,
+        *,
+        results: dict[str, ExecutionResult],
+        events: EventBus,
+        store: RunStore | None = None,
+        fingerprints: Sequence[str | None] = (),
+        kept: Mapping[str, ExecutionResult] | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.tasks = tasks
+        self.results = results
+        self._execute = execute
+        self._events = events
+        self._store = store
+        self._fingerprints = fingerprints or [None] * len(tasks)
+        kept = kept or {}
+        self._states = [TaskState.SUCCESS if task.id in kept else TaskState.BLOCKED for task in tasks]
+
+    def state(self, index: int) -> TaskState:
+        return self._states[index]
+
+    def is_blocked(self, index: int) -> bool:
+        return self._states[index] is TaskState.BLOCKED
+
+    def ready(self, index: int) -> None:
+        """BLOCKED → READY: its dependencies succeeded."""
+        self._move(index, TaskState.READY)
+
+    def skip(self, index: int, cause: int) -> None:
+        """BLOCKED → SKIPPED: the task ``cause`` (an ancestor) did not succeed."""
+        task = self.tasks[index]
+        message = f"dependency '{self.tasks[cause].id}' did not succeed"
+        result = ExecutionResult(
+            task_id=task.id,
+            status=ExecutionStatus.SKIPPED,
+            agent=task.agent,
+            completed_at=utc_now(),
+            error=ErrorInfo(type=ErrorType.UPSTREAM_FAILED, message=message),
+        )
+        self._settle(index, TaskState.SKIPPED, result)
+
+    async def run(self, index: int) -> bool:
+        """READY → RUNNING → a final state; whether the task succeeded (its success durable by then).
+
+        Raises the store's error if a success could not be committed, and the cancellation if cancelled.
+        """
+        task = self.tasks[index]
+        started_at = utc_now()
+        self._move(index, TaskState.RUNNING)
+        try:
+            result = await self._execute(task, started_at)
+        except anyio.get_cancelled_exc_class():
+            self._settle(index, TaskState.CANCELLED, _cancelled(task, started_at))
+            raise
+        if not result.succeeded:
+            self._settle(index, TaskState.FAILED, result)
+            return False
+        self._move(index, TaskState.COMMITTING)
+        self.results[task.id] = result  # dependents read it once they start
+        try:
+            if self._store is not None:
+                await self._store.record(self.run_id, result, self._fingerprints[index], task.task.output_format)
+        finally:
+            # The answer stands even if the store failed (its error then stops the run) or the run was
+            # cancelled during the wait (the queued write commits all the same).
+            self._settle(index, TaskState.SUCCESS, result, recorded=True)
+        return True
+
+    def cancel_unfinished(self) -> None:
+        """Every task not in a final state → CANCELLED (the run ended before it could finish)."""
+        for index, state in enumerate(self._states):
+            if not state.final:
+                self._settle(index, TaskState.CANCELLED, _cancelled(self.tasks[index], None))
+
+    def _settle(self, index: int, state: TaskState, result: ExecutionResult, *, recorded: bool = False) -> None:
+        """Move to a final ``state`` with ``result``: kept in the results, queued for the store (unless
+        ``recorded`` already), announced."""
+        task = self.tasks[index]
+        self.results[task.id] = result
+        if self._store is not None and not recorded:
+            self._store.record_nowait(self.run_id, result, self._fingerprints[index], task.task.output_format)
+        self._move(index, state, result)
+
+    def _move(self, index: int, state: TaskState, result: ExecutionResult | None = None) -> None:
+        """The one assignment of a task's state; emits the transition's event, if it has one."""
+        current = self._states[index]
+        if state not in TRANSITIONS[current]:
+            raise IllegalTransitionError(f"task '{self.tasks[index].id}' cannot go from {current} to {state}")
+        self._states[index] = state
+        kind = _EVENT_OF.get(state)
+        if kind is not None and self._events.active:
+            task = self.tasks[index]
+            agent = result.agent if result is not None else task.agent
+            self._events.emit(RunEvent(kind, self.run_id, task.id, agent, result))
+
+
+def _cancelled(task: CompiledTask, started_at: datetime | None) -> ExecutionResult:
+    return ExecutionResult(
+        task_id=task.id,
+        status=ExecutionStatus.CANCELLED,
+        agent=task.agent,
+        started_at=started_at,
+        completed_at=utc_now(),
+        error=ErrorInfo(type=ErrorType.CANCELLED, message="the run was cancelled before this task finished"),
+    )
