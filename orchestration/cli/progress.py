@@ -25,8 +25,17 @@ _STYLE = {
 }
 
 
+LINE_PER_TASK_UP_TO = 100
+"""Without a terminal, projects of up to this many tasks get a line per finished task; larger ones a
+one-line summary every :data:`SUMMARY_EVERY_S` seconds (and a line for each task that fails)."""
+SUMMARY_EVERY_S = 5.0
+
+
 class ProgressView:
-    """Consumes run events: a live panel on a terminal, one line per finished task otherwise."""
+    """Consumes run events: a live panel on a terminal; plain lines otherwise (see :data:`LINE_PER_TASK_UP_TO`).
+
+    Plain lines are written whole (never wrapped), for CI logs and files.
+    """
 
     def __init__(self, console: Console, total: int) -> None:
         self.console = console
@@ -35,6 +44,8 @@ class ProgressView:
         self.running: dict[str, float] = {}
         self.started = time.monotonic()
         self.live: Any = None
+        self.per_task = total <= LINE_PER_TASK_UP_TO
+        self.next_summary = self.started + SUMMARY_EVERY_S
 
     def __enter__(self) -> ProgressView:
         if self.console.is_terminal:
@@ -57,8 +68,13 @@ class ProgressView:
             result = event.result
             self.running.pop(result.task_id, None)
             self.counts[result.status] += 1
-            if self.live is None:
+            if self.live is not None:
+                return
+            if self.per_task or result.status is ExecutionStatus.FAILED:
                 self._print_line(result)
+            elif (now := time.monotonic()) >= self.next_summary:
+                self.next_summary = now + SUMMARY_EVERY_S
+                self._write(self._summary_line(now))
 
     def model_load(self, event: LoadEvent) -> None:
         """Show local models loading: the first task of a local agent waits for it."""
@@ -69,16 +85,21 @@ class ProgressView:
         elif event.phase == "failed":
             self.console.print(f"[red]could not load[/] {event.model}: {event.error}", highlight=False)
 
+    def _write(self, line: str) -> None:
+        """One plain line, unwrapped and unstyled."""
+        self.console.file.write(line + "\n")
+
     def _print_line(self, result: ExecutionResult) -> None:
-        style = _STYLE.get(result.status, "white")
         detail = f"{result.duration_s:.2f}s" if result.duration_s is not None else ""
         if result.error is not None:
             detail = f"{detail} {result.error.type}: {result.error.message}".strip()
         done = sum(self.counts.values())
-        self.console.print(
-            f"[{done}/{self.total}] [{style}]{result.status.value:<9}[/] {result.task_id} {detail}",
-            highlight=False,
-        )
+        self._write(f"[{done}/{self.total}] {result.status.value:<9} {result.task_id} {detail}".rstrip())
+
+    def _summary_line(self, now: float) -> str:
+        counts = ", ".join(f"{self.counts[s]} {s.value}" for s in _STYLE if self.counts[s])
+        done = sum(self.counts.values())
+        return f"[{done}/{self.total}] {counts}; {len(self.running)} running; {now - self.started:.1f}s"
 
     def __rich__(self) -> RenderableType:
         from rich.table import Table
