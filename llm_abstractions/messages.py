@@ -58,7 +58,7 @@ class GenerationOptions(BaseModel):
 
     def merged(self, override: GenerationOptions) -> GenerationOptions:
         """Return these options with every field that ``override`` sets replaced."""
-        changes = override.model_dump(exclude_none=True)
+        changes = {name: value for name in override.model_fields_set if (value := getattr(override, name)) is not None}
         if not changes:
             return self
         return self.model_copy(update=changes)

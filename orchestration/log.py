@@ -54,6 +54,9 @@ def log_events(logger: Any) -> Any:
 
     def callback(event: RunEvent) -> None:
         result = event.result
+        failed = result is not None and result.status is ExecutionStatus.FAILED
+        if not failed and not logger.is_enabled_for(logging.INFO):
+            return
         if result is None:
             logger.info(event.kind.value, run_id=event.run_id, task_id=event.task_id, agent=event.agent)
             return
@@ -68,7 +71,7 @@ def log_events(logger: Any) -> Any:
         if result.error is not None:
             fields["error_type"] = result.error.type
             fields["error"] = result.error.message
-        if result.status is ExecutionStatus.FAILED:
+        if failed:
             logger.warning(event.kind.value, **fields)
         else:
             logger.info(event.kind.value, **fields)
