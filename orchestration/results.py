@@ -60,8 +60,7 @@ def write_results(path: Path, project: str, run_id: str, results: Mapping[str, E
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
+            handle.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")  # one write, not one per token
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
