@@ -13,6 +13,7 @@ CONTENDERS = {
     "engine": "benchmarks.contenders.engine",
     "engine_default": "benchmarks.contenders.engine_default",
     "engine_rerun": "benchmarks.contenders.engine_rerun",
+    "engine_cli": "benchmarks.contenders.engine_cli",
 }
 """Name -> module, in the order they run (and are shown)."""
 
