@@ -13,6 +13,7 @@ from llm_abstractions.errors import (
     LlmConnectionError,
     LlmError,
     LlmTimeoutError,
+    OutputTruncatedError,
     ProviderUnavailableError,
     RateLimitedError,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "LlmTimeoutError",
     "Message",
     "NoSettings",
+    "OutputTruncatedError",
     "ProviderUnavailableError",
     "RateLimitedError",
     "StreamingLlm",

@@ -48,6 +48,15 @@ class BaseLlm(ABC):
         cls.settings_model.model_validate(config.settings)
         return []
 
+    @classmethod
+    def option_problems(cls, config: LlmConfig, options: GenerationOptions) -> list[str]:
+        """Why this model would reject ``options`` (a combination it does not accept), before any call.
+
+        ``options`` are a call's options as sent (the configured ones with the task's applied).
+        By default there is nothing to say.
+        """
+        return []
+
     @property
     def model_name(self) -> str | None:
         return self.config.model

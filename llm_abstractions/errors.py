@@ -1,8 +1,8 @@
 """The task error vocabulary, and the typed errors every provider maps its SDK's exceptions onto.
 
 :class:`ErrorType` lists every error type a task result can carry. Each :class:`LlmError`
-has one as its ``type_name``, a ``retryable`` flag and an optional ``retry_after`` hint
-in seconds.
+has one as its ``type_name``, a ``retryable`` flag, an optional ``retry_after`` hint
+in seconds and, where the provider reported it, the ``usage`` of the failed call.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
-    from llm_abstractions.messages import LlmResponse
+    from llm_abstractions.messages import LlmResponse, Usage
 
 __all__ = [
     "AuthenticationError",
@@ -24,6 +24,7 @@ __all__ = [
     "LlmConnectionError",
     "LlmError",
     "LlmTimeoutError",
+    "OutputTruncatedError",
     "ProviderUnavailableError",
     "RateLimitedError",
 ]
@@ -45,6 +46,8 @@ class ErrorType(StrEnum):
     """The endpoint's circuit breaker refused the call."""
     INVALID_OUTPUT = "invalid_output"
     """The answer did not match the output schema, even after a repair call."""
+    OUTPUT_TRUNCATED = "output_truncated"
+    """The answer was cut off by ``max_tokens`` (empty, or the task does not accept a cut-off answer)."""
     TEMPLATE_ERROR = "template_error"
     """A prompt template failed to render."""
     UPSTREAM_FAILED = "upstream_failed"
@@ -70,6 +73,7 @@ class LlmError(Exception):
         provider: str | None = None,
         status_code: int | None = None,
         partial_text: str | None = None,
+        usage: Usage | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -80,6 +84,14 @@ class LlmError(Exception):
         self.status_code = status_code
         self.partial_text = partial_text
         """Text received before the error, for streams that broke mid-way."""
+        self.usage = usage
+        """Tokens the provider reported (and bills) for the failed call, if it said."""
+
+
+class OutputTruncatedError(LlmError):
+    """The answer was cut off by ``max_tokens``; not retried (the same request would be cut off again)."""
+
+    type_name = ErrorType.OUTPUT_TRUNCATED
 
 
 class RateLimitedError(LlmError):
@@ -115,6 +127,8 @@ class ContextLengthExceededError(LlmError):
 
 
 class ContentFilteredError(LlmError):
+    """The provider filtered or refused the answer, or blocked the prompt; the message says why."""
+
     type_name = ErrorType.CONTENT_FILTERED
 
 

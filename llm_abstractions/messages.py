@@ -65,18 +65,42 @@ class GenerationOptions(BaseModel):
 
 
 class Usage(BaseModel):
-    """Token usage of one or more calls."""
+    """Token usage of one or more calls, counted the same way for every provider.
+
+    ``input_tokens`` and ``output_tokens`` are totals; the other counts are parts of them, ``None``
+    where the provider did not report them. Per provider: OpenAI's ``prompt_tokens`` and Gemini's
+    ``promptTokenCount`` already include cached tokens; Anthropic's ``input_tokens`` does not, so its
+    ``cache_read_input_tokens`` and ``cache_creation_input_tokens`` are added. OpenAI's
+    ``completion_tokens`` and Anthropic's ``output_tokens`` already include reasoning; Gemini's
+    ``candidatesTokenCount`` does not, so its ``thoughtsTokenCount`` is added.
+    """
 
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
     input_tokens: int = 0
+    """Every prompt token, billed or not: cache reads and cache writes included."""
     output_tokens: int = 0
+    """Every generated token: reasoning (thinking) tokens included."""
+    cache_read_tokens: int | None = None
+    """The part of ``input_tokens`` read from the provider's prompt cache (billed at a lower rate)."""
+    cache_write_tokens: int | None = None
+    """The part of ``input_tokens`` written to the prompt cache (Anthropic bills it above the input rate)."""
+    reasoning_tokens: int | None = None
+    """The part of ``output_tokens`` the model spent reasoning before it answered."""
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_tokens=_sum(self.cache_read_tokens, other.cache_read_tokens),
+            cache_write_tokens=_sum(self.cache_write_tokens, other.cache_write_tokens),
+            reasoning_tokens=_sum(self.reasoning_tokens, other.reasoning_tokens),
         )
+
+
+def _sum(a: int | None, b: int | None) -> int | None:
+    """``None`` when neither count was reported, else their sum."""
+    return None if a is None and b is None else (a or 0) + (b or 0)
 
 
 class LlmResponse(BaseModel):
@@ -89,7 +113,18 @@ class LlmResponse(BaseModel):
     model: str | None = None
     """The model name the provider says served the call."""
     finish_reason: str | None = None
+    """Why the answer ended, normalised across providers:
+
+    - ``stop``: the model finished (end of turn, a stop sequence, or our structured-output tool call);
+    - ``length``: cut off by ``max_tokens`` (OpenAI ``length``, Anthropic ``max_tokens`` and
+      ``model_context_window_exceeded``, Gemini ``MAX_TOKENS``), the text may be empty when a
+      thinking model spent the budget thinking;
+    - ``content_filter``: filtered or refused (providers raise ``ContentFilteredError`` instead of answering);
+    - ``tool_calls``: the model called a tool;
+    - anything else: the provider's own reason, lower-cased (Gemini ``other``, Anthropic ``pause_turn``).
+    """
     usage: Usage | None = None
+    """``None`` when the provider reported none (never zeros in its place)."""
     latency_s: float = 0.0
     """Wall time of the call."""
     time_to_first_token_s: float | None = None
@@ -103,5 +138,8 @@ class LlmChunk(BaseModel):
 
     text: str = ""
     finish_reason: str | None = None
+    """Normalised as :attr:`LlmResponse.finish_reason`."""
+    finish_detail: str | None = None
+    """For a ``content_filter`` finish, what the provider said (its own reason and message, e.g. ``SAFETY``)."""
     usage: Usage | None = None
     model: str | None = None

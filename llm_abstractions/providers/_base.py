@@ -5,7 +5,8 @@ A provider implements :meth:`SdkLlm._complete` (one non-streamed SDK call),
 (the SDK stream mapped to chunks) and :meth:`SdkLlm._map_error`. Both paths go through
 :func:`collect_stream`, so text, usage, finish reason and timing are accounted in one
 place; SDK exceptions become typed errors, and a ``content_filter`` finish raises
-:class:`ContentFilteredError` after the text that came before it.
+:class:`ContentFilteredError` after the text that came before it, saying why (the chunk's
+``finish_detail``) and carrying the usage the provider reported.
 
 An answer must end with a finish reason: a stream without one was cut short
 (``connection``), and a complete response without one is a malformed response
@@ -31,7 +32,7 @@ from llm_abstractions.errors import (
     LlmError,
     ProviderUnavailableError,
 )
-from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, Message
+from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, Message, Usage
 from llm_abstractions.providers._http_errors import transport_error
 from llm_abstractions.providers._sdk import (
     config_key,
@@ -180,16 +181,26 @@ class SdkLlm(BaseLlm, Generic[ClientT, ResponseT]):
     async def _guarded(self, chunks: AsyncGenerator[LlmChunk], *, stream: bool = False) -> AsyncGenerator[LlmChunk]:
         """``chunks`` with SDK exceptions mapped to typed errors and content filtering raised.
 
-        A stream that ends without a finish reason was cut short: that is a connection error.
+        A filtered answer raises :class:`ContentFilteredError` once the stream is over (usage may
+        come after the finish), with what the provider said and the usage it reported. A stream
+        that ends without a finish reason was cut short: that is a connection error.
         """
         finished = False
+        filtered: LlmChunk | None = None
+        usage: Usage | None = None
         try:
             async with aclosing(chunks):
                 async for chunk in chunks:
                     yield chunk
+                    usage = chunk.usage or usage
                     if chunk.finish_reason == "content_filter":
-                        raise ContentFilteredError("the provider filtered the answer", provider=self.provider)
+                        filtered = chunk
                     finished = finished or chunk.finish_reason is not None
+            if filtered is not None:
+                detail = f" ({redact(filtered.finish_detail)})" if filtered.finish_detail else ""
+                raise ContentFilteredError(
+                    f"the provider filtered the answer{detail}", provider=self.provider, usage=usage
+                )
             if stream and not finished:
                 raise LlmConnectionError("the stream ended before the answer was complete", provider=self.provider)
         except LlmError:

@@ -1,7 +1,7 @@
 """HTTP-level error mapping shared by the SDK providers.
 
-Status codes and transport failures become the typed errors of
-:mod:`llm_abstractions.errors`; ``retry-after-ms`` and ``retry-after`` (seconds,
+Status codes, error events inside a 200 stream and transport failures become the typed
+errors of :mod:`llm_abstractions.errors`; ``retry-after-ms`` and ``retry-after`` (seconds,
 fractional or not, or an HTTP date) become ``retry_after``.
 """
 
@@ -31,6 +31,7 @@ __all__ = [
     "is_context_length_message",
     "parse_retry_after",
     "stainless_error",
+    "stream_error",
     "transport_error",
 ]
 
@@ -78,24 +79,34 @@ def is_context_length_message(message: str) -> bool:
     return any(phrase in lowered for phrase in _CONTEXT_PHRASES)
 
 
+def _error_class(status: int, message: str) -> type[LlmError]:
+    """The typed error an HTTP status (and its message) stands for."""
+    if status in (401, 403):
+        return AuthenticationError
+    if status == 429:
+        return RateLimitedError
+    if status == 408:
+        return LlmTimeoutError
+    if status == 409 or status >= 500:
+        return ProviderUnavailableError
+    if is_context_length_message(message):
+        return ContextLengthExceededError
+    return InvalidRequestError
+
+
 def error_for_status(status: int, message: str, *, provider: str, headers: Mapping[str, str] | None = None) -> LlmError:
     """The typed error of an HTTP error response."""
-    text = redact(f"HTTP {status}: {message}")
-    retry_after = parse_retry_after(headers)
-    kind: type[LlmError]
-    if status in (401, 403):
-        kind = AuthenticationError
-    elif status == 429:
-        kind = RateLimitedError
-    elif status == 408:
-        kind = LlmTimeoutError
-    elif status == 409 or status >= 500:
-        kind = ProviderUnavailableError
-    elif is_context_length_message(message):
-        kind = ContextLengthExceededError
-    else:
-        kind = InvalidRequestError
-    return kind(text, provider=provider, status_code=status, retry_after=retry_after)
+    text, retry_after = redact(f"HTTP {status}: {message}"), parse_retry_after(headers)
+    return _error_class(status, message)(text, provider=provider, status_code=status, retry_after=retry_after)
+
+
+def stream_error(status: int, message: str, *, provider: str) -> LlmError:
+    """The typed error of an error event inside a 200 stream, in the provider's words.
+
+    ``status`` is the one the provider's error type stands for (overloaded: 529); it picks the
+    error's type but is not reported as the response's status, which was 200.
+    """
+    return _error_class(status, message)(redact(f"the provider failed mid-stream: {message}"), provider=provider)
 
 
 def transport_error(exc: BaseException, *, provider: str) -> LlmError | None:
@@ -136,18 +147,26 @@ _STATUS_OF_ERROR_TYPE = {
 
 
 def _status_of_stream_error(body: Any) -> int:
-    """The HTTP status an error event sent inside a 200 stream stands for (server-side unless it says otherwise)."""
+    """The HTTP status an error event sent inside a 200 stream stands for (server-side unless it says otherwise).
+
+    Its ``type`` (``overloaded_error``), else its ``code`` (a type, or a status as vLLM sends).
+    """
     inner = body.get("error", body) if isinstance(body, dict) else None
-    kind = inner.get("type") if isinstance(inner, dict) else None
-    return _STATUS_OF_ERROR_TYPE.get(kind, 500) if isinstance(kind, str) else 500
+    if not isinstance(inner, dict):
+        return 500
+    for kind in (inner.get("type"), inner.get("code")):
+        if isinstance(kind, str) and kind in _STATUS_OF_ERROR_TYPE:
+            return _STATUS_OF_ERROR_TYPE[kind]
+        if isinstance(kind, int) and 400 <= kind < 600:
+            return kind
+    return 500
 
 
 def stainless_error(sdk: ModuleType, exc: Exception, *, provider: str) -> LlmError | None:
     """Map the exceptions of the ``openai`` and ``anthropic`` SDKs (both share one exception design)."""
-    if isinstance(exc, sdk.APIStatusError):
-        status = exc.status_code if exc.status_code >= 400 else _status_of_stream_error(exc.body)
+    if isinstance(exc, sdk.APIStatusError) and exc.status_code >= 400:
         message = _body_message(exc.body, exc.message)
-        return error_for_status(status, message, provider=provider, headers=exc.response.headers)
+        return error_for_status(exc.status_code, message, provider=provider, headers=exc.response.headers)
     if isinstance(exc, sdk.APIConnectionError):
         cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
         error = transport_error(cause, provider=provider)
@@ -157,7 +176,7 @@ def stainless_error(sdk: ModuleType, exc: Exception, *, provider: str) -> LlmErr
         return error
     if isinstance(exc, sdk.APIResponseValidationError):
         return ProviderUnavailableError(f"malformed response from the provider: {redact(str(exc))}", provider=provider)
-    if isinstance(exc, sdk.APIError):  # an error event inside a stream
+    if isinstance(exc, sdk.APIError):  # an error event inside a 200 stream (anthropic: a status error with 200)
         message = _body_message(exc.body, exc.message)
-        return error_for_status(_status_of_stream_error(exc.body), message, provider=provider)
+        return stream_error(_status_of_stream_error(exc.body), message, provider=provider)
     return None

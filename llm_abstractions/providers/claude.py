@@ -4,18 +4,24 @@ Key and endpoint come from the agent, else the SDK's ``ANTHROPIC_API_KEY`` /
 ``ANTHROPIC_BASE_URL``; SDK retries are off. System messages become ``system``;
 options map to ``max_tokens`` (the API requires one: :data:`DEFAULT_MAX_TOKENS` when
 unset), ``stop_sequences``, and ``temperature``, ``top_p``, ``top_k``, which the
-current SDK no longer declares and which are therefore sent as extra body fields
-(recent models reject them: leave them unset there). The API has no seed. An object JSON schema becomes a forced
-call of the tool :data:`OUTPUT_TOOL`, whose input is the answer; other schemas are
-asked for in the system prompt.
+current SDK no longer declares and which are therefore sent as extra body fields; the
+models of :data:`SAMPLING_LIMITS` reject some of them, which :meth:`ClaudeLlm.option_problems`
+reports before any call. The API has no seed, and this provider does not turn on extended
+thinking. An object JSON schema becomes a forced call of the tool :data:`OUTPUT_TOOL`, whose
+input is the answer; other schemas are asked for in the system prompt.
+
+The answer is made of text blocks and the output tool's input only, streamed or not: blocks of
+server tools (``server_tool_use``, ``web_search_tool_result``...) and thinking never leak into it.
+A refusal is a filtered answer, reported with Anthropic's ``stop_details``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
+from llm_abstractions.config import LlmConfig
 from llm_abstractions.errors import LlmError
 from llm_abstractions.messages import GenerationOptions, LlmChunk, Message, Usage
 from llm_abstractions.providers._base import SdkLlm, closing_shielded
@@ -24,11 +30,11 @@ from llm_abstractions.providers._sdk import import_sdk
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
+    from anthropic.types import ContentBlock, MessageDeltaUsage, RefusalStopDetails, TextBlock, ToolUseBlock
     from anthropic.types import Message as AnthropicMessage
-    from anthropic.types import MessageDeltaUsage
     from anthropic.types import Usage as AnthropicUsage
 
-__all__ = ["DEFAULT_MAX_TOKENS", "OUTPUT_TOOL", "ClaudeLlm", "claude_finish_reason"]
+__all__ = ["DEFAULT_MAX_TOKENS", "OUTPUT_TOOL", "SAMPLING_LIMITS", "ClaudeLlm", "claude_finish_reason"]
 
 DEFAULT_MAX_TOKENS = 4096
 """``max_tokens`` sent when neither the agent nor the task sets one."""
@@ -40,8 +46,27 @@ _FINISH = {
     "stop_sequence": "stop",
     "tool_use": "stop",  # the forced output tool is the only tool we send
     "max_tokens": "length",
+    "model_context_window_exceeded": "length",
     "refusal": "content_filter",
 }
+
+_ONE_OF_TEMPERATURE_TOP_P = "one of temperature and top_p"
+_NO_SAMPLING = "no sampling options"
+SAMPLING_LIMITS: dict[str, str] = {
+    "claude-opus-4-1": _ONE_OF_TEMPERATURE_TOP_P,
+    "claude-opus-4-5": _ONE_OF_TEMPERATURE_TOP_P,
+    "claude-opus-4-6": _ONE_OF_TEMPERATURE_TOP_P,
+    "claude-sonnet-4-5": _ONE_OF_TEMPERATURE_TOP_P,
+    "claude-sonnet-4-6": _ONE_OF_TEMPERATURE_TOP_P,
+    "claude-haiku-4-5": _ONE_OF_TEMPERATURE_TOP_P,
+    "claude-opus-4-7": _NO_SAMPLING,
+    "claude-opus-4-8": _NO_SAMPLING,
+}
+"""Sampling options a model rejects with a 400, by model name (a dated snapshot such as
+``claude-sonnet-4-5-20250929`` follows its name): ``temperature`` together with ``top_p``
+from Opus 4.1 and the 4.5 models on, any of ``temperature``, ``top_p`` and ``top_k`` from
+Opus 4.7 on (Anthropic's migration guides). Only models known to reject are listed; extend
+the table as Anthropic documents new ones."""
 
 
 def claude_finish_reason(reason: str | None) -> str | None:
@@ -49,21 +74,52 @@ def claude_finish_reason(reason: str | None) -> str | None:
     return None if reason is None else _FINISH.get(reason, reason)
 
 
-def _input_tokens(usage: AnthropicUsage | MessageDeltaUsage) -> int | None:
-    """Every input token: plain, cache writes and cache reads."""
-    if usage.input_tokens is None:
-        return None
-    return usage.input_tokens + (usage.cache_creation_input_tokens or 0) + (usage.cache_read_input_tokens or 0)
+def _finish(reason: str | None, details: RefusalStopDetails | None) -> tuple[str | None, str | None]:
+    """The finish reason, and for a refusal what Anthropic said about it (category, explanation)."""
+    finish = claude_finish_reason(reason)
+    if finish != "content_filter":
+        return finish, None
+    detail = str(reason)
+    if details is not None and details.category:
+        detail += f" ({details.category})"
+    if details is not None and details.explanation:
+        detail += f": {details.explanation}"
+    return finish, detail
+
+
+def _counts(usage: AnthropicUsage | MessageDeltaUsage) -> dict[str, int]:
+    """The counts a usage object reports; those of a ``message_delta`` update those of ``message_start``."""
+    counts = {
+        "input": usage.input_tokens,
+        "cache_read": usage.cache_read_input_tokens,
+        "cache_write": usage.cache_creation_input_tokens,
+        "output": usage.output_tokens,
+        "thinking": usage.output_tokens_details.thinking_tokens if usage.output_tokens_details else None,
+    }
+    return {name: count for name, count in counts.items() if count is not None}
+
+
+def _usage(counts: dict[str, int]) -> Usage:
+    """Our usage: Anthropic's ``input_tokens`` leaves out cache reads and writes, ours counts them."""
+    read, write = counts.get("cache_read"), counts.get("cache_write")
+    return Usage(
+        input_tokens=counts.get("input", 0) + (read or 0) + (write or 0),
+        output_tokens=counts.get("output", 0),
+        cache_read_tokens=read,
+        cache_write_tokens=write,
+        reasoning_tokens=counts.get("thinking"),
+    )
+
+
+def _answers(block: ContentBlock) -> TypeGuard[TextBlock | ToolUseBlock]:
+    """Whether a content block makes the answer: text, or our output tool's input (never server tools' blocks)."""
+    return block.type == "text" or (block.type == "tool_use" and block.name == OUTPUT_TOOL)
 
 
 def _text(message: AnthropicMessage) -> str:
-    parts = []
-    for block in message.content:
-        if block.type == "text":
-            parts.append(block.text)
-        elif block.type == "tool_use" and block.name == OUTPUT_TOOL:
-            parts.append(json.dumps(block.input))
-    return "".join(parts)
+    return "".join(
+        block.text if block.type == "text" else json.dumps(block.input) for block in message.content if _answers(block)
+    )
 
 
 class ClaudeLlm(SdkLlm["AsyncAnthropic", "AnthropicMessage"]):
@@ -122,33 +178,51 @@ class ClaudeLlm(SdkLlm["AsyncAnthropic", "AnthropicMessage"]):
         return message
 
     def _chunk_of(self, message: AnthropicMessage) -> LlmChunk:
+        finish, detail = _finish(message.stop_reason, message.stop_details)
         return LlmChunk(
             text=_text(message),
-            finish_reason=claude_finish_reason(message.stop_reason),
-            usage=Usage(input_tokens=_input_tokens(message.usage) or 0, output_tokens=message.usage.output_tokens),
+            finish_reason=finish,
+            finish_detail=detail,
+            usage=_usage(_counts(message.usage)),
             model=message.model or None,
         )
 
     async def _sdk_stream(self, messages: Sequence[Message], options: GenerationOptions) -> AsyncGenerator[LlmChunk]:
         stream = await self.client.messages.create(**self._request(messages, options), stream=True)
-        input_tokens = 0
+        counts: dict[str, int] = {}
+        answer_blocks: set[int] = set()
         async with closing_shielded(stream.close):
             with self._reading():
                 async for event in stream:
                     if event.type == "message_start":
-                        input_tokens = _input_tokens(event.message.usage) or 0
+                        counts = _counts(event.message.usage)
                         yield LlmChunk(model=event.message.model or None)
+                    elif event.type == "content_block_start" and _answers(event.content_block):
+                        answer_blocks.add(event.index)
+                        if event.content_block.type == "text" and event.content_block.text:
+                            yield LlmChunk(text=event.content_block.text)
                     elif event.type == "content_block_delta":
-                        if event.delta.type == "text_delta":
+                        answers = event.index in answer_blocks
+                        if event.delta.type == "text_delta" and answers:
                             yield LlmChunk(text=event.delta.text)
-                        elif event.delta.type == "input_json_delta":
+                        elif event.delta.type == "input_json_delta" and answers:
                             yield LlmChunk(text=event.delta.partial_json)
                     elif event.type == "message_delta":
-                        input_tokens = _input_tokens(event.usage) or input_tokens
-                        yield LlmChunk(
-                            finish_reason=claude_finish_reason(event.delta.stop_reason),
-                            usage=Usage(input_tokens=input_tokens, output_tokens=event.usage.output_tokens),
-                        )
+                        counts |= _counts(event.usage)
+                        finish, detail = _finish(event.delta.stop_reason, event.delta.stop_details)
+                        yield LlmChunk(finish_reason=finish, finish_detail=detail, usage=_usage(counts))
+
+    @classmethod
+    def option_problems(cls, config: LlmConfig, options: GenerationOptions) -> list[str]:
+        model = config.model or ""
+        limits = {limit for name, limit in SAMPLING_LIMITS.items() if model == name or model.startswith(f"{name}-")}
+        sampling = [name for name in ("temperature", "top_p", "top_k") if getattr(options, name) is not None]
+        if _NO_SAMPLING in limits and sampling:
+            unset = " and ".join(sampling)
+            return [f"{model} accepts no sampling options (Anthropic removed them): leave {unset} unset"]
+        if _ONE_OF_TEMPERATURE_TOP_P in limits and {"temperature", "top_p"} <= set(sampling):
+            return [f"{model} accepts temperature or top_p, not both: leave one of them unset"]
+        return []
 
     def _map_error(self, exc: Exception) -> LlmError | None:
         import anthropic

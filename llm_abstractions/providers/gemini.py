@@ -19,13 +19,17 @@ from typing import TYPE_CHECKING, Any
 from llm_abstractions.errors import LlmError
 from llm_abstractions.messages import GenerationOptions, LlmChunk, Message, Usage
 from llm_abstractions.providers._base import SdkLlm, closing_shielded
-from llm_abstractions.providers._http_errors import error_for_status
+from llm_abstractions.providers._http_errors import error_for_status, stream_error
 from llm_abstractions.providers._sdk import import_sdk
 
 if TYPE_CHECKING:
     import httpx2
     from google.genai import Client
-    from google.genai.types import GenerateContentConfig, GenerateContentResponse
+    from google.genai.types import (
+        GenerateContentConfig,
+        GenerateContentResponse,
+        GenerateContentResponseUsageMetadata,
+    )
 
 __all__ = ["GeminiLlm", "gemini_finish_reason"]
 
@@ -39,7 +43,18 @@ async def _track_response(response: httpx2.Response) -> None:
         opened.append(response)
 
 
-_FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
+_FILTERED = {
+    "SAFETY",
+    "RECITATION",
+    "BLOCKLIST",
+    "PROHIBITED_CONTENT",
+    "SPII",
+    "IMAGE_SAFETY",
+    "IMAGE_PROHIBITED_CONTENT",
+    "IMAGE_RECITATION",
+    "MODEL_ARMOR",
+}
+"""Finish reasons of an answer that was filtered, not finished."""
 
 
 def gemini_finish_reason(reason: str | None) -> str | None:
@@ -53,24 +68,42 @@ def gemini_finish_reason(reason: str | None) -> str | None:
     return "content_filter" if reason in _FILTERED else reason.lower()
 
 
+def _usage(metadata: GenerateContentResponseUsageMetadata | None) -> Usage | None:
+    """Our usage: thoughts count as output (``candidatesTokenCount`` leaves them out); ``None`` if none was reported."""
+    if metadata is None:
+        return None
+    counts = (metadata.prompt_token_count, metadata.candidates_token_count, metadata.thoughts_token_count)
+    if all(count is None for count in counts):
+        return None
+    return Usage(
+        input_tokens=metadata.prompt_token_count or 0,
+        output_tokens=(metadata.candidates_token_count or 0) + (metadata.thoughts_token_count or 0),
+        cache_read_tokens=metadata.cached_content_token_count,
+        reasoning_tokens=metadata.thoughts_token_count,
+    )
+
+
 def _chunk(response: GenerateContentResponse) -> LlmChunk:
-    text, finish = "", None
+    text, finish, detail = "", None, None
+    feedback = response.prompt_feedback
     if response.candidates:
         candidate = response.candidates[0]
         parts = candidate.content.parts if candidate.content and candidate.content.parts else []
         text = "".join(p.text for p in parts if p.text and not p.thought)
         if candidate.finish_reason is not None:
-            finish = gemini_finish_reason(str(candidate.finish_reason.value))
-    elif response.prompt_feedback is not None and response.prompt_feedback.block_reason is not None:
+            reason = str(candidate.finish_reason.value)
+            finish, detail = gemini_finish_reason(reason), reason
+    elif feedback is not None and feedback.block_reason is not None:
         finish = "content_filter"
-    usage = None
-    metadata = response.usage_metadata
-    if metadata is not None:
-        usage = Usage(
-            input_tokens=metadata.prompt_token_count or 0,
-            output_tokens=(metadata.candidates_token_count or 0) + (metadata.thoughts_token_count or 0),
-        )
-    return LlmChunk(text=text, finish_reason=finish, usage=usage, model=response.model_version or None)
+        message = feedback.block_reason_message
+        detail = f"prompt blocked: {feedback.block_reason.value}" + (f": {message}" if message else "")
+    return LlmChunk(
+        text=text,
+        finish_reason=finish,
+        finish_detail=detail if finish == "content_filter" else None,
+        usage=_usage(response.usage_metadata),
+        model=response.model_version or None,
+    )
 
 
 @dataclass
@@ -173,8 +206,12 @@ class GeminiLlm(SdkLlm[_Clients, "GenerateContentResponse"]):
 
         if isinstance(exc, errors.APIError):
             headers = getattr(exc.response, "headers", None)
-            message = f"{exc.status or ''} {exc.message or ''}".strip()
-            status = exc.code if exc.code >= 400 else 500  # an error event inside a 200 stream: server-side
+            message = exc.message or "error"
+            if exc.status:
+                message += f" ({exc.status})"  # the provider's own error type, as the other SDKs report theirs
+            status = exc.code if isinstance(exc.code, int) and exc.code >= 400 else 500
+            if getattr(exc.response, "status_code", None) == 200:  # an error object inside the 200 stream
+                return stream_error(status, message, provider=self.provider)
             # The Gemini API answers a wrong key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID.
             if status == 400 and "API_KEY_INVALID" in str(exc.details):
                 status = 401

@@ -4,7 +4,9 @@ Key and endpoint come from the agent (``api_key``, ``base_url``), else the SDK's
 ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL``. SDK retries are off (``max_retries=0``): the
 engine's retry policy is the only one. Options map to ``temperature``,
 ``max_completion_tokens``, ``top_p``, ``stop`` and ``seed``; the chat completions API
-has no ``top_k``. A JSON schema becomes ``response_format`` ``json_schema``.
+has no ``top_k``. A JSON schema becomes ``response_format`` ``json_schema``. A refusal
+(``message.refusal``) is a filtered answer. Usage is read from the standard ``usage``
+(streams: whichever event has it, asked for with ``include_usage``), else Groq's ``x_groq.usage``.
 """
 
 from __future__ import annotations
@@ -21,22 +23,56 @@ from llm_abstractions.providers._sdk import import_sdk
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
     from openai.types import CompletionUsage
-    from openai.types.chat import ChatCompletion
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 __all__ = ["GptLlm", "openai_finish_reason"]
 
-_FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter", "tool_calls": "tool_call"}
+_FINISH = {
+    "stop": "stop",
+    "length": "length",
+    "content_filter": "content_filter",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+}
 
 
 def openai_finish_reason(reason: str | None) -> str | None:
     """Our finish reason for an OpenAI one."""
-    return None if reason is None else _FINISH.get(reason, reason)
+    return None if reason is None else _FINISH.get(reason, reason.lower())
 
 
 def _usage(usage: CompletionUsage | None) -> Usage | None:
-    if usage is None:
+    """Our usage: ``prompt_tokens`` counts cached tokens, ``completion_tokens`` reasoning; ``None`` if none came."""
+    if usage is None or (usage.prompt_tokens is None and usage.completion_tokens is None):
         return None
-    return Usage(input_tokens=usage.prompt_tokens or 0, output_tokens=usage.completion_tokens or 0)
+    prompt, completion = usage.prompt_tokens_details, usage.completion_tokens_details
+    return Usage(
+        input_tokens=usage.prompt_tokens or 0,
+        output_tokens=usage.completion_tokens or 0,
+        cache_read_tokens=prompt.cached_tokens if prompt else None,
+        cache_write_tokens=prompt.cache_write_tokens if prompt else None,
+        reasoning_tokens=completion.reasoning_tokens if completion else None,
+    )
+
+
+def _chunk_usage(event: ChatCompletionChunk) -> Usage | None:
+    """A stream event's usage: the standard field, else Groq's ``x_groq.usage``."""
+    if event.usage is not None:
+        return _usage(event.usage)
+    groq = (event.model_extra or {}).get("x_groq")
+    if isinstance(groq, dict) and isinstance(groq.get("usage"), dict):
+        from openai.types import CompletionUsage
+
+        return _usage(CompletionUsage.model_validate(groq["usage"]))
+    return None
+
+
+def _finish(reason: str | None, refusal: str) -> tuple[str | None, str | None]:
+    """The finish reason and its detail; a refusal (the model declined to answer) is a filtered answer."""
+    if refusal and reason is not None:
+        return "content_filter", f"refusal: {refusal}"
+    finish = openai_finish_reason(reason)
+    return finish, reason if finish == "content_filter" else None
 
 
 class GptLlm(SdkLlm["AsyncOpenAI", "ChatCompletion"]):
@@ -102,9 +138,11 @@ class GptLlm(SdkLlm["AsyncOpenAI", "ChatCompletion"]):
 
     def _chunk_of(self, response: ChatCompletion) -> LlmChunk:
         choice = response.choices[0] if response.choices else None
+        finish, detail = _finish(choice.finish_reason, choice.message.refusal or "") if choice else (None, None)
         return LlmChunk(
             text=(choice.message.content or "") if choice else "",
-            finish_reason=openai_finish_reason(choice.finish_reason) if choice else None,
+            finish_reason=finish,
+            finish_detail=detail,
             usage=_usage(response.usage),
             model=response.model or None,
         )
@@ -113,15 +151,22 @@ class GptLlm(SdkLlm["AsyncOpenAI", "ChatCompletion"]):
         stream = await self.client.chat.completions.create(
             **self._request(messages, options), stream=True, stream_options={"include_usage": True}
         )
+        refusal: list[str] = []
         async with closing_shielded(stream.close):
             with self._reading():
                 async for event in stream:
-                    text, finish = "", None
+                    text, finish, detail = "", None, None
                     for choice in event.choices[:1]:
-                        text = choice.delta.content or "" if choice.delta else ""
-                        finish = openai_finish_reason(choice.finish_reason)
+                        if choice.delta:
+                            text = choice.delta.content or ""
+                            refusal += [choice.delta.refusal] if choice.delta.refusal else []
+                        finish, detail = _finish(choice.finish_reason, "".join(refusal))
                     yield LlmChunk(
-                        text=text, finish_reason=finish, usage=_usage(event.usage), model=event.model or None
+                        text=text,
+                        finish_reason=finish,
+                        finish_detail=detail,
+                        usage=_chunk_usage(event),
+                        model=event.model or None,
                     )
 
     def _map_error(self, exc: Exception) -> LlmError | None:

@@ -5,7 +5,9 @@ The ``preset`` setting names a known endpoint (base URL, key variable, pricing):
 ``ollama``, ``vllm`` and ``lmstudio``, which need no key. An explicit ``base_url``
 replaces the preset's; without a preset, ``base_url`` is required and ``api_key`` is
 optional. Besides the GPT options, ``top_k``, ``min_p`` and ``repetition_penalty`` are
-sent as extra body fields, which vLLM and other local servers understand.
+sent as extra body fields, which vLLM and other local servers understand. Usage is read
+where such servers put it (the standard field on any chunk, Groq's ``x_groq.usage``); a
+server that reports none gives ``usage`` ``None``.
 """
 
 from __future__ import annotations

@@ -18,8 +18,10 @@ What it answers is decided per request, in this order: the API's scripted queue
 then a default :class:`Reply` echoing ``"echo: <last user text>"``.
 
 - :class:`Reply`: a success; text, served model name, finish reason, token usage (word
-  counts by default), stream pieces, delays, and a mid-stream failure (``truncate_after``
-  text pieces, then ``truncate_mode`` ``"close"`` / ``"reset"`` / ``"clean"`` / ``"error"`` / ``"malformed"``).
+  counts by default; cache and reasoning counts, where the usage goes), stream pieces, delays,
+  a mid-stream failure (``truncate_after`` text pieces, then ``truncate_mode`` ``"close"`` /
+  ``"reset"`` / ``"clean"`` / ``"error"`` / ``"malformed"``), and each API's own extras
+  (OpenAI refusals, Anthropic content blocks and ``stop_details``, Gemini blocked prompts).
 - :class:`Fault`: an HTTP error with a provider-shaped body (``Fault.rate_limited``,
   ``server_error``, ``unavailable``, ``overloaded``, ``unauthorized``, ``forbidden``,
   ``bad_request``, ``context_length``), a connection reset (``Fault.reset()``), or a 200
@@ -55,7 +57,7 @@ from collections.abc import Callable
 from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fakes.scripted import Api, Fault, RecordedRequest, Reply, Response, TruncateMode
+from tests.fakes.scripted import Api, Fault, RecordedRequest, Reply, Response, TruncateMode, UsageStyle
 from tests.fakes.wire_formats import (
     error_body,
     malformed_stream_event,
@@ -72,6 +74,7 @@ __all__ = [
     "Reply",
     "Response",
     "TruncateMode",
+    "UsageStyle",
 ]
 
 
@@ -331,7 +334,7 @@ class FakeProviderServer:
                     writer.close()
                     return
                 if reply.truncate_mode == "error":
-                    await _write_chunk(writer, stream_error_event(request.api))
+                    await _write_chunk(writer, stream_error_event(request.api, reply.stream_error))
                 if reply.truncate_mode == "malformed":
                     await _write_chunk(writer, malformed_stream_event(request.api))
                 break

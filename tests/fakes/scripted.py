@@ -10,10 +10,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Api", "Fault", "RecordedRequest", "Reply", "Response", "TruncateMode"]
+__all__ = ["Api", "Fault", "RecordedRequest", "Reply", "Response", "TruncateMode", "UsageStyle"]
 
 Api = Literal["openai", "anthropic", "gemini"]
 TruncateMode = Literal["close", "reset", "clean", "error", "malformed"]
+UsageStyle = Literal["standard", "last_chunk", "x_groq", "none"]
 
 
 @dataclass
@@ -42,9 +43,39 @@ class Reply:
     truncate_mode: TruncateMode = "close"
     """``close``: drop the connection mid-body; ``reset``: send a TCP reset;
     ``clean``: finish the HTTP body properly but leave out the API's end events;
-    ``error``: send the API's in-stream "overloaded" error event, then finish the body;
+    ``error``: send the API's in-stream error event (:attr:`stream_error`), then finish the body;
     ``malformed``: send an event whose JSON is cut off mid-object, then finish the body."""
     headers: dict[str, str] = field(default_factory=dict)
+    stream_error: Fault | None = None
+    """The error event of ``truncate_mode`` ``"error"``, in the API's shape; ``None``: each API's "overloaded"."""
+    cache_read_tokens: int | None = None
+    """Prompt tokens read from the cache, part of ``input_tokens``: OpenAI ``prompt_tokens_details.cached_tokens``,
+    Anthropic ``cache_read_input_tokens``, Gemini ``cachedContentTokenCount``."""
+    cache_write_tokens: int | None = None
+    """Prompt tokens written to the cache, part of ``input_tokens``: Anthropic ``cache_creation_input_tokens``,
+    OpenAI-compatible ``prompt_tokens_details.cache_write_tokens``."""
+    reasoning_tokens: int | None = None
+    """Output tokens spent thinking, part of ``output_tokens``: OpenAI ``completion_tokens_details.reasoning_tokens``,
+    Anthropic ``output_tokens_details.thinking_tokens``, Gemini ``thoughtsTokenCount``.
+
+    ``input_tokens`` and ``output_tokens`` are totals; each API gets them in its own terms (Anthropic's
+    ``input_tokens`` without the cache counts, Gemini's ``candidatesTokenCount`` without the thoughts)."""
+    usage_style: UsageStyle = "standard"
+    """OpenAI: where usage goes. ``standard``: ``usage`` of the body, in streams a last chunk when asked for with
+    ``include_usage``; ``last_chunk``: streams put it on the finish chunk, asked or not; ``x_groq``: streams put it
+    in the finish chunk's ``x_groq.usage`` (Groq); ``none``: no usage at all."""
+    refusal: str | None = None
+    """OpenAI: the model's refusal (``message.refusal`` / ``delta.refusal``) instead of content."""
+    blocks: list[dict[str, Any]] | None = None
+    """Anthropic: the content blocks, as the API sends them (``text``, ``thinking``, ``tool_use``,
+    ``server_tool_use``, ``*_tool_result``...), instead of one text block. Streamed: each block's start, its
+    deltas (text, thinking, or the tool input as JSON), its stop; ``chunks`` and truncation do not apply."""
+    stop_details: dict[str, Any] | None = None
+    """Anthropic: ``stop_details`` (a refusal's ``category`` and ``explanation``)."""
+    block_reason: str | None = None
+    """Gemini: the prompt was blocked (``promptFeedback.blockReason``): no candidates at all."""
+    block_message: str | None = None
+    """Gemini: ``promptFeedback.blockReasonMessage``."""
 
 
 @dataclass

@@ -111,6 +111,7 @@ class _Answer:
     input_tokens: int
     output_tokens: int
     tool: str | None
+    reply: Reply
 
 
 def _answer(request: RecordedRequest, reply: Reply) -> _Answer:
@@ -126,49 +127,110 @@ def _answer(request: RecordedRequest, reply: Reply) -> _Answer:
         else sum(_words(t) for t in _texts(request.body)),
         output_tokens=reply.output_tokens if reply.output_tokens is not None else _words(text),
         tool=tool,
+        reply=reply,
     )
+
+
+def _openai_usage(a: _Answer) -> dict[str, Any]:
+    usage: dict[str, Any] = {
+        "prompt_tokens": a.input_tokens,
+        "completion_tokens": a.output_tokens,
+        "total_tokens": a.input_tokens + a.output_tokens,
+    }
+    prompt = _present(cached_tokens=a.reply.cache_read_tokens, cache_write_tokens=a.reply.cache_write_tokens)
+    if prompt:
+        usage["prompt_tokens_details"] = prompt
+    if a.reply.reasoning_tokens is not None:
+        usage["completion_tokens_details"] = {"reasoning_tokens": a.reply.reasoning_tokens}
+    return usage
+
+
+def _anthropic_usage(a: _Answer, output_tokens: int) -> dict[str, Any]:
+    """Anthropic's ``input_tokens`` leaves out the cache reads and writes."""
+    r = a.reply
+    uncached = a.input_tokens - (r.cache_read_tokens or 0) - (r.cache_write_tokens or 0)
+    cache = _present(cache_read_input_tokens=r.cache_read_tokens, cache_creation_input_tokens=r.cache_write_tokens)
+    return {"input_tokens": uncached, "output_tokens": output_tokens} | cache
+
+
+def _anthropic_output_usage(a: _Answer) -> dict[str, Any]:
+    usage: dict[str, Any] = {"output_tokens": a.output_tokens}
+    if a.reply.reasoning_tokens is not None:
+        usage["output_tokens_details"] = {"thinking_tokens": a.reply.reasoning_tokens}
+    return usage
+
+
+def _gemini_usage(a: _Answer, *, complete: bool) -> dict[str, Any]:
+    """Gemini's ``candidatesTokenCount`` leaves out the thoughts; stream events but the last count the prompt only."""
+    r = a.reply
+    usage: dict[str, Any] = {"promptTokenCount": a.input_tokens} | _present(cachedContentTokenCount=r.cache_read_tokens)
+    if complete and r.block_reason is None:
+        usage |= {
+            "candidatesTokenCount": a.output_tokens - (r.reasoning_tokens or 0),
+            "totalTokenCount": a.input_tokens + a.output_tokens,
+        } | _present(thoughtsTokenCount=r.reasoning_tokens)
+    return usage
+
+
+def _present(**values: Any) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _anthropic_content(a: _Answer) -> list[dict[str, Any]]:
+    if a.reply.blocks is not None:
+        return a.reply.blocks
+    if a.tool:
+        return [{"type": "tool_use", "id": "toolu_fake", "name": a.tool, "input": json.loads(a.text)}]
+    return [{"type": "text", "text": a.text}]
+
+
+def _gemini_candidate(parts: list[dict[str, Any]], finish: str | None) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}}
+    if finish:
+        candidate["finishReason"] = finish
+    return candidate
+
+
+def _gemini_body(a: _Answer, candidates: list[dict[str, Any]], *, complete: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"usageMetadata": _gemini_usage(a, complete=complete), "modelVersion": a.model}
+    if a.reply.block_reason is None:
+        return body | {"candidates": candidates}
+    feedback = {"blockReason": a.reply.block_reason} | _present(blockReasonMessage=a.reply.block_message)
+    return body | {"promptFeedback": feedback}
 
 
 def render_complete(request: RecordedRequest, reply: Reply) -> dict[str, Any]:
     a = _answer(request, reply)
     if request.api == "anthropic":
-        block: dict[str, Any] = (
-            {"type": "tool_use", "id": "toolu_fake", "name": a.tool, "input": json.loads(a.text)}
-            if a.tool
-            else {"type": "text", "text": a.text}
-        )
         return {
             "id": "msg_fake",
             "type": "message",
             "role": "assistant",
             "model": a.model,
-            "content": [block],
+            "content": _anthropic_content(a),
             "stop_reason": a.finish,
             "stop_sequence": None,
-            "usage": {"input_tokens": a.input_tokens, "output_tokens": a.output_tokens},
-        }
+            "usage": _anthropic_usage(a, a.output_tokens) | _anthropic_output_usage(a),
+        } | _present(stop_details=reply.stop_details)
     if request.api == "gemini":
-        return {
-            "candidates": [{"content": {"role": "model", "parts": [{"text": a.text}]}, "finishReason": a.finish}],
-            "usageMetadata": {
-                "promptTokenCount": a.input_tokens,
-                "candidatesTokenCount": a.output_tokens,
-                "totalTokenCount": a.input_tokens + a.output_tokens,
-            },
-            "modelVersion": a.model,
-        }
-    return {
+        return _gemini_body(a, [_gemini_candidate([{"text": a.text}], a.finish)], complete=True)
+    message = {"role": "assistant", "content": None, "refusal": reply.refusal} if reply.refusal else None
+    body: dict[str, Any] = {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
         "created": 0,
         "model": a.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": a.text}, "finish_reason": a.finish}],
-        "usage": {
-            "prompt_tokens": a.input_tokens,
-            "completion_tokens": a.output_tokens,
-            "total_tokens": a.input_tokens + a.output_tokens,
-        },
+        "choices": [
+            {
+                "index": 0,
+                "message": message or {"role": "assistant", "content": a.text},
+                "finish_reason": a.finish,
+            }
+        ],
     }
+    if reply.usage_style != "none":
+        body["usage"] = _openai_usage(a)
+    return body
 
 
 def _sse(data: Any, event: str | None = None) -> bytes:
@@ -176,8 +238,10 @@ def _sse(data: Any, event: str | None = None) -> bytes:
     return f"{head}data: {json.dumps(data)}\n\n".encode()
 
 
-def stream_error_event(api: Api | None) -> bytes:
-    """The event each API sends when it fails after the stream started (here: overloaded)."""
+def stream_error_event(api: Api | None, fault: Fault | None = None) -> bytes:
+    """The event each API sends when it fails after the stream started: ``fault``'s error, else "overloaded"."""
+    if fault is not None:
+        return _sse(error_body(api, fault), "error" if api == "anthropic" else None)
     if api == "anthropic":
         return _sse({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, "error")
     if api == "gemini":
@@ -219,17 +283,22 @@ def _openai_events(request: RecordedRequest, a: _Answer, pieces: list[str]) -> R
         base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": a.model}
         return _sse({**base, "choices": choices, **extra})
 
+    style = a.reply.usage_style
     head = [chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])]
-    body = [chunk([{"index": 0, "delta": {"content": p}, "finish_reason": None}]) for p in pieces]
-    tail = [chunk([{"index": 0, "delta": {}, "finish_reason": a.finish}])]
+    field = "content"
+    if a.reply.refusal is not None:
+        field, pieces = "refusal", _split_words(a.reply.refusal)
+    body = [chunk([{"index": 0, "delta": {field: p}, "finish_reason": None}]) for p in pieces]
+    finish = [{"index": 0, "delta": {}, "finish_reason": a.finish}]
+    if style == "last_chunk":
+        tail = [chunk(finish, usage=_openai_usage(a))]
+    elif style == "x_groq":
+        tail = [chunk(finish, x_groq={"id": "req_fake", "usage": {"queue_time": 0.01, **_openai_usage(a)}})]
+    else:
+        tail = [chunk(finish)]
     options = request.json.get("stream_options") or {}
-    if options.get("include_usage"):
-        usage = {
-            "prompt_tokens": a.input_tokens,
-            "completion_tokens": a.output_tokens,
-            "total_tokens": a.input_tokens + a.output_tokens,
-        }
-        tail.append(chunk([], usage=usage))
+    if style == "standard" and options.get("include_usage"):
+        tail.append(chunk([], usage=_openai_usage(a)))
     tail.append(b"data: [DONE]\n\n")
     return head, body, tail
 
@@ -243,47 +312,56 @@ def _anthropic_events(request: RecordedRequest, a: _Answer, pieces: list[str]) -
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
-        "usage": {"input_tokens": a.input_tokens, "output_tokens": 1},
+        "usage": _anthropic_usage(a, 1),
     }
+    delta = {"stop_reason": a.finish, "stop_sequence": None} | _present(stop_details=a.reply.stop_details)
+    tail = [
+        _sse({"type": "message_delta", "delta": delta, "usage": _anthropic_output_usage(a)}, "message_delta"),
+        _sse({"type": "message_stop"}, "message_stop"),
+    ]
+    head = [_sse({"type": "message_start", "message": message}, "message_start")]
+    if a.reply.blocks is not None:
+        head += [event for index, block in enumerate(a.reply.blocks) for event in _anthropic_block_events(index, block)]
+        return head, [], tail
     if a.tool:
         block: dict[str, Any] = {"type": "tool_use", "id": "toolu_fake", "name": a.tool, "input": {}}
         deltas = [{"type": "input_json_delta", "partial_json": p} for p in pieces]
     else:
         block = {"type": "text", "text": ""}
         deltas = [{"type": "text_delta", "text": p} for p in pieces]
-    head = [
-        _sse({"type": "message_start", "message": message}, "message_start"),
+    head += [
         _sse({"type": "content_block_start", "index": 0, "content_block": block}, "content_block_start"),
         _sse({"type": "ping"}, "ping"),
     ]
     body = [_sse({"type": "content_block_delta", "index": 0, "delta": d}, "content_block_delta") for d in deltas]
-    tail = [
-        _sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
-        _sse(
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": a.finish, "stop_sequence": None},
-                "usage": {"output_tokens": a.output_tokens},
-            },
-            "message_delta",
-        ),
-        _sse({"type": "message_stop"}, "message_stop"),
-    ]
-    return head, body, tail
+    return head, body, [_sse({"type": "content_block_stop", "index": 0}, "content_block_stop"), *tail]
+
+
+def _anthropic_block_events(index: int, block: dict[str, Any]) -> list[bytes]:
+    """One content block as the stream sends it: its start (empty where deltas fill it), deltas, stop."""
+    kind = block["type"]
+    deltas: list[dict[str, Any]] = []
+    start = block
+    if kind == "text":
+        start = {**block, "text": ""}
+        deltas = [{"type": "text_delta", "text": p} for p in _split_words(block["text"])]
+    elif kind == "thinking":
+        start = {**block, "thinking": "", "signature": ""}
+        deltas = [{"type": "thinking_delta", "thinking": block["thinking"]}]
+        deltas.append({"type": "signature_delta", "signature": block.get("signature", "sig")})
+    elif kind in ("tool_use", "server_tool_use"):
+        start = {**block, "input": {}}
+        encoded = json.dumps(block["input"])
+        half = len(encoded) // 2
+        deltas = [{"type": "input_json_delta", "partial_json": part} for part in (encoded[:half], encoded[half:])]
+    events = [_sse({"type": "content_block_start", "index": index, "content_block": start}, "content_block_start")]
+    events += [_sse({"type": "content_block_delta", "index": index, "delta": d}, "content_block_delta") for d in deltas]
+    return [*events, _sse({"type": "content_block_stop", "index": index}, "content_block_stop")]
 
 
 def _gemini_events(request: RecordedRequest, a: _Answer, pieces: list[str]) -> Rendered:
-    def event(parts: list[dict[str, Any]], finish: str | None, with_usage: bool) -> bytes:
-        candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}}
-        if finish:
-            candidate["finishReason"] = finish
-        data: dict[str, Any] = {"candidates": [candidate], "modelVersion": a.model}
-        usage: dict[str, Any] = {"promptTokenCount": a.input_tokens}
-        if with_usage:
-            usage |= {"candidatesTokenCount": a.output_tokens, "totalTokenCount": a.input_tokens + a.output_tokens}
-        data["usageMetadata"] = usage
-        return _sse(data)
-
-    body = [event([{"text": p}], None, False) for p in pieces]
-    tail = [event([{"text": ""}], a.finish, True)]
+    if a.reply.block_reason is not None:
+        return [], [], [_sse(_gemini_body(a, [], complete=True))]
+    body = [_sse(_gemini_body(a, [_gemini_candidate([{"text": p}], None)], complete=False)) for p in pieces]
+    tail = [_sse(_gemini_body(a, [_gemini_candidate([{"text": ""}], a.finish)], complete=True))]
     return [], body, tail

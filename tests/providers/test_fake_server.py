@@ -110,3 +110,42 @@ def test_stop_closes_a_connection_left_waiting() -> None:
     with pytest.raises((ConnectionError, http.client.RemoteDisconnected)):
         conn.getresponse()
     conn.close()
+
+
+def test_usage_is_rendered_in_each_apis_own_terms(fake_server: FakeProviderServer) -> None:
+    # Reply counts are totals; Anthropic's input_tokens leaves out the cache, Gemini's candidates the thoughts.
+    def reply() -> Reply:
+        return Reply(
+            text="hi",
+            input_tokens=100,
+            output_tokens=40,
+            cache_read_tokens=60,
+            cache_write_tokens=10,
+            reasoning_tokens=25,
+        )
+
+    fake_server.script(None, reply(), reply(), reply())
+    openai = json.loads(_post(fake_server, "/v1/chat/completions", CHAT)[2])["usage"]
+    anthropic = json.loads(_post(fake_server, "/v1/messages", CHAT)[2])["usage"]
+    gemini = json.loads(_post(fake_server, "/v1beta/models/g:generateContent", {"contents": []})[2])["usageMetadata"]
+    assert openai == {
+        "prompt_tokens": 100,
+        "completion_tokens": 40,
+        "total_tokens": 140,
+        "prompt_tokens_details": {"cached_tokens": 60, "cache_write_tokens": 10},
+        "completion_tokens_details": {"reasoning_tokens": 25},
+    }
+    assert anthropic == {
+        "input_tokens": 30,
+        "output_tokens": 40,
+        "cache_read_input_tokens": 60,
+        "cache_creation_input_tokens": 10,
+        "output_tokens_details": {"thinking_tokens": 25},
+    }
+    assert gemini == {
+        "promptTokenCount": 100,
+        "cachedContentTokenCount": 60,
+        "candidatesTokenCount": 15,
+        "thoughtsTokenCount": 25,
+        "totalTokenCount": 140,
+    }

@@ -203,3 +203,53 @@ async def test_a_dag_across_three_providers(fake_server: FakeProviderServer) -> 
     assert [r.api for r in fake_server.requests] == ["openai", "anthropic", "gemini"]
     assert "Write an outline" in json.dumps(fake_server.requests[1].json)
     assert all(r.cost_usd is not None for r in results.values())
+
+
+NATIVE_LENGTH = {"openai": "length", "anthropic": "max_tokens", "gemini": "MAX_TOKENS"}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_an_empty_answer_cut_off_by_max_tokens_fails_as_output_truncated(
+    fake_server: FakeProviderServer, provider: str
+) -> None:
+    api = API_OF[provider]
+    fake_server.script(
+        api, Reply(text="", finish_reason=NATIVE_LENGTH[api], input_tokens=8, output_tokens=32, reasoning_tokens=32)
+    )
+    result = (await _run(fake_server, provider, [{"id": "q", "description": "Think hard"}], retries=2))["q"]
+    assert result.status is ExecutionStatus.FAILED
+    assert result.error is not None
+    assert result.error.type == "output_truncated"
+    assert result.usage == Usage(input_tokens=8, output_tokens=32, reasoning_tokens=32)
+    assert len(fake_server.requests) == 1, "a cut-off answer is not retried"
+
+
+@pytest.mark.parametrize(
+    ("provider", "reply"),
+    [
+        ("claude", Reply(text="", finish_reason="refusal", input_tokens=20, output_tokens=1)),
+        ("gemini", Reply(block_reason="SAFETY", input_tokens=20)),
+    ],
+)
+async def test_a_filtered_answer_records_the_providers_reason_and_the_billed_usage(
+    fake_server: FakeProviderServer, provider: str, reply: Reply
+) -> None:
+    fake_server.script(API_OF[provider], reply)
+    result = (await _run(fake_server, provider, [{"id": "q", "description": "hi"}]))["q"]
+    assert result.status is ExecutionStatus.FAILED
+    assert result.error is not None
+    assert result.error.type == "content_filtered"
+    assert ("refusal" if provider == "claude" else "prompt blocked: SAFETY") in result.error.message
+    assert result.usage is not None
+    assert result.usage.input_tokens == 20
+    assert result.cost_usd is not None and result.cost_usd > 0
+
+
+async def test_a_server_that_reports_no_usage_records_null_usage(fake_server: FakeProviderServer) -> None:
+    fake_server.script("openai", Reply(text="hi", usage_style="none"))
+    result = (await _run(fake_server, "openai_compatible", [{"id": "q", "description": "hi"}]))["q"]
+    assert result.status is ExecutionStatus.SUCCESS
+    record = result.model_dump(mode="json")
+    assert "usage" in record
+    assert record["usage"] is None
+    assert record["cost_usd"] is None
