@@ -15,7 +15,7 @@ call) by ``generate_json``. Whatever happens becomes an ``ExecutionResult``.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from datetime import datetime
 from functools import partial
@@ -31,6 +31,8 @@ from llm_abstractions import (
     LlmError,
     LlmResponse,
     Message,
+    OutputTruncatedError,
+    Usage,
     create_llm,
     redact,
 )
@@ -146,28 +148,29 @@ class TaskExecutor:
         started_at = started_at or utc_now()
         start = time.perf_counter()
         attempts: list[AttemptRecord] = []
-        outcome = partial(self._result, task, attempts, started_at, start)
         try:
             messages = self.messages_for(task, inputs, upstream)
         except TemplateError as exc:
-            return outcome(error=ErrorInfo(type=ErrorType.TEMPLATE_ERROR, message=redact(str(exc))))
+            error = ErrorInfo(type=ErrorType.TEMPLATE_ERROR, message=redact(str(exc)))
+            return self._result(task, attempts, started_at, start, error=error)
+        outcome = partial(self._result, task, attempts, started_at, start, request=messages)
         try:
             # Building the chain creates and prepares the clients (SDK import, client set-up):
             # a failure there fails this task only, and the next task tries again.
-            chain = self._chains.get((task.agent, task.retries)) or await self.chain_for(task.agent, task.retries)
+            chain = await self.chain_for(task.agent, task.retries)
+            call = partial(_call, chain, task, attempts)
             with anyio.fail_after(task.timeout_s) if task.timeout_s else _NO_DEADLINE:
                 if task.task.output_format is OutputFormat.JSON:
-                    call = partial(chain.call, options=task.options, attempts=attempts)
                     answer = await generate_json(call, messages, task.task.output_schema)
                     return outcome(answer.response, parsed=answer.value)
-                return outcome(await chain.call(messages, task.options, attempts))
+                return outcome(await call(messages))
         except TimeoutError:
             return outcome(error=ErrorInfo(type=ErrorType.TIMEOUT, message=f"task timed out after {task.timeout_s} s"))
         except InvalidOutputError as exc:
             return outcome(exc.response, error=ErrorInfo(type=exc.type_name, message=redact(exc.message)))
         except LlmError as exc:
             error = ErrorInfo(type=exc.type_name, message=redact(exc.message))
-            return outcome(error=error, output=exc.partial_text)
+            return outcome(error=error, output=exc.partial_text, usage=exc.usage)
         except Exception as exc:  # a provider bug must not take the run down
             return outcome(error=ErrorInfo(type=ErrorType.INTERNAL, message=redact(f"{type(exc).__name__}: {exc}")))
 
@@ -181,20 +184,21 @@ class TaskExecutor:
         *,
         error: ErrorInfo | None = None,
         output: str | None = None,
+        usage: Usage | None = None,
         parsed: Any = None,
+        request: list[Message] | None = None,
     ) -> ExecutionResult:
         """The task's record: a success without ``error``; ``response`` gives its output, usage and cost."""
         agent = self.registry.get(attempts[-1].agent if attempts else task.agent)
         provider: str = agent.agent_type
         model = agent.model
-        usage = cost = time_to_first_token_s = None
+        time_to_first_token_s = finish_reason = None
         if response is not None:
             model = response.model or model
-            output, usage = response.text, response.usage
-            pricing = self.llm_for(agent.name).pricing_provider
-            cost = cost_usd(pricing, model, usage) if pricing else None
+            output, usage, finish_reason = response.text, response.usage, response.finish_reason
             if error is None:
                 provider, time_to_first_token_s = response.provider, response.time_to_first_token_s
+        pricing = self.llm_for(agent.name).pricing_provider if usage is not None else None
         return ExecutionResult(
             task_id=task.id,
             status=ExecutionStatus.SUCCESS if error is None else ExecutionStatus.FAILED,
@@ -210,6 +214,26 @@ class TaskExecutor:
             completed_at=utc_now(),
             duration_s=time.perf_counter() - start,
             usage=usage,
-            cost_usd=cost,
+            cost_usd=cost_usd(pricing, model, usage) if pricing and usage is not None else None,
             time_to_first_token_s=time_to_first_token_s,
+            finish_reason=finish_reason,
+            metadata=task.task.metadata,
+            request=request,
         )
+
+
+async def _call(
+    chain: CallChain, task: CompiledTask, attempts: list[AttemptRecord], messages: Sequence[Message]
+) -> LlmResponse:
+    """One answer of ``task``'s chain; an answer cut off by ``max_tokens`` fails unless the task accepts it."""
+    response = await chain.call(messages, task.options, attempts)
+    if response.finish_reason == "length" and (not response.text.strip() or task.task.fails_when_truncated):
+        what = "empty: the model spent its max_tokens before answering" if not response.text.strip() else "cut off"
+        raise OutputTruncatedError(
+            f"the answer was {what} (finish_reason: length); raise max_tokens"
+            + ("" if not response.text.strip() else " or set on_truncated: accept"),
+            provider=response.provider,
+            partial_text=response.text or None,
+            usage=response.usage,
+        )
+    return response

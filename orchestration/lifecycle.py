@@ -142,6 +142,7 @@ class TaskLifecycle:
             agent=task.agent,
             completed_at=utc_now(),
             error=ErrorInfo(type=ErrorType.UPSTREAM_FAILED, message=message),
+            metadata=task.task.metadata,
         )
         self._settle(index, TaskState.SKIPPED, result)
 
@@ -208,4 +209,5 @@ def _cancelled(task: CompiledTask, started_at: datetime | None) -> ExecutionResu
         started_at=started_at,
         completed_at=utc_now(),
         error=ErrorInfo(type=ErrorType.CANCELLED, message="the run was cancelled before this task finished"),
+        metadata=task.task.metadata,
     )

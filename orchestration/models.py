@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-from llm_abstractions import GenerationOptions, Usage
+from llm_abstractions import GenerationOptions, Message, Usage
 
 __all__ = [
     "TASK_ID_PATTERN",
@@ -22,6 +22,7 @@ __all__ = [
     "OutputFormat",
     "ProjectDefaults",
     "ProjectSpec",
+    "TruncationPolicy",
     "UtcDatetime",
     "utc_now",
 ]
@@ -47,6 +48,13 @@ utc_now: Callable[[], datetime] = partial(datetime.now, UTC)
 class OutputFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
+
+
+class TruncationPolicy(StrEnum):
+    """What becomes of a task whose non-empty answer was cut off by ``max_tokens``."""
+
+    ACCEPT = "accept"
+    FAIL = "fail"
 
 
 class ExecutionStatus(StrEnum):
@@ -81,7 +89,19 @@ class AgentTask(BaseModel):
     """Limit on the whole task, retries included."""
     retries: int | None = Field(default=None, ge=0)
     """Retries after the first attempt; ``None`` uses the agent's or the project's default."""
+    on_truncated: TruncationPolicy | None = None
+    """A non-empty answer cut off by ``max_tokens``: ``accept`` it (recorded with ``finish_reason: length``) or
+    ``fail`` the task (``output_truncated``); ``None``: accept for text tasks, fail for json tasks. An empty
+    answer cut off always fails."""
     metadata: dict[str, Any] = {}
+    """Anything of yours; copied into the task's result."""
+
+    @property
+    def fails_when_truncated(self) -> bool:
+        """Whether a non-empty answer cut off by ``max_tokens`` fails this task (see :attr:`on_truncated`)."""
+        if self.on_truncated is None:
+            return self.output_format is OutputFormat.JSON
+        return self.on_truncated is TruncationPolicy.FAIL
 
 
 class ErrorInfo(BaseModel):
@@ -129,6 +149,12 @@ class ExecutionResult(BaseModel):
     usage: Usage | None = None
     cost_usd: float | None = None
     time_to_first_token_s: float | None = None
+    finish_reason: str | None = None
+    """Why the answer ended, as the provider said (normalised: ``stop``, ``length``, ``content_filter``...)."""
+    metadata: dict[str, Any] = {}
+    """The task's ``metadata``."""
+    request: list[Message] | None = Field(default=None, exclude=True)
+    """The messages as sent (rendered prompts; not serialized: the run store keeps them, redacted)."""
     parsed: Any = Field(default=None, exclude=True)
     """For json tasks the parsed value (not serialized: ``output`` holds its text)."""
 
