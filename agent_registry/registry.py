@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from agent_registry.config import AgentConfig
 from agent_registry.files import FileFormatError, StructuredFile, read_structured_file
+from agent_registry.problems import FieldProblem, field_problems
 from llm_abstractions import BaseLlm, UnknownProviderError, get_llm_class
 from llm_abstractions.factory import BUILTIN_PROVIDERS
 
@@ -25,6 +26,8 @@ __all__ = [
 ]
 
 AGENTS_ENV = "ORCHESTRATE_AGENTS"
+_COMMON_KEYS = tuple(info.alias or name for name, info in AgentConfig.model_fields.items() if name != "name")
+"""The settings every agent accepts, besides its provider's."""
 
 
 @dataclass(frozen=True)
@@ -76,10 +79,6 @@ def default_agents_file(env: Mapping[str, str] | None = None) -> Path | None:
     config_home = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
     user = config_home / "orchestrate" / "agents.yaml"
     return user if user.is_file() else None
-
-
-def _field_of(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(p) for p in loc) if loc else ""
 
 
 class AgentRegistry:
@@ -175,7 +174,11 @@ class AgentRegistry:
     def load_mapping(
         self, agents: Any, source: StructuredFile | None = None, prefix: tuple[str | int, ...] = ()
     ) -> None:
-        """Validate and register ``{name: {type: ..., ...}}``; raise :class:`AgentConfigError`."""
+        """Validate and register ``{name: {type: ..., ...}}``; raise :class:`AgentConfigError`.
+
+        The valid agents are registered even when others are not: only the invalid ones are
+        missing, each reported once, with every problem of its own.
+        """
         path = source.path if source else None
 
         def issue(agent: str, message: str, field: str | None, loc: tuple[str | int, ...]) -> AgentIssue:
@@ -185,44 +188,37 @@ class AgentRegistry:
         if not isinstance(agents, Mapping):
             raise AgentConfigError([issue("*", "agents must be a mapping of name to settings", None, ())])
         issues: builtins.list[AgentIssue] = []
-        valid: builtins.list[AgentConfig] = []
         for name, raw in agents.items():
             name = str(name)
             if not isinstance(raw, Mapping):
                 issues.append(issue(name, "settings must be a mapping", None, (name,)))
                 continue
+            settings = {str(key): value for key, value in raw.items() if key not in (*_COMMON_KEYS, "name")}
+            problems = self._provider_problems(raw.get("type"), settings)
             try:
                 config = AgentConfig.model_validate({**raw, "name": name})
             except ValidationError as exc:
-                for err in exc.errors(include_url=False):
-                    loc = tuple(err["loc"])
-                    field = _field_of(loc) or None
-                    if field == "agent_type":
-                        field = "type"
-                    issues.append(issue(name, err["msg"], field, (name, *loc)))
-                continue
-            for problem in self._provider_issues(config):
-                issues.append(issue(name, problem[1], problem[0], (name, *(problem[0] or "").split(".")[:1])))
-            valid.append(config)
+                problems = field_problems(exc, raw, AgentConfig, unknown="setting") + problems
+            if problems:
+                issues.extend(issue(name, p.message, p.field, (name, *p.loc)) for p in problems)
+            else:
+                self.register(config)
         if issues:
             raise AgentConfigError(issues)
-        for config in valid:
-            self.register(config)
 
     @staticmethod
-    def _provider_issues(config: AgentConfig) -> builtins.list[tuple[str | None, str]]:
-        """(field, message) problems that the provider finds in the config's own keys."""
+    def _provider_problems(agent_type: object, settings: dict[str, Any]) -> builtins.list[FieldProblem]:
+        """Problems that the provider of ``agent_type`` finds in its own keys (``settings``)."""
+        if not isinstance(agent_type, str):
+            return []  # the type itself is reported
         try:
-            cls = get_llm_class(config.agent_type)
+            cls = get_llm_class(agent_type)
         except UnknownProviderError as exc:
-            return [("type", str(exc))]
+            return [FieldProblem(("type",), str(exc))]
         try:
-            cls.settings_model.model_validate(config.provider_settings)
+            cls.settings_model.model_validate(settings)
         except ValidationError as exc:
-            return [
-                (_field_of(tuple(e["loc"])) or None, "unknown setting" if e["type"] == "extra_forbidden" else e["msg"])
-                for e in exc.errors(include_url=False)
-            ]
+            return field_problems(exc, settings, cls.settings_model, _COMMON_KEYS, "setting")
         return []
 
     def load_file(self, path: Path) -> None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     )
     from orchestration.orchestrator import ProjectOrchestrator
     from orchestration.project import Project
+    from orchestration.store import RunStore
 
 _EXPORTS = {
     "AgentTask": "orchestration.models",
@@ -40,6 +41,7 @@ _EXPORTS = {
     "ProjectSpec": "orchestration.models",
     "ProjectValidationError": "orchestration.issues",
     "RunEvent": "orchestration.events",
+    "RunStore": "orchestration.store",
     "TaskExecutor": "orchestration.executor",
     "TaskState": "orchestration.lifecycle",
     "ValidationIssue": "orchestration.issues",
@@ -59,6 +61,7 @@ __all__ = [
     "ProjectSpec",
     "ProjectValidationError",
     "RunEvent",
+    "RunStore",
     "TaskExecutor",
     "TaskState",
     "ValidationIssue",

@@ -51,6 +51,8 @@ class EventBus:
     def __init__(self) -> None:
         self._callbacks: list[EventCallback] = []
         self._streams: list[MemoryObjectSendStream[RunEvent]] = []
+        self._failed: list[EventCallback] = []
+        """Callbacks that raised: logged once."""
         self.active = False
         """Whether anything listens (checked before every event is even built)."""
 
@@ -67,11 +69,31 @@ class EventBus:
         return receive
 
     def emit(self, event: RunEvent) -> None:
+        """Give ``event`` to every callback and stream. A callback that raises is logged (its first
+        failure only) and keeps receiving events: a listener never stops the run."""
         for callback in self._callbacks:
-            callback(event)
+            try:
+                callback(event)
+            except Exception as exc:
+                self._callback_failed(callback, event, exc)
         for stream in self._streams:
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 stream.send_nowait(event)  # a subscriber that went away must not stop the run
+
+    def _callback_failed(self, callback: EventCallback, event: RunEvent, exc: Exception) -> None:
+        if callback in self._failed:
+            return
+        self._failed.append(callback)
+        from orchestration.log import get_logger
+
+        get_logger(__name__).error(
+            "event_callback_failed",
+            callback=getattr(callback, "__qualname__", None) or repr(callback),
+            run_event=event.kind.value,
+            task_id=event.task_id,
+            error=f"{type(exc).__name__}: {exc}",
+            note="later errors of this callback are not logged",
+        )
 
     def close_streams(self) -> None:
         for stream in self._streams:

@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent_registry import FileFormatError, StructuredFile, read_structured_file
+from agent_registry import FileFormatError, StructuredFile, field_problems, read_structured_file
 from orchestration.issues import ProjectValidationError, ValidationIssue
-from orchestration.models import ProjectSpec
+from orchestration.models import AgentTask, ProjectSpec
 
 __all__ = ["load_project_file", "spec_issues", "task_issues"]
 
@@ -32,30 +32,23 @@ def spec_issues(exc: ValidationError, data: Any, source: StructuredFile | None) 
     """Translate pydantic errors about a project mapping into validation issues."""
     issues = []
     file = source.path if source else None
-    for err in exc.errors(include_url=False):
-        loc = tuple(err["loc"])
+    for problem in field_problems(exc, data, ProjectSpec):
+        loc = problem.loc
         line = source.line_of(loc) if source else None
-        message = err["msg"]
-        if err["type"] == "extra_forbidden":
-            message = "unknown field"
         if len(loc) >= 2 and loc[0] == "tasks" and isinstance(loc[1], int):
             field = ".".join(str(p) for p in loc[2:]) or None
-            issues.append(ValidationIssue(message, file, task=_task_name(data, loc[1]), field=field, line=line))
+            task = _task_name(data, loc[1])
+            issues.append(ValidationIssue(problem.message, file, task=task, field=field, line=line))
         else:
-            field = ".".join(str(p) for p in loc) or None
-            issues.append(ValidationIssue(message, file, field=field, line=line))
+            issues.append(ValidationIssue(problem.message, file, field=problem.field, line=line))
     return issues
 
 
 def task_issues(exc: ValidationError, task_id: str) -> list[ValidationIssue]:
     """Translate pydantic errors about one task's fields (the Python API's ``add_task``)."""
     return [
-        ValidationIssue(
-            "unknown field" if err["type"] == "extra_forbidden" else err["msg"],
-            task=task_id,
-            field=".".join(str(p) for p in err["loc"]) or None,
-        )
-        for err in exc.errors(include_url=False)
+        ValidationIssue(problem.message, task=task_id, field=problem.field)
+        for problem in field_problems(exc, model=AgentTask)
     ]
 
 

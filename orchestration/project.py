@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agent_registry import AgentConfigError, AgentRegistry, StructuredFile, UnknownAgentError
-from llm_abstractions import BaseLlm, GenerationOptions
+from llm_abstractions import BaseLlm, GenerationOptions, LlmConfig, UnknownProviderError, get_llm_class
 from llm_abstractions.structured import schema_problem
 from orchestration.issues import ProjectValidationError, ValidationIssue
 from orchestration.models import AgentTask, OutputFormat, ProjectSpec
@@ -88,15 +88,19 @@ class _Issues:
         field: str | None = None,
         agent: str | None = None,
         position: int | None = None,
+        loc: tuple[str | int, ...] | None = None,
     ) -> None:
-        """Record an issue; ``position`` (index in the file's task list) defaults to the task's first entry."""
+        """Record an issue; its line is that of ``loc`` (a location in the file) if given, else of the
+        task's entry (``position`` in the file's task list, by default its first) or of the agent."""
         line = None
         if position is None and task is not None:
             position = self._positions.get(task)
         if self.source is not None:
-            if position is not None:
-                loc: tuple[str | int, ...] = ("tasks", position)
-                line = self.source.line_of((*loc, field) if field else loc)
+            if loc is not None:
+                line = self.source.line_of(loc)
+            elif position is not None:
+                at: tuple[str | int, ...] = ("tasks", position)
+                line = self.source.line_of((*at, field) if field else at)
             elif agent is not None:
                 line = self.source.line_of(("agents", agent, field) if field else ("agents", agent))
         self.items.append(ValidationIssue(message, self.source.path if self.source else None, task, agent, field, line))
@@ -148,15 +152,28 @@ def compile_project(
     :meth:`AgentRegistry.register_llm_instance`), go into a layer over ``registry``: the
     project's :attr:`Project.registry`. ``registry`` itself is left unchanged.
     """
+    return _compile(spec, registry, inputs, source, check_agents, llms)
+
+
+def _compile(
+    spec: ProjectSpec,
+    registry: AgentRegistry,
+    inputs: Mapping[str, Any] | None,
+    source: StructuredFile | None,
+    check_agents: bool,
+    llms: Mapping[str, BaseLlm] | None,
+) -> Project:
     issues = _Issues(source)
     issues.set_positions(spec.tasks)
     all_inputs = {**spec.inputs, **(inputs or {})}
 
     registry = AgentRegistry(parent=registry)  # the project's layer: the given registry stays as it is
+    invalid_agents: set[str] = set()  # reported once as invalid: tasks and fallbacks that name them add nothing
     try:
         registry.load_mapping(spec.agents, source, ("agents",))
     except AgentConfigError as exc:
         for issue in exc.issues:
+            invalid_agents.add(issue.agent)
             issues.items.append(
                 ValidationIssue(
                     issue.message,
@@ -168,7 +185,18 @@ def compile_project(
             )
     for name, llm in (llms or {}).items():
         registry.register_llm_instance(name, llm)
+        invalid_agents.discard(name)
     default_agent = spec.defaults.agent or "offline"
+    known = registry.names()
+    if default_agent not in registry and default_agent not in invalid_agents:
+        if spec.defaults.agent is not None:
+            issues.add(str(UnknownAgentError(default_agent, known)), field="defaults.agent", loc=("defaults", "agent"))
+        elif any(task.agent is None for task in spec.tasks):
+            message = f"tasks without an agent use '{default_agent}', which is not registered: set defaults.agent"
+            issues.add(f"{message}; known agents: {', '.join(sorted(known)) or 'none'}", field="defaults.agent")
+        invalid_agents.add(default_agent)
+    configs = {config.name: config for config in registry.list()}
+    option_checks = _OptionChecks(registry)
 
     index: dict[str, int] = {}
     for position, task in enumerate(spec.tasks):
@@ -182,8 +210,9 @@ def compile_project(
         if index.get(task.id) != len(compiled):
             continue  # a later duplicate: already reported
         agent = task.agent or default_agent
-        if agent not in registry:
-            issues.add(str(UnknownAgentError(agent, registry.names())), task.id, "agent" if task.agent else None)
+        config = configs.get(agent)
+        if config is None and agent not in invalid_agents:
+            issues.add(str(UnknownAgentError(agent, known)), task.id, "agent")
         if task.output_schema is not None and task.output_format is not OutputFormat.JSON:
             issues.add("output_schema needs output_format: json", task.id, "output_schema")
         elif task.output_schema is not None and (problem := schema_problem(task.output_schema)):
@@ -198,9 +227,9 @@ def compile_project(
             except TemplateError as exc:
                 issues.add(f"template error: {exc}", task.id, field_name)
                 template = PromptTemplate(text)
-            for name in sorted(template.unknown_names):
+            for name in sorted(template.unknown_names) if template.unknown_names else ():
                 issues.add(f"template uses unknown name '{name}' (use inputs.<key> or tasks.<id>)", task.id, field_name)
-            for key in sorted(template.input_refs - all_inputs.keys()):
+            for key in sorted(missing) if (missing := template.input_refs - all_inputs.keys()) else ():
                 issues.add(
                     f"template uses input '{key}', which is neither in 'inputs' nor given with --input",
                     task.id,
@@ -210,7 +239,10 @@ def compile_project(
         options = task.options
         if task.output_format is OutputFormat.JSON:
             options = options.model_copy(update={"json_schema": task.output_schema or {"type": "object"}})
-        agent_retry = registry.get(agent).retry.retries if agent in registry else None
+        if config is not None:
+            for problem in option_checks.problems(agent, options):
+                issues.add(problem, task.id, "options")
+        agent_retry = config.retry.retries if config is not None else None
         retries = next(r for r in (task.retries, agent_retry, spec.defaults.retries) if r is not None)
         prompt, system = templates
         assert prompt is not None
@@ -239,6 +271,14 @@ def compile_project(
         for compiled_template, field_name in ((item.prompt, "description"), (item.system, "system_prompt")):
             if compiled_template is None or not compiled_template.task_refs:
                 continue
+            for ref in sorted({ref for ref, attribute in compiled_template.task_attrs if attribute == "parsed"}):
+                if ref in index and compiled[index[ref]].task.output_format is not OutputFormat.JSON:
+                    issues.add(
+                        f"template reads tasks.{ref}.parsed, but '{ref}' is a text task: parsed is set only for "
+                        f"output_format: json (read tasks.{ref}.output, or make '{ref}' a json task)",
+                        item.id,
+                        field_name,
+                    )
             refs = compiled_template.task_refs - {compiled[p].id for p in item.parents}
             if not refs:
                 continue
@@ -250,8 +290,8 @@ def compile_project(
     used = {t.agent for t in compiled if t.agent in registry}
     for name in sorted(used):
         for fallback in registry.get(name).fallbacks:
-            if fallback not in registry:
-                issues.add(f"fallback {UnknownAgentError(fallback, registry.names())!s}", agent=name, field="fallbacks")
+            if fallback not in registry and fallback not in invalid_agents:
+                issues.add(f"fallback {UnknownAgentError(fallback, known)!s}", agent=name, field="fallbacks")
     project = Project(spec, registry, compiled, index, all_inputs, source.path if source else None)
     if check_agents and not issues.items:
         for name in sorted(project.used_agents()):
@@ -260,6 +300,40 @@ def compile_project(
     if issues.items:
         raise ProjectValidationError(issues.items)
     return project
+
+
+class _OptionChecks:
+    """The providers' own objections to a task's options (``BaseLlm.option_problems``), per agent."""
+
+    def __init__(self, registry: AgentRegistry) -> None:
+        self.registry = registry
+        self._agents: dict[str, tuple[type[BaseLlm], LlmConfig, GenerationOptions] | None] = {}
+
+    def problems(self, agent: str, options: GenerationOptions) -> list[str]:
+        """What the agent's model would reject in ``options`` applied over the agent's own."""
+        if agent not in self._agents:
+            self._agents[agent] = self._agent(agent)
+        found = self._agents[agent]
+        if found is None:
+            return []
+        cls, config, base = found
+        return cls.option_problems(config, base.merged(options))
+
+    def _agent(self, agent: str) -> tuple[type[BaseLlm], LlmConfig, GenerationOptions] | None:
+        """The agent's class, config and options; ``None``: its class checks nothing."""
+        llm = self.registry.llm_instance(agent)
+        if llm is not None:
+            cls, config, base = type(llm), llm.config, llm.base_options
+        else:
+            config = self.registry.get(agent).llm_config()
+            try:
+                cls = get_llm_class(config.provider)
+            except UnknownProviderError:
+                return None  # reported with the agent
+            base = config.options
+        if cls.option_problems.__func__ is BaseLlm.option_problems.__func__:  # type: ignore[attr-defined]
+            return None  # the default finds nothing: no need to merge each task's options
+        return cls, config, base
 
 
 def _is_acyclic(tasks: list[CompiledTask]) -> bool:

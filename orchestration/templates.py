@@ -1,12 +1,16 @@
 """Prompt templates: jinja2's sandbox with strict undefined, compiled once per task.
 
-Prompts without template syntax skip jinja2 entirely. Upstream outputs are passed
-as values, so template syntax inside a model's answer is inserted as text, never
-evaluated.
+Prompts without template syntax skip jinja2 entirely. Prompts whose only syntax is
+lookups such as ``{{ tasks.plan.output }}`` or ``{{ inputs['topic'] }}`` (the common case)
+are read with a regular expression and rendered with the sandbox's own ``getattr``/``getitem``
+and ``str``, exactly as jinja2's compiled code does: a project of many tasks validates without
+compiling a template per task. Upstream outputs are passed as values, so template
+syntax inside a model's answer is inserted as text, never evaluated.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -34,25 +38,80 @@ def _environment() -> SandboxedEnvironment:
     return SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 
-def _references(ast: Any) -> tuple[set[str], set[str], set[str]]:
-    """(task ids, input keys, other free names) that a template's AST reads."""
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_STEP = rf"\.{_NAME}|\['[^'\\\r\n]*'\]|\[\"[^\"\\\r\n]*\"\]"
+_LOOKUP = re.compile(rf"\{{\{{\s*(tasks|inputs)((?:{_STEP})*)\s*\}}\}}")
+"""``{{ tasks.attr['key'] }}``: the name and its steps (other names are jinja2's: its globals, ``self``...)."""
+_STEPS = re.compile(rf"\.({_NAME})|\['([^']*)'\]|\[\"([^\"]*)\"\]")
+_NEWLINE = re.compile(r"\r\n|\r")
+
+_Lookup = tuple[str, tuple[tuple[bool, str], ...]]
+"""``tasks.a['b']``: the name and its steps, ``(True, attr)`` or ``(False, key)``."""
+
+
+def _simple_parts(source: str) -> tuple[list[str | _Lookup], _Reads] | None:
+    """Text and lookups of a template made only of ``{{ lookup }}`` expressions, and what it reads;
+    ``None`` for any other template (jinja2 parses those)."""
+    pieces = _LOOKUP.split(source)  # text, name, steps, text, name, steps, ..., text
+    parts: list[str | _Lookup] = []
+    reads = _Reads()
+    for at in range(0, len(pieces) - 1, 3):
+        text, name, steps = pieces[at : at + 3]
+        if has_template_syntax(text) or text.endswith("{"):
+            return None  # with "{" before "{{", jinja2's expression starts one character earlier
+        keys = [(True, attr) if attr else (False, single or double) for attr, single, double in _STEPS.findall(steps)]
+        reads.add(name, [key for _, key in keys])
+        if text:
+            parts.append(_NEWLINE.sub("\n", text) if "\r" in text else text)
+        parts.append((name, tuple(keys)))
+    tail = pieces[-1]
+    if has_template_syntax(tail):
+        return None
+    if tail:
+        parts.append(_NEWLINE.sub("\n", tail) if "\r" in tail else tail)
+    return parts, reads
+
+
+@dataclass
+class _Reads:
+    """What a template reads: ``tasks.<id>`` (and which attribute), ``inputs.<key>``, other free names."""
+
+    tasks: set[str] = field(default_factory=set)
+    task_attrs: set[tuple[str, str]] = field(default_factory=set)
+    inputs: set[str] = field(default_factory=set)
+    free: set[str] = field(default_factory=set)
+
+    def add(self, name: str, keys: list[str]) -> None:
+        """A lookup of ``tasks`` or ``inputs`` followed by the constant ``keys`` (as far as they are known)."""
+        if keys and name == "inputs":
+            self.inputs.add(keys[0])
+        elif keys:
+            self.tasks.add(keys[0])
+            if len(keys) > 1:
+                self.task_attrs.add((keys[0], keys[1]))
+
+
+def _ast_reads(ast: Any) -> _Reads:
     from jinja2 import meta, nodes
 
-    tasks: set[str] = set()
-    inputs: set[str] = set()
+    def key_of(node: Any) -> str | None:
+        if isinstance(node, nodes.Getattr):
+            return str(node.attr)
+        if isinstance(node.arg, nodes.Const):
+            return str(node.arg.value)
+        return None
+
+    reads = _Reads()
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
         target = node.node
-        if not isinstance(target, nodes.Name) or target.name not in ("tasks", "inputs"):
-            continue
-        if isinstance(node, nodes.Getattr):
-            key: object = node.attr
-        elif isinstance(node.arg, nodes.Const):
-            key = node.arg.value
-        else:
-            continue
-        (tasks if target.name == "tasks" else inputs).add(str(key))
-    free = set(meta.find_undeclared_variables(ast)) - {"tasks", "inputs"}
-    return tasks, inputs, free
+        if isinstance(target, nodes.Name) and target.name in ("tasks", "inputs") and (key := key_of(node)) is not None:
+            reads.add(target.name, [key])
+        elif isinstance(target, nodes.Getattr | nodes.Getitem) and isinstance(target.node, nodes.Name):
+            outer, inner = key_of(node), key_of(target)
+            if target.node.name == "tasks" and inner is not None and outer is not None:
+                reads.add("tasks", [inner, outer])
+    reads.free = set(meta.find_undeclared_variables(ast)) - {"tasks", "inputs"}
+    return reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +123,19 @@ class PromptTemplate:
     input_refs: frozenset[str] = frozenset()
     unknown_names: frozenset[str] = frozenset()
     """Free names other than ``tasks`` and ``inputs`` (always an error)."""
+    task_attrs: frozenset[tuple[str, str]] = frozenset()
+    """``(task id, attribute)`` for each ``tasks.<id>.<attribute>`` read, e.g. ``("plan", "parsed")``."""
     _template: Template | None = field(default=None, repr=False, compare=False)
+    _parts: tuple[str | _Lookup, ...] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def compile(cls, source: str) -> PromptTemplate:
         """Parse ``source``; raise :class:`TemplateError` on bad syntax."""
         if not has_template_syntax(source):
             return cls(source)
+        simple = _simple_parts(source)
+        if simple is not None:
+            return cls(source, *_frozen(simple[1]), _parts=tuple(simple[0]))
         from jinja2 import TemplateSyntaxError
 
         env = _environment()
@@ -79,14 +144,38 @@ class PromptTemplate:
             template = env.from_string(ast)
         except TemplateSyntaxError as exc:
             raise TemplateError(f"line {exc.lineno} of the template: {exc.message}") from None
-        tasks, inputs, free = _references(ast)
-        return cls(source, frozenset(tasks), frozenset(inputs), frozenset(free), template)
+        return cls(source, *_frozen(_ast_reads(ast)), _template=template)
 
     def render(self, inputs: dict[str, Any], tasks: dict[str, Any]) -> str:
         """Render with ``inputs`` and ``tasks`` (task id -> object with ``output``/``parsed``)."""
-        if self._template is None:
-            return self.source
         try:
-            return self._template.render(inputs=inputs, tasks=tasks)
+            if self._parts is not None:
+                return self._render_parts(self._parts, inputs, tasks)
+            if self._template is not None:
+                return self._template.render(inputs=inputs, tasks=tasks)
         except Exception as exc:  # jinja2 raises many types: all are template errors here
             raise TemplateError(f"{type(exc).__name__}: {exc}") from None
+        return self.source
+
+    @staticmethod
+    def _render_parts(parts: tuple[str | _Lookup, ...], inputs: dict[str, Any], tasks: dict[str, Any]) -> str:
+        """What jinja2's compiled code does for ``{{ lookup }}``: sandboxed lookups, then ``str``."""
+        env = _environment()
+        out = []
+        for part in parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            name, steps = part
+            value: Any = tasks if name == "tasks" else inputs
+            for is_attr, key in steps:
+                value = env.getattr(value, key) if is_attr else env.getitem(value, key)
+            out.append(str(value))
+        return "".join(out)
+
+
+def _frozen(
+    reads: _Reads,
+) -> tuple[frozenset[str], frozenset[str], frozenset[str], frozenset[tuple[str, str]]]:
+    """The fields of :class:`PromptTemplate` after ``source``, in order."""
+    return frozenset(reads.tasks), frozenset(reads.inputs), frozenset(reads.free), frozenset(reads.task_attrs)

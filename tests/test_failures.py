@@ -112,7 +112,7 @@ async def test_timeouts(probe: Probe, level: str) -> None:
 
 async def test_template_error_at_render_time_fails_only_that_task(probe: Probe) -> None:
     orchestrator = probe_project(
-        [{"id": "a"}, {"id": "b", "depends_on": ["a"], "description": "b {{ tasks.a.parsed.missing }}"}]
+        [{"id": "a"}, {"id": "b", "depends_on": ["a"], "description": "b {{ tasks.a.output.missing }}"}]
     )
     results = await orchestrator.run()
     assert results["a"].status is ExecutionStatus.SUCCESS

@@ -8,11 +8,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent_registry import AgentConfig, AgentRegistry
+from agent_registry import (
+    MAX_FILE_BYTES,
+    MAX_YAML_DEPTH,
+    AgentConfig,
+    AgentRegistry,
+    FileFormatError,
+    read_structured_file,
+)
 from orchestration.issues import ProjectValidationError
 from orchestration.loader import load_project_file
 from orchestration.project import compile_project
@@ -178,3 +186,133 @@ def test_any_text_gives_a_project_or_a_validation_error(text: str, suffix: str) 
         path = Path(folder) / f"project{suffix}"
         path.write_text(text, encoding="utf-8", errors="surrogatepass")
         load_and_compile(path)
+
+
+def read_yaml_both_ways(text: str) -> tuple[Any, Any]:
+    """(our reader's data or error, PyYAML's safe loader's data or error) for ``text``."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "file.yaml"
+        path.write_text(text, encoding="utf-8")
+        try:
+            ours: Any = read_structured_file(path).data
+        except FileFormatError:
+            ours = FileFormatError
+    try:
+        theirs: Any = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError:
+        theirs = FileFormatError
+    return ours, theirs
+
+
+@SETTINGS
+@given(
+    text=st.text(st.characters(exclude_categories=["Cs"]), max_size=300)
+    | values.map(lambda value: yaml.safe_dump({"k": value, "again": value}))  # "again": an alias of "k"'s value
+)
+def test_yaml_reads_as_pyyamls_safe_loader_does(text: str) -> None:
+    ours, theirs = read_yaml_both_ways(text)
+    assert repr(ours) == repr(theirs)  # repr: nan equals itself
+
+
+def test_yaml_anchors_merge_keys_and_tags_read_as_pyyaml_does() -> None:
+    text = (
+        "base: &base {temperature: 0.2, stop: [x]}\n"
+        "merged: {<<: *base, seed: 1}\n"
+        "again: *base\n"
+        "when: 2024-05-01\n"
+        "set: !!set {a, b}\n"
+        "flags: [yes, No, on, ~, 0x1f, 1_000, .inf, '7']\n"
+    )
+    ours, theirs = read_yaml_both_ways(text)
+    assert ours == theirs
+    assert ours["again"] is ours["base"]  # an alias shares its anchor's value, as in PyYAML
+
+
+def billion_laughs(levels: int) -> str:
+    """Inputs of ``levels`` lists, each of ten aliases of the one before: 10**levels strings in all."""
+    lines = ["inputs:", '  lol0: &lol0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"  lol{i}: &lol{i} [{', '.join([f'*lol{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "\n".join([*lines, "tasks: [{id: a, description: x}]", ""])
+
+
+def validate(path: Path) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from orchestration.cli.app import app
+
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.output
+
+
+def test_billion_laughs_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "laughs.yaml"
+    path.write_text(billion_laughs(9))  # 10**9 strings once its aliases are expanded
+    code, output = validate(path)
+    assert code == 2
+    assert f"{path}: YAML aliases expand this file to more than 1,000,000 nodes" in output
+    assert "Traceback" not in output
+
+
+def test_aliases_within_the_limit_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "shared.yaml"
+    path.write_text(billion_laughs(5))  # 111,110 strings and lists: under the limit
+    code, output = validate(path)
+    assert code == 0, output
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    with path.open("wb") as handle:
+        handle.truncate(MAX_FILE_BYTES + 1)  # sparse: no disk used
+    code, output = validate(path)
+    assert code == 2
+    assert f"{path}: file is larger than 64 MiB, the most that is read" in output
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "tasks: " + "[" * (MAX_YAML_DEPTH + 1) + "]" * (MAX_YAML_DEPTH + 1) + "\n",
+            "nested more than 200 levels deep",
+        ),
+        ("inputs: &me {again: *me}\ntasks: []\n", "invalid YAML: alias 'me' is used inside the node it names"),
+        ("inputs: {x: *nowhere}\n", "invalid YAML: found undefined alias 'nowhere'"),
+        ("inputs: {[a, b]: c}\n", "invalid YAML: a mapping key must be a scalar"),
+    ],
+)
+def test_yaml_that_cannot_be_data_is_refused_with_its_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    code, output = validate(path)
+    assert code == 2
+    assert f"{path}:1: {message}" in output
+
+
+def lines_by_composing(node: Any, prefix: tuple[str | int, ...], out: dict[tuple[str | int, ...], int]) -> None:
+    """The line of every key and list item, from PyYAML's node graph (what messages must say)."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                out[(*prefix, key_node.value)] = key_node.start_mark.line + 1
+                lines_by_composing(value_node, (*prefix, key_node.value), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            out[(*prefix, index)] = item.start_mark.line + 1
+            lines_by_composing(item, (*prefix, index), out)
+
+
+@SETTINGS
+@given(data=projects, flow=st.booleans())
+def test_every_key_and_item_has_its_line(data: dict[str, Any], flow: bool) -> None:
+    text = yaml.safe_dump(data, default_flow_style=flow, allow_unicode=True, width=40)
+    expected: dict[tuple[str | int, ...], int] = {}
+    lines_by_composing(yaml.compose(text, Loader=yaml.SafeLoader), (), expected)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "project.yaml"
+        path.write_text(text, encoding="utf-8")
+        source = read_structured_file(path)
+        for location, line in expected.items():
+            assert source.line_of(location) == line
+            assert source.line_of((*location, "not-there")) == line  # the closest parent's line
