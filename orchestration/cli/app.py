@@ -15,9 +15,12 @@ from typing import Annotated
 import typer
 
 from orchestration.cli.agents_check import agents_check
+from orchestration.cli.choices import format_option
 from orchestration.cli.common import AgentsOpt, FileArg, InputsOpt, load_orchestrator, load_registry, parse_inputs
 from orchestration.cli.run import run
-from orchestration.cli.runs import results, resume, runs
+from orchestration.cli.runs import results, resume, runs_app
+from orchestration.cli.show import show
+from orchestration.cli.watch import watch
 
 __all__ = ["app", "main"]
 
@@ -29,13 +32,34 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"orchestrate {version('orchestrate-llm')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Run DAGs of LLM tasks across Gemini, Claude, GPT, OpenAI-compatible and local models."""
+
+
 agents_app = typer.Typer(help="Inspect configured agents.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(agents_app, name="agents")
 agents_app.command("check")(agents_check)
 app.command()(run)
 app.command()(resume)
-app.command()(runs)
+app.add_typer(runs_app, name="runs")
 app.command()(results)
+app.command()(watch)
+app.command()(show)
 
 
 @app.command()
@@ -59,7 +83,7 @@ class GraphFormat(StrEnum):
 @app.command()
 def graph(
     file: FileArg,
-    fmt: Annotated[GraphFormat, typer.Option("--format", "-f", help="mermaid or dot.")] = GraphFormat.MERMAID,
+    fmt: Annotated[GraphFormat, format_option(GraphFormat, "mermaid or dot.")] = GraphFormat.MERMAID,
     agents_file: AgentsOpt = None,
 ) -> None:
     """Print the task graph as Mermaid or Graphviz DOT."""
@@ -84,8 +108,9 @@ def agents_list(
     agents_file: AgentsOpt = None,
 ) -> None:
     """List configured agents (keys are never shown, only where they come from)."""
-    from rich.console import Console
     from rich.table import Table
+
+    from orchestration.cli.common import console
 
     registry = load_registry(file, agents_file)
     table = Table(show_edge=False)
@@ -96,9 +121,12 @@ def agents_list(
         table.add_row(
             agent.name, agent.agent_type, agent.model or "-", agent.base_url or "-", key, ", ".join(agent.fallbacks)
         )
-    Console().print(table)
+    console().print(table)
 
 
 def main() -> None:
     """Console-script entry point."""
+    from orchestration.cli.streams import protect_standard_streams
+
+    protect_standard_streams()
     app()

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from agent_registry import AgentRegistry
     from orchestration.orchestrator import ProjectOrchestrator
+    from orchestration.store import RunStore
 
 __all__ = [
     "AgentsOpt",
@@ -24,12 +25,16 @@ __all__ = [
     "MaxConcurrencyOpt",
     "QuietOpt",
     "ResultsOpt",
+    "RunRefArg",
     "StoreOpt",
     "fail_invalid",
     "load_orchestrator",
     "load_registry",
+    "open_run",
+    "open_runs",
     "parse_inputs",
     "stderr_console",
+    "store_path",
 ]
 
 FileArg = Annotated[Path, typer.Argument(help="Project task file (.yaml, .yml, .toml or .json).")]
@@ -42,7 +47,14 @@ MaxConcurrencyOpt = Annotated[
 ]
 StoreOpt = Annotated[
     Path | None,
-    typer.Option("--store", help="Run store (SQLite) [default: $ORCHESTRATE_STORE or .orchestrate/runs.db]."),
+    typer.Option(
+        "--store",
+        help="Run store (SQLite) [default: $ORCHESTRATE_STORE, else .orchestrate/runs.db in the project file's"
+        " folder for `run FILE`, in the current folder otherwise].",
+    ),
+]
+RunRefArg = Annotated[
+    str, typer.Argument(metavar="RUN", help="A run id, a unique prefix of one, or `latest` (see `orchestrate runs`).")
 ]
 ResultsOpt = Annotated[Path | None, typer.Option("--results", help="Write the run as JSON to this path.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display: only the run id, on stderr.")]
@@ -58,9 +70,46 @@ class ExitCode(IntEnum):
 
 
 def stderr_console() -> Console:
+    """The console for progress, summaries and messages (see :func:`console`)."""
+    return console(stderr=True)
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A rich console on stdout (or stderr); without a terminal (CI logs, pipes, files) it never wraps or cuts:
+    lines and tables are written whole."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    terminal = Console(stderr=stderr, highlight=False)
+    if terminal.is_terminal:
+        return terminal
+    return Console(stderr=stderr, highlight=False, width=100_000, soft_wrap=True)
+
+
+def store_path(store: Path | None, project_file: Path | None = None) -> Path:
+    """The run store a command uses: ``--store``, else ``$ORCHESTRATE_STORE``, else ``.orchestrate/runs.db`` in
+    the folder of ``project_file`` (``run FILE``) or in the current folder (commands without a project file);
+    absolute, so that messages say which file was read."""
+    from orchestration.store import default_store_path
+
+    return (store if store is not None else default_store_path(project_file=project_file)).absolute()
+
+
+def open_run(store: Path | None, ref: str) -> tuple[RunStore, str]:
+    """The run store (see :func:`store_path`) and the id of the run ``ref`` names (an id, a unique prefix of one,
+    or ``latest``); when there is no such run, say which store was read and exit 2."""
+    run_store, (run_id,) = open_runs(store, [ref])
+    return run_store, run_id
+
+
+def open_runs(store: Path | None, refs: list[str]) -> tuple[RunStore, list[str]]:
+    """:func:`open_run` for several references: the ids they name, each once."""
+    from orchestration.store import RunStore
+
+    run_store = RunStore(store_path(store))
+    try:
+        return run_store, list(dict.fromkeys(run_store.resolve_run_id(ref) for ref in refs))
+    except (KeyError, FileNotFoundError) as exc:
+        fail_invalid([str(exc)])
 
 
 def fail_invalid(lines: list[str]) -> NoReturn:

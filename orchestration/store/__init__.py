@@ -17,17 +17,20 @@ from orchestration.store.resume import (
 )
 from orchestration.store.run_store import (
     DEFAULT_STORE_PATH,
+    LATEST,
     STORE_ENV,
     RunRecord,
     RunStatus,
     RunStore,
     StoredRun,
     StoredTask,
+    UnknownRunError,
     default_store_path,
 )
 
 __all__ = [
     "DEFAULT_STORE_PATH",
+    "LATEST",
     "STORE_ENV",
     "ExportFormat",
     "ResumePlan",
@@ -36,6 +39,7 @@ __all__ = [
     "RunStore",
     "StoredRun",
     "StoredTask",
+    "UnknownRunError",
     "agent_fingerprint",
     "default_store_path",
     "export_run",

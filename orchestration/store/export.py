@@ -1,4 +1,5 @@
-"""Export a stored run: ``json`` (the results document), ``jsonl`` (one result per line) or ``md`` (a table)."""
+"""Export a stored run: ``json`` (the results document), ``jsonl`` (one result per line) or ``md`` (a table
+with every output whole, unless cut to ``max_chars``)."""
 
 from __future__ import annotations
 
@@ -34,10 +35,10 @@ def run_document(record: RunRecord, results: dict[str, ExecutionResult]) -> dict
 
 def _cell(value: object) -> str:
     text = "" if value is None else str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
+    return text.replace("|", "\\|").replace("\n", "<br>")
 
 
-def _markdown(stored: StoredRun) -> str:
+def _markdown(stored: StoredRun, max_chars: int | None) -> str:
     record = stored.record
     lines = [
         f"# Run {record.run_id}",
@@ -51,18 +52,17 @@ def _markdown(stored: StoredRun) -> str:
     for result in stored.results().values():
         detail = result.output if result.error is None else f"{result.error.type}: {result.error.message}"
         duration = f"{result.duration_s:.3f}" if result.duration_s is not None else ""
-        summary = _cell(detail)
-        if len(summary) > 120:
-            summary = summary[:117] + "..."
+        if detail is not None and max_chars is not None and len(detail) > max_chars:
+            detail = detail[:max_chars] + "..."
         lines.append(
             f"| {_cell(result.task_id)} | {result.status.value} | {_cell(result.agent)} | {result.attempts}"
-            f" | {duration} | {summary} |"
+            f" | {duration} | {_cell(detail)} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def export_run(stored: StoredRun, fmt: ExportFormat | str) -> str:
-    """The run as text in ``fmt``."""
+def export_run(stored: StoredRun, fmt: ExportFormat | str, *, max_chars: int | None = None) -> str:
+    """The run as text in ``fmt``; ``max_chars`` cuts each output or error in ``md`` (whole by default)."""
     fmt = ExportFormat(fmt)
     if fmt is ExportFormat.JSON:
         return json.dumps(run_document(stored.record, stored.results()), indent=2, ensure_ascii=False) + "\n"
@@ -72,4 +72,4 @@ def export_run(stored: StoredRun, fmt: ExportFormat | str) -> str:
             json.dumps({"run_id": run_id, **r.model_dump(mode="json")}, ensure_ascii=False) + "\n"
             for r in stored.results().values()
         )
-    return _markdown(stored)
+    return _markdown(stored, max_chars)

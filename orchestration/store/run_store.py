@@ -10,7 +10,9 @@ flight at the crash (or whose commit was still to come) have no record and are e
 again on resume: model calls are at-least-once for them.
 
 Writes are committed in groups, one per turn of the event loop (:mod:`.writer`); reads
-open their own short-lived connection (WAL lets them run beside the writer).
+open their own short-lived connection (WAL lets them run beside the writer), so another
+process can follow a run as it executes (:meth:`RunStore.poll`). Each result row also keeps
+the task's rendered messages as sent (redacted), for ``orchestrate show``.
 """
 
 from __future__ import annotations
@@ -18,31 +20,35 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from llm_abstractions import redact, redact_value
+from llm_abstractions import Message, redact, redact_value
 from orchestration.models import ExecutionResult, OutputFormat, utc_now
 from orchestration.results import RunStatus
 from orchestration.store.writer import OnCommit, SqliteWriter, Statement, connect
 
 __all__ = [
     "DEFAULT_STORE_PATH",
+    "LATEST",
     "STORE_ENV",
     "RunRecord",
     "RunStatus",
     "RunStore",
     "StoredRun",
     "StoredTask",
+    "UnknownRunError",
     "default_store_path",
 ]
 
 STORE_ENV = "ORCHESTRATE_STORE"
 DEFAULT_STORE_PATH = Path(".orchestrate") / "runs.db"
+LATEST = "latest"
+"""The run reference that names the newest run of a store."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -65,7 +71,8 @@ CREATE TABLE IF NOT EXISTS results (
     status TEXT NOT NULL,
     fingerprint TEXT,
     output_format TEXT NOT NULL,
-    result TEXT NOT NULL
+    result TEXT NOT NULL,
+    request TEXT
 );
 """
 _RESULTS_INDEX = "CREATE INDEX IF NOT EXISTS results_by_run ON results (run_id)"
@@ -99,12 +106,20 @@ class RunRecord:
         return self.status is RunStatus.SUCCESS
 
 
+class UnknownRunError(KeyError):
+    """No run, or more than one, matches a run reference; the message names the store read."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 @dataclass(frozen=True)
 class StoredTask:
-    """A task's recorded result and the fingerprint of the task that produced it."""
+    """A task's recorded result (``request`` included when recorded) and the fingerprint of the task."""
 
     result: ExecutionResult
     fingerprint: str | None
+    output_format: OutputFormat = OutputFormat.TEXT
 
 
 @dataclass(frozen=True)
@@ -119,23 +134,32 @@ class StoredRun:
         return {task_id: self.tasks[task_id].result for task_id in ids}
 
 
-def default_store_path(env: Mapping[str, str] | None = None) -> Path:
-    """``$ORCHESTRATE_STORE`` or ``.orchestrate/runs.db``."""
+def default_store_path(env: Mapping[str, str] | None = None, *, project_file: Path | None = None) -> Path:
+    """``$ORCHESTRATE_STORE``, else ``.orchestrate/runs.db`` in the folder of ``project_file`` (when given)
+    or in the current folder."""
     env = os.environ if env is None else env
-    return Path(env[STORE_ENV]) if env.get(STORE_ENV) else DEFAULT_STORE_PATH
+    if env.get(STORE_ENV):
+        return Path(env[STORE_ENV])
+    return project_file.parent / DEFAULT_STORE_PATH if project_file is not None else DEFAULT_STORE_PATH
 
 
 def _setup(connection: sqlite3.Connection) -> None:
     connection.executescript(_SCHEMA)
     if not any(row[3] == "pk" for row in connection.execute("PRAGMA index_list(results)")):
         connection.execute(_RESULTS_INDEX)
-    columns = {row[1] for row in connection.execute("PRAGMA table_info(runs)")}
-    if "agents_file" not in columns:  # a store written before runs recorded their agents file
-        try:
-            connection.execute("ALTER TABLE runs ADD COLUMN agents_file TEXT")
-        except sqlite3.OperationalError as exc:  # another connection added it meanwhile
-            if "duplicate column" not in str(exc):
-                raise
+    _add_column(connection, "runs", "agents_file")  # stores written before runs recorded their agents file
+    _add_column(connection, "results", "request")  # stores written before results kept their messages
+
+
+def _add_column(connection: sqlite3.Connection, table: str, column: str) -> None:
+    """Add a nullable TEXT column to a table of an older store, unless it has it."""
+    if any(row[1] == column for row in connection.execute(f"PRAGMA table_info({table})")):
+        return
+    try:
+        connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+    except sqlite3.OperationalError as exc:  # another connection added it meanwhile
+        if "duplicate column" not in str(exc):
+            raise
 
 
 def _json(value: Any) -> str:
@@ -143,22 +167,36 @@ def _json(value: Any) -> str:
 
 
 def _result_json(result: ExecutionResult) -> str:
-    """The result as JSON, its output and error message redacted (copied only when that changes them)."""
+    """The result as JSON, its output, error message and metadata redacted (copied only when that changes them)."""
     changes: dict[str, Any] = {}
     if result.output is not None and (output := redact(result.output)) != result.output:
         changes["output"] = output
     if result.error is not None and (message := redact(result.error.message)) != result.error.message:
         changes["error"] = result.error.model_copy(update={"message": message})
+    if result.metadata and (metadata := redact_value(result.metadata)) != result.metadata:
+        changes["metadata"] = metadata
     return (result.model_copy(update=changes) if changes else result).model_dump_json()
 
 
-def _load_result(text: str, output_format: str) -> ExecutionResult:
-    result = ExecutionResult.model_validate_json(text)
-    if output_format == OutputFormat.JSON and result.succeeded and result.output is not None:
+def _request_json(request: list[Message] | None) -> str | None:
+    """The messages as sent, as a JSON list of ``{role, content}`` with their contents redacted."""
+    if request is None:
+        return None
+    return json.dumps([{"role": m.role, "content": redact(m.content)} for m in request], ensure_ascii=False)
+
+
+def _stored_task(row: sqlite3.Row, *, with_request: bool = False) -> StoredTask:
+    """A ``results`` row as a :class:`StoredTask`: ``parsed`` re-derived for json tasks, ``request`` loaded
+    when asked (the row then has the column)."""
+    output_format = OutputFormat(row["output_format"])
+    result = ExecutionResult.model_validate_json(row["result"])
+    if output_format is OutputFormat.JSON and result.succeeded and result.output is not None:
         from llm_abstractions.structured import parse_json_answer
 
         result.parsed = parse_json_answer(result.output, None)
-    return result
+    if with_request and row["request"] is not None:
+        result.request = [Message.model_validate(message) for message in json.loads(row["request"])]
+    return StoredTask(result, row["fingerprint"], output_format)
 
 
 def _location(file: Path | None) -> str | None:
@@ -243,8 +281,8 @@ class RunStore:
         run_id: str, result: ExecutionResult, fingerprint: str | None, output_format: OutputFormat
     ) -> Statement:
         return (  # appended (replaced in stores made with a unique key on run and task)
-            "INSERT OR REPLACE INTO results (run_id, task_id, status, fingerprint, output_format, result)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO results (run_id, task_id, status, fingerprint, output_format, result, request)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id,
                 result.task_id,
@@ -252,6 +290,7 @@ class RunStore:
                 fingerprint,
                 str(output_format),
                 _result_json(result),
+                _request_json(result.request),
             ),
         )
 
@@ -288,10 +327,10 @@ class RunStore:
             self._writer.close()
             self._writer = None
 
-    # -- reading (anywhere; short-lived connections) --------------------------------------
+    # -- reading (anywhere), deleting (outside a run): short-lived connections ------------
 
     @contextmanager
-    def _reader(self) -> Iterator[sqlite3.Connection]:
+    def _open(self) -> Iterator[sqlite3.Connection]:
         if not self.path.exists():
             raise FileNotFoundError(f"no run store at {self.path}")
         with closing(connect(self.path)) as connection:
@@ -312,30 +351,79 @@ class RunStore:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        with self._reader() as connection:
+        with self._open() as connection:
             return [_run_record(row) for row in connection.execute(sql, params)]
 
+    def resolve_run_id(self, ref: str) -> str:
+        """The id of the run ``ref`` names: a run id, ``latest`` (the newest run) or a unique prefix of a run id.
+
+        An exact id wins. Raise ``FileNotFoundError`` when there is no store file and
+        :class:`UnknownRunError` when no run matches, or several do (the message lists them).
+        """
+        with self._open() as connection:
+            if connection.execute("SELECT 1 FROM runs WHERE run_id = ?", (ref,)).fetchone():
+                return ref
+            newest_first = " ORDER BY started_at DESC, rowid DESC LIMIT ?"
+            if ref == LATEST:
+                rows = connection.execute("SELECT run_id FROM runs" + newest_first, (1,)).fetchall()
+            else:  # 11 rows: enough to list 10 and say there are more
+                rows = connection.execute(
+                    "SELECT run_id FROM runs WHERE ? != '' AND substr(run_id, 1, ?) = ?" + newest_first,
+                    (ref, len(ref), ref, 11),
+                ).fetchall()
+        if len(rows) == 1:
+            return str(rows[0][0])
+        if not rows:
+            raise UnknownRunError(f"no runs in {self.path}" if ref == LATEST else f"no run '{ref}' in {self.path}")
+        ids = ", ".join(row[0] for row in rows[:10]) + (", ..." if len(rows) > 10 else "")
+        raise UnknownRunError(f"run '{ref}' is ambiguous in {self.path}: it matches {ids}")
+
     def get_run(self, run_id: str) -> RunRecord:
-        """The run's row; raise ``KeyError`` when there is none."""
-        with self._reader() as connection:
-            row = connection.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        """The run's row; raise :class:`UnknownRunError` (a ``KeyError``) when there is none."""
+        with self._open() as connection:
+            return self._run_row(connection, run_id)
+
+    def _run_row(self, connection: sqlite3.Connection, run_id: str) -> RunRecord:
+        row = connection.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
-            raise KeyError(f"no run '{run_id}' in {self.path}")
+            raise UnknownRunError(f"no run '{run_id}' in {self.path}")
         return _run_record(row)
 
     def load_run(self, run_id: str) -> StoredRun:
-        """The run's row and every recorded result (``parsed`` re-derived for json tasks)."""
+        """The run's row and every recorded result (``parsed`` re-derived for json tasks; ``request`` not
+        loaded: see :meth:`load_task`)."""
         record = self.get_run(run_id)
-        with self._reader() as connection:
+        with self._open() as connection:
             rows = connection.execute(
                 "SELECT task_id, fingerprint, output_format, result FROM results WHERE run_id = ? ORDER BY rowid",
                 (run_id,),
             ).fetchall()
-        tasks = {  # a task's latest row is its result
-            row["task_id"]: StoredTask(_load_result(row["result"], row["output_format"]), row["fingerprint"])
-            for row in rows
-        }
-        return StoredRun(record, tasks)
+        return StoredRun(record, {row["task_id"]: _stored_task(row) for row in rows})  # a task's latest row wins
+
+    def load_task(self, run_id: str, task_id: str) -> StoredTask | None:
+        """The latest recorded result of one task of a run, its ``request`` included; ``None`` when it has none."""
+        with self._open() as connection:
+            row = connection.execute(
+                "SELECT fingerprint, output_format, result, request FROM results WHERE run_id = ? AND task_id = ?"
+                " ORDER BY rowid DESC LIMIT 1",
+                (run_id, task_id),
+            ).fetchone()
+        return None if row is None else _stored_task(row, with_request=True)
+
+    def poll(self, run_id: str, after: int = 0) -> tuple[RunRecord, list[tuple[int, StoredTask]]]:
+        """The run's row, then the results recorded after result row ``after``: ``(row id, task)``, oldest first.
+
+        For following a run another process executes: pass the last row id seen. The run's row
+        is read first, so once it says the run ended the results returned complete the run.
+        """
+        with self._open() as connection:
+            record = self._run_row(connection, run_id)
+            rows = connection.execute(
+                "SELECT rowid, task_id, fingerprint, output_format, result FROM results"
+                " WHERE run_id = ? AND rowid > ? ORDER BY rowid",
+                (run_id, after),
+            ).fetchall()
+        return record, [(row["rowid"], _stored_task(row)) for row in rows]
 
     def load_results(self, run_id: str) -> dict[str, ExecutionResult]:
         """A run's results by task id, in task order."""
@@ -349,7 +437,7 @@ class RunStore:
         """
         if not self.path.exists():
             return {}
-        with self._reader() as connection:
+        with self._open() as connection:
             rows = connection.execute(
                 "SELECT fingerprint, AVG(json_extract(result, '$.duration_s')) FROM results"
                 " WHERE run_id = (SELECT run_id FROM runs WHERE project = ? AND EXISTS"
@@ -363,3 +451,33 @@ class RunStore:
     def latest_unfinished(self, project: str) -> RunRecord | None:
         """The newest run of ``project`` that did not succeed as a whole, if any."""
         return next((run for run in self.list_runs(project) if not run.finished), None)
+
+    def delete_runs(self, run_ids: Iterable[str]) -> None:
+        """Remove these runs and their results in one transaction, then give the space back (VACUUM)."""
+        params = [(run_id,) for run_id in run_ids]
+        with self._open() as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.executemany("DELETE FROM results WHERE run_id = ?", params)
+                connection.executemany("DELETE FROM runs WHERE run_id = ?", params)
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+            connection.execute("VACUUM")
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the file shrinks only once the log is copied
+
+    def prune(
+        self, *, keep: int | None = None, older_than: timedelta | None = None, project: str | None = None
+    ) -> list[str]:
+        """Delete the runs (only ``project``'s when given) outside the newest ``keep`` and started more than
+        ``older_than`` ago (each limit that is given must hold); return their ids, newest first."""
+        if keep is None and older_than is None:
+            raise ValueError("prune needs keep or older_than")
+        cutoff = utc_now() - older_than if older_than is not None else None
+        doomed = [
+            run.run_id for run in self.list_runs(project)[keep or 0 :] if cutoff is None or run.started_at < cutoff
+        ]
+        if doomed:
+            self.delete_runs(doomed)
+        return doomed
