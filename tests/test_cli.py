@@ -75,7 +75,13 @@ def test_run_writes_the_results_contract(tmp_path: Path) -> None:
     ):
         assert key in outline
     assert outline["status"] == "success" and outline["error"] is None and outline["attempts"] == 1
-    assert outline["usage"] == {"input_tokens": 4, "output_tokens": 4}
+    assert outline["usage"] == {
+        "input_tokens": 4,
+        "output_tokens": 4,
+        "cache_read_tokens": None,
+        "cache_write_tokens": None,
+        "reasoning_tokens": None,
+    }
     stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00"
     assert re.fullmatch(stamp, outline["started_at"]) and re.fullmatch(stamp, outline["completed_at"])
     assert outline["started_at"] >= document["results"]["research"]["completed_at"]

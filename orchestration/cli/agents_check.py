@@ -20,12 +20,12 @@ def agents_check(
 ) -> None:
     """Prove each agent's credentials and model name with one short real call (exit 1 if any fails)."""
     import anyio
-    from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from agent_registry import UnknownAgentError
     from orchestration.agent_check import check_agents
-    from orchestration.cli.common import fail_invalid, load_registry
+    from orchestration.cli.common import console, fail_invalid, load_registry
 
     registry = load_registry(file, agents_file)
     unknown = [name for name in only or [] if name not in registry]
@@ -37,7 +37,7 @@ def agents_check(
         table.add_column(column)
     for result in results:
         mark = "[green]ok[/]" if result.ok else f"[red]{result.verdict}[/]"
-        table.add_row(result.agent, result.provider, result.model or "-", mark, result.detail)
-    Console().print(table)
+        table.add_row(result.agent, result.provider, result.model or "-", mark, Text(result.detail))
+    console().print(table)
     if not all(result.ok for result in results):
         raise typer.Exit(ExitCode.TASKS_FAILED)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
+from llm_abstractions import ErrorType
 from orchestration.events import EventKind, RunEvent
 from orchestration.models import ExecutionResult, ExecutionStatus
 
@@ -37,9 +38,13 @@ class ProgressView:
     Plain lines are written whole (never wrapped), for CI logs and files.
     """
 
-    def __init__(self, console: Console, total: int) -> None:
+    def __init__(self, console: Console, total: int, *, kept: int = 0) -> None:
+        """``total``: the tasks this invocation runs; ``kept``: the run's tasks kept from an earlier session."""
         self.console = console
         self.total = total
+        self.kept = kept
+        self.failures_shown: set[str] = set()
+        """Failed tasks whose error was printed as it happened (the summary does not repeat it)."""
         self.counts: Counter[ExecutionStatus] = Counter()
         self.running: dict[str, float] = {}
         self.started = time.monotonic()
@@ -61,7 +66,11 @@ class ProgressView:
 
     def __call__(self, event: RunEvent) -> None:
         if event.kind is EventKind.RUN_STARTED:
-            self.console.print(f"run [bold]{event.run_id}[/] started: {self.total} tasks")
+            if self.kept:
+                whole, kept = self.total + self.kept, self.kept
+                self._write(f"run {event.run_id} resumed: {whole} tasks, {kept} kept from before, {self.total} to run")
+            else:
+                self._write(f"run {event.run_id} started: {self.total} tasks")
         elif event.kind is EventKind.TASK_STARTED and event.task_id is not None:
             self.running[event.task_id] = time.monotonic()
         elif event.result is not None:
@@ -72,6 +81,8 @@ class ProgressView:
                 return
             if self.per_task or result.status is ExecutionStatus.FAILED:
                 self._print_line(result)
+                if result.status is ExecutionStatus.FAILED:
+                    self.failures_shown.add(result.task_id)
             elif (now := time.monotonic()) >= self.next_summary:
                 self.next_summary = now + SUMMARY_EVERY_S
                 self._write(self._summary_line(now))
@@ -117,23 +128,41 @@ class ProgressView:
         return table
 
 
-def print_summary(console: Console, results: Mapping[str, ExecutionResult], elapsed_s: float) -> None:
-    """Counts by status, failures with their errors, and tokens and cost per agent and in total."""
+def print_summary(
+    console: Console,
+    results: Mapping[str, ExecutionResult],
+    elapsed_s: float,
+    *,
+    kept: Collection[str] = (),
+    failures_shown: Collection[str] = (),
+) -> None:
+    """This invocation's counts (and, after a resume, the whole run's), the failures not shown yet with their
+    errors, and calls (every attempt), tokens and cost per agent.
+
+    ``kept``: tasks kept from an earlier session of the run; ``failures_shown``: failures already printed.
+    """
     from rich.table import Table
 
-    counts = Counter(r.status for r in results.values())
-    parts = [f"[{_STYLE[s]}]{counts[s]} {s.value}[/]" for s in _STYLE if counts[s]]
-    console.print(f"{len(results)} tasks in {elapsed_s:.2f}s: " + ", ".join(parts))
-    for result in results.values():
-        if result.status is ExecutionStatus.FAILED and result.error is not None:
-            console.print(f"  [red]x[/] {result.task_id}: {result.error.type}: {result.error.message}", highlight=False)
+    ran = {task_id: r for task_id, r in results.items() if task_id not in kept}
+    console.print(f"{len(ran)} tasks in {elapsed_s:.2f}s: {_counts(ran)}", markup=False)
+    if kept:
+        console.print(f"whole run: {len(results)} tasks: {_counts(results)}", markup=False)
+    failed = [r for r in ran.values() if r.status is ExecutionStatus.FAILED and r.error is not None]
+    for result in failed:
+        if result.task_id not in failures_shown and result.error is not None:
+            console.print(f"  x {result.task_id}: {result.error.type}: {result.error.message}", markup=False)
+    shown = [r.task_id for r in failed if r.task_id in failures_shown]
+    if shown:
+        console.print(f"  failed (errors above): {', '.join(shown)}", markup=False)
     per_agent: dict[str, list[float]] = {}
     costs: dict[str, float | None] = {}
-    for result in results.values():
+    for result in ran.values():
+        for attempt in result.attempt_log:
+            if attempt.error_type != ErrorType.CIRCUIT_OPEN:  # a refusal by an open circuit sent nothing
+                per_agent.setdefault(attempt.agent, [0, 0, 0])[0] += 1
         if result.agent is None or result.usage is None:
             continue
         row = per_agent.setdefault(result.agent, [0, 0, 0])
-        row[0] += 1
         row[1] += result.usage.input_tokens
         row[2] += result.usage.output_tokens
         if result.cost_usd is not None:
@@ -151,8 +180,13 @@ def print_summary(console: Console, results: Mapping[str, ExecutionResult], elap
         total = [total[0] + calls, total[1] + tokens_in, total[2] + tokens_out]
         if cost is not None:
             total_cost = (total_cost or 0.0) + cost
-    table.add_row("[bold]total[/]", f"{total[0]:.0f}", f"{total[1]:.0f}", f"{total[2]:.0f}", _money(total_cost))
+    table.add_row("total", f"{total[0]:.0f}", f"{total[1]:.0f}", f"{total[2]:.0f}", _money(total_cost))
     console.print(table)
+
+
+def _counts(results: Mapping[str, ExecutionResult]) -> str:
+    counts = Counter(r.status for r in results.values())
+    return ", ".join(f"{counts[s]} {s.value}" for s in _STYLE if counts[s]) or "nothing to run"
 
 
 def _money(value: float | None) -> str:

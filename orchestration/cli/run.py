@@ -23,11 +23,13 @@ from orchestration.cli.common import (
     StoreOpt,
     load_orchestrator,
     parse_inputs,
+    store_path,
 )
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from orchestration.cli.progress import ProgressView
     from orchestration.events import RunEvent
     from orchestration.models import ExecutionResult
     from orchestration.orchestrator import ProjectOrchestrator
@@ -56,14 +58,15 @@ async def _run_until_interrupted(start: Callable[[], Awaitable[object]]) -> bool
     return interrupted
 
 
-def configure_cli_logging(log_level: str, log_format: str) -> None:
-    """Validate ``--log-level`` / ``--log-format`` (exit 2) and configure logging."""
+def configure_cli_logging(log_level: str, log_format: str) -> bool:
+    """Validate ``--log-level`` / ``--log-format`` (exit 2) and configure logging; whether to log task events."""
     from orchestration.cli.common import fail_invalid
     from orchestration.log import configure_logging
 
     if log_format not in ("console", "json") or log_level.lower() not in ("debug", "info", "warning", "error"):
         fail_invalid(["--log-format must be console or json; --log-level debug, info, warning or error"])
     configure_logging(log_level, "json" if log_format == "json" else "console")
+    return log_format == "json" or log_level.lower() in ("debug", "info")
 
 
 def run(
@@ -86,17 +89,23 @@ def run(
     from orchestration.cli.common import fail_invalid
     from orchestration.store import RunStore
 
-    configure_cli_logging(log_level, log_format)
+    log_events_too = configure_cli_logging(log_level, log_format)
     orchestrator = load_orchestrator(
         file,
         inputs=parse_inputs(inputs),
         agents_file=agents_file,
         max_concurrency=max_concurrency,
         fail_fast=fail_fast or None,
-        store=RunStore(store),
+        store=RunStore(store_path(store, file)),
     )
     if not resume:
-        execute_run(orchestrator, lambda: orchestrator.run(run_id=run_id), results=results, quiet=quiet)
+        execute_run(
+            orchestrator,
+            lambda: orchestrator.run(run_id=run_id),
+            results=results,
+            quiet=quiet,
+            log_events_too=log_events_too,
+        )
         return
     assert orchestrator.store is not None
     name = orchestrator.spec.name
@@ -105,7 +114,13 @@ def run(
         fail_invalid([f"--resume: no unfinished run of project '{name}' in {orchestrator.store.path}"])
     if run_id is not None and run_id != unfinished.run_id:
         fail_invalid([f"--resume picks run '{unfinished.run_id}'; do not pass a different --run-id"])
-    execute_run(orchestrator, lambda: orchestrator.resume(unfinished.run_id), results=results, quiet=quiet)
+    execute_run(
+        orchestrator,
+        lambda: orchestrator.resume(unfinished.run_id),
+        results=results,
+        quiet=quiet,
+        log_events_too=log_events_too,
+    )
 
 
 def execute_run(
@@ -114,8 +129,13 @@ def execute_run(
     *,
     results: Path | None,
     quiet: bool,
+    log_events_too: bool = False,
 ) -> None:
-    """Run ``work()`` (a run or a resume) with progress, write results, exit with the right code."""
+    """Run ``work()`` (a run or a resume) with progress, write results, exit with the right code.
+
+    Task outcomes are logged only when ``log_events_too`` (``--log-level info`` or ``--log-format json``):
+    otherwise the progress display and the summary show each failure once.
+    """
     import anyio
 
     from llm_abstractions.local import add_load_listener, remove_load_listener
@@ -126,11 +146,11 @@ def execute_run(
     from orchestration.results import write_results
 
     console = stderr_console()
-    orchestrator.on_event(log_events(get_logger("orchestrate")))
-    orchestrator.on_event(lambda event: _report_start(console, orchestrator, event, quiet=quiet))
-    total = len(orchestrator.spec.tasks)
+    view = ProgressView(console, len(orchestrator.spec.tasks))
+    if log_events_too:
+        orchestrator.on_event(log_events(get_logger("orchestrate")))
+    orchestrator.on_event(lambda event: _report_start(console, orchestrator, view, event, quiet=quiet))
     start = time.monotonic()
-    view = ProgressView(console, total)
     if not quiet:
         orchestrator.on_event(view)
         add_load_listener(view.model_load)
@@ -144,31 +164,35 @@ def execute_run(
     if results is not None and orchestrator.run_id is not None:
         write_results(results, orchestrator.spec.name, orchestrator.run_id, final)
     if not quiet:
-        print_summary(console, final, time.monotonic() - start)
+        kept = orchestrator.resume_plan.kept if orchestrator.resume_plan is not None else {}
+        print_summary(console, final, time.monotonic() - start, kept=kept, failures_shown=view.failures_shown)
         if results is not None:
-            console.print(f"results written to {results}")
+            console.print(f"results written to {results}", markup=False)
     if interrupted:
-        console.print("[magenta]interrupted[/]: finished results were kept")
+        console.print("interrupted: finished results were kept", markup=False)
         raise typer.Exit(ExitCode.INTERRUPTED)
     if any(r.status is not ExecutionStatus.SUCCESS for r in final.values()):
         raise typer.Exit(ExitCode.TASKS_FAILED)
 
 
-def _report_start(console: Console, orchestrator: ProjectOrchestrator, event: RunEvent, *, quiet: bool) -> None:
-    """When the run starts, name it (the progress view does unless ``quiet``); when it is resumed,
-    say what it keeps and what reruns because the project changed."""
+def _report_start(
+    console: Console, orchestrator: ProjectOrchestrator, view: ProgressView, event: RunEvent, *, quiet: bool
+) -> None:
+    """When the run starts: name it when ``quiet`` (the progress view does otherwise); after a resume, count
+    from what this invocation runs and say what reruns because the project changed."""
     if event.kind != "run_started":
         return
     plan = orchestrator.resume_plan
+    if quiet:
+        console.print(f"run {event.run_id}", markup=False, highlight=False)
     if plan is None:
-        if quiet:
-            console.print(f"run {event.run_id}", markup=False, highlight=False)
         return
-    console.print(f"run {event.run_id} resumed: {len(plan.kept)} finished tasks kept")
+    view.kept = len(plan.kept)
+    view.total = len(orchestrator.spec.tasks) - view.kept
     if plan.changed:
-        console.print(f"rerun because the project changed: {', '.join(plan.changed)}")
+        console.print(f"rerun because the project changed: {', '.join(plan.changed)}", markup=False)
     if plan.downstream:
-        console.print(f"rerun because an upstream task changed: {', '.join(plan.downstream)}")
+        console.print(f"rerun because an upstream task changed: {', '.join(plan.downstream)}", markup=False)
 
 
 class _nothing:
