@@ -5,7 +5,6 @@ A run is named by its id, a unique prefix of it, or ``latest`` (:meth:`~orchestr
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +22,7 @@ from orchestration.cli.common import (
     StoreOpt,
 )
 from orchestration.cli.run import configure_cli_logging, execute_run
+from orchestration.export_format import ExportFormat
 
 __all__ = ["results", "resume", "runs", "runs_app"]
 
@@ -162,18 +162,9 @@ def _group_store(ctx: typer.Context, store: Path | None) -> Path | None:
     return store
 
 
-class ResultsFormat(StrEnum):
-    """The values of ``results --format``: those of :class:`~orchestration.store.ExportFormat`, whose
-    module is not imported before a command needs it."""
-
-    JSON = "json"
-    JSONL = "jsonl"
-    MD = "md"
-
-
 def results(
     run_ref: RunRefArg,
-    fmt: Annotated[ResultsFormat, format_option(ResultsFormat, "json, jsonl or md.")] = ResultsFormat.JSON,
+    fmt: Annotated[ExportFormat, format_option(ExportFormat, "json, jsonl or md.")] = ExportFormat.JSON,
     store: StoreOpt = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")] = None,
     max_chars: Annotated[
@@ -185,7 +176,7 @@ def results(
     from orchestration.cli.common import fail_invalid, open_run
     from orchestration.store import export_run
 
-    if max_chars is not None and fmt is not ResultsFormat.MD:
+    if max_chars is not None and fmt is not ExportFormat.MD:
         fail_invalid(["--max-chars applies to --format md only"])
     run_store, run_id = open_run(store, run_ref)
     text = export_run(run_store.load_run(run_id), fmt, max_chars=max_chars)

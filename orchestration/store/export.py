@@ -4,20 +4,14 @@ with every output whole, unless cut to ``max_chars``)."""
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from typing import Any
 
+from orchestration.export_format import ExportFormat
 from orchestration.models import ExecutionResult
 from orchestration.results import results_document
 from orchestration.store.run_store import RunRecord, StoredRun
 
 __all__ = ["ExportFormat", "export_run", "run_document"]
-
-
-class ExportFormat(StrEnum):
-    JSON = "json"
-    JSONL = "jsonl"
-    MD = "md"
 
 
 def run_document(record: RunRecord, results: dict[str, ExecutionResult]) -> dict[str, Any]:
