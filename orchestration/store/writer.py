@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -34,13 +35,33 @@ OnCommit = Callable[[BaseException | None], None]
 """Called on the event loop that queued a write once it is committed, with the error if it failed."""
 
 
-def connect(path: Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
-    """A connection in WAL mode with ``synchronous=NORMAL``: a killed process loses nothing committed."""
+def connect(path: Path, *, check_same_thread: bool = True, writer: bool = False) -> sqlite3.Connection:
+    """A connection with ``synchronous=NORMAL``; the ``writer``'s puts the file in WAL mode (kept in the file), so a
+    killed process loses nothing committed. Readers never change the journal mode: switching it needs the file to
+    itself, which a reader opened beside a busy writer would not get."""
     connection = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=check_same_thread)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
     connection.execute("PRAGMA busy_timeout=30000")
+    if writer:
+        _use_wal(connection)
+    connection.execute("PRAGMA synchronous=NORMAL")
     return connection
+
+
+def _use_wal(connection: sqlite3.Connection, *, patience_s: float = 30.0) -> None:
+    """Put the file in WAL mode (once per file: the mode is kept in it).
+
+    SQLite does not wait for a busy file when it switches journal modes: a reader that opened a new
+    file a moment before (another thread's run, ``orchestrate watch``) makes the switch fail with
+    "database is locked", so it is tried again for up to ``patience_s``.
+    """
+    deadline = time.monotonic() + patience_s
+    while connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 CallSoon = Callable[[Callable[[], None]], object]
@@ -178,7 +199,7 @@ class SqliteWriter:
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
-            connection = connect(self.path, check_same_thread=False)
+            connection = connect(self.path, check_same_thread=False, writer=True)
             try:
                 self._setup(connection)
             except BaseException:

@@ -380,3 +380,21 @@ def test_a_commit_left_to_a_stopped_event_loop_is_taken_over_by_the_next(tmp_pat
     with closing(sqlite3.connect(tmp_path / "w.db")) as connection:
         assert sorted(row[0] for row in connection.execute("SELECT x FROM t")) == [1, 2]
     writer.close()
+
+
+async def test_a_new_store_waits_for_a_reader_that_holds_it_before_switching_to_wal(tmp_path: Path) -> None:
+    """SQLite fails a journal-mode switch at once when another connection holds the file (another thread's
+    run reading a store that was just created): the writer tries again until the file is free."""
+    path = tmp_path / "runs.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # holds the new file, as a reader's schema set-up does
+    release = threading.Timer(0.2, other.rollback)
+    release.start()
+    store = RunStore(path)
+    await store.begin_run("r1", project="p", project_hash="h", file=None, inputs={}, task_ids=[])
+    release.join()
+    other.close()
+    with closing(sqlite3.connect(path)) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.get_run("r1").status == RunStatus.RUNNING
+    store.close()
