@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from llm_abstractions.messages import LlmResponse, Usage
+    from llm_abstractions.rate_limits import RateLimits
 
 __all__ = [
     "AuthenticationError",
@@ -74,6 +75,7 @@ class LlmError(Exception):
         status_code: int | None = None,
         partial_text: str | None = None,
         usage: Usage | None = None,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -86,6 +88,8 @@ class LlmError(Exception):
         """Text received before the error, for streams that broke mid-way."""
         self.usage = usage
         """Tokens the provider reported (and bills) for the failed call, if it said."""
+        self.rate_limits = rate_limits
+        """What the error response's headers said of the provider's rate limits."""
 
 
 class OutputTruncatedError(LlmError):

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llm_abstractions.rate_limits import RateLimits
+
 __all__ = ["GenerationOptions", "LlmChunk", "LlmResponse", "Message", "Role", "Usage"]
 
 Role = Literal["system", "user", "assistant"]
@@ -129,6 +131,8 @@ class LlmResponse(BaseModel):
     """Wall time of the call."""
     time_to_first_token_s: float | None = None
     """Set when the answer was streamed."""
+    rate_limits: RateLimits | None = None
+    """What the provider's headers said of its rate limits when it answered (``None``: nothing)."""
 
 
 class LlmChunk(BaseModel):
@@ -143,3 +147,5 @@ class LlmChunk(BaseModel):
     """For a ``content_filter`` finish, what the provider said (its own reason and message, e.g. ``SAFETY``)."""
     usage: Usage | None = None
     model: str | None = None
+    rate_limits: RateLimits | None = None
+    """On the first chunk of a stream whose response headers stated rate limits."""

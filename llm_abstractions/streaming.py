@@ -16,6 +16,7 @@ from typing import Any
 from llm_abstractions.base import BaseLlm
 from llm_abstractions.errors import LlmError
 from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, Message, Usage
+from llm_abstractions.rate_limits import RateLimits
 
 __all__ = ["ChunkCallback", "StreamingLlm", "collect_stream"]
 
@@ -42,6 +43,7 @@ async def collect_stream(
     usage: Usage | None = None
     finish_reason: str | None = None
     served = model
+    rate_limits: RateLimits | None = None
     try:
         async for chunk in chunks:
             if chunk.text:
@@ -54,6 +56,8 @@ async def collect_stream(
                 finish_reason = chunk.finish_reason
             if chunk.model:
                 served = chunk.model
+            if chunk.rate_limits is not None:
+                rate_limits = chunk.rate_limits
             if on_chunk is not None:
                 on_chunk(chunk)
     except LlmError as exc:
@@ -72,6 +76,7 @@ async def collect_stream(
         usage=usage,
         latency_s=time.perf_counter() - start,
         time_to_first_token_s=first_token,
+        rate_limits=rate_limits,
     )
 
 

@@ -1,8 +1,9 @@
 """``SdkLlm``: what the SDK-backed providers share.
 
-A provider implements :meth:`SdkLlm._complete` (one non-streamed SDK call),
+A provider implements :meth:`SdkLlm._complete` (one non-streamed SDK call: its response and HTTP headers),
 :meth:`SdkLlm._chunk_of` (its response as one :class:`LlmChunk`), :meth:`SdkLlm._sdk_stream`
-(the SDK stream mapped to chunks) and :meth:`SdkLlm._map_error`. Both paths go through
+(the SDK stream mapped to chunks, the first carrying the rate limits its headers state) and
+:meth:`SdkLlm._map_error`. Both paths go through
 :func:`collect_stream`, so text, usage, finish reason and timing are accounted in one
 place; SDK exceptions become typed errors, and a ``content_filter`` finish raises
 :class:`ContentFilteredError` after the text that came before it, saying why (the chunk's
@@ -17,7 +18,7 @@ API's shape (bad JSON, fields missing or mistyped). Both are retryable.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager, contextmanager
 from typing import ClassVar, Generic, TypeVar
 
@@ -42,6 +43,7 @@ from llm_abstractions.providers._sdk import (
     missing_key_message,
     sdk_installed,
 )
+from llm_abstractions.rate_limits import rate_limits_from_headers
 from llm_abstractions.redaction import redact, register_secret
 from llm_abstractions.streaming import collect_stream
 
@@ -130,8 +132,10 @@ class SdkLlm(BaseLlm, Generic[ClientT, ResponseT]):
         """Release the client's connections."""
 
     @abstractmethod
-    async def _complete(self, messages: Sequence[Message], options: GenerationOptions) -> ResponseT:
-        """One non-streamed SDK call; its response."""
+    async def _complete(
+        self, messages: Sequence[Message], options: GenerationOptions
+    ) -> tuple[ResponseT, Mapping[str, str] | None]:
+        """One non-streamed SDK call; its response and the response's HTTP headers (``None``: unknown)."""
 
     @abstractmethod
     def _chunk_of(self, response: ResponseT) -> LlmChunk:
@@ -156,9 +160,10 @@ class SdkLlm(BaseLlm, Generic[ClientT, ResponseT]):
                 yield chunk
 
     async def _single(self, messages: Sequence[Message], options: GenerationOptions) -> AsyncGenerator[LlmChunk]:
-        response = await self._complete(messages, options)
+        response, headers = await self._complete(messages, options)
         with self._reading():
             chunk = self._chunk_of(response)
+        chunk.rate_limits = rate_limits_from_headers(headers)
         if chunk.finish_reason is None:
             raise self._malformed("the answer has no finish reason")
         yield chunk

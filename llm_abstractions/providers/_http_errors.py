@@ -2,7 +2,7 @@
 
 Status codes, error events inside a 200 stream and transport failures become the typed
 errors of :mod:`llm_abstractions.errors`; ``retry-after-ms`` and ``retry-after`` (seconds,
-fractional or not, or an HTTP date) become ``retry_after``.
+fractional or not, or an HTTP date) become ``retry_after``, and the rate-limit headers ``rate_limits``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from llm_abstractions.errors import (
     ProviderUnavailableError,
     RateLimitedError,
 )
+from llm_abstractions.rate_limits import rate_limits_from_headers
 from llm_abstractions.redaction import redact
 
 __all__ = [
@@ -97,7 +98,13 @@ def _error_class(status: int, message: str) -> type[LlmError]:
 def error_for_status(status: int, message: str, *, provider: str, headers: Mapping[str, str] | None = None) -> LlmError:
     """The typed error of an HTTP error response."""
     text, retry_after = redact(f"HTTP {status}: {message}"), parse_retry_after(headers)
-    return _error_class(status, message)(text, provider=provider, status_code=status, retry_after=retry_after)
+    return _error_class(status, message)(
+        text,
+        provider=provider,
+        status_code=status,
+        retry_after=retry_after,
+        rate_limits=rate_limits_from_headers(headers),
+    )
 
 
 def stream_error(status: int, message: str, *, provider: str) -> LlmError:

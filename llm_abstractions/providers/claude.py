@@ -18,7 +18,7 @@ A refusal is a filtered answer, reported with Anthropic's ``stop_details``.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from llm_abstractions.config import LlmConfig
@@ -27,6 +27,7 @@ from llm_abstractions.messages import GenerationOptions, LlmChunk, Message, Usag
 from llm_abstractions.providers._base import SdkLlm, closing_shielded
 from llm_abstractions.providers._http_errors import stainless_error
 from llm_abstractions.providers._sdk import import_sdk
+from llm_abstractions.rate_limits import rate_limits_from_headers
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
@@ -173,9 +174,12 @@ class ClaudeLlm(SdkLlm["AsyncAnthropic", "AnthropicMessage"]):
             request["system"] = "\n\n".join(system)
         return request
 
-    async def _complete(self, messages: Sequence[Message], options: GenerationOptions) -> AnthropicMessage:
-        message: AnthropicMessage = await self.client.messages.create(**self._request(messages, options))
-        return message
+    async def _complete(
+        self, messages: Sequence[Message], options: GenerationOptions
+    ) -> tuple[AnthropicMessage, Mapping[str, str]]:
+        raw = await self.client.messages.with_raw_response.create(**self._request(messages, options))
+        message: AnthropicMessage = await raw.parse()
+        return message, raw.headers
 
     def _chunk_of(self, message: AnthropicMessage) -> LlmChunk:
         finish, detail = _finish(message.stop_reason, message.stop_details)
@@ -196,7 +200,10 @@ class ClaudeLlm(SdkLlm["AsyncAnthropic", "AnthropicMessage"]):
                 async for event in stream:
                     if event.type == "message_start":
                         counts = _counts(event.message.usage)
-                        yield LlmChunk(model=event.message.model or None)
+                        yield LlmChunk(
+                            model=event.message.model or None,
+                            rate_limits=rate_limits_from_headers(stream.response.headers),
+                        )
                     elif event.type == "content_block_start" and _answers(event.content_block):
                         answer_blocks.add(event.index)
                         if event.content_block.type == "text" and event.content_block.text:

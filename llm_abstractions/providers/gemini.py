@@ -11,7 +11,7 @@ options map to ``temperature``, ``max_output_tokens``, ``top_p``, ``top_k``,
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,7 @@ from llm_abstractions.messages import GenerationOptions, LlmChunk, Message, Usag
 from llm_abstractions.providers._base import SdkLlm, closing_shielded
 from llm_abstractions.providers._http_errors import error_for_status, stream_error
 from llm_abstractions.providers._sdk import import_sdk
+from llm_abstractions.rate_limits import rate_limits_from_headers
 
 if TYPE_CHECKING:
     import httpx2
@@ -163,16 +164,19 @@ class GeminiLlm(SdkLlm[_Clients, "GenerateContentResponse"]):
         ]
         return {"model": self.model_name, "contents": contents, "config": config}
 
-    async def _complete(self, messages: Sequence[Message], options: GenerationOptions) -> GenerateContentResponse:
+    async def _complete(
+        self, messages: Sequence[Message], options: GenerationOptions
+    ) -> tuple[GenerateContentResponse, Mapping[str, str] | None]:
         # The SDK reads the response inside the call: what it raises once the response arrived is about the response.
         request = self._request(messages, options)
         opened: list[httpx2.Response] = []
         token = _opened_responses.set(opened)
         try:
             with self._reading(arrived=lambda: bool(opened)):
-                return await self.client.genai.aio.models.generate_content(**request)
+                response = await self.client.genai.aio.models.generate_content(**request)
         finally:
             _opened_responses.reset(token)
+        return response, opened[0].headers if opened else None
 
     def _chunk_of(self, response: GenerateContentResponse) -> LlmChunk:
         return _chunk(response)
@@ -197,7 +201,9 @@ class GeminiLlm(SdkLlm[_Clients, "GenerateContentResponse"]):
                     _opened_responses.reset(token)
                 if first is None:
                     return
-                yield _chunk(first)
+                chunk = _chunk(first)
+                chunk.rate_limits = rate_limits_from_headers(opened[0].headers) if opened else None
+                yield chunk
                 async for response in stream:
                     yield _chunk(response)
 

@@ -11,7 +11,7 @@ has no ``top_k``. A JSON schema becomes ``response_format`` ``json_schema``. A r
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llm_abstractions.errors import LlmError
@@ -19,6 +19,7 @@ from llm_abstractions.messages import GenerationOptions, LlmChunk, Message, Usag
 from llm_abstractions.providers._base import SdkLlm, closing_shielded
 from llm_abstractions.providers._http_errors import stainless_error
 from llm_abstractions.providers._sdk import import_sdk
+from llm_abstractions.rate_limits import rate_limits_from_headers
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -132,9 +133,12 @@ class GptLlm(SdkLlm["AsyncOpenAI", "ChatCompletion"]):
             request["extra_body"] = extra
         return request
 
-    async def _complete(self, messages: Sequence[Message], options: GenerationOptions) -> ChatCompletion:
-        response: ChatCompletion = await self.client.chat.completions.create(**self._request(messages, options))
-        return response
+    async def _complete(
+        self, messages: Sequence[Message], options: GenerationOptions
+    ) -> tuple[ChatCompletion, Mapping[str, str]]:
+        raw = await self.client.chat.completions.with_raw_response.create(**self._request(messages, options))
+        response: ChatCompletion = raw.parse()
+        return response, raw.headers
 
     def _chunk_of(self, response: ChatCompletion) -> LlmChunk:
         choice = response.choices[0] if response.choices else None
@@ -152,6 +156,7 @@ class GptLlm(SdkLlm["AsyncOpenAI", "ChatCompletion"]):
             **self._request(messages, options), stream=True, stream_options={"include_usage": True}
         )
         refusal: list[str] = []
+        rate_limits = rate_limits_from_headers(stream.response.headers)
         async with closing_shielded(stream.close):
             with self._reading():
                 async for event in stream:
@@ -167,7 +172,9 @@ class GptLlm(SdkLlm["AsyncOpenAI", "ChatCompletion"]):
                         finish_detail=detail,
                         usage=_chunk_usage(event),
                         model=event.model or None,
+                        rate_limits=rate_limits,
                     )
+                    rate_limits = None
 
     def _map_error(self, exc: Exception) -> LlmError | None:
         import openai
