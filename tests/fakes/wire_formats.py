@@ -13,7 +13,15 @@ from typing import Any
 
 from tests.fakes.scripted import Api, Fault, RecordedRequest, Reply
 
-__all__ = ["error_body", "malformed_stream_event", "render_complete", "render_stream", "stream_error_event"]
+__all__ = [
+    "error_body",
+    "input_words",
+    "malformed_stream_event",
+    "render_complete",
+    "render_stream",
+    "stream_error_event",
+    "word_count",
+]
 
 _ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error",
@@ -48,8 +56,14 @@ _CONTEXT_MESSAGES = {
 }
 
 
-def _words(text: str) -> int:
+def word_count(text: str) -> int:
+    """Tokens as the fake counts them: words."""
     return len(text.split())
+
+
+def input_words(request: RecordedRequest) -> int:
+    """The default input tokens: the words of every text in the request."""
+    return sum(word_count(t) for t in _texts(request.body))
 
 
 def _split_words(text: str) -> list[str]:
@@ -122,10 +136,8 @@ def _answer(request: RecordedRequest, reply: Reply) -> _Answer:
         text=text,
         model=reply.model or request.model or "fake-model",
         finish=reply.finish_reason or default_finish.get(request.api or "openai", "stop"),
-        input_tokens=reply.input_tokens
-        if reply.input_tokens is not None
-        else sum(_words(t) for t in _texts(request.body)),
-        output_tokens=reply.output_tokens if reply.output_tokens is not None else _words(text),
+        input_tokens=reply.input_tokens if reply.input_tokens is not None else input_words(request),
+        output_tokens=reply.output_tokens if reply.output_tokens is not None else word_count(text),
         tool=tool,
         reply=reply,
     )
