@@ -2,26 +2,40 @@
 
 An endpoint is a provider type plus a base URL (or preset), so two agents that call
 the same API with different models share one budget and one breaker; when their
-agents configure different limits, the stricter value of each wins.
+agents configure different limits, the stricter value of each wins. Its pacer is shared
+wider still: by every run of the process that calls the endpoint with the same key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
+from urllib.parse import urlsplit
 
 from agent_registry import AgentConfig, AgentRegistry
-from llm_abstractions.wrappers import CircuitBreaker, EndpointLimits, LimitSettings
+from llm_abstractions.wrappers import CircuitBreaker, EndpointLimits, LimitSettings, PacingStatus, shared_pacer
 
-__all__ = ["Endpoint", "EndpointKey", "Endpoints", "endpoint_key"]
+__all__ = ["Endpoint", "EndpointKey", "Endpoints", "PaceCallback", "endpoint_key", "endpoint_label"]
 
 EndpointKey = tuple[str, str]
+PaceCallback = Callable[[str, PacingStatus], None]
+"""Told an endpoint's label and its new pace."""
 
 
 def endpoint_key(agent: AgentConfig) -> EndpointKey:
     """(provider type, base URL or preset or ``""``)."""
     where = agent.base_url or str(agent.provider_settings.get("preset") or "")
     return agent.agent_type, where.rstrip("/")
+
+
+def endpoint_label(key: EndpointKey) -> str:
+    """How messages name an endpoint: its provider, then the host and path of its URL (no credentials)."""
+    provider, where = key
+    if "://" in where:
+        url = urlsplit(where)
+        where = f"{url.hostname or ''}{f':{url.port}' if url.port else ''}{url.path}"
+    return f"{provider} {where}" if where else provider
 
 
 def limit_settings(agent: AgentConfig) -> LimitSettings:
@@ -43,11 +57,13 @@ class Endpoint:
 class Endpoints:
     """Endpoints of a registry's agents, created on first use and kept for the run."""
 
-    def __init__(self, registry: AgentRegistry) -> None:
+    def __init__(self, registry: AgentRegistry, *, on_pace: PaceCallback | None = None) -> None:
         self.registry = registry
+        self.on_pace = on_pace
         self._endpoints: dict[EndpointKey, Endpoint] = {}
 
-    def for_agent(self, agent: AgentConfig) -> Endpoint:
+    def for_agent(self, agent: AgentConfig, *, learns: bool = True) -> Endpoint:
+        """The endpoint of ``agent``; ``learns``: its pace adapts to the provider (not for in-process models)."""
         key = endpoint_key(agent)
         endpoint = self._endpoints.get(key)
         if endpoint is None:
@@ -60,7 +76,12 @@ class Endpoints:
                 min(a.limits.circuit_cooldown_s for a in sharing),
             )
             timeouts = any(a.timeout_s is not None for a in sharing)
-            endpoint = self._endpoints[key] = Endpoint(key, EndpointLimits(settings), breaker, timeouts)
+            secret = agent.api_key.get_secret_value() if agent.api_key is not None else None
+            pacer = shared_pacer(*key, secret, settings.pacing(learns=learns))
+            limits = EndpointLimits(settings, pacer)
+            if self.on_pace is not None:
+                limits.on_pace = partial(self.on_pace, endpoint_label(key))
+            endpoint = self._endpoints[key] = Endpoint(key, limits, breaker, timeouts)
         return endpoint
 
     def __iter__(self) -> Iterator[Endpoint]:

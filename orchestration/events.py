@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from llm_abstractions.wrappers import PacingStatus
 from orchestration.models import ExecutionResult
 
 if TYPE_CHECKING:  # anyio imports its memory streams on first use: only runs with a subscriber pay for them
@@ -27,6 +28,8 @@ class EventKind(StrEnum):
     TASK_FAILED = "task_failed"
     TASK_SKIPPED = "task_skipped"
     TASK_CANCELLED = "task_cancelled"
+    ENDPOINT_PACED = "endpoint_paced"
+    """An endpoint's pace changed: its reason, or its rate by over 10% (``endpoint`` and ``pace`` say how)."""
     RUN_FINISHED = "run_finished"
 
 
@@ -40,6 +43,9 @@ class RunEvent:
     agent: str | None = None
     result: ExecutionResult | None = None
     timestamp: float = field(default_factory=time.time)
+    endpoint: str | None = None
+    """The provider endpoint an ``endpoint_paced`` event is about (provider, host and path; never a key)."""
+    pace: PacingStatus | None = None
 
 
 EventCallback = Callable[[RunEvent], None]

@@ -40,7 +40,7 @@ from llm_abstractions.pricing import cost_usd
 from llm_abstractions.structured import generate_json
 from llm_abstractions.wrappers import CircuitBreakerLlm, LimitedLlm, StreamedLlm, TimeoutLlm
 from orchestration.call_chain import CallChain, ChainLink
-from orchestration.endpoints import Endpoints
+from orchestration.endpoints import Endpoints, PaceCallback
 from orchestration.models import AttemptRecord, ErrorInfo, ExecutionResult, ExecutionStatus, OutputFormat, utc_now
 from orchestration.project import CompiledTask
 from orchestration.templates import TemplateError
@@ -54,9 +54,10 @@ _NO_DEADLINE = nullcontext()
 class TaskExecutor:
     """Executes compiled tasks against the agents of a registry."""
 
-    def __init__(self, registry: AgentRegistry) -> None:
+    def __init__(self, registry: AgentRegistry, *, on_pace: PaceCallback | None = None) -> None:
+        """``on_pace``: told when an endpoint's pace changes (see :class:`~orchestration.endpoints.Endpoints`)."""
         self.registry = registry
-        self.endpoints = Endpoints(registry)
+        self.endpoints = Endpoints(registry, on_pace=on_pace)
         self._created: dict[str, BaseLlm] = {}
         """Clients this executor created (closed by :meth:`aclose`); instances given to the registry are not."""
         self._guarded: dict[str, BaseLlm] = {}
@@ -75,9 +76,9 @@ class TaskExecutor:
         """The client of ``agent`` behind its per-call timeout and its endpoint's limits and breaker."""
         llm = self._guarded.get(agent)
         if llm is None:
-            endpoint = self.endpoints.for_agent(self.registry.get(agent))
             client = self.llm_for(agent)
             in_process = client.in_process
+            endpoint = self.endpoints.for_agent(self.registry.get(agent), learns=not in_process)
             # Layers that would do nothing are left out: an in-process client is never rate-limited
             # and fails only on a call timeout, so without limits or call timeouts on its endpoint
             # neither limits nor breaker could ever act.

@@ -48,7 +48,7 @@ def get_logger(name: str) -> Any:
 
 
 def log_events(logger: Any) -> Any:
-    """An event callback that logs task outcomes (failures at warning, the rest at info)."""
+    """An event callback that logs task outcomes (failures at warning, the rest at info) and endpoints' pace."""
     from orchestration.events import RunEvent
     from orchestration.models import ExecutionStatus
 
@@ -56,6 +56,16 @@ def log_events(logger: Any) -> Any:
         result = event.result
         failed = result is not None and result.status is ExecutionStatus.FAILED
         if not failed and not logger.is_enabled_for(logging.INFO):
+            return
+        if event.pace is not None:
+            logger.info(
+                event.kind.value,
+                run_id=event.run_id,
+                endpoint=event.endpoint,
+                reason=event.pace.reason.value,
+                requests_per_minute=event.pace.requests_per_minute,
+                tokens_per_minute=event.pace.tokens_per_minute,
+            )
             return
         if result is None:
             logger.info(event.kind.value, run_id=event.run_id, task_id=event.task_id, agent=event.agent)

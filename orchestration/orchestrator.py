@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from agent_registry import AgentRegistry
 from llm_abstractions import BaseLlm, LlmResponse, Message, Usage
+from llm_abstractions.wrappers import PacingStatus
 from orchestration.events import EventBus, EventCallback, EventKind, RunEvent
 from orchestration.executor import TaskExecutor
 from orchestration.issues import ProjectValidationError
@@ -162,6 +163,12 @@ class ProjectOrchestrator:
             assert self.run_id is not None
             self.events.emit(RunEvent(kind, self.run_id))
 
+    def _paced(self, endpoint: str, pace: PacingStatus) -> None:
+        """An endpoint's pace changed: announce it to the run's listeners."""
+        if self.events.active:
+            assert self.run_id is not None
+            self.events.emit(RunEvent(EventKind.ENDPOINT_PACED, self.run_id, endpoint=endpoint, pace=pace))
+
     async def run(self, *, run_id: str | None = None) -> dict[str, ExecutionResult]:
         """Run every task; return results by task id, in the project's task order."""
         self.resume_plan = None
@@ -215,7 +222,7 @@ class ProjectOrchestrator:
                 task_ids=[t.id for t in project.tasks],
                 agents_file=project.registry.agents_file,
             )
-        executor = TaskExecutor(project.registry)
+        executor = TaskExecutor(project.registry, on_pace=self._paced)
         lifecycle = TaskLifecycle(
             run_id,
             project.tasks,

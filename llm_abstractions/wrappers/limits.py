@@ -1,15 +1,11 @@
 """Limits shared by every call to one provider endpoint, and ``LimitedLlm`` that applies them.
 
-One :class:`EndpointLimits` exists per endpoint (provider type plus base URL) per run,
-shared by every task and every agent that calls it:
-
-- a concurrency limit (an ``anyio.CapacityLimiter`` whose ``total_tokens`` moves at run time),
-- a requests-per-minute and a tokens-per-minute budget (leaky buckets, see :mod:`.budget`),
-- an endpoint-wide pause: the first 429 answering a request sent after the last backoff
-  pauses every caller for its ``Retry-After`` (or ``default_backoff_s``) and halves the
-  concurrency limit; 429s answering requests sent before that backoff are the same
-  signal and change nothing. Each success then adds one slot per window of ``limit``
-  successes (additive increase, multiplicative decrease) up to ``max_concurrent``.
+One :class:`EndpointLimits` exists per endpoint (provider type plus base URL) per run, shared by
+every task and every agent of the run that calls it. It holds the run's concurrency limit (an
+``anyio.CapacityLimiter``) and the endpoint's :class:`~llm_abstractions.wrappers.pacing.Pacer`,
+which spaces calls at the configured, stated (rate-limit headers) or learned (429s) request and
+token rates and which every run of the process that uses the endpoint shares. ``LimitedLlm``
+takes a slot and the pacer's admission before each call, and tells the pacer how it ended.
 """
 
 from __future__ import annotations
@@ -23,12 +19,16 @@ from typing import Any
 import anyio
 
 from llm_abstractions.base import BaseLlm
-from llm_abstractions.errors import RateLimitedError
+from llm_abstractions.errors import LlmError, RateLimitedError
 from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, Message, Usage
-from llm_abstractions.wrappers.budget import Budget, budget
+from llm_abstractions.rate_limits import RateLimits
+from llm_abstractions.wrappers.pacing import Pacer, PaceReason, PacingSettings, PacingStatus, Ticket, Wait
 from llm_abstractions.wrappers.wrapper import WrapperLlm
 
 __all__ = ["EndpointLimits", "LimitSettings", "LimitedLlm", "estimate_tokens"]
+
+_REPORT_EVERY_S = 2.0
+"""A pace that keeps its reason is reported at most this often (and only after a change of over 10%)."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class LimitSettings:
     """Configuration of one endpoint's limits; ``None`` means unlimited."""
 
     max_concurrent: int | None = None
-    """Calls in flight at once (the ceiling AIMD recovers to)."""
+    """Calls of this run in flight at once."""
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
     """Input plus output tokens; input is estimated before the call, the rest charged after."""
@@ -72,116 +72,133 @@ class LimitSettings:
             min(self.max_backoff_s, other.max_backoff_s),
         )
 
+    def pacing(self, *, learns: bool = True) -> PacingSettings:
+        """The pacer settings of these limits (``learns``: probe first, follow headers and 429s)."""
+        return PacingSettings(
+            requests_per_minute=self.requests_per_minute,
+            tokens_per_minute=self.tokens_per_minute,
+            default_backoff_s=self.default_backoff_s,
+            max_backoff_s=self.max_backoff_s,
+            learns=learns,
+        )
+
 
 def estimate_tokens(messages: Sequence[Message]) -> int:
     """A cheap upper-ish estimate of input tokens: four characters per token."""
     return sum(len(m.content) for m in messages) // 4 + 1
 
 
-def _bucket(per_minute: float | None) -> Budget | None:
-    """A leaky bucket with about one second of burst, so a window never holds twice the budget."""
-    if per_minute is None:
-        return None
-    burst = max(1.0, per_minute / 60.0)
-    return budget(burst, burst * 60.0 / per_minute)
-
-
 class EndpointLimits:
-    """The shared limit state of one endpoint. Create it anywhere; it binds to the event loop on use."""
+    """One run's limits of one endpoint: its concurrency slots, and the endpoint's shared pacer."""
 
-    def __init__(self, settings: LimitSettings, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, settings: LimitSettings, pacer: Pacer | None = None) -> None:
+        """``pacer``: the endpoint's shared one; without it a pacer of this run's own, on the event loop's clock."""
         self.settings = settings
-        self.ceiling: float = settings.max_concurrent or math.inf
-        self._clock = clock
-        self._slots = anyio.CapacityLimiter(self.ceiling)
-        self._budgets: tuple[Budget | None, Budget | None] | None = None
-        """Requests and tokens buckets, made on first use for the event loop that runs."""
-        self._token_debt = 0
-        self._paused_until = -math.inf
-        self._last_backoff = -math.inf
-        self._successes = 0
-        self.backoffs = 0
-        """How many endpoint-wide backoffs happened."""
+        self.pacer = pacer or Pacer(settings.pacing(), clock=anyio.current_time)
+        self._slots = anyio.CapacityLimiter(settings.max_concurrent or math.inf)
+        self._turn = anyio.Lock()
+        """Callers the pacer made wait queue here, first come first served."""
+        self._answered: anyio.Event | None = None
+        """Set on the first answer, waking callers held back while the endpoint is probed."""
+        self.on_pace: Callable[[PacingStatus], None] | None = None
+        """Told of the pace after a call changed it (its reason, or its rate by over 10%)."""
+        self._reported = PacingStatus(None, None, PaceReason.UNLIMITED)
+        self._reported_at = -math.inf
 
     @property
     def concurrency(self) -> float:
-        """The current concurrency limit."""
+        """The concurrency limit."""
         return self._slots.total_tokens
 
     @property
     def in_flight(self) -> int:
         return int(self._slots.borrowed_tokens)
 
+    @property
+    def backoffs(self) -> int:
+        """How many 429 bursts paused the endpoint."""
+        return self.pacer.backoffs
+
     def paused_for(self) -> float:
         """Seconds until the endpoint-wide pause ends (0 when not paused)."""
-        return max(0.0, self._paused_until - self._clock())
+        return self.pacer.status().paused_s
 
-    async def acquire(self, tokens: int = 0) -> float:
-        """Take a concurrency slot, wait out any pause and the budgets; return the send time.
+    async def acquire(self, tokens: int = 0) -> Ticket:
+        """Take a concurrency slot and the pacer's admission for a call charged ``tokens``.
 
-        Pair every successful call with :meth:`release`, in the same task.
+        Pair every admission with :meth:`release`, in the same task, and report how the call
+        ended (:meth:`on_answer` or :meth:`on_error`).
         """
         try:
             self._slots.acquire_nowait()
         except anyio.WouldBlock:
             await self._slots.acquire()
         try:
-            settings = self.settings
-            if settings.requests_per_minute or settings.tokens_per_minute or self.paused_for() > 0:
-                await self._admit(tokens)
+            admitted = self.pacer.try_send(tokens)
+            if isinstance(admitted, Wait):
+                admitted = await self._wait_turn(tokens)
         except BaseException:
             self._slots.release()
             raise
-        return self._clock()
+        return admitted
+
+    async def _wait_turn(self, tokens: int) -> Ticket:
+        if self._answered is None:
+            self._answered = anyio.Event()
+        async with self._turn:
+            while isinstance(admitted := self.pacer.try_send(tokens), Wait):
+                if admitted.probing:
+                    with anyio.move_on_after(admitted.seconds):
+                        await self._answered.wait()
+                else:
+                    await anyio.sleep(admitted.seconds)
+            return admitted
 
     def release(self) -> None:
         self._slots.release()
 
-    async def _admit(self, tokens: int) -> None:
-        if self._budgets is None:
-            self._budgets = (_bucket(self.settings.requests_per_minute), _bucket(self.settings.tokens_per_minute))
-        requests, token_budget = self._budgets
-        while True:
-            delay = self.paused_for()
-            if delay > 0:  # the pause may be extended while we sleep: look again after
-                await anyio.sleep(delay)
-                continue
-            if requests is not None:
-                await requests.acquire()
-            if token_budget is not None:
-                amount, self._token_debt = tokens + self._token_debt, 0
-                await token_budget.acquire(min(amount, token_budget.max_rate))
-            if self.paused_for() <= 0:
-                return
+    def on_answer(self, ticket: Ticket, rate_limits: RateLimits | None, usage: Usage | None) -> None:
+        """The call admitted with ``ticket`` succeeded."""
+        used = None if usage is None else usage.input_tokens + usage.output_tokens
+        self.pacer.on_answer(ticket, rate_limits, used)
+        self._after_answer()
 
-    def on_success(self, estimated_tokens: int = 0, usage: Usage | None = None) -> None:
-        """Record a success: charge unestimated tokens, grow the concurrency limit additively."""
-        if usage is not None and self.settings.tokens_per_minute is not None:
-            self._token_debt += max(0, usage.input_tokens + usage.output_tokens - estimated_tokens)
-        limit = self._slots.total_tokens
-        if limit < self.ceiling:
-            self._successes += 1
-            if self._successes >= limit:
-                self._successes = 0
-                self._slots.total_tokens = int(limit) + 1
+    def on_error(self, ticket: Ticket, error: LlmError) -> None:
+        """The call admitted with ``ticket`` failed with ``error``."""
+        if isinstance(error, RateLimitedError):
+            self.pacer.on_rate_limited(ticket, error.retry_after, error.rate_limits)
+        else:
+            self.pacer.on_failure(ticket, error.rate_limits)
+        self._after_answer()
 
-    def on_rate_limited(self, sent_at: float, retry_after: float | None) -> None:
-        """Back off the whole endpoint once per burst of 429s (see the module docstring)."""
-        if sent_at < self._last_backoff:
+    def _after_answer(self) -> None:
+        if self._answered is not None:
+            self._answered.set()
+        if self.on_pace is not None:
+            self._report(self.on_pace)
+
+    def _report(self, on_pace: Callable[[PacingStatus], None]) -> None:
+        status, last = self.pacer.status(), self._reported
+        now = time.monotonic()
+        if status.reason == last.reason and (now - self._reported_at < _REPORT_EVERY_S or not _changed(status, last)):
             return
-        now = self._clock()
-        self._last_backoff = now
-        pause = self.settings.default_backoff_s if retry_after is None else retry_after
-        pause = min(self.settings.max_backoff_s, pause)
-        self._paused_until = max(self._paused_until, now + pause)
-        current = min(self._slots.total_tokens, self._slots.borrowed_tokens)
-        self._slots.total_tokens = max(1, int(current) // 2)
-        self._successes = 0
-        self.backoffs += 1
+        self._reported, self._reported_at = status, now
+        on_pace(status)
+
+
+def _changed(status: PacingStatus, last: PacingStatus) -> bool:
+    """Whether a rate moved by over 10% (or appeared or went)."""
+    for new, old in (
+        (status.requests_per_minute, last.requests_per_minute),
+        (status.tokens_per_minute, last.tokens_per_minute),
+    ):
+        if (new is None) != (old is None) or (new is not None and old is not None and abs(new - old) > 0.1 * old):
+            return True
+    return False
 
 
 class LimitedLlm(WrapperLlm):
-    """Calls ``wrapped`` within the endpoint's limits and feeds back 429s and successes."""
+    """Calls ``wrapped`` within the endpoint's limits and tells its pacer how each call ended."""
 
     def __init__(self, wrapped: BaseLlm, limits: EndpointLimits) -> None:
         super().__init__(wrapped)
@@ -191,32 +208,32 @@ class LimitedLlm(WrapperLlm):
         self, messages: Sequence[Message], options: GenerationOptions | None = None, **overrides: Any
     ) -> LlmResponse:
         limits = self.limits
-        tokens = estimate_tokens(messages) if limits.settings.tokens_per_minute is not None else 0  # hot path
-        sent_at = await limits.acquire(tokens)
+        ticket = await limits.acquire(estimate_tokens(messages))
         try:
             response = await self.wrapped.generate_content_async(messages, options, **overrides)
-        except RateLimitedError as exc:
-            limits.on_rate_limited(sent_at, exc.retry_after)
+        except LlmError as exc:
+            limits.on_error(ticket, exc)
             raise
         finally:
             limits.release()
-        limits.on_success(tokens, response.usage)
+        limits.on_answer(ticket, response.rate_limits, response.usage)
         return response
 
     async def stream_content_async(
         self, messages: Sequence[Message], options: GenerationOptions | None = None, **overrides: Any
     ) -> AsyncIterator[LlmChunk]:
         limits = self.limits
-        tokens = estimate_tokens(messages)
         usage: Usage | None = None
-        sent_at = await limits.acquire(tokens)
+        rate_limits: RateLimits | None = None
+        ticket = await limits.acquire(estimate_tokens(messages))
         try:
             async for chunk in self.wrapped.stream_content_async(messages, options, **overrides):
                 usage = chunk.usage or usage
+                rate_limits = chunk.rate_limits or rate_limits
                 yield chunk
-        except RateLimitedError as exc:
-            limits.on_rate_limited(sent_at, exc.retry_after)
+        except LlmError as exc:
+            limits.on_error(ticket, exc)
             raise
         finally:
             limits.release()
-        limits.on_success(tokens, usage)
+        limits.on_answer(ticket, rate_limits, usage)

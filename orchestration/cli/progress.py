@@ -8,6 +8,7 @@ from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from llm_abstractions import ErrorType
+from llm_abstractions.wrappers import PaceReason, PacingStatus
 from orchestration.events import EventKind, RunEvent
 from orchestration.models import ExecutionResult, ExecutionStatus
 
@@ -24,6 +25,26 @@ _STYLE = {
     ExecutionStatus.SKIPPED: "yellow",
     ExecutionStatus.CANCELLED: "magenta",
 }
+
+
+_WHY_PACED = {
+    PaceReason.CONFIGURED: "its configured limit",
+    PaceReason.HEADERS: "the provider's rate-limit headers",
+    PaceReason.RATE_LIMITED: "429 answers",
+}
+
+
+def describe_pace(endpoint: str, pace: PacingStatus) -> str:
+    """One line on an endpoint's pace, e.g. ``gpt api.openai.com/v1 paced at 2,940 requests/min (...)``."""
+    if pace.reason is PaceReason.UNLIMITED:
+        return f"{endpoint} no longer paced"
+    rates = [
+        f"{rate:,.0f} {unit}/min"
+        for rate, unit in ((pace.requests_per_minute, "requests"), (pace.tokens_per_minute, "tokens"))
+        if rate is not None
+    ]
+    paused = f", paused {pace.paused_s:.1f}s" if pace.paused_s > 0 else ""
+    return f"{endpoint} paced at {' and '.join(rates) or 'a pause'} (following {_WHY_PACED[pace.reason]}{paused})"
 
 
 LINE_PER_TASK_UP_TO = 100
@@ -47,6 +68,8 @@ class ProgressView:
         """Failed tasks whose error was printed as it happened (the summary does not repeat it)."""
         self.counts: Counter[ExecutionStatus] = Counter()
         self.running: dict[str, float] = {}
+        self.paced: dict[str, PacingStatus] = {}
+        """Each endpoint's latest pace."""
         self.started = time.monotonic()
         self.live: Any = None
         self.per_task = total <= LINE_PER_TASK_UP_TO
@@ -73,6 +96,11 @@ class ProgressView:
                 self._write(f"run {event.run_id} started: {self.total} tasks")
         elif event.kind is EventKind.TASK_STARTED and event.task_id is not None:
             self.running[event.task_id] = time.monotonic()
+        elif event.pace is not None and event.endpoint is not None:
+            before = self.paced.get(event.endpoint)
+            self.paced[event.endpoint] = event.pace
+            if self.live is None and (before is None or before.reason is not event.pace.reason):
+                self._write(describe_pace(event.endpoint, event.pace))
         elif event.result is not None:
             result = event.result
             self.running.pop(result.task_id, None)
@@ -113,6 +141,7 @@ class ProgressView:
         return f"[{done}/{self.total}] {counts}; {len(self.running)} running; {now - self.started:.1f}s"
 
     def __rich__(self) -> RenderableType:
+        from rich.markup import escape
         from rich.table import Table
 
         elapsed = time.monotonic() - self.started
@@ -125,6 +154,9 @@ class ProgressView:
             table.add_row(f"  [cyan]{task_id}[/]", f"{now - since:.1f}s", "", "")
         if len(self.running) > 10:
             table.add_row(f"  ... and {len(self.running) - 10} more", "", "", "")
+        for endpoint, pace in self.paced.items():
+            if pace.reason is not PaceReason.UNLIMITED:
+                table.add_row(f"  [blue]{escape(describe_pace(endpoint, pace))}[/]", "", "", "")
         return table
 
 

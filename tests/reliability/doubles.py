@@ -39,6 +39,8 @@ class Script:
     max_running: int = 0
     cancelled: int = 0
     usage: Usage | None = None
+    delay_s: float = 0.0
+    """How long each call takes (when no gate holds it)."""
 
 
 class ScriptedLlm(BaseLlm):
@@ -64,7 +66,7 @@ class ScriptedLlm(BaseLlm):
             if script.gate is not None:
                 await script.gate.wait()
             else:
-                await anyio.lowlevel.checkpoint()
+                await anyio.sleep(script.delay_s)
         except anyio.get_cancelled_exc_class():
             script.cancelled += 1
             raise

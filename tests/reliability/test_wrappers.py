@@ -29,7 +29,6 @@ from llm_abstractions.wrappers import (
     LimitSettings,
     TimeoutLlm,
 )
-from llm_abstractions.wrappers.budget import budget
 from tests.reliability.doubles import scripted
 
 HELLO = [Message.user("hello")]
@@ -166,11 +165,17 @@ async def test_a_cancelled_trial_frees_its_place() -> None:
 # -- endpoint limits -------------------------------------------------------------------
 
 
+async def _answer_once(llm: LimitedLlm) -> None:
+    """One call, so that the endpoint has answered and is no longer probed one call at a time."""
+    await llm.generate_content_async(HELLO)
+
+
 async def test_a_burst_of_429s_backs_the_endpoint_off_once() -> None:
     limits = EndpointLimits(LimitSettings(max_concurrent=8))
-    inner = scripted("a", *[RateLimitedError("429", retry_after=0.2)] * 8)
-    inner.script.gate = anyio.Event()
+    inner = scripted("a", "ok", *[RateLimitedError("429", retry_after=0.2)] * 8)
     llm = LimitedLlm(inner, limits)
+    await _answer_once(llm)
+    inner.script.gate = anyio.Event()
 
     async def call() -> None:
         with pytest.raises(RateLimitedError):
@@ -183,7 +188,7 @@ async def test_a_burst_of_429s_backs_the_endpoint_off_once() -> None:
         assert limits.in_flight == 8
         inner.script.gate.set()
     assert limits.backoffs == 1  # eight 429s to requests sent before the backoff: one signal
-    assert limits.concurrency == 4  # halved once
+    assert limits.concurrency == 8  # the rate adapts, not the concurrency
     assert 0.1 < limits.paused_for() <= 0.2  # Retry-After honoured once, not stacked
 
     before = anyio.current_time()
@@ -193,27 +198,27 @@ async def test_a_burst_of_429s_backs_the_endpoint_off_once() -> None:
     assert inner.script.calls[-1].started >= before + pause - 0.01
 
 
-async def test_429_after_the_backoff_backs_off_again_then_recovers_additively() -> None:
-    limits = EndpointLimits(LimitSettings(max_concurrent=8, default_backoff_s=0.0))
-    inner = scripted("a", RateLimitedError("429"), RateLimitedError("429"))
+async def test_the_first_call_to_an_endpoint_goes_alone_until_it_is_answered() -> None:
+    limits = EndpointLimits(LimitSettings())
+    inner = scripted("a")
+    inner.script.gate = anyio.Event()
     llm = LimitedLlm(inner, limits)
-    for _ in range(2):
-        with pytest.raises(RateLimitedError):
-            await llm.generate_content_async(HELLO)
-    assert limits.backoffs == 2 and limits.concurrency == 1
-    seen = []
-    for _ in range(1 + 2 + 3):
-        await llm.generate_content_async(HELLO)
-        seen.append(limits.concurrency)
-    assert seen == [2, 2, 3, 3, 3, 4]  # one more slot per window of `limit` successes
+    async with anyio.create_task_group() as group:
+        for _ in range(5):
+            group.start_soon(llm.generate_content_async, HELLO)
+        await anyio.wait_all_tasks_blocked()
+        assert inner.script.running == 1  # the others wait for what the first answer says
+        inner.script.gate.set()
+    assert len(inner.script.calls) == 5
 
 
 async def test_concurrency_limit_is_shared_by_every_caller() -> None:
     limits = EndpointLimits(LimitSettings(max_concurrent=3))
     first, second = scripted("a"), scripted("b")
+    models = [LimitedLlm(first, limits), LimitedLlm(second, limits)]  # two agents, one endpoint
+    await _answer_once(models[0])
     gate = anyio.Event()
     first.script.gate = second.script.gate = gate
-    models = [LimitedLlm(first, limits), LimitedLlm(second, limits)]  # two agents, one endpoint
     async with anyio.create_task_group() as group:
         for i in range(12):
             group.start_soon(models[i % 2].generate_content_async, HELLO)
@@ -221,29 +226,18 @@ async def test_concurrency_limit_is_shared_by_every_caller() -> None:
         assert limits.in_flight == 3
         assert first.script.running + second.script.running == 3
         gate.set()
-    assert len(first.script.calls) + len(second.script.calls) == 12
+    assert len(first.script.calls) + len(second.script.calls) == 13
 
 
-async def test_requests_per_minute_budget_spaces_calls() -> None:
-    limits = EndpointLimits(LimitSettings(requests_per_minute=1200))  # 20/s, burst of 20
+async def test_requests_per_minute_limit_spaces_calls() -> None:
+    limits = EndpointLimits(LimitSettings(requests_per_minute=1200))  # one call per 50 ms
     llm = LimitedLlm(scripted("a"), limits)
     start = anyio.current_time()
     async with anyio.create_task_group() as group:
-        for _ in range(30):
+        for _ in range(11):
             group.start_soon(llm.generate_content_async, HELLO)
     elapsed = anyio.current_time() - start
-    assert 0.4 <= elapsed < 5.0  # ten calls beyond the burst need half a second
-
-
-async def test_tokens_per_minute_budget_charges_actual_usage() -> None:
-    limits = EndpointLimits(LimitSettings(tokens_per_minute=6000))  # 100 tokens/s, burst of 100
-    inner = scripted("a")
-    inner.script.usage = Usage(input_tokens=2, output_tokens=48)  # far more than the 2 tokens estimated
-    llm = LimitedLlm(inner, limits)
-    start = anyio.current_time()
-    for _ in range(4):
-        await llm.generate_content_async(HELLO)
-    assert anyio.current_time() - start >= 0.3  # ~152 tokens charged: the burst of 100 runs out
+    assert 0.45 <= elapsed < 5.0  # ten gaps of 50 ms
 
 
 def _under_trio(main: Callable[[], Awaitable[None]]) -> None:
@@ -253,9 +247,9 @@ def _under_trio(main: Callable[[], Awaitable[None]]) -> None:
     anyio.run(main, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)})
 
 
-def test_requests_per_minute_budget_spaces_calls_under_trio() -> None:
+def test_requests_per_minute_limit_spaces_calls_evenly_under_trio() -> None:
     inner = scripted("a")
-    llm = LimitedLlm(inner, EndpointLimits(LimitSettings(requests_per_minute=1200)))  # 20/s, burst of 20
+    llm = LimitedLlm(inner, EndpointLimits(LimitSettings(requests_per_minute=1200)))  # 20/s
 
     async def main() -> None:
         async with anyio.create_task_group() as group:
@@ -264,14 +258,13 @@ def test_requests_per_minute_budget_spaces_calls_under_trio() -> None:
 
     _under_trio(main)
     starts = [call.started - inner.script.calls[0].started for call in inner.script.calls]
-    assert starts[:20] == [0.0] * 20
-    assert starts[20:] == pytest.approx([0.05 * i for i in range(1, 11)], abs=1e-6)
+    assert starts == pytest.approx([0.05 * i for i in range(30)], abs=1e-6)
 
 
-def test_tokens_per_minute_budget_charges_actual_usage_under_trio() -> None:
+def test_tokens_per_minute_limit_charges_actual_usage_under_trio() -> None:
     inner = scripted("a")
     inner.script.usage = Usage(input_tokens=2, output_tokens=48)
-    llm = LimitedLlm(inner, EndpointLimits(LimitSettings(tokens_per_minute=6000)))  # 100 tokens/s, burst of 100
+    llm = LimitedLlm(inner, EndpointLimits(LimitSettings(tokens_per_minute=6000)))  # 100 tokens/s
 
     async def main() -> None:
         for _ in range(4):
@@ -279,11 +272,26 @@ def test_tokens_per_minute_budget_charges_actual_usage_under_trio() -> None:
 
     _under_trio(main)
     starts = [call.started - inner.script.calls[0].started for call in inner.script.calls]
-    # 2 tokens estimated per call, 48 more charged to the next: 2, 50, 50, 50 against a burst of 100
-    assert starts == pytest.approx([0.0, 0.0, 0.02, 0.52], abs=1e-6)
+    # 2 tokens estimated per call, 48 more charged to the next one: 2, then 50 each (0.5 s at 100 tokens/s)
+    assert starts == pytest.approx([0.0, 0.02, 0.52, 1.02], abs=1e-6)
 
 
-def test_a_project_with_budgets_runs_under_trio() -> None:
+def test_a_slow_first_answer_holds_the_others_back_for_the_probe_time_only_under_trio() -> None:
+    inner = scripted("a")
+    inner.script.delay_s = 5.0
+    llm = LimitedLlm(inner, EndpointLimits(LimitSettings()))
+
+    async def main() -> None:
+        async with anyio.create_task_group() as group:
+            for _ in range(3):
+                group.start_soon(llm.generate_content_async, HELLO)
+
+    _under_trio(main)
+    starts = [call.started - inner.script.calls[0].started for call in inner.script.calls]
+    assert starts == pytest.approx([0.0, 1.0, 1.0], abs=1e-6)  # PacingSettings.probe_s
+
+
+def test_a_project_with_limits_runs_under_trio() -> None:
     from orchestration import ProjectOrchestrator, ProjectSpec
 
     limits = {"requests_per_minute": 6000, "tokens_per_minute": 600000}
@@ -298,12 +306,6 @@ def test_a_project_with_budgets_runs_under_trio() -> None:
     assert {task: (r.status.value, r.error) for task, r in results.items()} == {
         f"t{i}": ("success", None) for i in range(5)
     }
-
-
-async def test_budgets_use_aiolimiter_on_asyncio() -> None:
-    from aiolimiter import AsyncLimiter
-
-    assert isinstance(budget(10, 1.0), AsyncLimiter)
 
 
 def test_limit_settings_merge_to_the_stricter_value() -> None:
