@@ -115,6 +115,7 @@ class BaseLlm(ABC):
             finish_reason=response.finish_reason,
             usage=response.usage,
             model=response.model,
+            rate_limits=response.rate_limits,
         )
 
     async def prepare(self) -> None:
