@@ -114,3 +114,26 @@ def test_the_summary_counts_every_attempt_as_a_call() -> None:
     print_summary(Console(file=out, width=200), {"t": result}, 1.0)
     rows = {line.split()[0]: line.split() for line in out.getvalue().splitlines() if line.split()}
     assert rows["main"][2] == "1" and rows["spare"][2] == "1" and rows["total"][2] == "2"
+
+
+def test_an_endpoint_being_paced_is_shown_once_per_reason_without_a_terminal() -> None:
+    from llm_abstractions.wrappers import PaceReason, PacingStatus
+    from orchestration.cli.progress import ProgressView
+    from orchestration.events import EventKind, RunEvent
+
+    out = io.StringIO()
+    view = ProgressView(Console(file=out, force_terminal=False), total=3)
+
+    def paced(requests: float, reason: PaceReason) -> RunEvent:
+        pace = PacingStatus(requests, None, reason)
+        return RunEvent(EventKind.ENDPOINT_PACED, "r1", endpoint="gpt api.openai.com/v1", pace=pace)
+
+    with view:
+        view(paced(2940.0, PaceReason.HEADERS))
+        view(paced(2700.0, PaceReason.HEADERS))  # the same reason: the rate changes quietly
+        view(paced(540.0, PaceReason.RATE_LIMITED))
+    assert out.getvalue().splitlines() == [
+        "gpt api.openai.com/v1 paced at 2,940 requests/min (following the provider's rate-limit headers)",
+        "gpt api.openai.com/v1 paced at 540 requests/min (following 429 answers)",
+    ]
+    assert view.paced["gpt api.openai.com/v1"].requests_per_minute == 540.0

@@ -193,3 +193,11 @@ def test_a_stricter_configured_limit_tightens_a_shared_pacer() -> None:
     gc.collect()  # no run uses it any more: the next run starts afresh
     fresh = shared_pacer("gpt", "http://127.0.0.1:1/v1", "sk-one", PacingSettings())
     assert fresh.status().requests_per_minute is None
+
+
+def test_an_endpoint_is_named_by_provider_host_and_path_never_by_its_credentials() -> None:
+    from orchestration.endpoints import endpoint_label
+
+    assert endpoint_label(("gpt", "https://user:secret@llm.example.com:8443/v1")) == "gpt llm.example.com:8443/v1"
+    assert endpoint_label(("openai_compatible", "groq")) == "openai_compatible groq"
+    assert endpoint_label(("claude", "")) == "claude"
