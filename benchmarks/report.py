@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 from pathlib import Path
@@ -124,8 +125,57 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def pacing_rows(reliability: dict[str, Any]) -> list[list[str]]:
+    """Rows of the pacing table from ``benchmarks/reliability_bench.py``'s JSON."""
+    rows = []
+    for row in reliability.get("pacing", []):
+        limits = [f"{row['requests_per_minute']:,.0f} requests/min"]
+        if row.get("tokens_per_minute"):
+            limits.append(f"{row['tokens_per_minute']:,.0f} tokens/min")
+        if "achieved_share" in row:
+            achieved, follow = f"{row['achieved_share']:.1%}", ""
+        else:
+            achieved = f"{row['achieved_share_before_change']:.1%} / {row['achieved_share_after_change']:.1%}"
+            follow = f"{row['sent_above_new_limit_for_s']:.1f} s"
+        rows.append(
+            [
+                row["scenario"],
+                " + ".join(limits),
+                achieved,
+                f"{row['share_429']:.1%} ({row['responses_429']:,} of {row['requests']:,})",
+                f"{row['failed_tasks']} of {row['tasks']:,}",
+                follow,
+            ]
+        )
+    return rows
+
+
+def _pacing_section(reliability: Path) -> list[str]:
+    if not reliability.exists():
+        return []
+    document = json.loads(reliability.read_text())
+    rows = pacing_rows(document)
+    if not rows:
+        return []
+    header = ["scenario", "provider's limit", "achieved", "answered 429", "failed tasks", "sent above a halved limit"]
+    return [
+        "",
+        "## Pacing against rate limits the agent is not told",
+        "",
+        f"`python benchmarks/reliability_bench.py`{' --quick' if document.get('quick') else ''}: the fake provider "
+        "(real SDKs, 127.0.0.1) enforces the limit with token buckets of one second; the agent sets only "
+        "`max_concurrent: 32`, except the configured reference. Achieved: share of the binding limit after the "
+        "first 2 s (before / after the change where the limit halves mid-run; a bucket refilled while the client "
+        "waited lets it pass 100%); the last column: how long after "
+        "the change the client still sent over 1.2x the new limit in a one-second window.",
+        "",
+        _markdown_table(header, rows),
+    ]
+
+
 def write_markdown(document: dict[str, Any], path: Path, notes: Path | None = None) -> None:
-    """``RESULTS.md``: machine, versions, date, the tables, the engine profile and the notes on it."""
+    """``RESULTS.md``: machine, versions, date, the tables, the pacing figures of ``results/reliability.json``,
+    the engine profile and the notes on it."""
     info = document["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     parts = [
@@ -138,6 +188,7 @@ def write_markdown(document: dict[str, Any], path: Path, notes: Path | None = No
     ]
     for title, header, rows in tables(document):
         parts += ["", f"## {title}", "", _markdown_table(header, rows)]
+    parts += _pacing_section(path.parent / "results" / "reliability.json")
     notes = notes or path.parent / "overhead_notes.md"
     if notes.exists():
         parts += ["", notes.read_text().strip()]
