@@ -1,6 +1,6 @@
 """The shared state of each provider endpoint in a run: its limits and its circuit breaker.
 
-An endpoint is a provider type plus a base URL (or preset), so two agents that call
+An endpoint is a provider type plus a base URL (or preset) plus a key, so two agents that call
 the same API with different models share one budget and one breaker; when their
 agents configure different limits, the stricter value of each wins. Its pacer is shared
 wider still: by every run of the process that calls the endpoint with the same key.
@@ -14,24 +14,31 @@ from functools import partial
 from urllib.parse import urlsplit
 
 from agent_registry import AgentConfig, AgentRegistry
-from llm_abstractions.wrappers import CircuitBreaker, EndpointLimits, LimitSettings, PacingStatus, shared_pacer
+from llm_abstractions.wrappers import (
+    CircuitBreaker,
+    EndpointLimits,
+    LimitSettings,
+    PacingStatus,
+    key_digest,
+    shared_pacer,
+)
 
 __all__ = ["Endpoint", "EndpointKey", "Endpoints", "PaceCallback", "endpoint_key", "endpoint_label"]
 
-EndpointKey = tuple[str, str]
+EndpointKey = tuple[str, str, str]
 PaceCallback = Callable[[str, PacingStatus], None]
 """Told an endpoint's label and its new pace."""
 
 
 def endpoint_key(agent: AgentConfig) -> EndpointKey:
-    """(provider type, base URL or preset or ``""``)."""
+    """(provider type, base URL or preset or ``""``, digest of the agent's key or ``""``): one allowance each."""
     where = agent.base_url or str(agent.provider_settings.get("preset") or "")
-    return agent.agent_type, where.rstrip("/")
+    return agent.agent_type, where.rstrip("/"), key_digest(agent.api_key.get_secret_value() if agent.api_key else None)
 
 
 def endpoint_label(key: EndpointKey) -> str:
     """How messages name an endpoint: its provider, then the host and path of its URL (no credentials)."""
-    provider, where = key
+    provider, where, _ = key
     if "://" in where:
         url = urlsplit(where)
         where = f"{url.hostname or ''}{f':{url.port}' if url.port else ''}{url.path}"
@@ -76,8 +83,7 @@ class Endpoints:
                 min(a.limits.circuit_cooldown_s for a in sharing),
             )
             timeouts = any(a.timeout_s is not None for a in sharing)
-            secret = agent.api_key.get_secret_value() if agent.api_key is not None else None
-            pacer = shared_pacer(*key, secret, settings.pacing(learns=learns))
+            pacer = shared_pacer(*key, settings.pacing(learns=learns))
             limits = EndpointLimits(settings, pacer)
             if self.on_pace is not None:
                 limits.on_pace = partial(self.on_pace, endpoint_label(key))

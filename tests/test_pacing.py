@@ -7,7 +7,7 @@ import gc
 import pytest
 
 from llm_abstractions.rate_limits import Allowance, RateLimits
-from llm_abstractions.wrappers import Pacer, PaceReason, PacingSettings, shared_pacer
+from llm_abstractions.wrappers import Pacer, PaceReason, PacingSettings, key_digest, shared_pacer
 from llm_abstractions.wrappers.pacing import Ticket, Wait
 
 
@@ -184,20 +184,36 @@ def test_tokens_are_paced_by_their_stated_rate_and_settled_with_the_reported_usa
 
 
 def test_a_stricter_configured_limit_tightens_a_shared_pacer() -> None:
-    shared = shared_pacer("gpt", "http://127.0.0.1:1/v1", "sk-one", PacingSettings(requests_per_minute=600))
-    same = shared_pacer("gpt", "http://127.0.0.1:1/v1", "sk-one", PacingSettings(requests_per_minute=60))
-    other_key = shared_pacer("gpt", "http://127.0.0.1:1/v1", "sk-two", PacingSettings())
+    one, two = key_digest("sk-one"), key_digest("sk-two")
+    assert "sk-one" not in one and one != two and key_digest(None) == ""
+    shared = shared_pacer("gpt", "http://127.0.0.1:1/v1", one, PacingSettings(requests_per_minute=600))
+    same = shared_pacer("gpt", "http://127.0.0.1:1/v1", one, PacingSettings(requests_per_minute=60))
+    other_key = shared_pacer("gpt", "http://127.0.0.1:1/v1", two, PacingSettings())
     assert same is shared and other_key is not shared
     assert shared.status().requests_per_minute == 60.0
     del shared, same, other_key
     gc.collect()  # no run uses it any more: the next run starts afresh
-    fresh = shared_pacer("gpt", "http://127.0.0.1:1/v1", "sk-one", PacingSettings())
+    fresh = shared_pacer("gpt", "http://127.0.0.1:1/v1", one, PacingSettings())
     assert fresh.status().requests_per_minute is None
 
 
 def test_an_endpoint_is_named_by_provider_host_and_path_never_by_its_credentials() -> None:
     from orchestration.endpoints import endpoint_label
 
-    assert endpoint_label(("gpt", "https://user:secret@llm.example.com:8443/v1")) == "gpt llm.example.com:8443/v1"
-    assert endpoint_label(("openai_compatible", "groq")) == "openai_compatible groq"
-    assert endpoint_label(("claude", "")) == "claude"
+    key = key_digest("sk-secret")
+    assert endpoint_label(("gpt", "https://user:secret@llm.example.com:8443/v1", key)) == "gpt llm.example.com:8443/v1"
+    assert endpoint_label(("openai_compatible", "groq", "")) == "openai_compatible groq"
+    assert endpoint_label(("claude", "", key)) == "claude"
+
+
+def test_agents_with_different_keys_on_one_url_are_different_endpoints() -> None:
+    from agent_registry import AgentConfig, AgentRegistry
+    from orchestration.endpoints import Endpoints
+
+    agents = {
+        name: AgentConfig.model_validate({"name": name, "type": "gpt", "model": "m", "api_key": key})
+        for name, key in (("a", "sk-a"), ("b", "sk-b"), ("c", "sk-a"))
+    }
+    endpoints = Endpoints(AgentRegistry(agents.values()))
+    a, b, c = (endpoints.for_agent(agent) for agent in agents.values())
+    assert a is c and a is not b and a.limits.pacer is not b.limits.pacer

@@ -12,7 +12,7 @@
 from llm_abstractions.wrappers.circuit import CircuitBreaker, CircuitBreakerLlm, CircuitState
 from llm_abstractions.wrappers.fallback import FallbackLlm
 from llm_abstractions.wrappers.limits import EndpointLimits, LimitedLlm, LimitSettings, estimate_tokens
-from llm_abstractions.wrappers.pacing import Pacer, PaceReason, PacingSettings, PacingStatus, shared_pacer
+from llm_abstractions.wrappers.pacing import Pacer, PaceReason, PacingSettings, PacingStatus, key_digest, shared_pacer
 from llm_abstractions.wrappers.streamed import StreamedLlm
 from llm_abstractions.wrappers.timeout import TimeoutLlm
 from llm_abstractions.wrappers.wrapper import WrapperLlm
@@ -33,5 +33,6 @@ __all__ = [
     "TimeoutLlm",
     "WrapperLlm",
     "estimate_tokens",
+    "key_digest",
     "shared_pacer",
 ]

@@ -37,7 +37,7 @@ from enum import StrEnum
 
 from llm_abstractions.rate_limits import Allowance, RateLimits
 
-__all__ = ["PaceReason", "Pacer", "PacingSettings", "PacingStatus", "Ticket", "Wait", "shared_pacer"]
+__all__ = ["PaceReason", "Pacer", "PacingSettings", "PacingStatus", "Ticket", "Wait", "key_digest", "shared_pacer"]
 
 
 class PaceReason(StrEnum):
@@ -311,13 +311,15 @@ _shared: weakref.WeakValueDictionary[PacerKey, Pacer] = weakref.WeakValueDiction
 _shared_lock = threading.Lock()
 
 
-def shared_pacer(provider: str, base_url: str, api_key: str | None, settings: PacingSettings) -> Pacer:
-    """The pacer every run of this process shares for one endpoint while any run uses it.
+def key_digest(api_key: str | None) -> str:
+    """How an API key is told apart from others without keeping it: a sha256 digest (``""``: no key)."""
+    return hashlib.sha256(api_key.encode()).hexdigest() if api_key else ""
 
-    The key is identified by a digest, never kept. A configured limit that is stricter than the
-    pacer's applies to every run that shares it (one key, one allowance).
-    """
-    digest = hashlib.sha256(api_key.encode()).hexdigest() if api_key else ""
+
+def shared_pacer(provider: str, base_url: str, digest: str, settings: PacingSettings) -> Pacer:
+    """The pacer every run of this process shares for one endpoint (its key's :func:`key_digest`) while
+    any run uses it. A configured limit stricter than the pacer's applies to every run that shares it
+    (one key, one allowance)."""
     key = (provider, base_url, digest)
     with _shared_lock:
         pacer = _shared.get(key)

@@ -177,8 +177,8 @@ async def test_runs_of_one_process_share_the_pacer_of_their_endpoint(monkeypatch
     rpm, tasks, api_key = 1200.0, 25, new_key()
     used: list[Pacer] = []
 
-    def recording(provider: str, url: str, key: str | None, settings: PacingSettings) -> Pacer:
-        pacer = shared_pacer(provider, url, key, settings)
+    def recording(provider: str, url: str, digest: str, settings: PacingSettings) -> Pacer:
+        pacer = shared_pacer(provider, url, digest, settings)
         used.append(pacer)
         return pacer
 
