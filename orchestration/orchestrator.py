@@ -10,7 +10,9 @@ dependents start, and :meth:`ProjectOrchestrator.resume` continues a run that cr
 failed. Calls in flight at a crash run again on resume: at-least-once for them, never again
 for a recorded success. The scheduler's priorities then start from how long each task took
 in the project's last run with successes (see ``durations`` in
-:class:`~orchestration.scheduler.DagScheduler`).
+:class:`~orchestration.scheduler.DagScheduler`). A run (or resume) holds the run's lease in the
+store while it runs: another session of the same run is refused
+(:class:`~orchestration.store.RunOwnedError`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -179,7 +182,8 @@ class ProjectOrchestrator:
 
         Succeeded tasks are reloaded (their outputs feed downstream templates) unless the
         project changed their prompt or agent; those and their descendants rerun, as
-        :attr:`resume_plan` reports. The returned results hold the whole run.
+        :attr:`resume_plan` reports. The returned results hold the whole run. Raises
+        :class:`~orchestration.store.RunOwnedError` while another session runs it.
         """
         from orchestration.store import plan_resume
 
@@ -198,7 +202,8 @@ class ProjectOrchestrator:
     async def _run(
         self, project: Project, run_id: str, kept: Mapping[str, ExecutionResult]
     ) -> dict[str, ExecutionResult]:
-        """Run the tasks not in ``kept`` (succeeded already) under ``run_id``."""
+        """Run the tasks not in ``kept`` (succeeded already) under ``run_id``, holding the run's lease in the store
+        (taken by ``begin_run``, renewed by a heartbeat, released by ``end_run``)."""
         from orchestration.store import RunStatus
 
         self.run_id = run_id
@@ -244,16 +249,20 @@ class ProjectOrchestrator:
             durations=durations,
         )
         fail_fast = defaults.fail_fast if self.fail_fast is None else self.fail_fast
+        lease: AbstractAsyncContextManager[None] = store.heartbeat(run_id) if store is not None else nullcontext()
         self._emit(EventKind.RUN_STARTED)
         try:
-            await scheduler.run(lifecycle, fail_fast=fail_fast)
+            async with lease:  # a lease taken over stops the run (LeaseLostError)
+                await scheduler.run(lifecycle, fail_fast=fail_fast)
         finally:
             lifecycle.cancel_unfinished()
             await executor.aclose()
-            if store is not None:
-                await store.end_run(run_id, RunStatus.of(self.results))
-            self._emit(EventKind.RUN_FINISHED)
-            self.events.close_streams()
+            try:
+                if store is not None:  # releases the lease (refused if it was taken over)
+                    await store.end_run(run_id, RunStatus.of(self.results))
+            finally:
+                self._emit(EventKind.RUN_FINISHED)
+                self.events.close_streams()
         self.results = {t.id: self.results[t.id] for t in project.tasks}
         return self.results
 

@@ -322,3 +322,13 @@ def test_interrupt_exits_130_and_keeps_finished_results(tmp_path: Path) -> None:
     results = document["results"]
     assert results["fast"]["status"] == "success" and results["fast"]["output"] == "quick"
     assert results["stuck"]["status"] == "cancelled" and results["after"]["status"] == "cancelled"
+
+
+def test_a_bad_lease_time_in_the_environment_is_a_clear_error(tmp_path: Path) -> None:
+    project = write(tmp_path, "p.yaml", GOOD)
+    env = {"ORCHESTRATE_LEASE_S": "soon"}
+    for args in (["run", str(project)], ["runs", "--store", str(tmp_path / "runs.db")]):
+        result = runner.invoke(app, args, env=env)
+        assert result.exit_code == 2, result.output
+        assert "ORCHESTRATE_LEASE_S must be a number of seconds above 0, not 'soon'" in result.output
+        assert "Traceback" not in result.output

@@ -101,11 +101,19 @@ def open_run(store: Path | None, ref: str) -> tuple[RunStore, str]:
     return run_store, run_id
 
 
-def open_runs(store: Path | None, refs: list[str]) -> tuple[RunStore, list[str]]:
-    """:func:`open_run` for several references: the ids they name, each once."""
+def open_store(path: Path) -> RunStore:
+    """The run store at ``path``; a bad ``$ORCHESTRATE_LEASE_S`` exits 2 with its message."""
     from orchestration.store import RunStore
 
-    run_store = RunStore(store_path(store))
+    try:
+        return RunStore(path)
+    except ValueError as exc:
+        fail_invalid([str(exc)])
+
+
+def open_runs(store: Path | None, refs: list[str]) -> tuple[RunStore, list[str]]:
+    """:func:`open_run` for several references: the ids they name, each once."""
+    run_store = open_store(store_path(store))
     try:
         return run_store, list(dict.fromkeys(run_store.resolve_run_id(ref) for ref in refs))
     except (KeyError, FileNotFoundError) as exc:

@@ -22,6 +22,7 @@ from orchestration.cli.common import (
     ResultsOpt,
     StoreOpt,
     load_orchestrator,
+    open_store,
     parse_inputs,
     store_path,
 )
@@ -87,7 +88,6 @@ def run(
 ) -> None:
     """Run a project file (recorded in the run store, so that it can be resumed)."""
     from orchestration.cli.common import fail_invalid
-    from orchestration.store import RunStore
 
     log_events_too = configure_cli_logging(log_level, log_format)
     orchestrator = load_orchestrator(
@@ -96,7 +96,7 @@ def run(
         agents_file=agents_file,
         max_concurrency=max_concurrency,
         fail_fast=fail_fast or None,
-        store=RunStore(store_path(store, file)),
+        store=open_store(store_path(store, file)),
     )
     if not resume:
         execute_run(
@@ -134,7 +134,9 @@ def execute_run(
     """Run ``work()`` (a run or a resume) with progress, write results, exit with the right code.
 
     Task outcomes are logged only when ``log_events_too`` (``--log-level info`` or ``--log-format json``):
-    otherwise the progress display and the summary show each failure once.
+    otherwise the progress display and the summary show each failure once. A run another process is running
+    (it holds the run's lease) exits 2; a run whose lease another process took over meanwhile stops and exits 1,
+    each with its message and no traceback.
     """
     import anyio
 
@@ -157,6 +159,9 @@ def execute_run(
     try:
         with view if not quiet else _nothing():
             interrupted = anyio.run(_run_until_interrupted, work)
+    except Exception as exc:
+        _exit_if_lease_problem(exc)
+        raise
     finally:
         if not quiet:
             remove_load_listener(view.model_load)
@@ -172,6 +177,23 @@ def execute_run(
         console.print("interrupted: finished results were kept", markup=False)
         raise typer.Exit(ExitCode.INTERRUPTED)
     if any(r.status is not ExecutionStatus.SUCCESS for r in final.values()):
+        raise typer.Exit(ExitCode.TASKS_FAILED)
+
+
+def _exit_if_lease_problem(exc: BaseException) -> None:
+    """When the run's lease stopped it (also inside a task group's exception group): say so and exit."""
+    from orchestration.cli.common import fail_invalid, stderr_console
+    from orchestration.store import LeaseLostError, RunOwnedError
+
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            _exit_if_lease_problem(inner)
+    elif isinstance(exc, RunOwnedError):
+        fail_invalid([str(exc)])
+    elif isinstance(exc, LeaseLostError):
+        from rich.markup import escape
+
+        stderr_console().print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
         raise typer.Exit(ExitCode.TASKS_FAILED)
 
 

@@ -20,6 +20,7 @@ from orchestration.cli.common import (
     ResultsOpt,
     RunRefArg,
     StoreOpt,
+    open_store,
 )
 from orchestration.cli.run import configure_cli_logging, execute_run
 from orchestration.export_format import ExportFormat
@@ -87,9 +88,8 @@ def runs_list(
     from rich.table import Table
 
     from orchestration.cli.common import console, store_path
-    from orchestration.store import RunStore
 
-    run_store = RunStore(store_path(store))
+    run_store = open_store(store_path(store))
     records = run_store.list_runs(project, limit)
     if not records:
         typer.echo(f"no runs{f' of project {project!r}' if project else ''} in {run_store.path}", err=True)
@@ -144,11 +144,10 @@ def runs_prune(
     from datetime import timedelta
 
     from orchestration.cli.common import fail_invalid, store_path
-    from orchestration.store import RunStore
 
     if keep is None and older_than is None:
         fail_invalid(["runs prune: give --keep N, --older-than DAYS, or both"])
-    run_store = RunStore(store_path(_group_store(ctx, store)))
+    run_store = open_store(store_path(_group_store(ctx, store)))
     age = timedelta(days=older_than) if older_than is not None else None
     deleted = run_store.prune(keep=keep, older_than=age, project=project)
     typer.echo(f"deleted {len(deleted)} run{'' if len(deleted) == 1 else 's'} from {run_store.path}", err=True)

@@ -4,9 +4,13 @@ Crash semantics: a task's success is committed before its dependents start (its
 worker moves on to the next task meanwhile), so a killed process loses only the calls
 that were in flight and the results of the commit in progress; those run again on
 resume (at-least-once for them, never again for a committed success).
+
+One owner per run: a session holds its run's lease while it runs (another is refused with
+:class:`RunOwnedError`), and a session whose lease was taken over cannot write (:class:`LeaseLostError`).
 """
 
 from orchestration.store.export import ExportFormat, export_run, run_document
+from orchestration.store.lease import LEASE_ENV, Lease, LeaseLostError, RunOwnedError
 from orchestration.store.resume import (
     ResumePlan,
     agent_fingerprint,
@@ -31,9 +35,13 @@ from orchestration.store.run_store import (
 __all__ = [
     "DEFAULT_STORE_PATH",
     "LATEST",
+    "LEASE_ENV",
     "STORE_ENV",
     "ExportFormat",
+    "Lease",
+    "LeaseLostError",
     "ResumePlan",
+    "RunOwnedError",
     "RunRecord",
     "RunStatus",
     "RunStore",

@@ -13,23 +13,37 @@ Writes are committed in groups, one per turn of the event loop (:mod:`.writer`);
 open their own short-lived connection (WAL lets them run beside the writer), so another
 process can follow a run as it executes (:meth:`RunStore.poll`). Each result row also keeps
 the task's rendered messages as sent (redacted), for ``orchestrate show``.
+
+A session of a run holds the run's lease while it runs (:mod:`.lease`): one owner per run, and the
+results of a session whose lease was taken over are refused (fencing tokens).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, closing, contextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from llm_abstractions import Message, redact, redact_value
 from orchestration.models import ExecutionResult, OutputFormat, utc_now
 from orchestration.results import RunStatus
+from orchestration.store.lease import (
+    HEARTBEATS_PER_LEASE,
+    Lease,
+    LeaseLostError,
+    RunOwnedError,
+    default_lease_s,
+    this_host,
+)
 from orchestration.store.writer import OnCommit, SqliteWriter, Statement, connect
 
 __all__ = [
@@ -62,7 +76,13 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at TEXT NOT NULL,
     finished_at TEXT,
     sessions INTEGER NOT NULL DEFAULT 1,
-    agents_file TEXT
+    agents_file TEXT,
+    lease_owner TEXT,
+    lease_pid INTEGER,
+    lease_host TEXT,
+    lease_token INTEGER,
+    lease_heartbeat TEXT,
+    lease_expires TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_project ON runs (project, started_at);
 CREATE TABLE IF NOT EXISTS results (
@@ -72,7 +92,8 @@ CREATE TABLE IF NOT EXISTS results (
     fingerprint TEXT,
     output_format TEXT NOT NULL,
     result TEXT NOT NULL,
-    request TEXT
+    request TEXT,
+    lease_token INTEGER
 );
 """
 _RESULTS_INDEX = "CREATE INDEX IF NOT EXISTS results_by_run ON results (run_id)"
@@ -149,14 +170,28 @@ def _setup(connection: sqlite3.Connection) -> None:
         connection.execute(_RESULTS_INDEX)
     _add_column(connection, "runs", "agents_file")  # stores written before runs recorded their agents file
     _add_column(connection, "results", "request")  # stores written before results kept their messages
+    for column, kind in _LEASE_COLUMNS:  # stores written before runs had owners
+        _add_column(connection, "runs", column, kind)
+    _add_column(connection, "results", "lease_token", "INTEGER")
 
 
-def _add_column(connection: sqlite3.Connection, table: str, column: str) -> None:
-    """Add a nullable TEXT column to a table of an older store, unless it has it."""
+_LEASE_COLUMNS = (
+    ("lease_owner", "TEXT"),
+    ("lease_pid", "INTEGER"),
+    ("lease_host", "TEXT"),
+    ("lease_token", "INTEGER"),
+    ("lease_heartbeat", "TEXT"),
+    ("lease_expires", "TEXT"),
+)
+_SELECT_LEASE = f"SELECT {', '.join(column for column, _ in _LEASE_COLUMNS)} FROM runs WHERE run_id = ?"
+
+
+def _add_column(connection: sqlite3.Connection, table: str, column: str, kind: str = "TEXT") -> None:
+    """Add a nullable column (TEXT unless ``kind`` says otherwise) to a table of an older store, unless it has it."""
     if any(row[1] == column for row in connection.execute(f"PRAGMA table_info({table})")):
         return
     try:
-        connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+        connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
     except sqlite3.OperationalError as exc:  # another connection added it meanwhile
         if "duplicate column" not in str(exc):
             raise
@@ -199,6 +234,37 @@ def _stored_task(row: sqlite3.Row, *, with_request: bool = False) -> StoredTask:
     return StoredTask(result, row["fingerprint"], output_format)
 
 
+def _lease(run_id: str, row: Sequence[Any] | None) -> Lease | None:
+    """The lease of a ``_SELECT_LEASE`` row; ``None`` when no session ever took one (or no such run)."""
+    if row is None or row[0] is None:
+        return None
+    owner, pid, host, token, heartbeat, expires = row
+    return Lease(
+        run_id,
+        owner,
+        pid,
+        host,
+        token,
+        datetime.fromisoformat(heartbeat),
+        datetime.fromisoformat(expires) if expires else None,
+    )
+
+
+@dataclass(eq=False)
+class _Fence:
+    """The guard of every write of a session (:data:`~orchestration.store.writer.Guard`): in the write's
+    transaction, the run's fencing token must still be the session's."""
+
+    lease: Lease
+    """The session's lease, as last renewed."""
+
+    def __call__(self, connection: sqlite3.Connection) -> None:
+        run_id, token = self.lease.run_id, self.lease.token
+        row = connection.execute("SELECT lease_token FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None or row[0] != token:
+            raise LeaseLostError(run_id, token, _lease(run_id, connection.execute(_SELECT_LEASE, (run_id,)).fetchone()))
+
+
 def _location(file: Path | None) -> str | None:
     return str(file.absolute()) if file else None
 
@@ -224,11 +290,24 @@ class RunStore:
 
     ``path`` defaults to ``$ORCHESTRATE_STORE`` or ``.orchestrate/runs.db``. One store
     may serve many runs; :meth:`close` commits what is queued and closes its connection.
+    A session of a run holds the run's lease (see :mod:`orchestration.store.lease`) for ``lease_s``
+    seconds (default ``$ORCHESTRATE_LEASE_S`` or 10) past its last heartbeat, renewed every ``heartbeat_s``
+    (default a fifth of ``lease_s``).
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        lease_s: float | None = None,
+        heartbeat_s: float | None = None,
+    ) -> None:
         self.path = Path(path) if path is not None else default_store_path()
+        self.lease_s = default_lease_s() if lease_s is None else lease_s
+        self.heartbeat_s = self.lease_s / HEARTBEATS_PER_LEASE if heartbeat_s is None else heartbeat_s
         self._writer: SqliteWriter | None = None
+        self._fences: dict[str, _Fence] = {}
+        """The lease this store holds of each run it opened (until the run's end), as the guard of its writes."""
 
     @property
     def writer(self) -> SqliteWriter:
@@ -249,40 +328,120 @@ class RunStore:
         inputs: Mapping[str, Any],
         task_ids: Sequence[str],
         agents_file: Path | None = None,
-    ) -> None:
-        """Record a new run, or a new session of an existing one (status back to running)."""
-        await self.writer.write(
-            [
-                (
-                    "INSERT INTO runs"
-                    " (run_id, project, project_hash, file, inputs, task_ids, status, started_at, agents_file)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (run_id) DO UPDATE SET project = excluded.project,"
-                    " project_hash = excluded.project_hash, file = excluded.file, inputs = excluded.inputs,"
-                    " task_ids = excluded.task_ids, status = excluded.status, finished_at = NULL,"
-                    " sessions = sessions + 1, agents_file = excluded.agents_file",
-                    (
-                        run_id,
-                        project,
-                        project_hash,
-                        _location(file),
-                        _json(dict(inputs)),
-                        json.dumps(list(task_ids)),
-                        RunStatus.RUNNING,
-                        utc_now().isoformat(),
-                        _location(agents_file),
-                    ),
-                )
-            ]
+    ) -> Lease:
+        """Record a new run, or a new session of an existing one (status back to running), and take its lease.
+
+        In one transaction: raise :class:`RunOwnedError` when another session's lease of the run has not
+        expired; otherwise take it (an expired one is taken over) with the next fencing token. The lease is
+        released by :meth:`end_run`; :meth:`heartbeat` renews it meanwhile.
+        """
+        owner, pid, host = secrets.token_hex(8), os.getpid(), this_host()
+        values = (
+            run_id,
+            project,
+            project_hash,
+            _location(file),
+            _json(dict(inputs)),
+            json.dumps(list(task_ids)),
+            RunStatus.RUNNING,
+            _location(agents_file),
         )
+
+        def take(connection: sqlite3.Connection) -> Lease:
+            now = utc_now()
+            row = connection.execute(_SELECT_LEASE, (run_id,)).fetchone()
+            held = _lease(run_id, row)
+            if held is not None and not held.expired(now):
+                raise RunOwnedError(held)
+            token = (row[3] or 0) + 1 if row is not None else 1
+            lease = Lease(run_id, owner, pid, host, token, now, now + timedelta(seconds=self.lease_s))
+            assert lease.expires_at is not None
+            connection.execute(
+                "INSERT INTO runs (run_id, project, project_hash, file, inputs, task_ids, status, agents_file,"
+                " started_at, lease_owner, lease_pid, lease_host, lease_token, lease_heartbeat, lease_expires)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (run_id) DO UPDATE SET project = excluded.project,"
+                " project_hash = excluded.project_hash, file = excluded.file, inputs = excluded.inputs,"
+                " task_ids = excluded.task_ids, status = excluded.status, finished_at = NULL,"
+                " sessions = sessions + 1, agents_file = excluded.agents_file, lease_owner = excluded.lease_owner,"
+                " lease_pid = excluded.lease_pid, lease_host = excluded.lease_host,"
+                " lease_token = excluded.lease_token, lease_heartbeat = excluded.lease_heartbeat,"
+                " lease_expires = excluded.lease_expires",
+                (*values, now.isoformat(), owner, pid, host, token, now.isoformat(), lease.expires_at.isoformat()),
+            )
+            return lease
+
+        lease = self.writer.transaction(take)
+        self._fences[run_id] = _Fence(lease)
+        return lease
+
+    async def renew(self, run_id: str) -> Lease:
+        """Renew this store's lease of a run for another ``lease_s`` (with whatever is queued for the store);
+        raise :class:`LeaseLostError` if another session took it over meanwhile."""
+        fence = self._fences[run_id]
+        now = utc_now()
+        renewed = replace(fence.lease, heartbeat_at=now, expires_at=now + timedelta(seconds=self.lease_s))
+        assert renewed.expires_at is not None
+        statement = (
+            "UPDATE runs SET lease_heartbeat = ?, lease_expires = ? WHERE run_id = ?",
+            (now.isoformat(), renewed.expires_at.isoformat(), run_id),
+        )
+        await self.writer.write([statement], fence)
+        fence.lease = renewed
+        return renewed
+
+    @asynccontextmanager
+    async def heartbeat(self, run_id: str) -> AsyncIterator[None]:
+        """Renew this store's lease of the run every ``heartbeat_s`` while the body runs (a task beside it: no
+        cost per result). When renewing fails (:class:`LeaseLostError`: the lease was taken over; or the store
+        failed), the body is cancelled and that error raised. Without a lease of the run, nothing is renewed."""
+        if run_id not in self._fences:
+            yield
+            return
+        failed: list[Exception] = []
+        error: Exception | None = None
+        async with anyio.create_task_group() as group:
+
+            async def beat() -> None:
+                while True:
+                    await anyio.sleep(self.heartbeat_s)
+                    try:
+                        await self.renew(run_id)
+                    except Exception as exc:  # raised below, once the body has stopped
+                        failed.append(exc)
+                        group.cancel_scope.cancel()
+                        return
+
+            group.start_soon(beat)
+            try:
+                yield
+            except Exception as exc:  # raised as it is, not in the task group's exception group
+                error = exc
+            finally:
+                group.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        if failed:
+            raise failed[0]
+
+    def lease(self, run_id: str) -> Lease | None:
+        """The run's lease: who holds it, or held it last (released or expired: see :meth:`Lease.expired`);
+        ``None`` when no session took one (a run recorded by an earlier version) or there is no such run."""
+        with self._open() as connection:
+            return _lease(run_id, connection.execute(_SELECT_LEASE, (run_id,)).fetchone())
 
     @staticmethod
     def _result_statement(
-        run_id: str, result: ExecutionResult, fingerprint: str | None, output_format: OutputFormat
+        run_id: str,
+        result: ExecutionResult,
+        fingerprint: str | None,
+        output_format: OutputFormat,
+        fence: _Fence | None,
     ) -> Statement:
         return (  # appended (replaced in stores made with a unique key on run and task)
-            "INSERT OR REPLACE INTO results (run_id, task_id, status, fingerprint, output_format, result, request)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO results"
+            " (run_id, task_id, status, fingerprint, output_format, result, request, lease_token)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run_id,
                 result.task_id,
@@ -291,6 +450,7 @@ class RunStore:
                 str(output_format),
                 _result_json(result),
                 _request_json(result.request),
+                fence.lease.token if fence is not None else None,  # which session wrote it
             ),
         )
 
@@ -301,8 +461,11 @@ class RunStore:
         fingerprint: str | None = None,
         output_format: OutputFormat = OutputFormat.TEXT,
     ) -> None:
-        """Write a task's final result and wait until it is committed (with the other writes of this loop turn)."""
-        await self.writer.commit([self._result_statement(run_id, result, fingerprint, output_format)])
+        """Write a task's final result and wait until it is committed (with the other writes of this loop turn).
+
+        Raise :class:`LeaseLostError` when the run's lease was taken over from this store."""
+        fence = self._fences.get(run_id)
+        await self.writer.commit([self._result_statement(run_id, result, fingerprint, output_format, fence)], fence)
 
     def record_nowait(
         self,
@@ -313,13 +476,22 @@ class RunStore:
         on_commit: OnCommit | None = None,
     ) -> None:
         """Queue a result for the next commit without waiting; ``on_commit(error)`` runs on this loop after it."""
-        self.writer.submit([self._result_statement(run_id, result, fingerprint, output_format)], on_commit)
+        fence = self._fences.get(run_id)
+        statement = self._result_statement(run_id, result, fingerprint, output_format, fence)
+        self.writer.submit([statement], on_commit, fence)
 
     async def end_run(self, run_id: str, status: RunStatus) -> None:
-        """Mark the run finished with ``status``; everything queued before is committed with it."""
-        await self.writer.write(
-            [("UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", (status, utc_now().isoformat(), run_id))]
-        )
+        """Mark the run finished with ``status`` and release its lease; everything queued before is committed
+        with it. Raise :class:`LeaseLostError` when the lease was taken over (then nothing of it is written)."""
+        fence = self._fences.pop(run_id, None)
+        finished_at = utc_now().isoformat()
+        if fence is None:  # a run this store did not open: its lease (if any) is not this store's to release
+            await self.writer.write(
+                [("UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", (status, finished_at, run_id))]
+            )
+            return
+        sql = "UPDATE runs SET status = ?, finished_at = ?, lease_expires = NULL WHERE run_id = ?"
+        await self.writer.write([(sql, (status, finished_at, run_id))], fence)
 
     def close(self) -> None:
         """Commit what is queued and close the writing connection (call it outside a run)."""

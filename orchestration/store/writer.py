@@ -3,6 +3,8 @@
 A write queued from the event loop is committed by a callback that runs once the
 current turn of the loop is over, together with every other write queued in that
 turn; the callback then tells each writer (``on_commit``, or the event a writer awaits).
+A write may name a guard (:data:`Guard`), a check run once per commit inside its transaction:
+a run's fencing token, say, checked once for every result of the group.
 A commit never waits on a disk: in WAL mode with
 ``synchronous=NORMAL`` a commit only appends to the log (the log is synced at
 checkpoints), and a killed process still loses nothing committed.
@@ -23,16 +25,23 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
-__all__ = ["OnCommit", "SqliteWriter", "Statement", "connect"]
+__all__ = ["Guard", "OnCommit", "SqliteWriter", "Statement", "connect"]
 
 Statement = tuple[str, Sequence[Any]]
 
 OnCommit = Callable[[BaseException | None], None]
 """Called on the event loop that queued a write once it is committed, with the error if it failed."""
+
+Guard = Callable[[sqlite3.Connection], None]
+"""A check a write needs to hold when it commits: run in the group commit's transaction before its statements
+(once per commit, however many writes of the group name it); raising rolls the whole group back and hands the
+error to every writer of it."""
+
+_T = TypeVar("_T")
 
 
 def connect(path: Path, *, check_same_thread: bool = True, writer: bool = False) -> sqlite3.Connection:
@@ -88,6 +97,8 @@ class _Batch:
 
     statements: list[Statement] = field(default_factory=list)
     callbacks: list[OnCommit] = field(default_factory=list)
+    guards: dict[Guard, None] = field(default_factory=dict)
+    """The checks of its writes, each once (in the order first named)."""
     committed: anyio.Event | None = None
     """Set once the batch is committed (created by the first writer that waits for it)."""
     error: BaseException | None = None
@@ -112,7 +123,13 @@ class SqliteWriter:
         self.commits = 0
         """Transactions committed (each may hold many writes)."""
 
-    def _queue(self, statements: Sequence[Statement], on_commit: OnCommit | None, call_soon: CallSoon | None) -> _Batch:
+    def _queue(
+        self,
+        statements: Sequence[Statement],
+        on_commit: OnCommit | None,
+        call_soon: CallSoon | None,
+        guard: Guard | None = None,
+    ) -> _Batch:
         """Add a write to this thread's batch; schedule the batch's commit on ``call_soon`` unless it is already."""
         thread = threading.get_ident()
         with self._lock:
@@ -122,37 +139,42 @@ class SqliteWriter:
             batch.statements.extend(statements)
             if on_commit is not None:
                 batch.callbacks.append(on_commit)
+            if guard is not None:
+                batch.guards[guard] = None
             if call_soon is None or self._scheduled.get(thread) == call_soon:
                 return batch  # outside a loop, or this loop commits the batch after this turn already
             self._scheduled[thread] = call_soon  # (a loop that ended before doing so is replaced)
         call_soon(self.commit_pending)
         return batch
 
-    def submit(self, statements: Sequence[Statement], on_commit: OnCommit | None = None) -> None:
+    def submit(
+        self, statements: Sequence[Statement], on_commit: OnCommit | None = None, guard: Guard | None = None
+    ) -> None:
         """Queue a write, committed after the current turn of this thread's event loop (at once outside one).
 
-        ``on_commit`` is then called on this event loop, with the error if the commit failed.
+        ``on_commit`` is then called on this event loop, with the error if the commit failed; ``guard`` is checked
+        in the commit's transaction (see :data:`Guard`).
         """
         call_soon = _call_soon()
-        self._queue(statements, on_commit, call_soon)
+        self._queue(statements, on_commit, call_soon, guard)
         if call_soon is None:
             self.commit_pending()
 
-    async def commit(self, statements: Sequence[Statement]) -> None:
+    async def commit(self, statements: Sequence[Statement], guard: Guard | None = None) -> None:
         """Queue ``statements`` and wait until the group commit after this loop turn has made them durable.
 
-        Raises what the database raised. Cancelling the wait does not withdraw the write.
+        Raises what the database (or a guard of the group) raised. Cancelling the wait does not withdraw the write.
         """
-        batch = self._queue(statements, None, _call_soon())
+        batch = self._queue(statements, None, _call_soon(), guard)
         if batch.committed is None:
             batch.committed = anyio.Event()
         await batch.committed.wait()
         if batch.error is not None:
             raise batch.error
 
-    async def write(self, statements: Sequence[Statement]) -> None:
-        """Commit ``statements`` now, with whatever this thread queued; raise what the database raised."""
-        batch = self._queue(statements, None, None)
+    async def write(self, statements: Sequence[Statement], guard: Guard | None = None) -> None:
+        """Commit ``statements`` now, with whatever this thread queued; raise what the database (or a guard) raised."""
+        batch = self._queue(statements, None, None, guard)
         self.commit_pending()
         if batch.error is not None:
             raise batch.error
@@ -160,6 +182,23 @@ class SqliteWriter:
     async def flush(self) -> None:
         """Commit everything this thread queued so far."""
         await self.write(())
+
+    def transaction(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Commit what this thread queued, then run ``work`` on the writing connection in one ``BEGIN IMMEDIATE``
+        transaction (reads and writes that no other writer can come between): committed when it returns, rolled
+        back when it raises (what it raised is raised)."""
+        self.commit_pending()
+        with self._lock:
+            connection = self._connect()
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                value = work(connection)
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+            self.commits += 1
+        return value
 
     def commit_pending(self, thread: int | None = None) -> None:
         """Commit the batch of ``thread`` (this one by default) in one transaction, and tell its writers."""
@@ -169,13 +208,13 @@ class SqliteWriter:
             batch = self._pending.pop(thread, None)
             if batch is None:
                 return
-            batch.error = self._commit(batch.statements)
+            batch.error = self._commit(batch.statements, batch.guards)
         for callback in batch.callbacks:
             callback(batch.error)
         if batch.committed is not None:
             batch.committed.set()
 
-    def _commit(self, statements: list[Statement]) -> Exception | None:
+    def _commit(self, statements: list[Statement], guards: dict[Guard, None]) -> Exception | None:
         if not statements:
             return None
         try:
@@ -183,10 +222,12 @@ class SqliteWriter:
         except (sqlite3.Error, OSError) as exc:
             return exc
         try:
-            if len(statements) == 1:  # one statement is one transaction: the common case costs one step
+            if len(statements) == 1 and not guards:  # one statement is one transaction: the common case, one step
                 connection.execute(*statements[0])
             else:
                 connection.execute("BEGIN IMMEDIATE")
+                for guard in guards:
+                    guard(connection)
                 for sql, rows in groupby(statements, key=itemgetter(0)):  # runs of one statement: executemany
                     connection.executemany(sql, [params for _, params in rows])
                 connection.execute("COMMIT")

@@ -2,19 +2,23 @@
 
 The project calls the fake provider server through the real OpenAI SDK. After each
 kill the store must open cleanly; a task recorded as succeeded must never be requested
-again; the final results must be complete. Calls in flight at a kill may be repeated.
+again; the final results must be complete. Calls in flight at a kill may be repeated. The killed
+process's lease of the run is short (``ORCHESTRATE_LEASE_S``): each resume starts once it expired.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from orchestration import ExecutionStatus
-from orchestration.store import RunStatus, RunStore
+from orchestration.models import utc_now
+from orchestration.store import LEASE_ENV, RunStatus, RunStore
 from tests.fakes.fixtures import fake_server
 from tests.fakes.provider_server import FakeProviderServer
 from tests.reliability.fault_plan import FaultPlan, last_user_text
@@ -61,7 +65,18 @@ def orchestrate(*args: str) -> subprocess.Popen[bytes]:
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, LEASE_ENV: "0.5"},
     )
+
+
+def wait_until_the_lease_expired(store: RunStore, run_id: str) -> None:
+    """A resume is refused while the killed owner's lease lasts: wait (at most 10 s) until it expired."""
+    for _ in range(1000):
+        lease = store.lease(run_id)
+        if lease is None or lease.expired(utc_now()):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the lease of run '{run_id}' did not expire: {store.lease(run_id)}")
 
 
 def test_kill_9_at_random_points_then_resume(fake_server: FakeProviderServer, tmp_path: Path) -> None:
@@ -87,6 +102,7 @@ def test_kill_9_at_random_points_then_resume(fake_server: FakeProviderServer, tm
         succeeded = {t for t, entry in stored.tasks.items() if entry.result.succeeded}
         snapshots.append((len(fake_server.requests), succeeded))
         command = ["resume", "crash", "--store", str(store.path)]
+        wait_until_the_lease_expired(store, "crash")
 
     final = orchestrate(*command)
     assert final.wait(timeout=120) == 0
