@@ -217,3 +217,10 @@ def test_agents_with_different_keys_on_one_url_are_different_endpoints() -> None
     endpoints = Endpoints(AgentRegistry(agents.values()))
     a, b, c = (endpoints.for_agent(agent) for agent in agents.values())
     assert a is c and a is not b and a.limits.pacer is not b.limits.pacer
+
+
+def test_only_the_successes_of_the_window_are_kept() -> None:
+    clock = FakeClock()
+    p = answered(clock, window_s=2.0)
+    send_for(p, clock, seconds=60.0, step=0.01)  # 6,000 successes, never asked for a rate
+    assert len(p._successes) <= 201

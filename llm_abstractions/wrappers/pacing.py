@@ -232,12 +232,14 @@ class Pacer:
         with self._lock:
             now = self._clock()
             self._answered = True
-            self._started = self._started or now
+            if self._started is None:
+                self._started = now
             self._observe(rate_limits, now)
             if used_tokens is not None and self._token_rate(now, ticket.tokens)[0] != math.inf:
                 self._token_debt += used_tokens - ticket.tokens
             self._successes.append((now, ticket.tokens if used_tokens is None else used_tokens))
             self._success_tokens += self._successes[-1][1]
+            self._forget_before(now - self.settings.window_s)
             if self._learned != math.inf:
                 grown = self._learned_base * self.settings.recovery_per_s * min(1.0, now - self._last_growth)
                 self._learned += grown
@@ -285,11 +287,16 @@ class Pacer:
         success if that is sooner (``settled``: over the whole window even then, never overstating a burst)."""
         if self._started is None:
             return 0.0
-        successes, window_s = self._successes, self.settings.window_s
-        while successes and successes[0][0] < now - window_s:
-            self._success_tokens -= successes.popleft()[1]
+        window_s = self.settings.window_s
+        self._forget_before(now - window_s)
         span = window_s if settled else min(window_s, now - self._started)
-        return (self._success_tokens if tokens else len(successes)) / max(span, 1e-3)
+        return (self._success_tokens if tokens else len(self._successes)) / max(span, 1e-3)
+
+    def _forget_before(self, start: float) -> None:
+        """Drop the successes older than ``start`` (the window never holds more than ``window_s`` of them)."""
+        successes = self._successes
+        while successes and successes[0][0] < start:
+            self._success_tokens -= successes.popleft()[1]
 
 
 def _stated(allowance: Allowance, now: float) -> _Stated:
