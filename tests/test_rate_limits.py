@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import httpx
+import httpx2
 import pytest
 
 from llm_abstractions.rate_limits import Allowance, RateLimits, rate_limits_from_headers
@@ -79,7 +79,8 @@ def test_headers_without_rate_limits_state_none(headers: dict[str, str] | None) 
 
 
 def test_header_names_are_matched_case_insensitively_through_the_response_headers() -> None:
-    headers = httpx.Headers({"X-RateLimit-Remaining-Requests": "3", "X-RateLimit-Reset-Requests": "1s"})
+    # what the SDKs hand over
+    headers = httpx2.Headers({"X-RateLimit-Remaining-Requests": "3", "X-RateLimit-Reset-Requests": "1s"})
     assert rate_limits_from_headers(headers) == RateLimits(requests=Allowance(3, 1.0))
 
 
