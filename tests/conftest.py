@@ -1,7 +1,8 @@
-"""Shared fixtures: a probe model that records what the scheduler does and lets tests gate calls."""
+"""Shared fixtures: a probe model that records what the scheduler does and lets tests gate calls; subprocesses."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -99,3 +100,13 @@ def errors(*items: LlmError) -> list[BaseException]:
 def _run_store_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """CLI runs record into a throwaway run store, never into the repository's ``.orchestrate/``."""
     monkeypatch.setenv("ORCHESTRATE_STORE", str(tmp_path_factory.mktemp("store") / "runs.db"))
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[str]]]:
+    """Subprocesses a test starts (append them): killed and reaped when it ends."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        process.kill()
+        process.wait()

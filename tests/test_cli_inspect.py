@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import IO
@@ -180,15 +179,6 @@ class Lines:
             assert line, f"stream ended before {fragments}: {self.seen}"
             if all(fragment in line for fragment in fragments):
                 return line
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        process.kill()
-        process.wait()
 
 
 def orchestrate(processes: list[subprocess.Popen[str]], *args: str) -> tuple[subprocess.Popen[str], Lines]:

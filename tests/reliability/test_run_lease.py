@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from contextlib import closing
 from functools import partial
 from pathlib import Path
@@ -58,15 +57,6 @@ def project_file(tmp_path: Path, server: FakeProviderServer, tasks: list[str]) -
     path = tmp_path / "leased.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        process.kill()
-        process.wait()
 
 
 def orchestrate(
