@@ -36,6 +36,7 @@ import anyio
 from llm_abstractions import Message, redact, redact_value
 from orchestration.models import ExecutionResult, OutputFormat, utc_now
 from orchestration.results import RunStatus
+from orchestration.store.codec import to_json as _json
 from orchestration.store.lease import (
     HEARTBEATS_PER_LEASE,
     Lease,
@@ -195,10 +196,6 @@ def _add_column(connection: sqlite3.Connection, table: str, column: str, kind: s
     except sqlite3.OperationalError as exc:  # another connection added it meanwhile
         if "duplicate column" not in str(exc):
             raise
-
-
-def _json(value: Any) -> str:
-    return json.dumps(redact_value(value), ensure_ascii=False, default=str)
 
 
 def _result_json(result: ExecutionResult) -> str:
