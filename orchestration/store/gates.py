@@ -333,7 +333,9 @@ def decide_gate(
     stage: GateStage | None,
     now: datetime,
 ) -> Gate:
-    """Record ``decision`` on the task's current gate (of ``stage`` if given); see :meth:`RunStore.decide`."""
+    """Record ``decision`` on the task's current gate (of ``stage`` if given); see :meth:`RunStore.decide`.
+
+    A gate whose time is up by ``now`` is decided by its timeout first (the decision then conflicts with it)."""
     same = connection.execute(
         f"SELECT {_COLUMNS} FROM gates WHERE run_id = ? AND task_id = ? AND decision_id = ?",
         (run_id, task_id, decision.decision_id),
@@ -351,6 +353,8 @@ def decide_gate(
     gate, rowid = _gate(row[:-1]), row[-1]
     if decision.digest is not None and decision.digest != gate.digest:
         raise StaleGateError(gate, decision.digest)
+    if gate.expired(now):  # the store's clock decided first, though nobody recorded it yet
+        gate = _expire(connection, rowid, gate)
     if not gate.open:
         raise GateConflictError(gate)
     if decision.edit is not None:
@@ -382,16 +386,14 @@ def expire_gates(connection: sqlite3.Connection, now: datetime) -> list[Gate]:
         f"SELECT {_COLUMNS}, rowid FROM gates WHERE decision IS NULL AND expires_at IS NOT NULL AND {_CURRENT}"
         " ORDER BY rowid"
     ).fetchall()
-    expired: list[Gate] = []
-    for row in rows:
-        gate = _gate(row[:-1])
-        if not gate.expired(now):
-            continue
-        assert gate.expires_at is not None
-        message = f"no decision by {gate.expires_at:%Y-%m-%d %H:%M:%S} UTC"
-        timeout = _Timeout(DecisionKind(str(gate.on_timeout)), message)
-        expired.append(_record(connection, row[-1], timeout, gate.expires_at))
-    return expired
+    return [_expire(connection, row[-1], gate) for row in rows if (gate := _gate(row[:-1])).expired(now)]
+
+
+def _expire(connection: sqlite3.Connection, rowid: int, gate: Gate) -> Gate:
+    """Record the timeout of ``gate`` (at its ``expires_at``)."""
+    assert gate.expires_at is not None
+    message = f"no decision by {gate.expires_at:%Y-%m-%d %H:%M:%S} UTC"
+    return _record(connection, rowid, _Timeout(DecisionKind(str(gate.on_timeout)), message), gate.expires_at)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from orchestration.models import ExecutionResult, OutputFormat, utc_now
 from orchestration.results import RunStatus
 from orchestration.store import gates
 from orchestration.store.codec import to_json as _json
-from orchestration.store.gates import Decision, Gate, GateRequest, GateStage, UnknownGateError
+from orchestration.store.gates import Decision, Gate, GateConflictError, GateRequest, GateStage, UnknownGateError
 from orchestration.store.lease import (
     HEARTBEATS_PER_LEASE,
     Lease,
@@ -527,14 +527,22 @@ class RunStore:
 
         First write wins: the same ``decision_id`` again returns the gate as it was decided; otherwise raise
         :class:`UnknownGateError` (no such gate), :class:`StaleGateError` (``decision.digest`` is not the current
-        gate's), :class:`GateConflictError` (decided already) or :class:`GateError` (an edit the stage does not
-        allow). All are ``ValueError``s.
+        gate's), :class:`GateConflictError` (decided already, by a timeout too: a gate whose time is up gets its
+        timeout's decision first) or :class:`GateError` (an edit the stage does not allow). All are ``ValueError``s.
         """
         if not self.path.exists():
             raise UnknownGateError(f"no run store at {self.path}")
-        return self.writer.transaction(
-            lambda connection: gates.decide_gate(connection, run_id, task_id, decision, stage, utc_now())
-        )
+
+        def decide(connection: sqlite3.Connection) -> Gate | GateConflictError:
+            try:
+                return gates.decide_gate(connection, run_id, task_id, decision, stage, utc_now())
+            except GateConflictError as exc:  # raised once committed: it may have recorded a timeout
+                return exc
+
+        outcome = self.writer.transaction(decide)
+        if isinstance(outcome, GateConflictError):
+            raise outcome
+        return outcome
 
     def expire_gates(self, now: datetime | None = None) -> list[Gate]:
         """Decide every open gate whose timeout passed (by ``now``, default the store's clock) with its

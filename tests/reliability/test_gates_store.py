@@ -25,11 +25,13 @@ from orchestration.store import (
     GateError,
     GateRequest,
     GateStage,
+    LeaseLostError,
     RunStore,
     StaleGateError,
     TimeoutAction,
     UnknownGateError,
     payload_digest,
+    run_store,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -180,6 +182,38 @@ def test_a_timeout_decides_by_the_stores_clock(store: RunStore, action: TimeoutA
     assert store.open_gates() == [untimed] and store.expire_gates(now=gate.expires_at + timedelta(days=9)) == []
     with pytest.raises(GateConflictError, match=f"already decided: {action} by timeout at"):
         store.decide("r", "t", Decision(DecisionKind.APPROVE, "late"))
+
+
+def test_a_decision_after_the_timeout_loses_to_it_even_before_anyone_expired_the_gate(
+    store: RunStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = store.request_gate(request(timeout_s=5, on_timeout=TimeoutAction.REJECT))
+    assert gate.expires_at is not None
+    later = gate.expires_at + timedelta(seconds=1)
+    monkeypatch.setattr(run_store, "utc_now", lambda: later)  # the store's clock
+    with pytest.raises(GateConflictError, match="already decided: reject by timeout at") as conflict:
+        store.decide("r", "t", Decision(DecisionKind.APPROVE, "late"))
+    (recorded,) = RunStore(store.path).gates_of("r", "t")  # the timeout was committed with the refusal
+    assert (
+        recorded == conflict.value.gate and recorded.actor == TIMEOUT_ACTOR and recorded.decided_at == gate.expires_at
+    )
+    assert store.expire_gates() == []
+
+
+async def test_a_session_that_lost_its_lease_cannot_open_gates(tmp_path: Path) -> None:
+    store, successor = RunStore(tmp_path / "runs.db"), RunStore(tmp_path / "runs.db")
+    run = {"project": "p", "project_hash": "h", "file": None, "inputs": {}, "task_ids": ["t"]}
+    await store.begin_run("r", **run)
+    assert store.request_gate(request()).open
+    with closing(sqlite3.connect(store.path)) as connection, connection:  # the owner stopped renewing long ago
+        connection.execute("UPDATE runs SET lease_expires = '2000-01-01T00:00:00+00:00' WHERE run_id = 'r'")
+    await successor.begin_run("r", **run)
+    with pytest.raises(LeaseLostError):
+        store.request_gate(request({"prompt": "new"}))
+    assert len(successor.gates_of("r", "t")) == 1
+    assert successor.decide("r", "t", Decision(DecisionKind.APPROVE, "alice")).actor == "alice"  # no lease needed
+    store.close()
+    successor.close()
 
 
 def test_a_store_from_before_gates_opens_and_gains_the_table(tmp_path: Path) -> None:
