@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from llm_abstractions import GenerationOptions, Message, Usage
+from orchestration.review import ReviewSetting
 
 __all__ = [
     "TASK_ID_PATTERN",
@@ -93,6 +94,9 @@ class AgentTask(BaseModel):
     """A non-empty answer cut off by ``max_tokens``: ``accept`` it (recorded with ``finish_reason: length``) or
     ``fail`` the task (``output_truncated``); ``None``: accept for text tasks, fail for json tasks. An empty
     answer cut off always fails."""
+    review: ReviewSetting = None
+    """A review gate on the request or the answer (see :mod:`orchestration.review`); ``None``: the project's
+    ``defaults.review``."""
     metadata: dict[str, Any] = {}
     """Anything of yours; copied into the task's result."""
 
@@ -178,6 +182,8 @@ class ProjectDefaults(BaseModel):
     """Default retries after the first attempt."""
     fail_fast: bool = False
     """Cancel everything running once a task fails."""
+    review: ReviewSetting = None
+    """Review gate of tasks that set none; ``None``: ``auto`` (no gate)."""
 
 
 class ProjectSpec(BaseModel):

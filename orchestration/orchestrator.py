@@ -121,7 +121,7 @@ class ProjectOrchestrator:
             try:
                 task = AgentTask.model_validate(fields)
             except ValidationError as exc:
-                raise ProjectValidationError(task_issues(exc, str(fields.get("id", "?")))) from None
+                raise ProjectValidationError(task_issues(exc, str(fields.get("id", "?")), fields)) from None
         self.spec = self.spec.model_copy(update={"tasks": [*self.spec.tasks, task]})
         self._project = None
         return task

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from orchestration.review import GateStage, TimeoutAction
 from orchestration.store.codec import to_json
 
 __all__ = [
@@ -86,27 +87,12 @@ _CURRENT = (
 """The task's newest gate (the one it waits on); an older undecided gate was superseded."""
 
 
-class GateStage(StrEnum):
-    BEFORE = "before"
-    """The rendered request (system prompt, prompt, options), before the model is called."""
-    AFTER = "after"
-    """The answer (with usage and cost), before it is committed."""
-
-
 class DecisionKind(StrEnum):
     APPROVE = "approve"
     EDIT = "edit"
     REJECT = "reject"
     FAIL = "fail"
     """Recorded only by a timeout whose action is ``fail``: the engine fails the task (``review_timeout``)."""
-
-
-class TimeoutAction(StrEnum):
-    """What a gate's timeout decides (its value is the :class:`DecisionKind` recorded)."""
-
-    APPROVE = "approve"
-    REJECT = "reject"
-    FAIL = "fail"
 
 
 _EDITABLE: dict[GateStage, dict[str, type]] = {
