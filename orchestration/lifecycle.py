@@ -4,7 +4,9 @@
 
     BLOCKED ──ready──▶ READY ──start──▶ RUNNING ──answer──▶ COMMITTING ──durable──▶ SUCCESS
        │                                   ├──error───────────────────────────────▶ FAILED
-       ├──an ancestor did not succeed──────┼───────────────────────────────────────▶ SKIPPED
+       │                                   └──gated answer──▶ WAITING ──approve/edit──▶ COMMITTING
+       │                                                         └──reject/timeout──────▶ FAILED
+       ├──an ancestor did not succeed──────────────────────────────────────────────▶ SKIPPED
        └───────────────── the run is cancelled (any unfinished state) ─────────────▶ CANCELLED
 
 :class:`TaskLifecycle` owns every task's state during a run. Its transitions are the only
@@ -16,9 +18,10 @@ Durability rule: a success is committed to the run store before :meth:`TaskLifec
 returns, so the scheduler releases a task's dependents only once its result survives a crash.
 Results of one turn of the event loop share one commit (see :mod:`orchestration.store.writer`).
 
-The states the next capabilities add (waiting for a review, waiting for budget, expanded into
-items) go into :class:`TaskState` and :data:`TRANSITIONS`, with a method here that moves a task
-into and out of them.
+A task whose answer has a review gate (:mod:`orchestration.gating`) waits in WAITING for the gate's
+decision, read from the run store; a resumed run reuses the answer the gate holds. The states the next
+capabilities add (waiting for budget, expanded into items) go into :class:`TaskState` and
+:data:`TRANSITIONS`, with a method here that moves a task into and out of them.
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ from typing import TYPE_CHECKING
 import anyio
 
 from llm_abstractions import ErrorType
+from orchestration import gating
 from orchestration.events import EventBus, EventKind, RunEvent
 from orchestration.models import ErrorInfo, ExecutionResult, ExecutionStatus, utc_now
 from orchestration.project import CompiledTask
 
 if TYPE_CHECKING:
     from orchestration.store import RunStore
+    from orchestration.store.gates import Gate
 
 __all__ = ["TRANSITIONS", "Execute", "IllegalTransitionError", "TaskLifecycle", "TaskState"]
 
@@ -50,6 +55,8 @@ class TaskState(StrEnum):
     """Its dependencies succeeded; waiting for a slot."""
     RUNNING = "running"
     """Holding a slot: its model is being called."""
+    WAITING = "waiting"
+    """Answered; its answer waits for a review decision (polled from the run store)."""
     COMMITTING = "committing"
     """Answered; its result is being made durable before its dependents may start."""
     SUCCESS = "success"
@@ -68,7 +75,8 @@ _FINAL = frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.SKIPPED, Task
 TRANSITIONS: Mapping[TaskState, frozenset[TaskState]] = {
     TaskState.BLOCKED: frozenset({TaskState.READY, TaskState.SKIPPED, TaskState.CANCELLED}),
     TaskState.READY: frozenset({TaskState.RUNNING, TaskState.CANCELLED}),
-    TaskState.RUNNING: frozenset({TaskState.COMMITTING, TaskState.FAILED, TaskState.CANCELLED}),
+    TaskState.RUNNING: frozenset({TaskState.COMMITTING, TaskState.WAITING, TaskState.FAILED, TaskState.CANCELLED}),
+    TaskState.WAITING: frozenset({TaskState.COMMITTING, TaskState.FAILED, TaskState.CANCELLED}),
     TaskState.COMMITTING: frozenset({TaskState.SUCCESS}),
     TaskState.SUCCESS: frozenset(),
     TaskState.FAILED: frozenset(),
@@ -155,7 +163,10 @@ class TaskLifecycle:
         started_at = utc_now()
         self._move(index, TaskState.RUNNING)
         try:
-            result = await self._execute(task, started_at)
+            if gating.answer_gate(task):
+                result = await self._reviewed(index, started_at)
+            else:
+                result = await self._execute(task, started_at)
         except anyio.get_cancelled_exc_class():
             self._settle(index, TaskState.CANCELLED, _cancelled(task, started_at))
             raise
@@ -172,6 +183,60 @@ class TaskLifecycle:
             # cancelled during the wait (the queued write commits all the same).
             self._settle(index, TaskState.SUCCESS, result, recorded=True)
         return True
+
+    async def _reviewed(self, index: int, started_at: datetime) -> ExecutionResult:
+        """RUNNING → WAITING → the decided result of a task whose answer has a review gate.
+
+        The answer is the one an earlier session of the run put in the task's gate, if there is one (the
+        model is not called again), else the model's. The gate is opened (or found) in the store, and the
+        task waits for its decision there; without a store the task fails."""
+        task, store = self.tasks[index], self._store
+        if store is None:
+            message = "a review gate needs a run store (ProjectOrchestrator(..., store=...))"
+            return _failed(task, started_at, ErrorType.INVALID_REQUEST, message)
+        from orchestration.store.gates import GateRequest
+
+        stored = await anyio.to_thread.run_sync(gating.stored_answer_gate, store, self.run_id, task.id)
+        if stored is not None:
+            answer = gating.result_from_payload(task, stored.payload, started_at)
+        else:
+            answer = await self._execute(task, started_at)
+            if not answer.succeeded:
+                return answer
+        review = task.review
+        assert review is not None
+        request = GateRequest(
+            run_id=self.run_id,
+            task_id=task.id,
+            stage=review.stage,
+            attempt=stored.attempt if stored is not None else 1,
+            payload=stored.payload if stored is not None else gating.answer_payload(answer),
+            policy=str(review.policy),
+            timeout_s=review.timeout_s,
+            on_timeout=review.on_timeout,
+        )
+        gate = await anyio.to_thread.run_sync(store.request_gate, request)
+        self._move(index, TaskState.WAITING)
+        self._announce(EventKind.REVIEW_REQUESTED, index, gate)
+        if self.on_waiting is not None:
+            self.on_waiting()
+        gate = await gating.wait_for_decision(store, gate)
+        self._announce(EventKind.REVIEW_DECIDED, index, gate)
+        return gating.decided_result(task, answer, gate)
+
+    on_waiting: Callable[[], None] | None = None
+    """Called each time a task starts waiting for a review decision (``--no-wait`` stops the run there)."""
+
+    def waiting_only(self) -> bool:
+        """Whether every task that could progress waits for a review decision (none ready, running or
+        committing, at least one waiting)."""
+        states = set(self._states)
+        return TaskState.WAITING in states and not states & {TaskState.READY, TaskState.RUNNING, TaskState.COMMITTING}
+
+    def _announce(self, kind: EventKind, index: int, gate: Gate) -> None:
+        if self._events.active:
+            task = self.tasks[index]
+            self._events.emit(RunEvent(kind, self.run_id, task.id, task.agent, gate=gate))
 
     def cancel_unfinished(self) -> None:
         """Every task not in a final state → CANCELLED (the run ended before it could finish)."""
@@ -199,6 +264,18 @@ class TaskLifecycle:
             task = self.tasks[index]
             agent = result.agent if result is not None else task.agent
             self._events.emit(RunEvent(kind, self.run_id, task.id, agent, result))
+
+
+def _failed(task: CompiledTask, started_at: datetime, error_type: ErrorType, message: str) -> ExecutionResult:
+    return ExecutionResult(
+        task_id=task.id,
+        status=ExecutionStatus.FAILED,
+        agent=task.agent,
+        started_at=started_at,
+        completed_at=utc_now(),
+        error=ErrorInfo(type=error_type, message=message),
+        metadata=task.task.metadata,
+    )
 
 
 def _cancelled(task: CompiledTask, started_at: datetime | None) -> ExecutionResult:

@@ -23,6 +23,7 @@ __all__ = [
     "OutputFormat",
     "ProjectDefaults",
     "ProjectSpec",
+    "ReviewRecord",
     "TruncationPolicy",
     "UtcDatetime",
     "utc_now",
@@ -128,6 +129,24 @@ class AttemptRecord(BaseModel):
     duration_s: float
 
 
+class ReviewRecord(BaseModel):
+    """How a task's review gate was decided."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    decision: str
+    """``approve``, ``edit``, ``reject``, or the timeout's action."""
+    actor: str | None = None
+    """Who decided (``timeout`` for a timeout)."""
+    message: str | None = None
+    decided_at: UtcDatetime | None = None
+    waited_s: float | None = None
+    """From the gate's opening to its decision (across sessions of the run)."""
+    edited: bool = False
+    original_output: str | None = None
+    """The answer before an edit replaced it (with ``edited`` only)."""
+
+
 class ExecutionResult(BaseModel):
     """The final record of one task. Field names are a stable contract: add, never rename."""
 
@@ -157,6 +176,8 @@ class ExecutionResult(BaseModel):
     """Why the answer ended, as the provider said (normalised: ``stop``, ``length``, ``content_filter``...)."""
     metadata: dict[str, Any] = {}
     """The task's ``metadata``."""
+    review: ReviewRecord | None = None
+    """The decision of the task's review gate, if it had one."""
     request: list[Message] | None = Field(default=None, exclude=True)
     """The messages as sent (rendered prompts; not serialized: the run store keeps them, redacted)."""
     parsed: Any = Field(default=None, exclude=True)

@@ -1,0 +1,153 @@
+"""The engine's side of review gates on a task's answer (``review`` with ``stage: after``).
+
+The lifecycle (:meth:`orchestration.lifecycle.TaskLifecycle.run`) opens the gate in the run store with the
+answer as its payload (:func:`answer_payload`), waits for its decision by polling the store
+(:func:`wait_for_decision`: a decision recorded by another process, ``orchestrate review``, reaches the
+running session within :data:`POLL_S`), and turns the decision into the task's final result
+(:func:`decided_result`). A resumed run finds the gate in the store and rebuilds the answer from its payload
+(:func:`result_from_payload`) instead of calling the model again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from llm_abstractions import ErrorType, Usage
+from llm_abstractions.structured import parse_json_answer
+from orchestration.models import ErrorInfo, ExecutionResult, ExecutionStatus, OutputFormat, ReviewRecord, utc_now
+from orchestration.project import CompiledTask
+from orchestration.review import GateStage, ReviewPolicy
+
+if TYPE_CHECKING:
+    from orchestration.store import RunStore
+    from orchestration.store.gates import Gate
+
+__all__ = [
+    "POLL_S",
+    "answer_gate",
+    "answer_payload",
+    "decided_result",
+    "result_from_payload",
+    "stored_answer_gate",
+    "wait_for_decision",
+]
+
+POLL_S = 1.0
+"""How often a waiting task reads its gate from the store (and decides timeouts by the store's clock)."""
+
+
+def answer_gate(task: CompiledTask) -> bool:
+    """Whether ``task``'s answer waits for a human decision (``stage: after``, ``require_human``).
+
+    Thresholds (``auto_with_thresholds``) and ``stage: before`` are not evaluated by the engine yet: such
+    tasks run without a gate.
+    """
+    review = task.review
+    return review is not None and review.stage is GateStage.AFTER and review.policy is ReviewPolicy.REQUIRE_HUMAN
+
+
+def answer_payload(result: ExecutionResult) -> dict[str, Any]:
+    """What the reviewer of an answer sees, and what a resume rebuilds the answer from."""
+    return {
+        "output": result.output,
+        "usage": result.usage.model_dump(mode="json") if result.usage is not None else None,
+        "cost_usd": result.cost_usd,
+        "agent": result.agent,
+        "provider": result.provider,
+        "model": result.model,
+        "finish_reason": result.finish_reason,
+        "attempts": result.attempts,
+    }
+
+
+def result_from_payload(task: CompiledTask, payload: Mapping[str, Any], started_at: Any) -> ExecutionResult:
+    """The answer a gate's payload holds, as an (undecided) success of ``task``: no model is called."""
+    output = payload.get("output")
+    usage = payload.get("usage")
+    parsed = None
+    if task.task.output_format is OutputFormat.JSON and isinstance(output, str):
+        try:
+            parsed = parse_json_answer(output, task.task.output_schema)
+        except ValueError:
+            parsed = None
+    return ExecutionResult(
+        task_id=task.id,
+        status=ExecutionStatus.SUCCESS,
+        output=output,
+        parsed=parsed,
+        agent=payload.get("agent") or task.agent,
+        provider=payload.get("provider"),
+        model=payload.get("model"),
+        attempts=0,
+        started_at=started_at,
+        completed_at=utc_now(),
+        usage=Usage.model_validate(usage) if usage is not None else None,
+        cost_usd=payload.get("cost_usd"),
+        finish_reason=payload.get("finish_reason"),
+        metadata=task.task.metadata,
+    )
+
+
+def stored_answer_gate(store: RunStore, run_id: str, task_id: str) -> Gate | None:
+    """The task's newest ``after`` gate in this run, if an earlier session opened one."""
+    gates = [gate for gate in store.gates_of(run_id, task_id) if gate.stage is GateStage.AFTER]
+    return gates[-1] if gates else None
+
+
+async def wait_for_decision(store: RunStore, gate: Gate) -> Gate:
+    """Poll the store until ``gate`` is decided (by anyone, or by its timeout); return it as decided."""
+    while gate.open:
+        await anyio.sleep(POLL_S)
+        if gate.expires_at is not None and gate.expires_at <= utc_now():
+            await anyio.to_thread.run_sync(store.expire_gates)
+        gates = await anyio.to_thread.run_sync(store.gates_of, gate.run_id, gate.task_id)
+        gate = next((g for g in gates if g.stage is gate.stage and g.digest == gate.digest), gate)
+    return gate
+
+
+def decided_result(task: CompiledTask, answer: ExecutionResult, gate: Gate) -> ExecutionResult:
+    """The task's final result once ``gate`` (on ``answer``) is decided.
+
+    approve (also by a timeout): the answer; edit: the edited output (a json task's edit must parse and match
+    its schema, else the task fails with ``invalid_output``); reject: ``review_rejected``; a timeout whose
+    action is ``fail``: ``review_timeout``.
+    """
+    from orchestration.store.gates import DecisionKind
+
+    decision = gate.decision
+    assert decision is not None
+    waited = (gate.decided_at - gate.requested_at).total_seconds() if gate.decided_at is not None else None
+    review = ReviewRecord(
+        decision=str(decision),
+        actor=gate.actor,
+        message=gate.message,
+        decided_at=gate.decided_at,
+        waited_s=waited,
+    )
+    update: dict[str, Any] = {"completed_at": utc_now(), "review": review}
+    if decision is DecisionKind.EDIT:
+        edited = (gate.edit or {}).get("output")
+        review.edited, review.original_output = True, answer.output
+        update["output"] = edited
+        if task.task.output_format is OutputFormat.JSON:
+            try:
+                update["parsed"] = parse_json_answer(str(edited), task.task.output_schema)
+            except ValueError as exc:
+                message = f"the edited output was refused: {exc}"
+                update["status"], update["error"] = (
+                    ExecutionStatus.FAILED,
+                    ErrorInfo(type=ErrorType.INVALID_OUTPUT, message=message),
+                )
+        else:
+            update["parsed"] = None
+    elif decision is DecisionKind.REJECT:
+        message = f"rejected by {gate.actor}: {gate.message}" if gate.message else f"rejected by {gate.actor}"
+        update["status"] = ExecutionStatus.FAILED
+        update["error"] = ErrorInfo(type=ErrorType.REVIEW_REJECTED, message=message)
+    elif decision is DecisionKind.FAIL:
+        update["status"] = ExecutionStatus.FAILED
+        update["error"] = ErrorInfo(type=ErrorType.REVIEW_TIMEOUT, message=gate.message or "the review timed out")
+    return answer.model_copy(update=update)
