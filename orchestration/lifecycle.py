@@ -168,7 +168,8 @@ class TaskLifecycle:
             else:
                 result = await self._execute(task, started_at)
         except anyio.get_cancelled_exc_class():
-            self._settle(index, TaskState.CANCELLED, _cancelled(task, started_at))
+            waiting = self._states[index] is TaskState.WAITING
+            self._settle(index, TaskState.CANCELLED, _cancelled(task, started_at, waiting=waiting))
             raise
         if not result.succeeded:
             self._settle(index, TaskState.FAILED, result)
@@ -218,14 +219,9 @@ class TaskLifecycle:
         gate = await anyio.to_thread.run_sync(store.request_gate, request)
         self._move(index, TaskState.WAITING)
         self._announce(EventKind.REVIEW_REQUESTED, index, gate)
-        if self.on_waiting is not None:
-            self.on_waiting()
         gate = await gating.wait_for_decision(store, gate)
         self._announce(EventKind.REVIEW_DECIDED, index, gate)
         return gating.decided_result(task, answer, gate)
-
-    on_waiting: Callable[[], None] | None = None
-    """Called each time a task starts waiting for a review decision (``--no-wait`` stops the run there)."""
 
     def waiting_only(self) -> bool:
         """Whether every task that could progress waits for a review decision (none ready, running or
@@ -278,13 +274,18 @@ def _failed(task: CompiledTask, started_at: datetime, error_type: ErrorType, mes
     )
 
 
-def _cancelled(task: CompiledTask, started_at: datetime | None) -> ExecutionResult:
+def _cancelled(task: CompiledTask, started_at: datetime | None, *, waiting: bool = False) -> ExecutionResult:
+    message = (
+        "the run stopped while this task waited for a review decision: decide it, then resume the run"
+        if waiting
+        else "the run was cancelled before this task finished"
+    )
     return ExecutionResult(
         task_id=task.id,
         status=ExecutionStatus.CANCELLED,
         agent=task.agent,
         started_at=started_at,
         completed_at=utc_now(),
-        error=ErrorInfo(type=ErrorType.CANCELLED, message="the run was cancelled before this task finished"),
+        error=ErrorInfo(type=ErrorType.CANCELLED, message=message),
         metadata=task.task.metadata,
     )

@@ -27,6 +27,8 @@ class RunStatus(StrEnum):
     CANCELLED = "cancelled"
     RUNNING = "running"
     """Started and not finished: still running, or the process died."""
+    WAITING = "waiting"
+    """Stopped (``--no-wait``) where nothing could progress without a review decision; resume it once decided."""
 
     @classmethod
     def of(cls, results: Mapping[str, ExecutionResult]) -> RunStatus:

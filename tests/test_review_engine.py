@@ -154,3 +154,25 @@ def test_waiting_moves() -> None:
 
     assert TaskState.WAITING in TRANSITIONS[TaskState.RUNNING]
     assert TRANSITIONS[TaskState.WAITING] == {TaskState.COMMITTING, TaskState.FAILED, TaskState.CANCELLED}
+
+
+async def test_no_wait_stops_when_only_reviews_are_left_and_resume_reuses_the_answer(tmp_path: Path) -> None:
+    model = Model()
+    orch = orchestrator(tmp_path / "runs.db", model, "require_human")
+    orch.wait_for_reviews = False
+    results = await orch.run(run_id="r1")
+    assert orch.stopped_waiting
+    assert results["free"].status is ExecutionStatus.SUCCESS  # independent work finished first
+    assert results["t"].status is ExecutionStatus.CANCELLED and "review decision" in results["t"].error.message
+    store = RunStore(tmp_path / "runs.db")
+    assert store.get_run("r1").status == "waiting"
+    assert model.calls == 2  # t and free
+    store.decide("r1", "t", Decision(DecisionKind.APPROVE, actor="ann"))
+    resumed = orchestrator(tmp_path / "runs.db", model, "require_human")
+    resumed.wait_for_reviews = False
+    results = await resumed.resume("r1")
+    assert not resumed.stopped_waiting
+    assert results["t"].status is ExecutionStatus.SUCCESS and results["t"].review.actor == "ann"
+    assert results["after"].status is ExecutionStatus.SUCCESS
+    assert model.calls == 3  # only 'after' was called: t's answer came from its gate
+    assert store.get_run("r1").status == "success"

@@ -1,4 +1,5 @@
-"""``orchestrate run``: execute a project with live progress; exit 0, 1, 2 or 130."""
+"""``orchestrate run``: execute a project with live progress; exit 0, 1, 2, 3 (``--no-wait``: waiting for a
+review decision) or 130."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from orchestration.cli.common import (
     LogFormatOpt,
     LogLevelOpt,
     MaxConcurrencyOpt,
+    NoWaitOpt,
     QuietOpt,
     ResultsOpt,
     StoreOpt,
@@ -85,6 +87,7 @@ def run(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the latest unfinished run of this project instead.")
     ] = False,
+    no_wait: NoWaitOpt = False,
 ) -> None:
     """Run a project file (recorded in the run store, so that it can be resumed)."""
     from orchestration.cli.common import fail_invalid
@@ -98,6 +101,7 @@ def run(
         fail_fast=fail_fast or None,
         store=open_store(store_path(store, file)),
     )
+    orchestrator.wait_for_reviews = not no_wait
     if not resume:
         execute_run(
             orchestrator,
@@ -176,6 +180,13 @@ def execute_run(
     if interrupted:
         console.print("interrupted: finished results were kept", markup=False)
         raise typer.Exit(ExitCode.INTERRUPTED)
+    if orchestrator.stopped_waiting:
+        run_id = orchestrator.run_id
+        console.print(
+            f"waiting for review decisions: orchestrate reviews {run_id}; then orchestrate resume {run_id}",
+            markup=False,
+        )
+        raise typer.Exit(ExitCode.WAITING)
     if any(r.status is not ExecutionStatus.SUCCESS for r in final.values()):
         raise typer.Exit(ExitCode.TASKS_FAILED)
 

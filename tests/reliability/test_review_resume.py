@@ -87,3 +87,37 @@ def test_kill_while_waiting_then_decide_then_resume(fake_server: FakeProviderSer
     gated = [r for r in fake_server.requests if last_user_text(r) == "gated task"]
     assert len(gated) == 1, f"the gated task's model was called {len(gated)} times"
     assert results["u"].output is not None and results["t"].output is not None
+
+
+def test_no_wait_exits_3_and_resume_finishes_once_decided(fake_server: FakeProviderServer, tmp_path: Path) -> None:
+    project = project_file(tmp_path, fake_server)
+    store = RunStore(tmp_path / "runs.db")
+    command = ["run", str(project), "--run-id", "g", "--store", str(store.path), "--no-wait"]
+    assert orchestrate(*command).wait(timeout=60) == 3
+    assert store.get_run("g").status is RunStatus.WAITING
+    assert [g.task_id for g in store.open_gates("g")] == ["t"]
+    assert orchestrate("resume", "g", "--store", str(store.path), "--no-wait").wait(timeout=60) == 3
+    decided = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestration",
+            "review",
+            "g",
+            "t",
+            "edit",
+            "--output",
+            "edited",
+            "--store",
+            str(store.path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        timeout=60,
+    )
+    assert decided.returncode == 0, decided.stderr
+    assert orchestrate("resume", "g", "--store", str(store.path), "--no-wait").wait(timeout=60) == 0
+    results = store.load_results("g")
+    assert results["t"].output == "edited" and results["u"].status is ExecutionStatus.SUCCESS
+    assert len([r for r in fake_server.requests if last_user_text(r) == "gated task"]) == 1
+    assert [last_user_text(r) for r in fake_server.requests].count("after edited") == 1
