@@ -219,9 +219,14 @@ class TaskLifecycle:
         gate = await anyio.to_thread.run_sync(store.request_gate, request)
         self._move(index, TaskState.WAITING)
         self._announce(EventKind.REVIEW_REQUESTED, index, gate)
+        if self.on_waiting is not None:
+            self.on_waiting(index)
         gate = await gating.wait_for_decision(store, gate)
         self._announce(EventKind.REVIEW_DECIDED, index, gate)
         return gating.decided_result(task, answer, gate)
+
+    on_waiting: Callable[[int], None] | None = None
+    """Told each time a task starts waiting for a review decision (the scheduler gives its slot away)."""
 
     def waiting_only(self) -> bool:
         """Whether every task that could progress waits for a review decision (none ready, running or

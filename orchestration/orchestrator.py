@@ -257,6 +257,7 @@ class ProjectOrchestrator:
             group_limits=[project.registry.get(name).limits.max_concurrent for name in agent_names],
             durations=durations,
         )
+        lifecycle.on_waiting = scheduler.lend  # a task waiting for a review holds no slot
         fail_fast = defaults.fail_fast if self.fail_fast is None else self.fail_fast
         lease: AbstractAsyncContextManager[None] = store.heartbeat(run_id) if store is not None else nullcontext()
         self.stopped_waiting = False

@@ -176,3 +176,21 @@ async def test_no_wait_stops_when_only_reviews_are_left_and_resume_reuses_the_an
     assert results["after"].status is ExecutionStatus.SUCCESS
     assert model.calls == 3  # only 'after' was called: t's answer came from its gate
     assert store.get_run("r1").status == "success"
+
+
+async def test_a_waiting_task_holds_no_slot(tmp_path: Path) -> None:
+    review = {"policy": "require_human", "timeout_s": 0.5, "on_timeout": "approve"}
+    orch = orchestrator(tmp_path / "runs.db", Model(), review)
+    orch.add_task({"id": "free2", "description": "z", "agent": "m"})
+    orch.max_concurrency = 1
+    _, events = await run_deciding(orch, None)
+    # with one slot, both independent tasks ran while t waited
+    order = [e.task_id for e in events if e.kind == "task_succeeded"]
+    assert order == ["free", "free2", "t", "after"]
+
+
+async def test_with_one_slot_the_decision_still_releases_the_dependents(tmp_path: Path) -> None:
+    orch = orchestrator(tmp_path / "runs.db", Model(), "require_human")
+    orch.max_concurrency = 1
+    results, _ = await run_deciding(orch, Decision(DecisionKind.APPROVE, actor="ann"))
+    assert all(r.status is ExecutionStatus.SUCCESS for r in results.values())
