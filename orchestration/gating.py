@@ -10,6 +10,7 @@ running session within :data:`POLL_S`), and turns the decision into the task's f
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ __all__ = [
     "answer_gate",
     "answer_payload",
     "decided_result",
+    "fired",
     "result_from_payload",
     "stored_answer_gate",
     "wait_for_decision",
@@ -40,13 +42,36 @@ POLL_S = 1.0
 
 
 def answer_gate(task: CompiledTask) -> bool:
-    """Whether ``task``'s answer waits for a human decision (``stage: after``, ``require_human``).
+    """Whether ``task``'s answer may wait for a human decision (``stage: after``, ``require_human`` or
+    ``auto_with_thresholds``; see :func:`fired`).
 
-    Thresholds (``auto_with_thresholds``) and ``stage: before`` are not evaluated by the engine yet: such
-    tasks run without a gate.
+    ``stage: before`` is not evaluated by the engine yet: such tasks run without a gate.
     """
     review = task.review
-    return review is not None and review.stage is GateStage.AFTER and review.policy is ReviewPolicy.REQUIRE_HUMAN
+    return review is not None and review.stage is GateStage.AFTER and review.gated
+
+
+def fired(task: CompiledTask, answer: ExecutionResult) -> list[str]:
+    """What asks a human to decide on ``answer``: ``require_human``, or the thresholds it crossed (none: it is
+    approved without a gate). ``invalid_json`` is not evaluated yet (the engine does not learn of a repair)."""
+    review = task.review
+    assert review is not None
+    if review.policy is ReviewPolicy.REQUIRE_HUMAN:
+        return [str(review.policy)]
+    limits = review.thresholds
+    if limits is None:
+        return []
+    found: list[str] = []
+    if limits.max_cost_usd is not None and answer.cost_usd is not None and answer.cost_usd > limits.max_cost_usd:
+        found.append(f"cost_usd {answer.cost_usd:.6g} > max_cost_usd {limits.max_cost_usd:g}")
+    tokens = answer.usage.output_tokens if answer.usage is not None else None
+    if limits.max_output_tokens is not None and tokens is not None and tokens > limits.max_output_tokens:
+        found.append(f"output_tokens {tokens} > max_output_tokens {limits.max_output_tokens}")
+    if limits.finish_reasons is not None and answer.finish_reason in limits.finish_reasons:
+        found.append(f"finish_reason {answer.finish_reason}")
+    if limits.output_matches is not None and re.search(limits.output_matches, answer.output or ""):
+        found.append(f"output matches {limits.output_matches!r}")
+    return found
 
 
 def answer_payload(result: ExecutionResult) -> dict[str, Any]:

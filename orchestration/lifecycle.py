@@ -199,10 +199,13 @@ class TaskLifecycle:
 
         stored = await anyio.to_thread.run_sync(gating.stored_answer_gate, store, self.run_id, task.id)
         if stored is not None:
-            answer = gating.result_from_payload(task, stored.payload, started_at)
+            answer, fired = gating.result_from_payload(task, stored.payload, started_at), stored.fired
         else:
             answer = await self._execute(task, started_at)
             if not answer.succeeded:
+                return answer
+            fired = gating.fired(task, answer)
+            if not fired:  # auto_with_thresholds, none crossed: approved without a gate
                 return answer
         review = task.review
         assert review is not None
@@ -213,6 +216,7 @@ class TaskLifecycle:
             attempt=stored.attempt if stored is not None else 1,
             payload=stored.payload if stored is not None else gating.answer_payload(answer),
             policy=str(review.policy),
+            fired=fired,
             timeout_s=review.timeout_s,
             on_timeout=review.on_timeout,
         )

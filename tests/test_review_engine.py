@@ -194,3 +194,23 @@ async def test_with_one_slot_the_decision_still_releases_the_dependents(tmp_path
     orch.max_concurrency = 1
     results, _ = await run_deciding(orch, Decision(DecisionKind.APPROVE, actor="ann"))
     assert all(r.status is ExecutionStatus.SUCCESS for r in results.values())
+
+
+def thresholds(**limits: Any) -> dict[str, Any]:
+    return {"policy": "auto_with_thresholds", "thresholds": limits}
+
+
+async def test_thresholds_not_crossed_approve_without_a_gate(tmp_path: Path) -> None:
+    orch = orchestrator(tmp_path / "runs.db", Model("fine"), thresholds(output_matches="(?i)secret"))
+    results = await orch.run(run_id="r1")
+    assert results["t"].status is ExecutionStatus.SUCCESS and results["t"].review is None
+    assert RunStore(tmp_path / "runs.db").gates_of("r1", "t") == []
+
+
+async def test_a_crossed_threshold_asks_a_human_and_says_which(tmp_path: Path) -> None:
+    orch = orchestrator(tmp_path / "runs.db", Model("the SECRET is 4"), thresholds(output_matches="(?i)secret"))
+    results, events = await run_deciding(orch, Decision(DecisionKind.APPROVE, actor="ann"))
+    assert results["t"].review is not None and results["t"].review.actor == "ann"
+    (requested,) = [e for e in events if e.kind == "review_requested"]
+    assert requested.gate is not None and requested.gate.fired == ["output matches '(?i)secret'"]
+    assert requested.gate.policy == "auto_with_thresholds"
