@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from llm_abstractions import ErrorType, Usage
+from llm_abstractions import ErrorType, GenerationOptions, Message, Usage
 from llm_abstractions.structured import parse_json_answer
 from orchestration.models import ErrorInfo, ExecutionResult, ExecutionStatus, OutputFormat, ReviewRecord, utc_now
 from orchestration.project import CompiledTask
@@ -28,14 +28,23 @@ if TYPE_CHECKING:
 
 __all__ = [
     "POLL_S",
+    "Request",
     "answer_gate",
     "answer_payload",
+    "decided_request",
     "decided_result",
     "fired",
+    "fired_before",
+    "request_gate",
+    "request_payload",
     "result_from_payload",
+    "review_record",
     "stored_answer_gate",
     "wait_for_decision",
 ]
+
+Request = tuple[list[Message], GenerationOptions]
+"""A task's request as reviewed: the messages and the options to send."""
 
 POLL_S = 1.0
 """How often a waiting task reads its gate from the store (and decides timeouts by the store's clock)."""
@@ -49,6 +58,105 @@ def answer_gate(task: CompiledTask) -> bool:
     """
     review = task.review
     return review is not None and review.stage is GateStage.AFTER and review.gated
+
+
+def request_gate(task: CompiledTask) -> bool:
+    """Whether ``task``'s rendered request may wait for a human decision (``stage: before``)."""
+    review = task.review
+    return review is not None and review.stage is GateStage.BEFORE and review.gated
+
+
+def request_payload(task: CompiledTask, messages: list[Message]) -> dict[str, Any]:
+    """What the reviewer of a request sees (and may edit): system prompt, prompt, options."""
+    system = next((m.content for m in messages if m.role == "system"), None)
+    return {
+        "system_prompt": system,
+        "prompt": messages[-1].content,
+        "options": task.options.model_dump(mode="json", exclude_none=True, exclude={"json_schema"}),
+    }
+
+
+def fired_before(task: CompiledTask) -> list[str]:
+    """What asks a human to decide on the request: ``require_human``, or ``max_output_tokens`` below the
+    request's ``max_tokens`` (``max_cost_usd`` is not estimated before a call yet: it never fires here)."""
+    review = task.review
+    assert review is not None
+    if review.policy is ReviewPolicy.REQUIRE_HUMAN:
+        return [str(review.policy)]
+    limits, max_tokens = review.thresholds, task.options.max_tokens
+    limit = limits.max_output_tokens if limits is not None else None
+    if limit is not None and max_tokens is not None and max_tokens > limit:
+        return [f"max_tokens {max_tokens} > max_output_tokens {limit}"]
+    return []
+
+
+def decided_request(
+    task: CompiledTask, messages: list[Message], gate: Gate, started_at: Any
+) -> Request | ExecutionResult:
+    """The request to send once its gate is decided (approved, or edited), or the task's failure (rejected,
+    timed out with ``fail``, or options edited into invalid ones)."""
+    from orchestration.store.gates import DecisionKind
+
+    decision = gate.decision
+    review = review_record(gate, None)
+    if decision is DecisionKind.REJECT or decision is DecisionKind.FAIL:
+        if decision is DecisionKind.REJECT:
+            why = f"rejected by {gate.actor}: {gate.message}" if gate.message else f"rejected by {gate.actor}"
+            error = ErrorInfo(type=ErrorType.REVIEW_REJECTED, message=why)
+        else:
+            error = ErrorInfo(type=ErrorType.REVIEW_TIMEOUT, message=gate.message or "the review timed out")
+        return ExecutionResult(
+            task_id=task.id,
+            status=ExecutionStatus.FAILED,
+            agent=task.agent,
+            started_at=started_at,
+            completed_at=utc_now(),
+            error=error,
+            metadata=task.task.metadata,
+            review=review,
+        )
+    options = task.options
+    if decision is DecisionKind.EDIT and gate.edit:
+        edit = gate.edit
+        messages = [
+            m.model_copy(update={"content": edit["system_prompt"]})
+            if m.role == "system" and "system_prompt" in edit
+            else m
+            for m in messages
+        ]
+        if "system_prompt" in edit and not any(m.role == "system" for m in messages):
+            messages.insert(0, Message(role="system", content=edit["system_prompt"]))
+        if "prompt" in edit:
+            messages[-1] = messages[-1].model_copy(update={"content": edit["prompt"]})
+        if "options" in edit:
+            try:
+                options = GenerationOptions.model_validate({**options.model_dump(exclude_none=True), **edit["options"]})
+            except ValueError as exc:
+                return ExecutionResult(
+                    task_id=task.id,
+                    status=ExecutionStatus.FAILED,
+                    agent=task.agent,
+                    started_at=started_at,
+                    completed_at=utc_now(),
+                    error=ErrorInfo(type=ErrorType.INVALID_REQUEST, message=f"the edited options were refused: {exc}"),
+                    metadata=task.task.metadata,
+                    review=review,
+                )
+    return messages, options
+
+
+def review_record(gate: Gate, original_output: str | None) -> ReviewRecord:
+    """The result's record of how ``gate`` was decided."""
+    waited = (gate.decided_at - gate.requested_at).total_seconds() if gate.decided_at is not None else None
+    return ReviewRecord(
+        decision=str(gate.decision),
+        actor=gate.actor,
+        message=gate.message,
+        decided_at=gate.decided_at,
+        waited_s=waited,
+        edited=str(gate.decision) == "edit",
+        original_output=original_output,
+    )
 
 
 def fired(task: CompiledTask, answer: ExecutionResult) -> list[str]:
@@ -144,18 +252,11 @@ def decided_result(task: CompiledTask, answer: ExecutionResult, gate: Gate) -> E
 
     decision = gate.decision
     assert decision is not None
-    waited = (gate.decided_at - gate.requested_at).total_seconds() if gate.decided_at is not None else None
-    review = ReviewRecord(
-        decision=str(decision),
-        actor=gate.actor,
-        message=gate.message,
-        decided_at=gate.decided_at,
-        waited_s=waited,
-    )
+    edit = decision is DecisionKind.EDIT
+    review = review_record(gate, answer.output if edit else None)
     update: dict[str, Any] = {"completed_at": utc_now(), "review": review}
-    if decision is DecisionKind.EDIT:
+    if edit:
         edited = (gate.edit or {}).get("output")
-        review.edited, review.original_output = True, answer.output
         update["output"] = edited
         if task.task.output_format is OutputFormat.JSON:
             try:

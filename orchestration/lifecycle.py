@@ -19,7 +19,9 @@ returns, so the scheduler releases a task's dependents only once its result surv
 Results of one turn of the event loop share one commit (see :mod:`orchestration.store.writer`).
 
 A task whose answer has a review gate (:mod:`orchestration.gating`) waits in WAITING for the gate's
-decision, read from the run store; a resumed run reuses the answer the gate holds. The states the next
+decision, read from the run store; a resumed run reuses the answer the gate holds. A gate on the request
+(``stage: before``) waits before the model is called: WAITING → RUNNING once approved or edited (the
+request is sent as decided), → FAILED when rejected. The states the next
 capabilities add (waiting for budget, expanded into items) go into :class:`TaskState` and
 :data:`TRANSITIONS`, with a method here that moves a task into and out of them.
 """
@@ -29,19 +31,20 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from llm_abstractions import ErrorType
+from llm_abstractions import ErrorType, Message
 from orchestration import gating
 from orchestration.events import EventBus, EventKind, RunEvent
+from orchestration.gating import Request
 from orchestration.models import ErrorInfo, ExecutionResult, ExecutionStatus, utc_now
 from orchestration.project import CompiledTask
 
 if TYPE_CHECKING:
     from orchestration.store import RunStore
-    from orchestration.store.gates import Gate
+    from orchestration.store.gates import Gate, GateRequest
 
 __all__ = ["TRANSITIONS", "Execute", "IllegalTransitionError", "TaskLifecycle", "TaskState"]
 
@@ -76,7 +79,7 @@ TRANSITIONS: Mapping[TaskState, frozenset[TaskState]] = {
     TaskState.BLOCKED: frozenset({TaskState.READY, TaskState.SKIPPED, TaskState.CANCELLED}),
     TaskState.READY: frozenset({TaskState.RUNNING, TaskState.CANCELLED}),
     TaskState.RUNNING: frozenset({TaskState.COMMITTING, TaskState.WAITING, TaskState.FAILED, TaskState.CANCELLED}),
-    TaskState.WAITING: frozenset({TaskState.COMMITTING, TaskState.FAILED, TaskState.CANCELLED}),
+    TaskState.WAITING: frozenset({TaskState.RUNNING, TaskState.COMMITTING, TaskState.FAILED, TaskState.CANCELLED}),
     TaskState.COMMITTING: frozenset({TaskState.SUCCESS}),
     TaskState.SUCCESS: frozenset(),
     TaskState.FAILED: frozenset(),
@@ -93,8 +96,18 @@ _EVENT_OF = {
     TaskState.CANCELLED: EventKind.TASK_CANCELLED,
 }
 
-Execute = Callable[[CompiledTask, datetime], Awaitable[ExecutionResult]]
-"""Runs a task that took its slot at the given time to its result (success or failure); raises only when cancelled."""
+
+class Execute(Protocol):
+    """Runs a task that took its slot at ``started_at`` to its result (success or failure); raises only when
+    cancelled. ``request``: the messages and options to send instead of the task's own (a reviewed request)."""
+
+    def __call__(
+        self, task: CompiledTask, started_at: datetime, request: Request | None = None
+    ) -> Awaitable[ExecutionResult]: ...
+
+
+Render = Callable[[CompiledTask], list[Message]]
+"""The task's rendered messages (raises ``TemplateError``)."""
 
 
 class IllegalTransitionError(RuntimeError):
@@ -119,8 +132,12 @@ class TaskLifecycle:
         store: RunStore | None = None,
         fingerprints: Sequence[str | None] = (),
         kept: Mapping[str, ExecutionResult] | None = None,
+        render: Render | None = None,
     ) -> None:
+        """``render``: the task's messages, for a review gate on the request (without it such gates are not
+        opened)."""
         self.run_id = run_id
+        self._render = render
         self.tasks = tasks
         self.results = results
         self._execute = execute
@@ -165,6 +182,8 @@ class TaskLifecycle:
         try:
             if gating.answer_gate(task):
                 result = await self._reviewed(index, started_at)
+            elif gating.request_gate(task) and self._render is not None:
+                result = await self._reviewed_request(index, started_at)
             else:
                 result = await self._execute(task, started_at)
         except anyio.get_cancelled_exc_class():
@@ -220,6 +239,50 @@ class TaskLifecycle:
             timeout_s=review.timeout_s,
             on_timeout=review.on_timeout,
         )
+        gate = await self._wait(index, store, request)
+        return gating.decided_result(task, answer, gate)
+
+    async def _reviewed_request(self, index: int, started_at: datetime) -> ExecutionResult:
+        """RUNNING → WAITING → RUNNING → the result of a task whose rendered request has a review gate: the model
+        is called with the request as approved or edited; a rejected (or timed out) request is never sent."""
+        task, store = self.tasks[index], self._store
+        assert self._render is not None and task.review is not None
+        if store is None:
+            message = "a review gate needs a run store (ProjectOrchestrator(..., store=...))"
+            return _failed(task, started_at, ErrorType.INVALID_REQUEST, message)
+        from orchestration.store.gates import GateRequest
+        from orchestration.templates import TemplateError
+
+        try:
+            messages = self._render(task)
+        except TemplateError:  # the executor reports it
+            return await self._execute(task, started_at)
+        payload = gating.request_payload(task, messages)
+        fired = gating.fired_before(task)
+        if not fired:
+            return await self._execute(task, started_at)
+        review = task.review
+        request = GateRequest(
+            run_id=self.run_id,
+            task_id=task.id,
+            stage=review.stage,
+            attempt=1,
+            payload=payload,
+            policy=str(review.policy),
+            fired=fired,
+            timeout_s=review.timeout_s,
+            on_timeout=review.on_timeout,
+        )
+        gate = await self._wait(index, store, request)
+        outcome = gating.decided_request(task, messages, gate, started_at)
+        self._move(index, TaskState.RUNNING)
+        if isinstance(outcome, ExecutionResult):
+            return outcome
+        result = await self._execute(task, started_at, outcome)
+        return result.model_copy(update={"review": gating.review_record(gate, None)})
+
+    async def _wait(self, index: int, store: RunStore, request: GateRequest) -> Gate:
+        """RUNNING → WAITING: open (or find) the gate, and wait for its decision."""
         gate = await anyio.to_thread.run_sync(store.request_gate, request)
         self._move(index, TaskState.WAITING)
         self._announce(EventKind.REVIEW_REQUESTED, index, gate)
@@ -227,7 +290,7 @@ class TaskLifecycle:
             self.on_waiting(index)
         gate = await gating.wait_for_decision(store, gate)
         self._announce(EventKind.REVIEW_DECIDED, index, gate)
-        return gating.decided_result(task, answer, gate)
+        return gate
 
     on_waiting: Callable[[int], None] | None = None
     """Told each time a task starts waiting for a review decision (the scheduler gives its slot away)."""
@@ -264,7 +327,7 @@ class TaskLifecycle:
         if state not in TRANSITIONS[current]:
             raise IllegalTransitionError(f"task '{self.tasks[index].id}' cannot go from {current} to {state}")
         self._states[index] = state
-        kind = _EVENT_OF.get(state)
+        kind = _EVENT_OF.get(state) if current is not TaskState.WAITING or state is not TaskState.RUNNING else None
         if kind is not None and self._events.active:
             task = self.tasks[index]
             agent = result.agent if result is not None else task.agent

@@ -34,6 +34,7 @@ from llm_abstractions import BaseLlm, LlmResponse, Message, Usage
 from llm_abstractions.wrappers import PacingStatus
 from orchestration.events import EventBus, EventCallback, EventKind, RunEvent
 from orchestration.executor import TaskExecutor
+from orchestration.gating import Request
 from orchestration.issues import ProjectValidationError
 from orchestration.lifecycle import TaskLifecycle
 from orchestration.loader import load_project_file, task_issues
@@ -246,6 +247,7 @@ class ProjectOrchestrator:
             store=store,
             fingerprints=task_prints,
             kept=kept,
+            render=partial(_render, executor, project.inputs, self.results),
         )
         defaults = project.spec.defaults
         agent_names = sorted({t.agent for t in project.tasks})
@@ -376,5 +378,12 @@ async def _execute(
     upstream: Mapping[str, ExecutionResult],
     task: CompiledTask,
     started_at: datetime,
+    request: Request | None = None,
 ) -> ExecutionResult:
-    return await executor.execute(task, inputs, upstream, started_at=started_at)
+    return await executor.execute(task, inputs, upstream, started_at=started_at, request=request)
+
+
+def _render(
+    executor: TaskExecutor, inputs: dict[str, Any], upstream: Mapping[str, ExecutionResult], task: CompiledTask
+) -> list[Message]:
+    return executor.messages_for(task, inputs, upstream)

@@ -153,7 +153,8 @@ def test_waiting_moves() -> None:
     from orchestration.lifecycle import TRANSITIONS
 
     assert TaskState.WAITING in TRANSITIONS[TaskState.RUNNING]
-    assert TRANSITIONS[TaskState.WAITING] == {TaskState.COMMITTING, TaskState.FAILED, TaskState.CANCELLED}
+    waiting = {TaskState.RUNNING, TaskState.COMMITTING, TaskState.FAILED, TaskState.CANCELLED}
+    assert TRANSITIONS[TaskState.WAITING] == waiting  # RUNNING: a request approved or edited
 
 
 async def test_no_wait_stops_when_only_reviews_are_left_and_resume_reuses_the_answer(tmp_path: Path) -> None:
@@ -214,3 +215,59 @@ async def test_a_crossed_threshold_asks_a_human_and_says_which(tmp_path: Path) -
     (requested,) = [e for e in events if e.kind == "review_requested"]
     assert requested.gate is not None and requested.gate.fired == ["output matches '(?i)secret'"]
     assert requested.gate.policy == "auto_with_thresholds"
+
+
+class Recorder(Model):
+    """Answers with the prompt it was sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[tuple[list[str], int | None]] = []
+
+    async def __call__(self, messages: Sequence[Message], options: GenerationOptions) -> str:
+        self.calls += 1
+        self.sent.append(([str(m.content) for m in messages], options.max_tokens))
+        return f"answer to {messages[-1].content}"
+
+
+BEFORE = {"stage": "before", "policy": "require_human"}
+
+
+async def test_a_request_gate_sends_the_request_once_approved(tmp_path: Path) -> None:
+    model = Recorder()
+    orch = orchestrator(tmp_path / "runs.db", model, BEFORE, system_prompt="be brief")
+    results, events = await run_deciding(orch, Decision(DecisionKind.APPROVE, actor="ann"))
+    assert results["t"].output == "answer to x" and results["t"].review.decision == "approve"
+    (requested,) = [e for e in events if e.kind == "review_requested"]
+    assert requested.gate is not None and requested.gate.payload["prompt"] == "x"
+    assert requested.gate.payload["system_prompt"] == "be brief"
+    kinds = [e.kind for e in events if e.task_id == "t"]
+    assert kinds == ["task_started", "review_requested", "review_decided", "task_succeeded"]
+
+
+async def test_an_edited_request_is_sent_as_edited(tmp_path: Path) -> None:
+    model = Recorder()
+    orch = orchestrator(tmp_path / "runs.db", model, BEFORE, system_prompt="be brief")
+    edit = {"prompt": "y?", "system_prompt": "be long", "options": {"max_tokens": 7}}
+    results, _ = await run_deciding(orch, Decision(DecisionKind.EDIT, actor="ann", edit=edit))
+    assert results["t"].output == "answer to y?" and results["t"].review.edited
+    assert (["be long", "y?"], 7) in model.sent
+
+
+async def test_a_rejected_request_is_never_sent(tmp_path: Path) -> None:
+    model = Recorder()
+    orch = orchestrator(tmp_path / "runs.db", model, BEFORE)
+    results, _ = await run_deciding(orch, Decision(DecisionKind.REJECT, actor="ann", message="no"))
+    assert results["t"].status is ExecutionStatus.FAILED and results["t"].error.type == "review_rejected"
+    assert all(prompt[-1] != "x" for prompt, _ in model.sent)
+
+
+async def test_request_thresholds_on_max_tokens(tmp_path: Path) -> None:
+    review = {"stage": "before", "policy": "auto_with_thresholds", "thresholds": {"max_output_tokens": 100}}
+    orch = orchestrator(tmp_path / "runs.db", Recorder(), review, options={"max_tokens": 50})
+    results = await orch.run(run_id="r1")
+    assert results["t"].status is ExecutionStatus.SUCCESS and results["t"].review is None
+    orch = orchestrator(tmp_path / "runs2.db", Recorder(), review, options={"max_tokens": 500})
+    results, events = await run_deciding(orch, Decision(DecisionKind.APPROVE, actor="ann"))
+    (requested,) = [e for e in events if e.kind == "review_requested"]
+    assert requested.gate is not None and requested.gate.fired == ["max_tokens 500 > max_output_tokens 100"]
