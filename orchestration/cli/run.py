@@ -149,7 +149,7 @@ def execute_run(
     from orchestration.cli.progress import ProgressView, print_summary
     from orchestration.log import get_logger, log_events
     from orchestration.models import ExecutionStatus
-    from orchestration.results import write_results
+    from orchestration.results import RunStatus, write_results
 
     console = stderr_console()
     view = ProgressView(console, len(orchestrator.spec.tasks))
@@ -171,7 +171,8 @@ def execute_run(
             remove_load_listener(view.model_load)
     final: dict[str, ExecutionResult] = orchestrator.results
     if results is not None and orchestrator.run_id is not None:
-        write_results(results, orchestrator.spec.name, orchestrator.run_id, final)
+        status = RunStatus.WAITING if orchestrator.stopped_waiting else None
+        write_results(results, orchestrator.spec.name, orchestrator.run_id, final, status)
     if not quiet:
         kept = orchestrator.resume_plan.kept if orchestrator.resume_plan is not None else {}
         print_summary(console, final, time.monotonic() - start, kept=kept, failures_shown=view.failures_shown)

@@ -3,6 +3,7 @@ runs, ``orchestrate resume`` finishes, and the model behind the gated task was c
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -92,9 +93,11 @@ def test_kill_while_waiting_then_decide_then_resume(fake_server: FakeProviderSer
 def test_no_wait_exits_3_and_resume_finishes_once_decided(fake_server: FakeProviderServer, tmp_path: Path) -> None:
     project = project_file(tmp_path, fake_server)
     store = RunStore(tmp_path / "runs.db")
-    command = ["run", str(project), "--run-id", "g", "--store", str(store.path), "--no-wait"]
+    out = tmp_path / "results.json"
+    command = ["run", str(project), "--run-id", "g", "--store", str(store.path), "--no-wait", "--results", str(out)]
     assert orchestrate(*command).wait(timeout=60) == 3
     assert store.get_run("g").status is RunStatus.WAITING
+    assert json.loads(out.read_text())["status"] == "waiting"
     assert [g.task_id for g in store.open_gates("g")] == ["t"]
     assert orchestrate("resume", "g", "--store", str(store.path), "--no-wait").wait(timeout=60) == 3
     decided = subprocess.run(
