@@ -55,6 +55,10 @@ class ErrorType(StrEnum):
     """A dependency of the task did not succeed."""
     CANCELLED = "cancelled"
     """The run was cancelled before the task finished."""
+    REVIEW_REJECTED = "review_rejected"
+    """A reviewer rejected the task's answer (the message says why)."""
+    REVIEW_TIMEOUT = "review_timeout"
+    """The task's review gate timed out with ``on_timeout: fail``."""
     INTERNAL = "internal"
     """Any other exception."""
 

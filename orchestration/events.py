@@ -18,6 +18,8 @@ from orchestration.models import ExecutionResult
 if TYPE_CHECKING:  # anyio imports its memory streams on first use: only runs with a subscriber pay for them
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+    from orchestration.store.gates import Gate
+
 __all__ = ["EventBus", "EventKind", "RunEvent"]
 
 
@@ -28,6 +30,10 @@ class EventKind(StrEnum):
     TASK_FAILED = "task_failed"
     TASK_SKIPPED = "task_skipped"
     TASK_CANCELLED = "task_cancelled"
+    REVIEW_REQUESTED = "review_requested"
+    """A task's review gate opened: the task waits for a decision (``gate``)."""
+    REVIEW_DECIDED = "review_decided"
+    """A task's review gate was decided (``gate``, with its decision)."""
     ENDPOINT_PACED = "endpoint_paced"
     """An endpoint's pace changed: its reason, or its rate by over 10% (``endpoint`` and ``pace`` say how)."""
     RUN_FINISHED = "run_finished"
@@ -46,6 +52,8 @@ class RunEvent:
     endpoint: str | None = None
     """The provider endpoint an ``endpoint_paced`` event is about (provider, host and path; never a key)."""
     pace: PacingStatus | None = None
+    gate: Gate | None = None
+    """The review gate a ``review_requested`` or ``review_decided`` event is about."""
 
 
 EventCallback = Callable[[RunEvent], None]

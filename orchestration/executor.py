@@ -27,6 +27,7 @@ from agent_registry import AgentRegistry
 from llm_abstractions import (
     BaseLlm,
     ErrorType,
+    GenerationOptions,
     InvalidOutputError,
     LlmError,
     LlmResponse,
@@ -144,22 +145,29 @@ class TaskExecutor:
         upstream: Mapping[str, ExecutionResult],
         *,
         started_at: datetime | None = None,
+        request: tuple[list[Message], GenerationOptions] | None = None,
     ) -> ExecutionResult:
-        """Run ``task`` to a final result (started at ``started_at``, or now); never raises except on cancellation."""
+        """Run ``task`` to a final result (started at ``started_at``, or now); never raises except on cancellation.
+
+        ``request``: the messages and options to send instead of the task's own (a reviewed request)."""
         started_at = started_at or utc_now()
         start = time.perf_counter()
         attempts: list[AttemptRecord] = []
-        try:
-            messages = self.messages_for(task, inputs, upstream)
-        except TemplateError as exc:
-            error = ErrorInfo(type=ErrorType.TEMPLATE_ERROR, message=redact(str(exc)))
-            return self._result(task, attempts, started_at, start, error=error)
+        options = task.options
+        if request is not None:
+            messages, options = request
+        else:
+            try:
+                messages = self.messages_for(task, inputs, upstream)
+            except TemplateError as exc:
+                error = ErrorInfo(type=ErrorType.TEMPLATE_ERROR, message=redact(str(exc)))
+                return self._result(task, attempts, started_at, start, error=error)
         outcome = partial(self._result, task, attempts, started_at, start, request=messages)
         try:
             # Building the chain creates and prepares the clients (SDK import, client set-up):
             # a failure there fails this task only, and the next task tries again.
             chain = await self.chain_for(task.agent, task.retries)
-            call = partial(_call, chain, task, attempts)
+            call = partial(_call, chain, task, options, attempts)
             with anyio.fail_after(task.timeout_s) if task.timeout_s else _NO_DEADLINE:
                 if task.task.output_format is OutputFormat.JSON:
                     answer = await generate_json(call, messages, task.task.output_schema)
@@ -224,10 +232,14 @@ class TaskExecutor:
 
 
 async def _call(
-    chain: CallChain, task: CompiledTask, attempts: list[AttemptRecord], messages: Sequence[Message]
+    chain: CallChain,
+    task: CompiledTask,
+    options: GenerationOptions,
+    attempts: list[AttemptRecord],
+    messages: Sequence[Message],
 ) -> LlmResponse:
     """One answer of ``task``'s chain; an answer cut off by ``max_tokens`` fails unless the task accepts it."""
-    response = await chain.call(messages, task.options, attempts)
+    response = await chain.call(messages, options, attempts)
     if response.finish_reason == "length" and (not response.text.strip() or task.task.fails_when_truncated):
         what = "empty: the model spent its max_tokens before answering" if not response.text.strip() else "cut off"
         raise OutputTruncatedError(

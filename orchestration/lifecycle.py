@@ -4,7 +4,9 @@
 
     BLOCKED ──ready──▶ READY ──start──▶ RUNNING ──answer──▶ COMMITTING ──durable──▶ SUCCESS
        │                                   ├──error───────────────────────────────▶ FAILED
-       ├──an ancestor did not succeed──────┼───────────────────────────────────────▶ SKIPPED
+       │                                   └──gated answer──▶ WAITING ──approve/edit──▶ COMMITTING
+       │                                                         └──reject/timeout──────▶ FAILED
+       ├──an ancestor did not succeed──────────────────────────────────────────────▶ SKIPPED
        └───────────────── the run is cancelled (any unfinished state) ─────────────▶ CANCELLED
 
 :class:`TaskLifecycle` owns every task's state during a run. Its transitions are the only
@@ -16,9 +18,12 @@ Durability rule: a success is committed to the run store before :meth:`TaskLifec
 returns, so the scheduler releases a task's dependents only once its result survives a crash.
 Results of one turn of the event loop share one commit (see :mod:`orchestration.store.writer`).
 
-The states the next capabilities add (waiting for a review, waiting for budget, expanded into
-items) go into :class:`TaskState` and :data:`TRANSITIONS`, with a method here that moves a task
-into and out of them.
+A task whose answer has a review gate (:mod:`orchestration.gating`) waits in WAITING for the gate's
+decision, read from the run store; a resumed run reuses the answer the gate holds. A gate on the request
+(``stage: before``) waits before the model is called: WAITING → RUNNING once approved or edited (the
+request is sent as decided), → FAILED when rejected. The states the next
+capabilities add (waiting for budget, expanded into items) go into :class:`TaskState` and
+:data:`TRANSITIONS`, with a method here that moves a task into and out of them.
 """
 
 from __future__ import annotations
@@ -26,17 +31,20 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from llm_abstractions import ErrorType
+from llm_abstractions import ErrorType, Message
+from orchestration import gating
 from orchestration.events import EventBus, EventKind, RunEvent
+from orchestration.gating import Request
 from orchestration.models import ErrorInfo, ExecutionResult, ExecutionStatus, utc_now
 from orchestration.project import CompiledTask
 
 if TYPE_CHECKING:
     from orchestration.store import RunStore
+    from orchestration.store.gates import Gate, GateRequest
 
 __all__ = ["TRANSITIONS", "Execute", "IllegalTransitionError", "TaskLifecycle", "TaskState"]
 
@@ -50,6 +58,8 @@ class TaskState(StrEnum):
     """Its dependencies succeeded; waiting for a slot."""
     RUNNING = "running"
     """Holding a slot: its model is being called."""
+    WAITING = "waiting"
+    """Answered; its answer waits for a review decision (polled from the run store)."""
     COMMITTING = "committing"
     """Answered; its result is being made durable before its dependents may start."""
     SUCCESS = "success"
@@ -68,7 +78,8 @@ _FINAL = frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.SKIPPED, Task
 TRANSITIONS: Mapping[TaskState, frozenset[TaskState]] = {
     TaskState.BLOCKED: frozenset({TaskState.READY, TaskState.SKIPPED, TaskState.CANCELLED}),
     TaskState.READY: frozenset({TaskState.RUNNING, TaskState.CANCELLED}),
-    TaskState.RUNNING: frozenset({TaskState.COMMITTING, TaskState.FAILED, TaskState.CANCELLED}),
+    TaskState.RUNNING: frozenset({TaskState.COMMITTING, TaskState.WAITING, TaskState.FAILED, TaskState.CANCELLED}),
+    TaskState.WAITING: frozenset({TaskState.RUNNING, TaskState.COMMITTING, TaskState.FAILED, TaskState.CANCELLED}),
     TaskState.COMMITTING: frozenset({TaskState.SUCCESS}),
     TaskState.SUCCESS: frozenset(),
     TaskState.FAILED: frozenset(),
@@ -85,8 +96,18 @@ _EVENT_OF = {
     TaskState.CANCELLED: EventKind.TASK_CANCELLED,
 }
 
-Execute = Callable[[CompiledTask, datetime], Awaitable[ExecutionResult]]
-"""Runs a task that took its slot at the given time to its result (success or failure); raises only when cancelled."""
+
+class Execute(Protocol):
+    """Runs a task that took its slot at ``started_at`` to its result (success or failure); raises only when
+    cancelled. ``request``: the messages and options to send instead of the task's own (a reviewed request)."""
+
+    def __call__(
+        self, task: CompiledTask, started_at: datetime, request: Request | None = None
+    ) -> Awaitable[ExecutionResult]: ...
+
+
+Render = Callable[[CompiledTask], list[Message]]
+"""The task's rendered messages (raises ``TemplateError``)."""
 
 
 class IllegalTransitionError(RuntimeError):
@@ -111,8 +132,12 @@ class TaskLifecycle:
         store: RunStore | None = None,
         fingerprints: Sequence[str | None] = (),
         kept: Mapping[str, ExecutionResult] | None = None,
+        render: Render | None = None,
     ) -> None:
+        """``render``: the task's messages, for a review gate on the request (without it such gates are not
+        opened)."""
         self.run_id = run_id
+        self._render = render
         self.tasks = tasks
         self.results = results
         self._execute = execute
@@ -155,9 +180,15 @@ class TaskLifecycle:
         started_at = utc_now()
         self._move(index, TaskState.RUNNING)
         try:
-            result = await self._execute(task, started_at)
+            if gating.answer_gate(task):
+                result = await self._reviewed(index, started_at)
+            elif gating.request_gate(task) and self._render is not None:
+                result = await self._reviewed_request(index, started_at)
+            else:
+                result = await self._execute(task, started_at)
         except anyio.get_cancelled_exc_class():
-            self._settle(index, TaskState.CANCELLED, _cancelled(task, started_at))
+            waiting = self._states[index] is TaskState.WAITING
+            self._settle(index, TaskState.CANCELLED, _cancelled(task, started_at, waiting=waiting))
             raise
         if not result.succeeded:
             self._settle(index, TaskState.FAILED, result)
@@ -172,6 +203,108 @@ class TaskLifecycle:
             # cancelled during the wait (the queued write commits all the same).
             self._settle(index, TaskState.SUCCESS, result, recorded=True)
         return True
+
+    async def _reviewed(self, index: int, started_at: datetime) -> ExecutionResult:
+        """RUNNING → WAITING → the decided result of a task whose answer has a review gate.
+
+        The answer is the one an earlier session of the run put in the task's gate, if there is one (the
+        model is not called again), else the model's. The gate is opened (or found) in the store, and the
+        task waits for its decision there; without a store the task fails."""
+        task, store = self.tasks[index], self._store
+        if store is None:
+            message = "a review gate needs a run store (ProjectOrchestrator(..., store=...))"
+            return _failed(task, started_at, ErrorType.INVALID_REQUEST, message)
+        from orchestration.store.gates import GateRequest
+
+        stored = await anyio.to_thread.run_sync(gating.stored_answer_gate, store, self.run_id, task.id)
+        if stored is not None:
+            answer, fired = gating.result_from_payload(task, stored.payload, started_at), stored.fired
+        else:
+            answer = await self._execute(task, started_at)
+            if not answer.succeeded:
+                return answer
+            fired = gating.fired(task, answer)
+            if not fired:  # auto_with_thresholds, none crossed: approved without a gate
+                return answer
+        review = task.review
+        assert review is not None
+        request = GateRequest(
+            run_id=self.run_id,
+            task_id=task.id,
+            stage=review.stage,
+            attempt=stored.attempt if stored is not None else 1,
+            payload=stored.payload if stored is not None else gating.answer_payload(answer),
+            policy=str(review.policy),
+            fired=fired,
+            timeout_s=review.timeout_s,
+            on_timeout=review.on_timeout,
+        )
+        gate = await self._wait(index, store, request)
+        return gating.decided_result(task, answer, gate)
+
+    async def _reviewed_request(self, index: int, started_at: datetime) -> ExecutionResult:
+        """RUNNING → WAITING → RUNNING → the result of a task whose rendered request has a review gate: the model
+        is called with the request as approved or edited; a rejected (or timed out) request is never sent."""
+        task, store = self.tasks[index], self._store
+        assert self._render is not None and task.review is not None
+        if store is None:
+            message = "a review gate needs a run store (ProjectOrchestrator(..., store=...))"
+            return _failed(task, started_at, ErrorType.INVALID_REQUEST, message)
+        from orchestration.store.gates import GateRequest
+        from orchestration.templates import TemplateError
+
+        try:
+            messages = self._render(task)
+        except TemplateError:  # the executor reports it
+            return await self._execute(task, started_at)
+        payload = gating.request_payload(task, messages)
+        fired = gating.fired_before(task)
+        if not fired:
+            return await self._execute(task, started_at)
+        review = task.review
+        request = GateRequest(
+            run_id=self.run_id,
+            task_id=task.id,
+            stage=review.stage,
+            attempt=1,
+            payload=payload,
+            policy=str(review.policy),
+            fired=fired,
+            timeout_s=review.timeout_s,
+            on_timeout=review.on_timeout,
+        )
+        gate = await self._wait(index, store, request)
+        outcome = gating.decided_request(task, messages, gate, started_at)
+        self._move(index, TaskState.RUNNING)
+        if isinstance(outcome, ExecutionResult):
+            return outcome
+        result = await self._execute(task, started_at, outcome)
+        return result.model_copy(update={"review": gating.review_record(gate, None)})
+
+    async def _wait(self, index: int, store: RunStore, request: GateRequest) -> Gate:
+        """RUNNING → WAITING: open (or find) the gate, and wait for its decision."""
+        gate = await anyio.to_thread.run_sync(store.request_gate, request)
+        self._move(index, TaskState.WAITING)
+        self._announce(EventKind.REVIEW_REQUESTED, index, gate)
+        if self.on_waiting is not None:
+            self.on_waiting(index)
+        gate = await gating.wait_for_decision(store, gate)
+        self._announce(EventKind.REVIEW_DECIDED, index, gate)
+        return gate
+
+    on_waiting: Callable[[int], None] | None = None
+    """Told each time a task starts waiting for a review decision (the scheduler gives its slot away)."""
+
+    def waiting_only(self) -> bool:
+        """Whether every task that could progress waits for a review decision (none ready, running or
+        committing, at least one waiting)."""
+        states = set(self._states)
+        return TaskState.WAITING in states and not states & {TaskState.READY, TaskState.RUNNING, TaskState.COMMITTING}
+
+    def _announce(self, kind: EventKind, index: int, gate: Gate) -> None:
+        if self._events.active:
+            task = self.tasks[index]
+            self._events.emit(RunEvent(kind, self.run_id, task.id, task.agent, gate=gate))
 
     def cancel_unfinished(self) -> None:
         """Every task not in a final state → CANCELLED (the run ended before it could finish)."""
@@ -194,20 +327,37 @@ class TaskLifecycle:
         if state not in TRANSITIONS[current]:
             raise IllegalTransitionError(f"task '{self.tasks[index].id}' cannot go from {current} to {state}")
         self._states[index] = state
-        kind = _EVENT_OF.get(state)
+        kind = _EVENT_OF.get(state) if current is not TaskState.WAITING or state is not TaskState.RUNNING else None
         if kind is not None and self._events.active:
             task = self.tasks[index]
             agent = result.agent if result is not None else task.agent
             self._events.emit(RunEvent(kind, self.run_id, task.id, agent, result))
 
 
-def _cancelled(task: CompiledTask, started_at: datetime | None) -> ExecutionResult:
+def _failed(task: CompiledTask, started_at: datetime, error_type: ErrorType, message: str) -> ExecutionResult:
+    return ExecutionResult(
+        task_id=task.id,
+        status=ExecutionStatus.FAILED,
+        agent=task.agent,
+        started_at=started_at,
+        completed_at=utc_now(),
+        error=ErrorInfo(type=error_type, message=message),
+        metadata=task.task.metadata,
+    )
+
+
+def _cancelled(task: CompiledTask, started_at: datetime | None, *, waiting: bool = False) -> ExecutionResult:
+    message = (
+        "the run stopped while this task waited for a review decision: decide it, then resume the run"
+        if waiting
+        else "the run was cancelled before this task finished"
+    )
     return ExecutionResult(
         task_id=task.id,
         status=ExecutionStatus.CANCELLED,
         agent=task.agent,
         started_at=started_at,
         completed_at=utc_now(),
-        error=ErrorInfo(type=ErrorType.CANCELLED, message="the run was cancelled before this task finished"),
+        error=ErrorInfo(type=ErrorType.CANCELLED, message=message),
         metadata=task.task.metadata,
     )

@@ -44,11 +44,11 @@ def spec_issues(exc: ValidationError, data: Any, source: StructuredFile | None) 
     return issues
 
 
-def task_issues(exc: ValidationError, task_id: str) -> list[ValidationIssue]:
-    """Translate pydantic errors about one task's fields (the Python API's ``add_task``)."""
+def task_issues(exc: ValidationError, task_id: str, fields: Mapping[str, Any]) -> list[ValidationIssue]:
+    """Translate pydantic errors about one task's ``fields`` (the Python API's ``add_task``)."""
     return [
         ValidationIssue(problem.message, task=task_id, field=problem.field)
-        for problem in field_problems(exc, model=AgentTask)
+        for problem in field_problems(exc, fields, model=AgentTask)
     ]
 
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from llm_abstractions import GenerationOptions, Message, Usage
+from orchestration.review import ReviewSetting
 
 __all__ = [
     "TASK_ID_PATTERN",
@@ -22,6 +23,7 @@ __all__ = [
     "OutputFormat",
     "ProjectDefaults",
     "ProjectSpec",
+    "ReviewRecord",
     "TruncationPolicy",
     "UtcDatetime",
     "utc_now",
@@ -93,6 +95,9 @@ class AgentTask(BaseModel):
     """A non-empty answer cut off by ``max_tokens``: ``accept`` it (recorded with ``finish_reason: length``) or
     ``fail`` the task (``output_truncated``); ``None``: accept for text tasks, fail for json tasks. An empty
     answer cut off always fails."""
+    review: ReviewSetting = None
+    """A review gate on the request or the answer (see :mod:`orchestration.review`); ``None``: the project's
+    ``defaults.review``."""
     metadata: dict[str, Any] = {}
     """Anything of yours; copied into the task's result."""
 
@@ -124,6 +129,24 @@ class AttemptRecord(BaseModel):
     duration_s: float
 
 
+class ReviewRecord(BaseModel):
+    """How a task's review gate was decided."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    decision: str
+    """``approve``, ``edit``, ``reject``, or the timeout's action."""
+    actor: str | None = None
+    """Who decided (``timeout`` for a timeout)."""
+    message: str | None = None
+    decided_at: UtcDatetime | None = None
+    waited_s: float | None = None
+    """From the gate's opening to its decision (across sessions of the run)."""
+    edited: bool = False
+    original_output: str | None = None
+    """The answer before an edit replaced it (with ``edited`` only)."""
+
+
 class ExecutionResult(BaseModel):
     """The final record of one task. Field names are a stable contract: add, never rename."""
 
@@ -153,6 +176,8 @@ class ExecutionResult(BaseModel):
     """Why the answer ended, as the provider said (normalised: ``stop``, ``length``, ``content_filter``...)."""
     metadata: dict[str, Any] = {}
     """The task's ``metadata``."""
+    review: ReviewRecord | None = None
+    """The decision of the task's review gate, if it had one."""
     request: list[Message] | None = Field(default=None, exclude=True)
     """The messages as sent (rendered prompts; not serialized: the run store keeps them, redacted)."""
     parsed: Any = Field(default=None, exclude=True)
@@ -178,6 +203,8 @@ class ProjectDefaults(BaseModel):
     """Default retries after the first attempt."""
     fail_fast: bool = False
     """Cancel everything running once a task fails."""
+    review: ReviewSetting = None
+    """Review gate of tasks that set none; ``None``: ``auto`` (no gate)."""
 
 
 class ProjectSpec(BaseModel):

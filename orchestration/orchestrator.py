@@ -34,6 +34,7 @@ from llm_abstractions import BaseLlm, LlmResponse, Message, Usage
 from llm_abstractions.wrappers import PacingStatus
 from orchestration.events import EventBus, EventCallback, EventKind, RunEvent
 from orchestration.executor import TaskExecutor
+from orchestration.gating import Request
 from orchestration.issues import ProjectValidationError
 from orchestration.lifecycle import TaskLifecycle
 from orchestration.loader import load_project_file, task_issues
@@ -49,6 +50,10 @@ __all__ = ["ProjectOrchestrator", "new_run_id"]
 
 _RUN_RECORDS: tuple[type[BaseModel], ...] = (Message, LlmResponse, Usage, AttemptRecord, ErrorInfo, ExecutionResult)
 """The models every run validates: their validators are built when a project is validated."""
+
+
+_WAITING_CHECK_S = 0.05
+"""How often a run that does not wait for reviews checks whether only waiting tasks are left."""
 
 
 def new_run_id() -> str:
@@ -95,6 +100,11 @@ class ProjectOrchestrator:
         self._prints: tuple[Project, list[str]] | None = None
         self.resume_plan: ResumePlan | None = None
         """What the last :meth:`resume` kept and reran."""
+        self.wait_for_reviews = True
+        """``False``: stop the run as soon as nothing can progress without a review decision (its status is then
+        ``waiting``; the waiting tasks are recorded as cancelled and a resume picks their gates up again)."""
+        self.stopped_waiting = False
+        """Whether the last run stopped because everything left waited for a review decision."""
 
     @classmethod
     def from_file(
@@ -121,7 +131,7 @@ class ProjectOrchestrator:
             try:
                 task = AgentTask.model_validate(fields)
             except ValidationError as exc:
-                raise ProjectValidationError(task_issues(exc, str(fields.get("id", "?")))) from None
+                raise ProjectValidationError(task_issues(exc, str(fields.get("id", "?")), fields)) from None
         self.spec = self.spec.model_copy(update={"tasks": [*self.spec.tasks, task]})
         self._project = None
         return task
@@ -237,6 +247,7 @@ class ProjectOrchestrator:
             store=store,
             fingerprints=task_prints,
             kept=kept,
+            render=partial(_render, executor, project.inputs, self.results),
         )
         defaults = project.spec.defaults
         agent_names = sorted({t.agent for t in project.tasks})
@@ -248,23 +259,53 @@ class ProjectOrchestrator:
             group_limits=[project.registry.get(name).limits.max_concurrent for name in agent_names],
             durations=durations,
         )
+        lifecycle.on_waiting = scheduler.lend  # a task waiting for a review holds no slot
         fail_fast = defaults.fail_fast if self.fail_fast is None else self.fail_fast
         lease: AbstractAsyncContextManager[None] = store.heartbeat(run_id) if store is not None else nullcontext()
+        self.stopped_waiting = False
         self._emit(EventKind.RUN_STARTED)
         try:
             async with lease:  # a lease taken over stops the run (LeaseLostError)
-                await scheduler.run(lifecycle, fail_fast=fail_fast)
+                if self.wait_for_reviews:
+                    await scheduler.run(lifecycle, fail_fast=fail_fast)
+                else:
+                    await self._run_until_waiting(scheduler, lifecycle, fail_fast=fail_fast)
         finally:
             lifecycle.cancel_unfinished()
             await executor.aclose()
             try:
                 if store is not None:  # releases the lease (refused if it was taken over)
-                    await store.end_run(run_id, RunStatus.of(self.results))
+                    status = RunStatus.WAITING if self.stopped_waiting else RunStatus.of(self.results)
+                    await store.end_run(run_id, status)
             finally:
                 self._emit(EventKind.RUN_FINISHED)
                 self.events.close_streams()
         self.results = {t.id: self.results[t.id] for t in project.tasks}
         return self.results
+
+    async def _run_until_waiting(self, scheduler: DagScheduler, lifecycle: TaskLifecycle, *, fail_fast: bool) -> None:
+        """``scheduler.run``, cancelled once every task that could progress waits for a review decision
+        (:attr:`stopped_waiting` says so); raises what the scheduler raised."""
+        error: Exception | None = None
+        async with anyio.create_task_group() as group:
+
+            async def schedule() -> None:
+                nonlocal error
+                try:
+                    await scheduler.run(lifecycle, fail_fast=fail_fast)
+                except Exception as exc:  # raised below, outside the task group (not in an exception group)
+                    error = exc
+                group.cancel_scope.cancel()
+
+            group.start_soon(schedule)
+            while True:  # polled: the states change in many places, and a check is a few set operations
+                await anyio.sleep(_WAITING_CHECK_S)
+                if lifecycle.waiting_only():
+                    break
+            self.stopped_waiting = True
+            group.cancel_scope.cancel()
+        if error is not None:
+            raise error
 
     async def execute_task(self, task_id: str) -> ExecutionResult:
         """Run one task now, reading upstream outputs from :attr:`results`.
@@ -337,5 +378,12 @@ async def _execute(
     upstream: Mapping[str, ExecutionResult],
     task: CompiledTask,
     started_at: datetime,
+    request: Request | None = None,
 ) -> ExecutionResult:
-    return await executor.execute(task, inputs, upstream, started_at=started_at)
+    return await executor.execute(task, inputs, upstream, started_at=started_at, request=request)
+
+
+def _render(
+    executor: TaskExecutor, inputs: dict[str, Any], upstream: Mapping[str, ExecutionResult], task: CompiledTask
+) -> list[Message]:
+    return executor.messages_for(task, inputs, upstream)

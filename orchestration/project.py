@@ -12,6 +12,7 @@ from llm_abstractions import BaseLlm, GenerationOptions, LlmConfig, UnknownProvi
 from llm_abstractions.structured import schema_problem
 from orchestration.issues import ProjectValidationError, ValidationIssue
 from orchestration.models import AgentTask, OutputFormat, ProjectSpec
+from orchestration.review import ReviewSpec
 from orchestration.templates import PromptTemplate, TemplateError
 
 __all__ = ["CompiledTask", "Project", "compile_project"]
@@ -30,6 +31,8 @@ class CompiledTask:
     """Per-call options over the agent's defaults: the task's options and its output schema."""
     retries: int
     timeout_s: float | None
+    review: ReviewSpec | None = None
+    """The task's review gate (its own ``review``, else the project's default); ``None``: no gate."""
     parents: list[int] = field(default_factory=list)
     children: list[int] = field(default_factory=list)
     id: str = field(init=False)
@@ -59,9 +62,10 @@ class Project:
         return self.tasks[self.index[task_id]]
 
     def used_agents(self) -> set[str]:
-        """Agents the tasks name, and their fallbacks, transitively."""
+        """Agents the tasks name (as their agent or reviewer), and their fallbacks, transitively."""
         used: set[str] = set()
         pending = [t.agent for t in self.tasks]
+        pending.extend(t.review.reviewer for t in self.tasks if t.review is not None and t.review.reviewer)
         while pending:
             name = pending.pop()
             if name in used or name not in self.registry:
@@ -100,7 +104,8 @@ class _Issues:
                 line = self.source.line_of(loc)
             elif position is not None:
                 at: tuple[str | int, ...] = ("tasks", position)
-                line = self.source.line_of((*at, field) if field else at)
+                parts = (int(p) if p.isdigit() else p for p in field.split(".")) if field else ()
+                line = self.source.line_of((*at, *parts))
             elif agent is not None:
                 line = self.source.line_of(("agents", agent, field) if field else ("agents", agent))
         self.items.append(ValidationIssue(message, self.source.path if self.source else None, task, agent, field, line))
@@ -196,6 +201,8 @@ def _compile(
             issues.add(f"{message}; known agents: {', '.join(sorted(known)) or 'none'}", field="defaults.agent")
         invalid_agents.add(default_agent)
     configs = {config.name: config for config in registry.list()}
+    reviews = _ReviewChecks(issues, registry, invalid_agents)
+    default_review = reviews.checked(spec.defaults.review)
     option_checks = _OptionChecks(registry)
 
     index: dict[str, int] = {}
@@ -244,13 +251,11 @@ def _compile(
                 issues.add(problem, task.id, "options")
         agent_retry = config.retry.retries if config is not None else None
         retries = next(r for r in (task.retries, agent_retry, spec.defaults.retries) if r is not None)
+        review = default_review if task.review is None else reviews.checked(task.review, task)
         prompt, system = templates
         assert prompt is not None
-        compiled.append(
-            CompiledTask(
-                task, len(compiled), agent, prompt, system, options, retries, task.timeout_s or spec.defaults.timeout_s
-            )
-        )
+        timeout_s = task.timeout_s or spec.defaults.timeout_s
+        compiled.append(CompiledTask(task, len(compiled), agent, prompt, system, options, retries, timeout_s, review))
 
     for item in compiled:
         for dep in item.task.depends_on:
@@ -300,6 +305,37 @@ def _compile(
     if issues.items:
         raise ProjectValidationError(issues.items)
     return project
+
+
+class _ReviewChecks:
+    """Problems of a ``review`` setting (see :meth:`ReviewSpec.problems`) and its reviewer."""
+
+    def __init__(self, issues: _Issues, registry: AgentRegistry, invalid_agents: set[str]) -> None:
+        self.issues = issues
+        self.registry = registry
+        self.invalid_agents = invalid_agents
+
+    def checked(self, review: ReviewSpec | None, task: AgentTask | None = None) -> ReviewSpec | None:
+        """Report the problems of ``review``, that of ``task`` or else of the project's defaults; the
+        review as the task runs it (``None``: no gate)."""
+        if review is None:
+            return None
+        found = list(review.problems())
+        if review.reviewer is not None:
+            name = review.reviewer
+            if name not in self.registry and name not in self.invalid_agents:
+                found.append((("reviewer",), str(UnknownAgentError(name, self.registry.names()))))
+        json_task = task is None or task.output_format is OutputFormat.JSON  # the defaults: json tasks use it
+        if review.thresholds is not None and review.thresholds.invalid_json and not json_task:
+            message = "invalid_json needs output_format: json (a text answer has no schema to fail)"
+            found.append((("thresholds", "invalid_json"), message))
+        for where, message in found:
+            if task is not None:
+                self.issues.add(message, task.id, ".".join(("review", *where)))
+            else:
+                field = ".".join(("defaults", "review", *where))
+                self.issues.add(message, field=field, loc=("defaults", "review", *where))
+        return review if review.gated else None
 
 
 class _OptionChecks:

@@ -27,6 +27,8 @@ class RunStatus(StrEnum):
     CANCELLED = "cancelled"
     RUNNING = "running"
     """Started and not finished: still running, or the process died."""
+    WAITING = "waiting"
+    """Stopped (``--no-wait``) where nothing could progress without a review decision; resume it once decided."""
 
     @classmethod
     def of(cls, results: Mapping[str, ExecutionResult]) -> RunStatus:
@@ -43,19 +45,23 @@ class RunStatus(StrEnum):
         return cls.SUCCESS if value == "succeeded" else None  # run stores written before said "succeeded"
 
 
-def results_document(project: str, run_id: str, results: Mapping[str, ExecutionResult]) -> dict[str, Any]:
-    """The run as a JSON-ready mapping."""
+def results_document(
+    project: str, run_id: str, results: Mapping[str, ExecutionResult], status: RunStatus | None = None
+) -> dict[str, Any]:
+    """The run as a JSON-ready mapping; ``status`` defaults to what the results say (:meth:`RunStatus.of`)."""
     return {
         "project": project,
         "run_id": run_id,
-        "status": RunStatus.of(results).value,
+        "status": (status or RunStatus.of(results)).value,
         "results": {task_id: result.model_dump(mode="json") for task_id, result in results.items()},
     }
 
 
-def write_results(path: Path, project: str, run_id: str, results: Mapping[str, ExecutionResult]) -> None:
+def write_results(
+    path: Path, project: str, run_id: str, results: Mapping[str, ExecutionResult], status: RunStatus | None = None
+) -> None:
     """Write the results document atomically (a crash never leaves half a file)."""
-    document = results_document(project, run_id, results)
+    document = results_document(project, run_id, results, status)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

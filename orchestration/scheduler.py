@@ -14,7 +14,9 @@ task stays O(1) amortised.
 
 ``max_concurrency`` workers pull from the heap, so there is no superstep barrier and no
 task object per node. Optional per-group limits (an agent's ``max_concurrent``) park a
-ready task until its group has room.
+ready task until its group has room. A node that waits on something other than work (a
+review decision) gives its slot away with :meth:`DagScheduler.lend`: an extra worker starts,
+and the waiting node's worker retires when the node is done (it keeps its group's slot).
 
 The scheduler decides *what* runs next; the nodes' states belong to a :class:`Lifecycle`
 (:class:`orchestration.lifecycle.TaskLifecycle` in a run), which runs each node and is told
@@ -29,6 +31,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import anyio
+import anyio.abc
 
 __all__ = ["DagScheduler", "Lifecycle"]
 
@@ -106,6 +109,10 @@ class DagScheduler:
         self._fail_fast = False
         self._scope: anyio.CancelScope | None = None
         self._error: BaseException | None = None
+        self._tasks: anyio.abc.TaskGroup | None = None
+        self._lifecycle: Lifecycle | None = None
+        self._lent: set[int] = set()
+        """Nodes whose worker was replaced while they wait (:meth:`lend`): it retires when they finish."""
 
     @property
     def ranks(self) -> Sequence[float]:
@@ -239,6 +246,14 @@ class DagScheduler:
             lifecycle.skip(child, node)
             stack.extend(self._children[child])
 
+    def lend(self, node: int) -> None:
+        """``node`` (running) waits without working: start another worker in its place; ``node``'s worker
+        retires once ``node`` finishes, so the number of working nodes stays ``max_concurrency``."""
+        if self._tasks is None or self._lifecycle is None or node in self._lent:
+            return
+        self._lent.add(node)
+        self._tasks.start_soon(self._worker, self._lifecycle)
+
     async def _worker(self, lifecycle: Lifecycle) -> None:
         clock = self._clock if self._adaptive else None
         while True:
@@ -260,6 +275,10 @@ class DagScheduler:
                 self._observe(node, clock() - started)
             woken = self._free_slot(node) if self._limited else 0
             woken += self._finish(node, succeeded, lifecycle)
+            if node in self._lent:  # another worker took this one's place while the node waited
+                self._lent.discard(node)
+                self._wake(woken)
+                return
             self._wake(woken - 1)  # this worker takes one itself
 
     async def run(self, lifecycle: Lifecycle, *, fail_fast: bool = False) -> None:
@@ -285,10 +304,12 @@ class DagScheduler:
         if self._remaining == 0:
             return
         workers = min(self._max_concurrency, self._remaining)
+        self._lifecycle, self._lent = lifecycle, set()
         async with anyio.create_task_group() as group:
-            self._scope = group.cancel_scope
+            self._scope, self._tasks = group.cancel_scope, group
             for _ in range(workers):
                 group.start_soon(self._worker, lifecycle)
+        self._tasks = self._lifecycle = None
         if self._error is not None:
             raise self._error
 

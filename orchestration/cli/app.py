@@ -17,6 +17,7 @@ import typer
 from orchestration.cli.agents_check import agents_check
 from orchestration.cli.choices import format_option
 from orchestration.cli.common import AgentsOpt, FileArg, InputsOpt, load_orchestrator, load_registry, parse_inputs
+from orchestration.cli.reviews import review, reviews
 from orchestration.cli.run import run
 from orchestration.cli.runs import results, resume, runs_app
 from orchestration.cli.show import show
@@ -60,6 +61,8 @@ app.add_typer(runs_app, name="runs")
 app.command()(results)
 app.command()(watch)
 app.command()(show)
+app.command()(reviews)
+app.command()(review)
 
 
 @app.command()

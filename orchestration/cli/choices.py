@@ -1,4 +1,5 @@
-"""``--format`` options: every command that has one takes an enum and reports a bad value alike.
+"""Options and arguments that take one of an enum's values (``--format``, ``--stage``, a review's verdict): every
+command reports a bad value alike.
 
 Typer's own enum handling words the error through pydantic (``Value error, 'x' is not one
 of ...``); this parser gives click's usage error, ``Invalid value for '--format' / '-f': 'x' is
@@ -13,17 +14,19 @@ from typing import Any, TypeVar
 
 import typer
 
-__all__ = ["format_option"]
+__all__ = ["choice_parser", "format_option"]
 
 Choice = TypeVar("Choice", bound=StrEnum)
 
 
 def format_option(choices: type[Choice], help: str) -> Any:
     """A ``--format``/``-f`` option whose value is one of ``choices``."""
-    return typer.Option("--format", "-f", parser=_parser(choices), help=help)
+    return typer.Option("--format", "-f", parser=choice_parser(choices), help=help)
 
 
-def _parser(choices: type[Choice]) -> Callable[[str], Choice]:
+def choice_parser(choices: type[Choice]) -> Callable[[str], Choice]:
+    """Parse a value of ``choices``; any other is a usage error (exit 2) that lists them."""
+
     def parse(value: str) -> Choice:
         try:
             return choices(value)

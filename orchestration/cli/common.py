@@ -23,6 +23,7 @@ __all__ = [
     "LogFormatOpt",
     "LogLevelOpt",
     "MaxConcurrencyOpt",
+    "NoWaitOpt",
     "QuietOpt",
     "ResultsOpt",
     "RunRefArg",
@@ -60,12 +61,21 @@ ResultsOpt = Annotated[Path | None, typer.Option("--results", help="Write the ru
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display: only the run id, on stderr.")]
 LogLevelOpt = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
 LogFormatOpt = Annotated[str, typer.Option("--log-format", help="console or json.")]
+NoWaitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-wait",
+        help="Stop with exit code 3 (run status waiting) as soon as nothing can progress without a review decision.",
+    ),
+]
 
 
 class ExitCode(IntEnum):
     OK = 0
     TASKS_FAILED = 1
     INVALID_INPUT = 2
+    WAITING = 3
+    """``--no-wait``: the run stopped where nothing could progress without a review decision."""
     INTERRUPTED = 130
 
 

@@ -101,6 +101,19 @@ class ProgressView:
             self.paced[event.endpoint] = event.pace
             if self.live is None and (before is None or before.reason is not event.pace.reason):
                 self._write(describe_pace(event.endpoint, event.pace))
+        elif event.kind is EventKind.REVIEW_REQUESTED and event.task_id is not None:
+            run, task = event.run_id, event.task_id
+            self.console.print(
+                f"review: task {task} waits for a decision: orchestrate review {run} {task} approve"
+                f" | reject --message TEXT | edit (orchestrate reviews {run} lists them)",
+                markup=False,
+                highlight=False,
+            )
+        elif event.kind is EventKind.REVIEW_DECIDED and event.gate is not None:
+            gate = event.gate
+            self.console.print(
+                f"review: task {event.task_id}: {gate.decision} by {gate.actor}", markup=False, highlight=False
+            )
         elif event.result is not None:
             result = event.result
             self.running.pop(result.task_id, None)

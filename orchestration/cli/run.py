@@ -1,4 +1,5 @@
-"""``orchestrate run``: execute a project with live progress; exit 0, 1, 2 or 130."""
+"""``orchestrate run``: execute a project with live progress; exit 0, 1, 2, 3 (``--no-wait``: waiting for a
+review decision) or 130."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from orchestration.cli.common import (
     LogFormatOpt,
     LogLevelOpt,
     MaxConcurrencyOpt,
+    NoWaitOpt,
     QuietOpt,
     ResultsOpt,
     StoreOpt,
@@ -85,6 +87,7 @@ def run(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the latest unfinished run of this project instead.")
     ] = False,
+    no_wait: NoWaitOpt = False,
 ) -> None:
     """Run a project file (recorded in the run store, so that it can be resumed)."""
     from orchestration.cli.common import fail_invalid
@@ -98,6 +101,7 @@ def run(
         fail_fast=fail_fast or None,
         store=open_store(store_path(store, file)),
     )
+    orchestrator.wait_for_reviews = not no_wait
     if not resume:
         execute_run(
             orchestrator,
@@ -145,7 +149,7 @@ def execute_run(
     from orchestration.cli.progress import ProgressView, print_summary
     from orchestration.log import get_logger, log_events
     from orchestration.models import ExecutionStatus
-    from orchestration.results import write_results
+    from orchestration.results import RunStatus, write_results
 
     console = stderr_console()
     view = ProgressView(console, len(orchestrator.spec.tasks))
@@ -167,7 +171,8 @@ def execute_run(
             remove_load_listener(view.model_load)
     final: dict[str, ExecutionResult] = orchestrator.results
     if results is not None and orchestrator.run_id is not None:
-        write_results(results, orchestrator.spec.name, orchestrator.run_id, final)
+        status = RunStatus.WAITING if orchestrator.stopped_waiting else None
+        write_results(results, orchestrator.spec.name, orchestrator.run_id, final, status)
     if not quiet:
         kept = orchestrator.resume_plan.kept if orchestrator.resume_plan is not None else {}
         print_summary(console, final, time.monotonic() - start, kept=kept, failures_shown=view.failures_shown)
@@ -176,6 +181,13 @@ def execute_run(
     if interrupted:
         console.print("interrupted: finished results were kept", markup=False)
         raise typer.Exit(ExitCode.INTERRUPTED)
+    if orchestrator.stopped_waiting:
+        run_id = orchestrator.run_id
+        console.print(
+            f"waiting for review decisions: orchestrate reviews {run_id}; then orchestrate resume {run_id}",
+            markup=False,
+        )
+        raise typer.Exit(ExitCode.WAITING)
     if any(r.status is not ExecutionStatus.SUCCESS for r in final.values()):
         raise typer.Exit(ExitCode.TASKS_FAILED)
 

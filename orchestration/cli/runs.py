@@ -16,6 +16,7 @@ from orchestration.cli.common import (
     LogFormatOpt,
     LogLevelOpt,
     MaxConcurrencyOpt,
+    NoWaitOpt,
     QuietOpt,
     ResultsOpt,
     RunRefArg,
@@ -39,6 +40,7 @@ def resume(
     quiet: QuietOpt = False,
     log_level: LogLevelOpt = "warning",
     log_format: LogFormatOpt = "console",
+    no_wait: NoWaitOpt = False,
 ) -> None:
     """Continue a run: rerun only the tasks that did not succeed, with the project file as it is now.
 
@@ -58,6 +60,7 @@ def resume(
         max_concurrency=max_concurrency,
         store=run_store,
     )
+    orchestrator.wait_for_reviews = not no_wait
     execute_run(
         orchestrator, lambda: orchestrator.resume(run_id), results=results, quiet=quiet, log_events_too=log_events_too
     )

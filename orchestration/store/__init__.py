@@ -5,11 +5,27 @@ worker moves on to the next task meanwhile), so a killed process loses only the 
 that were in flight and the results of the commit in progress; those run again on
 resume (at-least-once for them, never again for a committed success).
 
+Review gates (:mod:`.gates`): a task's request or answer waits for a human decision, kept in the store.
+
 One owner per run: a session holds its run's lease while it runs (another is refused with
 :class:`RunOwnedError`), and a session whose lease was taken over cannot write (:class:`LeaseLostError`).
 """
 
 from orchestration.store.export import ExportFormat, export_run, run_document
+from orchestration.store.gates import (
+    TIMEOUT_ACTOR,
+    Decision,
+    DecisionKind,
+    Gate,
+    GateConflictError,
+    GateError,
+    GateRequest,
+    GateStage,
+    StaleGateError,
+    TimeoutAction,
+    UnknownGateError,
+    payload_digest,
+)
 from orchestration.store.lease import LEASE_ENV, Lease, LeaseLostError, RunOwnedError
 from orchestration.store.resume import (
     ResumePlan,
@@ -37,7 +53,15 @@ __all__ = [
     "LATEST",
     "LEASE_ENV",
     "STORE_ENV",
+    "TIMEOUT_ACTOR",
+    "Decision",
+    "DecisionKind",
     "ExportFormat",
+    "Gate",
+    "GateConflictError",
+    "GateError",
+    "GateRequest",
+    "GateStage",
     "Lease",
     "LeaseLostError",
     "ResumePlan",
@@ -45,13 +69,17 @@ __all__ = [
     "RunRecord",
     "RunStatus",
     "RunStore",
+    "StaleGateError",
     "StoredRun",
     "StoredTask",
+    "TimeoutAction",
+    "UnknownGateError",
     "UnknownRunError",
     "agent_fingerprint",
     "default_store_path",
     "export_run",
     "fingerprints",
+    "payload_digest",
     "plan_resume",
     "project_hash",
     "run_document",

@@ -8,7 +8,7 @@ from typing import Any
 
 from orchestration.export_format import ExportFormat
 from orchestration.models import ExecutionResult
-from orchestration.results import results_document
+from orchestration.results import RunStatus, results_document
 from orchestration.store.run_store import RunRecord, StoredRun
 
 __all__ = ["ExportFormat", "export_run", "run_document"]
@@ -17,7 +17,9 @@ __all__ = ["ExportFormat", "export_run", "run_document"]
 def run_document(record: RunRecord, results: dict[str, ExecutionResult]) -> dict[str, Any]:
     """The results document (:func:`~orchestration.results.results_document`) plus the run's record."""
     return {
-        **results_document(record.project, record.run_id, results),
+        **results_document(
+            record.project, record.run_id, results, record.status if record.status is RunStatus.WAITING else None
+        ),
         "project_hash": record.project_hash,
         "file": str(record.file) if record.file else None,
         "run_status": record.status.value,

@@ -36,6 +36,9 @@ import anyio
 from llm_abstractions import Message, redact, redact_value
 from orchestration.models import ExecutionResult, OutputFormat, utc_now
 from orchestration.results import RunStatus
+from orchestration.store import gates
+from orchestration.store.codec import to_json as _json
+from orchestration.store.gates import Decision, Gate, GateConflictError, GateRequest, GateStage, UnknownGateError
 from orchestration.store.lease import (
     HEARTBEATS_PER_LEASE,
     Lease,
@@ -166,6 +169,7 @@ def default_store_path(env: Mapping[str, str] | None = None, *, project_file: Pa
 
 def _setup(connection: sqlite3.Connection) -> None:
     connection.executescript(_SCHEMA)
+    connection.executescript(gates.GATES_SCHEMA)  # stores written before review gates gain the table
     if not any(row[3] == "pk" for row in connection.execute("PRAGMA index_list(results)")):
         connection.execute(_RESULTS_INDEX)
     _add_column(connection, "runs", "agents_file")  # stores written before runs recorded their agents file
@@ -195,10 +199,6 @@ def _add_column(connection: sqlite3.Connection, table: str, column: str, kind: s
     except sqlite3.OperationalError as exc:  # another connection added it meanwhile
         if "duplicate column" not in str(exc):
             raise
-
-
-def _json(value: Any) -> str:
-    return json.dumps(redact_value(value), ensure_ascii=False, default=str)
 
 
 def _result_json(result: ExecutionResult) -> str:
@@ -492,6 +492,64 @@ class RunStore:
             return
         sql = "UPDATE runs SET status = ?, finished_at = ?, lease_expires = NULL WHERE run_id = ?"
         await self.writer.write([(sql, (status, finished_at, run_id))], fence)
+
+    # -- review gates (:mod:`.gates`): from any thread or process, without the run's lease ----
+
+    def request_gate(self, request: GateRequest) -> Gate:
+        """Open a review gate, or get the stored one of the same run, task, stage and payload (unchanged: a resume
+        after a crash shows the same gate). Raise :class:`LeaseLostError` when this store held the run's lease and
+        another session took it over."""
+        fence = self._fences.get(request.run_id)
+
+        def open_or_get(connection: sqlite3.Connection) -> Gate:
+            if fence is not None:
+                fence(connection)
+            return gates.request_gate(connection, request, utc_now())
+
+        return self.writer.transaction(open_or_get)
+
+    def open_gates(self, run_id: str | None = None) -> list[Gate]:
+        """The undecided gates tasks wait on (of ``run_id``, or of every run), oldest first."""
+        if not self.path.exists():
+            return []
+        with self._open() as connection:
+            return gates.open_gates(connection, run_id)
+
+    def gates_of(self, run_id: str, task_id: str) -> list[Gate]:
+        """Every gate of a task, its current one last."""
+        if not self.path.exists():
+            return []
+        with self._open() as connection:
+            return gates.task_gates(connection, run_id, task_id)
+
+    def decide(self, run_id: str, task_id: str, decision: Decision, *, stage: GateStage | None = None) -> Gate:
+        """Record ``decision`` on the task's current gate (of ``stage`` if given) and return the gate as decided.
+
+        First write wins: the same ``decision_id`` again returns the gate as it was decided; otherwise raise
+        :class:`UnknownGateError` (no such gate), :class:`StaleGateError` (``decision.digest`` is not the current
+        gate's), :class:`GateConflictError` (decided already, by a timeout too: a gate whose time is up gets its
+        timeout's decision first) or :class:`GateError` (an edit the stage does not allow). All are ``ValueError``s.
+        """
+        if not self.path.exists():
+            raise UnknownGateError(f"no run store at {self.path}")
+
+        def decide(connection: sqlite3.Connection) -> Gate | GateConflictError:
+            try:
+                return gates.decide_gate(connection, run_id, task_id, decision, stage, utc_now())
+            except GateConflictError as exc:  # raised once committed: it may have recorded a timeout
+                return exc
+
+        outcome = self.writer.transaction(decide)
+        if isinstance(outcome, GateConflictError):
+            raise outcome
+        return outcome
+
+    def expire_gates(self, now: datetime | None = None) -> list[Gate]:
+        """Decide every open gate whose timeout passed (by ``now``, default the store's clock) with its
+        ``on_timeout``, actor ``timeout``; return those gates. Any process may call it, for any run."""
+        if not self.path.exists():
+            return []
+        return self.writer.transaction(lambda connection: gates.expire_gates(connection, now or utc_now()))
 
     def close(self) -> None:
         """Commit what is queued and close the writing connection (call it outside a run)."""

@@ -1,0 +1,126 @@
+"""A task waiting for review survives its process: ``kill -9``, decide with ``orchestrate review`` while nothing
+runs, ``orchestrate resume`` finishes, and the model behind the gated task was called exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from orchestration import ExecutionStatus
+from orchestration.store import LEASE_ENV, RunStatus, RunStore
+from tests.fakes.fixtures import fake_server
+from tests.fakes.provider_server import FakeProviderServer
+from tests.reliability.fault_plan import last_user_text
+from tests.reliability.test_crash import wait_until_the_lease_expired
+
+__all__ = ["fake_server"]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def project_file(tmp_path: Path, server: FakeProviderServer) -> Path:
+    path = tmp_path / "gated.yaml"
+    path.write_text(
+        "\n".join(
+            [
+                "name: gated",
+                "agents:",
+                "  llm: {type: gpt, model: test-model, api_key: test-key-123456,"
+                f" base_url: '{server.openai_base_url}'}}",
+                "defaults: {agent: llm}",
+                "tasks:",
+                "  - {id: t, description: 'gated task', review: require_human}",
+                "  - {id: free, description: 'free task'}",
+                "  - {id: u, description: 'after {{ tasks.t.output }}', depends_on: [t]}",
+            ]
+        )
+        + "\n"
+    )
+    return path
+
+
+def orchestrate(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestration", *args, "-q"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, LEASE_ENV: "0.5"},
+    )
+
+
+def wait_for_open_gate(store: RunStore, run_id: str, process: subprocess.Popen[bytes]) -> None:
+    for _ in range(600):
+        if store.open_gates(run_id):
+            return
+        assert process.poll() is None, "the run ended before its gate opened"
+        time.sleep(0.05)
+    raise AssertionError("no gate opened")
+
+
+def test_kill_while_waiting_then_decide_then_resume(fake_server: FakeProviderServer, tmp_path: Path) -> None:
+    project = project_file(tmp_path, fake_server)
+    store = RunStore(tmp_path / "runs.db")
+    process = orchestrate("run", str(project), "--run-id", "g", "--store", str(store.path))
+    wait_for_open_gate(store, "g", process)
+    process.kill()
+    process.wait(timeout=30)
+    wait_until_the_lease_expired(store, "g")
+
+    decided = subprocess.run(
+        [sys.executable, "-m", "orchestration", "review", "g", "t", "approve", "--store", str(store.path)],
+        cwd=REPO,
+        capture_output=True,
+        timeout=60,
+    )
+    assert decided.returncode == 0, decided.stderr
+    resumed = orchestrate("resume", "g", "--store", str(store.path))
+    assert resumed.wait(timeout=60) == 0
+
+    assert store.get_run("g").status is RunStatus.SUCCESS
+    results = store.load_results("g")
+    assert all(r.status is ExecutionStatus.SUCCESS for r in results.values())
+    assert results["t"].review is not None and results["t"].review.decision == "approve"
+    gated = [r for r in fake_server.requests if last_user_text(r) == "gated task"]
+    assert len(gated) == 1, f"the gated task's model was called {len(gated)} times"
+    assert results["u"].output is not None and results["t"].output is not None
+
+
+def test_no_wait_exits_3_and_resume_finishes_once_decided(fake_server: FakeProviderServer, tmp_path: Path) -> None:
+    project = project_file(tmp_path, fake_server)
+    store = RunStore(tmp_path / "runs.db")
+    out = tmp_path / "results.json"
+    command = ["run", str(project), "--run-id", "g", "--store", str(store.path), "--no-wait", "--results", str(out)]
+    assert orchestrate(*command).wait(timeout=60) == 3
+    assert store.get_run("g").status is RunStatus.WAITING
+    assert json.loads(out.read_text())["status"] == "waiting"
+    assert [g.task_id for g in store.open_gates("g")] == ["t"]
+    assert orchestrate("resume", "g", "--store", str(store.path), "--no-wait").wait(timeout=60) == 3
+    decided = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestration",
+            "review",
+            "g",
+            "t",
+            "edit",
+            "--output",
+            "edited",
+            "--store",
+            str(store.path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        timeout=60,
+    )
+    assert decided.returncode == 0, decided.stderr
+    assert orchestrate("resume", "g", "--store", str(store.path), "--no-wait").wait(timeout=60) == 0
+    results = store.load_results("g")
+    assert results["t"].output == "edited" and results["u"].status is ExecutionStatus.SUCCESS
+    assert len([r for r in fake_server.requests if last_user_text(r) == "gated task"]) == 1
+    assert [last_user_text(r) for r in fake_server.requests].count("after edited") == 1
