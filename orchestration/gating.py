@@ -33,6 +33,8 @@ __all__ = [
     "answer_payload",
     "decided_request",
     "decided_result",
+    "decision_error",
+    "failed_result",
     "fired",
     "fired_before",
     "request_gate",
@@ -90,6 +92,35 @@ def fired_before(task: CompiledTask) -> list[str]:
     return []
 
 
+def failed_result(
+    task: CompiledTask, started_at: Any, error: ErrorInfo, review: ReviewRecord | None = None
+) -> ExecutionResult:
+    """The failed result of ``task`` (started at ``started_at``) with ``error``, ending now."""
+    return ExecutionResult(
+        task_id=task.id,
+        status=ExecutionStatus.FAILED,
+        agent=task.agent,
+        started_at=started_at,
+        completed_at=utc_now(),
+        error=error,
+        metadata=task.task.metadata,
+        review=review,
+    )
+
+
+def decision_error(gate: Gate) -> ErrorInfo | None:
+    """The error a decision fails its task with: ``review_rejected`` for a reject, ``review_timeout`` for a
+    timeout whose action is ``fail``; ``None`` for the others."""
+    from orchestration.store.gates import DecisionKind
+
+    if gate.decision is DecisionKind.REJECT:
+        why = f"rejected by {gate.actor}: {gate.message}" if gate.message else f"rejected by {gate.actor}"
+        return ErrorInfo(type=ErrorType.REVIEW_REJECTED, message=why)
+    if gate.decision is DecisionKind.FAIL:
+        return ErrorInfo(type=ErrorType.REVIEW_TIMEOUT, message=gate.message or "the review timed out")
+    return None
+
+
 def decided_request(
     task: CompiledTask, messages: list[Message], gate: Gate, started_at: Any
 ) -> Request | ExecutionResult:
@@ -99,22 +130,9 @@ def decided_request(
 
     decision = gate.decision
     review = review_record(gate, None)
-    if decision is DecisionKind.REJECT or decision is DecisionKind.FAIL:
-        if decision is DecisionKind.REJECT:
-            why = f"rejected by {gate.actor}: {gate.message}" if gate.message else f"rejected by {gate.actor}"
-            error = ErrorInfo(type=ErrorType.REVIEW_REJECTED, message=why)
-        else:
-            error = ErrorInfo(type=ErrorType.REVIEW_TIMEOUT, message=gate.message or "the review timed out")
-        return ExecutionResult(
-            task_id=task.id,
-            status=ExecutionStatus.FAILED,
-            agent=task.agent,
-            started_at=started_at,
-            completed_at=utc_now(),
-            error=error,
-            metadata=task.task.metadata,
-            review=review,
-        )
+    error = decision_error(gate)
+    if error is not None:
+        return failed_result(task, started_at, error, review)
     options = task.options
     if decision is DecisionKind.EDIT and gate.edit:
         edit = gate.edit
@@ -132,16 +150,8 @@ def decided_request(
             try:
                 options = GenerationOptions.model_validate({**options.model_dump(exclude_none=True), **edit["options"]})
             except ValueError as exc:
-                return ExecutionResult(
-                    task_id=task.id,
-                    status=ExecutionStatus.FAILED,
-                    agent=task.agent,
-                    started_at=started_at,
-                    completed_at=utc_now(),
-                    error=ErrorInfo(type=ErrorType.INVALID_REQUEST, message=f"the edited options were refused: {exc}"),
-                    metadata=task.task.metadata,
-                    review=review,
-                )
+                error = ErrorInfo(type=ErrorType.INVALID_REQUEST, message=f"the edited options were refused: {exc}")
+                return failed_result(task, started_at, error, review)
     return messages, options
 
 
@@ -269,11 +279,6 @@ def decided_result(task: CompiledTask, answer: ExecutionResult, gate: Gate) -> E
                 )
         else:
             update["parsed"] = None
-    elif decision is DecisionKind.REJECT:
-        message = f"rejected by {gate.actor}: {gate.message}" if gate.message else f"rejected by {gate.actor}"
-        update["status"] = ExecutionStatus.FAILED
-        update["error"] = ErrorInfo(type=ErrorType.REVIEW_REJECTED, message=message)
-    elif decision is DecisionKind.FAIL:
-        update["status"] = ExecutionStatus.FAILED
-        update["error"] = ErrorInfo(type=ErrorType.REVIEW_TIMEOUT, message=gate.message or "the review timed out")
+    elif (error := decision_error(gate)) is not None:
+        update["status"], update["error"] = ExecutionStatus.FAILED, error
     return answer.model_copy(update=update)

@@ -213,7 +213,7 @@ class TaskLifecycle:
         task, store = self.tasks[index], self._store
         if store is None:
             message = "a review gate needs a run store (ProjectOrchestrator(..., store=...))"
-            return _failed(task, started_at, ErrorType.INVALID_REQUEST, message)
+            return gating.failed_result(task, started_at, ErrorInfo(type=ErrorType.INVALID_REQUEST, message=message))
         from orchestration.store.gates import GateRequest
 
         stored = await anyio.to_thread.run_sync(gating.stored_answer_gate, store, self.run_id, task.id)
@@ -249,7 +249,7 @@ class TaskLifecycle:
         assert self._render is not None and task.review is not None
         if store is None:
             message = "a review gate needs a run store (ProjectOrchestrator(..., store=...))"
-            return _failed(task, started_at, ErrorType.INVALID_REQUEST, message)
+            return gating.failed_result(task, started_at, ErrorInfo(type=ErrorType.INVALID_REQUEST, message=message))
         from orchestration.store.gates import GateRequest
         from orchestration.templates import TemplateError
 
@@ -332,18 +332,6 @@ class TaskLifecycle:
             task = self.tasks[index]
             agent = result.agent if result is not None else task.agent
             self._events.emit(RunEvent(kind, self.run_id, task.id, agent, result))
-
-
-def _failed(task: CompiledTask, started_at: datetime, error_type: ErrorType, message: str) -> ExecutionResult:
-    return ExecutionResult(
-        task_id=task.id,
-        status=ExecutionStatus.FAILED,
-        agent=task.agent,
-        started_at=started_at,
-        completed_at=utc_now(),
-        error=ErrorInfo(type=error_type, message=message),
-        metadata=task.task.metadata,
-    )
 
 
 def _cancelled(task: CompiledTask, started_at: datetime | None, *, waiting: bool = False) -> ExecutionResult:
