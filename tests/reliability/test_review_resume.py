@@ -4,18 +4,17 @@ runs, ``orchestrate resume`` finishes, and the model behind the gated task was c
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from orchestration import ExecutionStatus
-from orchestration.store import LEASE_ENV, RunStatus, RunStore
+from orchestration.store import RunStatus, RunStore
 from tests.fakes.fixtures import fake_server
 from tests.fakes.provider_server import FakeProviderServer
 from tests.reliability.fault_plan import last_user_text
-from tests.reliability.test_crash import wait_until_the_lease_expired
+from tests.reliability.test_crash import orchestrate, wait_until_the_lease_expired
 
 __all__ = ["fake_server"]
 
@@ -41,16 +40,6 @@ def project_file(tmp_path: Path, server: FakeProviderServer) -> Path:
         + "\n"
     )
     return path
-
-
-def orchestrate(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "orchestration", *args, "-q"],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, LEASE_ENV: "0.5"},
-    )
 
 
 def wait_for_open_gate(store: RunStore, run_id: str, process: subprocess.Popen[bytes]) -> None:
