@@ -38,6 +38,8 @@ class JsonAnswer:
     """The answer that validated; its usage and latency cover the repair call too."""
     value: Any
     """The parsed JSON value."""
+    repaired: str | None = None
+    """Why the first answer was refused, when a repair call gave this one."""
 
 
 def schema_problem(schema: dict[str, Any]) -> str | None:
@@ -102,6 +104,6 @@ async def generate_json(
     repair = [*messages, Message.assistant(first.text), Message.user(REPAIR_PROMPT.format(problem=problem))]
     response = _combined(first, await call(repair))
     try:
-        return JsonAnswer(response, parse_json_answer(response.text, schema))
+        return JsonAnswer(response, parse_json_answer(response.text, schema), repaired=problem)
     except ValueError as exc:
         raise InvalidOutputError(f"the answer is still not valid after one repair: {exc}", response=response) from None

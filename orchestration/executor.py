@@ -39,7 +39,7 @@ from llm_abstractions import (
 )
 from llm_abstractions.pricing import cost_usd
 from llm_abstractions.structured import generate_json
-from llm_abstractions.wrappers import CircuitBreakerLlm, LimitedLlm, StreamedLlm, TimeoutLlm
+from llm_abstractions.wrappers import CircuitBreakerLlm, LimitedLlm, StreamedLlm, TimeoutLlm, estimate_tokens
 from orchestration.call_chain import CallChain, ChainLink
 from orchestration.endpoints import Endpoints, PaceCallback
 from orchestration.models import AttemptRecord, ErrorInfo, ExecutionResult, ExecutionStatus, OutputFormat, utc_now
@@ -129,6 +129,18 @@ class TaskExecutor:
             for llm in llms:
                 await llm.aclose()
 
+    def estimated_cost(self, task: CompiledTask, messages: list[Message], options: GenerationOptions) -> float | None:
+        """What sending ``messages`` with ``options`` to ``task``'s agent would cost at most, in USD: the prompt's
+        estimated tokens (four characters each) and ``max_tokens`` (the task's, else the agent's) as output;
+        ``None`` when the model has no known price."""
+        agent = self.registry.get(task.agent)
+        pricing = self.llm_for(agent.name).pricing_provider
+        if not pricing:
+            return None
+        max_tokens = options.max_tokens or agent.options.max_tokens or 0
+        usage = Usage(input_tokens=estimate_tokens(messages), output_tokens=max_tokens)
+        return cost_usd(pricing, agent.model, usage)
+
     @staticmethod
     def messages_for(task: CompiledTask, inputs: dict[str, Any], upstream: Mapping[str, Any]) -> list[Message]:
         """Render the task's prompts; raise ``TemplateError``."""
@@ -171,7 +183,7 @@ class TaskExecutor:
             with anyio.fail_after(task.timeout_s) if task.timeout_s else _NO_DEADLINE:
                 if task.task.output_format is OutputFormat.JSON:
                     answer = await generate_json(call, messages, task.task.output_schema)
-                    return outcome(answer.response, parsed=answer.value)
+                    return outcome(answer.response, parsed=answer.value, json_repair=answer.repaired)
                 return outcome(await call(messages))
         except TimeoutError:
             return outcome(error=ErrorInfo(type=ErrorType.TIMEOUT, message=f"task timed out after {task.timeout_s} s"))
@@ -195,6 +207,7 @@ class TaskExecutor:
         output: str | None = None,
         usage: Usage | None = None,
         parsed: Any = None,
+        json_repair: str | None = None,
         request: list[Message] | None = None,
     ) -> ExecutionResult:
         """The task's record: a success without ``error``; ``response`` gives its output, usage and cost."""
@@ -227,6 +240,7 @@ class TaskExecutor:
             time_to_first_token_s=time_to_first_token_s,
             finish_reason=finish_reason,
             metadata=task.task.metadata,
+            json_repair=json_repair,
             request=request,
         )
 

@@ -18,7 +18,15 @@ import anyio
 
 from llm_abstractions import ErrorType, GenerationOptions, Message, Usage
 from llm_abstractions.structured import parse_json_answer
-from orchestration.models import ErrorInfo, ExecutionResult, ExecutionStatus, OutputFormat, ReviewRecord, utc_now
+from orchestration.models import (
+    ErrorInfo,
+    ExecutionResult,
+    ExecutionStatus,
+    OutputFormat,
+    ReviewerVerdict,
+    ReviewRecord,
+    utc_now,
+)
 from orchestration.project import CompiledTask
 from orchestration.review import GateStage, ReviewPolicy
 
@@ -78,25 +86,30 @@ def request_payload(task: CompiledTask, messages: list[Message]) -> dict[str, An
     }
 
 
-def fired_before(task: CompiledTask) -> list[str]:
-    """What asks a human to decide on the request: ``require_human``, or ``max_output_tokens`` below the
-    request's ``max_tokens`` (``max_cost_usd`` is not estimated before a call yet: it never fires here)."""
+def fired_before(task: CompiledTask, options: GenerationOptions, estimated_cost: float | None) -> list[str]:
+    """What asks a human to decide on the request: ``require_human``, ``max_output_tokens`` below the request's
+    ``max_tokens``, or ``max_cost_usd`` below ``estimated_cost`` (``None``: no known price, never crossed)."""
     review = task.review
     assert review is not None
     if review.policy is ReviewPolicy.REQUIRE_HUMAN:
         return [str(review.policy)]
-    limits, max_tokens = review.thresholds, task.options.max_tokens
-    limit = limits.max_output_tokens if limits is not None else None
-    if limit is not None and max_tokens is not None and max_tokens > limit:
-        return [f"max_tokens {max_tokens} > max_output_tokens {limit}"]
-    return []
+    limits = review.thresholds
+    if limits is None:
+        return []
+    found: list[str] = []
+    if limits.max_cost_usd is not None and estimated_cost is not None and estimated_cost > limits.max_cost_usd:
+        found.append(f"estimated cost_usd {estimated_cost:.6g} > max_cost_usd {limits.max_cost_usd:g}")
+    max_tokens = options.max_tokens
+    if limits.max_output_tokens is not None and max_tokens is not None and max_tokens > limits.max_output_tokens:
+        found.append(f"max_tokens {max_tokens} > max_output_tokens {limits.max_output_tokens}")
+    return found
 
 
 def failed_result(
     task: CompiledTask, started_at: Any, error: ErrorInfo, review: ReviewRecord | None = None
 ) -> ExecutionResult:
     """The failed result of ``task`` (started at ``started_at``) with ``error``, ending now."""
-    return ExecutionResult(
+    result = ExecutionResult(
         task_id=task.id,
         status=ExecutionStatus.FAILED,
         agent=task.agent,
@@ -104,8 +117,8 @@ def failed_result(
         completed_at=utc_now(),
         error=error,
         metadata=task.task.metadata,
-        review=review,
     )
+    return result if review is None else with_review(result, review)
 
 
 def decision_error(gate: Gate) -> ErrorInfo | None:
@@ -156,7 +169,7 @@ def decided_request(
 
 
 def review_record(gate: Gate, original_output: str | None) -> ReviewRecord:
-    """The result's record of how ``gate`` was decided."""
+    """The result's record of how ``gate`` was decided (and of its reviewer agent's verdict)."""
     waited = (gate.decided_at - gate.requested_at).total_seconds() if gate.decided_at is not None else None
     return ReviewRecord(
         decision=str(gate.decision),
@@ -166,12 +179,21 @@ def review_record(gate: Gate, original_output: str | None) -> ReviewRecord:
         waited_s=waited,
         edited=str(gate.decision) == "edit",
         original_output=original_output,
+        reviewer=ReviewerVerdict.model_validate(gate.reviewer) if gate.reviewer is not None else None,
     )
+
+
+def with_review(result: ExecutionResult, review: ReviewRecord, **update: Any) -> ExecutionResult:
+    """``result`` with its review record (and ``update``); the reviewer agent's cost is added to the task's."""
+    reviewer_cost = review.reviewer.cost_usd if review.reviewer is not None else None
+    if reviewer_cost is not None:
+        update["cost_usd"] = (update.get("cost_usd", result.cost_usd) or 0.0) + reviewer_cost
+    return result.model_copy(update={**update, "review": review})
 
 
 def fired(task: CompiledTask, answer: ExecutionResult) -> list[str]:
     """What asks a human to decide on ``answer``: ``require_human``, or the thresholds it crossed (none: it is
-    approved without a gate). ``invalid_json`` is not evaluated yet (the engine does not learn of a repair)."""
+    approved without a gate). ``invalid_json``: the first answer failed the task's schema (a repair gave this one)."""
     review = task.review
     assert review is not None
     if review.policy is ReviewPolicy.REQUIRE_HUMAN:
@@ -189,12 +211,15 @@ def fired(task: CompiledTask, answer: ExecutionResult) -> list[str]:
         found.append(f"finish_reason {answer.finish_reason}")
     if limits.output_matches is not None and re.search(limits.output_matches, answer.output or ""):
         found.append(f"output matches {limits.output_matches!r}")
+    if limits.invalid_json and answer.json_repair is not None:
+        found.append(f"invalid_json: {answer.json_repair}")
     return found
 
 
-def answer_payload(result: ExecutionResult) -> dict[str, Any]:
-    """What the reviewer of an answer sees, and what a resume rebuilds the answer from."""
-    return {
+def answer_payload(task: CompiledTask, result: ExecutionResult) -> dict[str, Any]:
+    """What the reviewer of an answer sees, and what a resume rebuilds the answer from; a json task's also has
+    its schema, which an edited output must match (checked when the edit is recorded)."""
+    payload: dict[str, Any] = {
         "output": result.output,
         "usage": result.usage.model_dump(mode="json") if result.usage is not None else None,
         "cost_usd": result.cost_usd,
@@ -204,6 +229,9 @@ def answer_payload(result: ExecutionResult) -> dict[str, Any]:
         "finish_reason": result.finish_reason,
         "attempts": result.attempts,
     }
+    if task.task.output_format is OutputFormat.JSON:
+        payload.update(output_format="json", output_schema=task.task.output_schema, json_repair=result.json_repair)
+    return payload
 
 
 def result_from_payload(task: CompiledTask, payload: Mapping[str, Any], started_at: Any) -> ExecutionResult:
@@ -231,6 +259,7 @@ def result_from_payload(task: CompiledTask, payload: Mapping[str, Any], started_
         cost_usd=payload.get("cost_usd"),
         finish_reason=payload.get("finish_reason"),
         metadata=task.task.metadata,
+        json_repair=payload.get("json_repair"),
     )
 
 
@@ -264,7 +293,7 @@ def decided_result(task: CompiledTask, answer: ExecutionResult, gate: Gate) -> E
     assert decision is not None
     edit = decision is DecisionKind.EDIT
     review = review_record(gate, answer.output if edit else None)
-    update: dict[str, Any] = {"completed_at": utc_now(), "review": review}
+    update: dict[str, Any] = {"completed_at": utc_now()}
     if edit:
         edited = (gate.edit or {}).get("output")
         update["output"] = edited
@@ -281,4 +310,4 @@ def decided_result(task: CompiledTask, answer: ExecutionResult, gate: Gate) -> E
             update["parsed"] = None
     elif (error := decision_error(gate)) is not None:
         update["status"], update["error"] = ExecutionStatus.FAILED, error
-    return answer.model_copy(update=update)
+    return with_review(answer, review, **update)

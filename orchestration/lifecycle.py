@@ -35,12 +35,13 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from llm_abstractions import ErrorType, Message
+from llm_abstractions import ErrorType
 from orchestration import gating
 from orchestration.events import EventBus, EventKind, RunEvent
 from orchestration.gating import Request
 from orchestration.models import ErrorInfo, ExecutionResult, ExecutionStatus, utc_now
 from orchestration.project import CompiledTask
+from orchestration.reviewers import ReviewHooks, first_review
 
 if TYPE_CHECKING:
     from orchestration.store import RunStore
@@ -106,10 +107,6 @@ class Execute(Protocol):
     ) -> Awaitable[ExecutionResult]: ...
 
 
-Render = Callable[[CompiledTask], list[Message]]
-"""The task's rendered messages (raises ``TemplateError``)."""
-
-
 class IllegalTransitionError(RuntimeError):
     """A task was asked to make a move :data:`TRANSITIONS` does not allow (a bug in the caller)."""
 
@@ -132,12 +129,12 @@ class TaskLifecycle:
         store: RunStore | None = None,
         fingerprints: Sequence[str | None] = (),
         kept: Mapping[str, ExecutionResult] | None = None,
-        render: Render | None = None,
+        reviews: ReviewHooks | None = None,
     ) -> None:
-        """``render``: the task's messages, for a review gate on the request (without it such gates are not
-        opened)."""
+        """``reviews``: what reviewing a task needs besides the store (without it gates on the request are not
+        opened, and only a human decides a gate)."""
         self.run_id = run_id
-        self._render = render
+        self._reviews = reviews
         self.tasks = tasks
         self.results = results
         self._execute = execute
@@ -182,7 +179,7 @@ class TaskLifecycle:
         try:
             if gating.answer_gate(task):
                 result = await self._reviewed(index, started_at)
-            elif gating.request_gate(task) and self._render is not None:
+            elif gating.request_gate(task) and self._reviews is not None:
                 result = await self._reviewed_request(index, started_at)
             else:
                 result = await self._execute(task, started_at)
@@ -233,7 +230,7 @@ class TaskLifecycle:
             task_id=task.id,
             stage=review.stage,
             attempt=stored.attempt if stored is not None else 1,
-            payload=stored.payload if stored is not None else gating.answer_payload(answer),
+            payload=stored.payload if stored is not None else gating.answer_payload(task, answer),
             policy=str(review.policy),
             fired=fired,
             timeout_s=review.timeout_s,
@@ -246,7 +243,8 @@ class TaskLifecycle:
         """RUNNING → WAITING → RUNNING → the result of a task whose rendered request has a review gate: the model
         is called with the request as approved or edited; a rejected (or timed out) request is never sent."""
         task, store = self.tasks[index], self._store
-        assert self._render is not None and task.review is not None
+        hooks = self._reviews
+        assert hooks is not None and task.review is not None
         if store is None:
             message = "a review gate needs a run store (ProjectOrchestrator(..., store=...))"
             return gating.failed_result(task, started_at, ErrorInfo(type=ErrorType.INVALID_REQUEST, message=message))
@@ -254,11 +252,11 @@ class TaskLifecycle:
         from orchestration.templates import TemplateError
 
         try:
-            messages = self._render(task)
+            messages = hooks.render(task)
         except TemplateError:  # the executor reports it
             return await self._execute(task, started_at)
         payload = gating.request_payload(task, messages)
-        fired = gating.fired_before(task)
+        fired = gating.fired_before(task, task.options, hooks.estimate_cost(task, messages, task.options))
         if not fired:
             return await self._execute(task, started_at)
         review = task.review
@@ -279,14 +277,17 @@ class TaskLifecycle:
         if isinstance(outcome, ExecutionResult):
             return outcome
         result = await self._execute(task, started_at, outcome)
-        return result.model_copy(update={"review": gating.review_record(gate, None)})
+        return gating.with_review(result, gating.review_record(gate, None))
 
     async def _wait(self, index: int, store: RunStore, request: GateRequest) -> Gate:
-        """RUNNING → WAITING: open (or find) the gate, and wait for its decision."""
+        """RUNNING → WAITING: open (or find) the gate, let the reviewer agent and ``on_review`` decide it if they
+        will (the task holds its slot meanwhile), then wait for its decision."""
         gate = await anyio.to_thread.run_sync(store.request_gate, request)
+        on_review = self._reviews.on_review if self._reviews is not None else None
+        gate = await first_review(self.tasks[index], gate, store, self._execute, on_review)
         self._move(index, TaskState.WAITING)
         self._announce(EventKind.REVIEW_REQUESTED, index, gate)
-        if self.on_waiting is not None:
+        if gate.open and self.on_waiting is not None:
             self.on_waiting(index)
         gate = await gating.wait_for_decision(store, gate)
         self._announce(EventKind.REVIEW_DECIDED, index, gate)

@@ -129,6 +129,20 @@ class AttemptRecord(BaseModel):
     duration_s: float
 
 
+class ReviewerVerdict(BaseModel):
+    """What a task's reviewer agent said of a gate's payload before a human saw it."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    agent: str
+    verdict: str
+    """``approve`` (the gate is approved with actor ``reviewer:<agent>``) or ``escalate`` (a human decides)."""
+    reason: str
+    cost_usd: float | None = None
+    usage: Usage | None = None
+    attempts: int = 0
+
+
 class ReviewRecord(BaseModel):
     """How a task's review gate was decided."""
 
@@ -145,6 +159,8 @@ class ReviewRecord(BaseModel):
     edited: bool = False
     original_output: str | None = None
     """The answer before an edit replaced it (with ``edited`` only)."""
+    reviewer: ReviewerVerdict | None = None
+    """The reviewer agent's verdict, when the task's review has one (its cost is in the task's ``cost_usd``)."""
 
 
 class ExecutionResult(BaseModel):
@@ -178,6 +194,8 @@ class ExecutionResult(BaseModel):
     """The task's ``metadata``."""
     review: ReviewRecord | None = None
     """The decision of the task's review gate, if it had one."""
+    json_repair: str | None = None
+    """Json tasks: why the first answer was refused, when a repair call gave the output."""
     request: list[Message] | None = Field(default=None, exclude=True)
     """The messages as sent (rendered prompts; not serialized: the run store keeps them, redacted)."""
     parsed: Any = Field(default=None, exclude=True)

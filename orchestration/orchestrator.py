@@ -24,7 +24,7 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from pydantic import BaseModel
@@ -40,10 +40,11 @@ from orchestration.lifecycle import TaskLifecycle
 from orchestration.loader import load_project_file, task_issues
 from orchestration.models import AgentTask, AttemptRecord, ErrorInfo, ExecutionResult, ProjectSpec
 from orchestration.project import CompiledTask, Project, compile_project
+from orchestration.reviewers import OnReview, ReviewHooks
 from orchestration.scheduler import DagScheduler
 
 if TYPE_CHECKING:
-    from orchestration.store import ResumePlan, RunStore
+    from orchestration.store import Gate, ResumePlan, RunStore
 
 __all__ = ["ProjectOrchestrator", "new_run_id"]
 
@@ -80,13 +81,18 @@ class ProjectOrchestrator:
         file: Path | None = None,
         store: RunStore | str | Path | None = None,
         llms: Mapping[str, BaseLlm] | None = None,
+        on_review: OnReview | None = None,
     ) -> None:
         """``llms``: model instances to use for agents by name (an agent not configured otherwise is made
         from its instance); the registry given (by default agents from the environment and the agents
-        file) is not changed."""
+        file) is not changed. ``on_review``: an in-process reviewer, called with each review gate the run
+        opens (after the task's reviewer agent, if any): it returns a
+        :class:`~orchestration.store.Decision`, or ``None`` to leave the gate to someone else
+        (:meth:`decide`, ``orchestrate review``); a plain function runs in a worker thread."""
         self.spec = spec or ProjectSpec()
         self.registry = registry or AgentRegistry.default()
         self.llms = dict(llms or {})
+        self.on_review = on_review
         self.inputs = dict(inputs or {})
         self.max_concurrency = max_concurrency
         self.fail_fast = fail_fast
@@ -171,6 +177,50 @@ class ProjectOrchestrator:
             self._prints = (project, fingerprints(project))
         return self._prints[1]
 
+    def reviews(self) -> list[Gate]:
+        """The open review gates of the current (or last) run, oldest first; empty without a store or a run."""
+        if self.store is None or self.run_id is None:
+            return []
+        return self.store.open_gates(self.run_id)
+
+    async def decide(
+        self,
+        task_id: str,
+        decision: Literal["approve", "reject", "edit"],
+        *,
+        message: str | None = None,
+        actor: str = "python",
+        output: str | None = None,
+        prompt: str | None = None,
+        system_prompt: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        digest: str | None = None,
+        decision_id: str | None = None,
+        run_id: str | None = None,
+    ) -> Gate:
+        """Decide the current gate of ``task_id`` in ``run_id`` (default: the current or last run) and return it
+        as decided; a running run picks the decision up within about a second, from any process.
+
+        ``edit`` replaces the answer (``output``, checked against a json task's schema) or the request
+        (``prompt``, ``system_prompt``, ``options``); ``reject`` needs a ``message``. The same ``decision_id``
+        again returns the gate as decided; otherwise a refusal raises a
+        :class:`~orchestration.store.GateError` (``ValueError``): unknown gate, decided already
+        (:class:`~orchestration.store.GateConflictError`), ``digest`` no longer the gate's
+        (:class:`~orchestration.store.StaleGateError`), or an invalid edit."""
+        from uuid import uuid4
+
+        from orchestration.store import Decision, DecisionKind
+
+        run_id = run_id or self.run_id
+        if self.store is None or run_id is None:
+            raise ValueError("deciding a review needs a run store and a run: ProjectOrchestrator(..., store=...)")
+        edits = {"output": output, "prompt": prompt, "system_prompt": system_prompt, "options": options}
+        edit = {key: value for key, value in edits.items() if value is not None}
+        named = decision_id or uuid4().hex
+        chosen = Decision(DecisionKind(decision), actor, message, digest=digest, edit=edit or None, decision_id=named)
+        store = self.store
+        return await anyio.to_thread.run_sync(lambda: store.decide(run_id, task_id, chosen))
+
     def _emit(self, kind: EventKind) -> None:
         if self.events.active:
             assert self.run_id is not None
@@ -247,7 +297,11 @@ class ProjectOrchestrator:
             store=store,
             fingerprints=task_prints,
             kept=kept,
-            render=partial(_render, executor, project.inputs, self.results),
+            reviews=ReviewHooks(
+                render=partial(_render, executor, project.inputs, self.results),
+                estimate_cost=executor.estimated_cost,
+                on_review=self.on_review,
+            ),
         )
         defaults = project.spec.defaults
         agent_names = sorted({t.agent for t in project.tasks})

@@ -83,7 +83,8 @@ class ReviewThresholds(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     max_cost_usd: float | None = Field(default=None, ge=0)
-    """Before: the request's estimated cost; after: the answer's cost."""
+    """Before: the request's estimated cost (its prompt's estimated tokens, and ``max_tokens`` as output);
+    after: the answer's cost. A model without a known price never crosses it."""
     max_output_tokens: int | None = Field(default=None, ge=0)
     """Before: the request's ``max_tokens``; after: the answer's output tokens."""
     finish_reasons: list[FinishReason] | None = None
@@ -150,20 +151,6 @@ class ReviewSpec(BaseModel):
             for name in ("reviewer", "timeout_s"):
                 if getattr(self, name) is not None:
                     found.append(((name,), f"policy auto opens no gate: {name} has no effect"))
-        found += self._not_supported_yet()
-        return found
-
-    def _not_supported_yet(self) -> list[tuple[tuple[str, ...], str]]:
-        """Settings of the task-file schema the engine cannot act on yet: refused rather than ignored."""
-        found: list[tuple[tuple[str, ...], str]] = []
-        if self.reviewer is not None and self.gated:
-            found.append((("reviewer",), "a reviewer agent is not supported yet: leave reviewer out (a human decides)"))
-        thresholds = self.thresholds
-        if thresholds is not None and thresholds.invalid_json:
-            found.append((("thresholds", "invalid_json"), "the invalid_json threshold is not supported yet"))
-        if thresholds is not None and thresholds.max_cost_usd is not None and self.stage is GateStage.BEFORE:
-            message = "max_cost_usd on a before gate is not supported yet (a request's cost is not estimated)"
-            found.append((("thresholds", "max_cost_usd"), message))
         return found
 
 

@@ -15,7 +15,7 @@ from llm_abstractions import FunctionLlm, GenerationOptions, Message
 from orchestration import ExecutionStatus, ProjectOrchestrator, ProjectSpec, RunEvent, gating
 from orchestration.lifecycle import TaskState
 from orchestration.store import RunStore
-from orchestration.store.gates import Decision, DecisionKind
+from orchestration.store.gates import Decision, DecisionKind, GateError
 
 
 @pytest.fixture(autouse=True)
@@ -136,10 +136,20 @@ async def test_an_edited_json_answer_must_match_the_schema(tmp_path: Path) -> No
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
     model = Model(json.dumps({"n": 1}))
     orch = orchestrator(tmp_path / "runs.db", model, "require_human", output_format="json", output_schema=schema)
-    results, _ = await run_deciding(orch, Decision(DecisionKind.EDIT, actor="ann", edit={"output": '{"n": "x"}'}))
-    t = results["t"]
-    assert t.status is ExecutionStatus.FAILED and t.error.type == "invalid_output"
-    assert "edited output" in t.error.message
+    orch.wait_for_reviews = False
+    await orch.run(run_id="r1")
+    store = RunStore(tmp_path / "runs.db")
+    (gate,) = store.open_gates("r1")
+    assert gate.payload["output_schema"] == schema  # who decides can check an edit before sending it
+    with pytest.raises(GateError, match=r"edited output of task 't' was refused: .*'x' is not of type 'integer'"):
+        store.decide("r1", "t", Decision(DecisionKind.EDIT, actor="ann", edit={"output": '{"n": "x"}'}))
+    assert store.open_gates("r1") == [gate]  # nothing recorded
+    store.decide("r1", "t", Decision(DecisionKind.EDIT, actor="ann", edit={"output": '{"n": 2}'}))
+    results = await orchestrator(
+        tmp_path / "runs.db", model, "require_human", output_format="json", output_schema=schema
+    ).resume("r1")
+    assert results["t"].parsed == {"n": 2} and results["t"].review.original_output == '{"n": 1}'
+    assert model.calls == 3  # t once, free once, after once
 
 
 async def test_without_a_store_a_gated_task_fails(tmp_path: Path) -> None:

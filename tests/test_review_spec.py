@@ -200,16 +200,12 @@ tasks:
         "it needs stage: after",
         "11: task 'before', field 'review.thresholds.invalid_json': invalid_json is a threshold of an answer: "
         "it needs stage: after",
-        "11: task 'before', field 'review.thresholds.invalid_json': the invalid_json threshold is not supported yet",
-        "8: task 'before', field 'review.thresholds.max_cost_usd': max_cost_usd on a before gate is not supported "
-        "yet (a request's cost is not estimated)",
         "11: task 'before', field 'review.thresholds.invalid_json': invalid_json needs output_format: json "
         "(a text answer has no schema to fail)",
         "16: task 'human', field 'review.thresholds': thresholds need policy auto_with_thresholds "
         "(this is require_human)",
         "21: task 'empty', field 'review.thresholds': policy auto_with_thresholds needs at least one threshold",
         "24: task 'none', field 'review.thresholds': policy auto_with_thresholds needs at least one threshold",
-        "30: task 'text', field 'review.thresholds.invalid_json': the invalid_json threshold is not supported yet",
         "30: task 'text', field 'review.thresholds.invalid_json': invalid_json needs output_format: json "
         "(a text answer has no schema to fail)",
         "35: task 'auto', field 'review.reviewer': policy auto opens no gate: reviewer has no effect",
@@ -231,17 +227,13 @@ tasks:
     review:
       reviewer: nobody
 """
-    not_yet = "a reviewer agent is not supported yet: leave reviewer out (a human decides)"
     assert problems(tmp_path, text) == [
-        f"5: field 'defaults.review.reviewer': {not_yet}",
         "5: field 'defaults.review.reviewer': unknown agent 'jduge'; known agents: judge, offline",
-        f"7: task 'a', field 'review.reviewer': {not_yet}",
-        f"11: task 'b', field 'review.reviewer': {not_yet}",
         "11: task 'b', field 'review.reviewer': unknown agent 'nobody'; known agents: judge, offline",
     ]
 
 
-def test_settings_the_engine_cannot_act_on_yet_are_refused_not_ignored(tmp_path: Path) -> None:
+def test_every_setting_of_a_review_is_accepted_where_it_fits(tmp_path: Path) -> None:
     text = """\
 agents:
   judge: {type: offline}
@@ -251,19 +243,28 @@ tasks:
     output_format: json
     review:
       policy: auto_with_thresholds
-      thresholds: {invalid_json: true}
+      thresholds:
+        max_cost_usd: 0.05
+        max_output_tokens: 800
+        finish_reasons: [length, content_filter]
+        output_matches: "(?i)confidential"
+        invalid_json: true
       reviewer: judge
+      timeout_s: 86400
+      on_timeout: reject
   - id: brief
     description: x
-    review: {stage: before, policy: auto_with_thresholds, thresholds: {max_cost_usd: 0.1}}
+    review:
+      stage: before
+      policy: auto_with_thresholds
+      thresholds: {max_cost_usd: 0.1, max_output_tokens: 100}
+      reviewer: judge
 """
-    assert problems(tmp_path, text) == [
-        "10: task 'data', field 'review.reviewer': a reviewer agent is not supported yet: leave reviewer out "
-        "(a human decides)",
-        "9: task 'data', field 'review.thresholds.invalid_json': the invalid_json threshold is not supported yet",
-        "13: task 'brief', field 'review.thresholds.max_cost_usd': max_cost_usd on a before gate is not supported "
-        "yet (a request's cost is not estimated)",
-    ]
+    path = tmp_path / "project.yaml"
+    path.write_text(text)
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "2 tasks" in result.output
 
 
 def test_the_published_schema_describes_review() -> None:

@@ -42,6 +42,7 @@ __all__ = [
     "UnknownGateError",
     "decide_gate",
     "expire_gates",
+    "note_reviewer",
     "open_gates",
     "payload_digest",
     "request_gate",
@@ -71,6 +72,7 @@ CREATE TABLE IF NOT EXISTS gates (
     decided_at TEXT,
     decision_id TEXT,
     seq INTEGER NOT NULL,
+    reviewer TEXT,
     UNIQUE (run_id, task_id, stage, digest)
 );
 CREATE INDEX IF NOT EXISTS gates_open ON gates (run_id) WHERE decision IS NULL;
@@ -79,7 +81,7 @@ CREATE INDEX IF NOT EXISTS gates_open ON gates (run_id) WHERE decision IS NULL;
 
 _COLUMNS = (
     "run_id, task_id, stage, digest, attempt, payload, fired, policy, requested_at, expires_at, on_timeout,"
-    " decision, edit, actor, message, decided_at, decision_id"
+    " decision, edit, actor, message, decided_at, decision_id, reviewer"
 )
 _CURRENT = (
     "seq = (SELECT MAX(seq) FROM gates AS newer WHERE newer.run_id = gates.run_id AND newer.task_id = gates.task_id)"
@@ -203,6 +205,8 @@ class Gate:
     message: str | None = None
     decided_at: datetime | None = None
     decision_id: str | None = None
+    reviewer: dict[str, Any] | None = None
+    """The reviewer agent's verdict (a :class:`~orchestration.models.ReviewerVerdict` as JSON), once it gave one."""
 
     @property
     def open(self) -> bool:
@@ -225,7 +229,7 @@ def _time(value: str | None) -> datetime | None:
 def _gate(row: Sequence[Any]) -> Gate:
     """A gate from a row of :data:`_COLUMNS` (plain tuple or ``sqlite3.Row``)."""
     run_id, task_id, stage, digest, attempt, payload, fired, policy, requested, expires, on_timeout = row[:11]
-    decision, edit, actor, message, decided, decision_id = row[11:]
+    decision, edit, actor, message, decided, decision_id, reviewer = row[11:]
     return Gate(
         run_id=run_id,
         task_id=task_id,
@@ -244,6 +248,7 @@ def _gate(row: Sequence[Any]) -> Gate:
         message=message,
         decided_at=_time(decided),
         decision_id=decision_id,
+        reviewer=json.loads(reviewer) if reviewer else None,
     )
 
 
@@ -302,13 +307,21 @@ def task_gates(connection: sqlite3.Connection, run_id: str, task_id: str) -> lis
     return [_gate(row) for row in rows]
 
 
-def _check_edit(stage: GateStage, edit: Mapping[str, Any]) -> None:
-    allowed = _EDITABLE[stage]
+def _check_edit(gate: Gate, edit: Mapping[str, Any]) -> None:
+    """Refuse an edit that changes what the stage cannot, or an answer that its json task would refuse."""
+    allowed = _EDITABLE[gate.stage]
     for key, value in edit.items():
         if key not in allowed:
-            raise GateError(f"an edit of a '{stage}' gate may change {', '.join(allowed)}, not '{key}'")
+            raise GateError(f"an edit of a '{gate.stage}' gate may change {', '.join(allowed)}, not '{key}'")
         if not isinstance(value, allowed[key]):
             raise GateError(f"the edited '{key}' must be a {allowed[key].__name__}")
+    if "output" in edit and gate.payload.get("output_format") == "json":
+        from llm_abstractions.structured import parse_json_answer
+
+        try:
+            parse_json_answer(edit["output"], gate.payload.get("output_schema"))
+        except ValueError as exc:
+            raise GateError(f"the edited output of task '{gate.task_id}' was refused: {exc}") from None
 
 
 def decide_gate(
@@ -344,7 +357,7 @@ def decide_gate(
     if not gate.open:
         raise GateConflictError(gate)
     if decision.edit is not None:
-        _check_edit(gate.stage, decision.edit)
+        _check_edit(gate, decision.edit)
     return _record(connection, rowid, decision, now)
 
 
@@ -363,6 +376,14 @@ def _record(connection: sqlite3.Connection, rowid: int, decision: Decision | _Ti
         ),
     )
     return _gate(connection.execute(f"SELECT {_COLUMNS} FROM gates WHERE rowid = ?", (rowid,)).fetchone())
+
+
+def note_reviewer(connection: sqlite3.Connection, gate: Gate, verdict: Mapping[str, Any]) -> Gate:
+    """Keep the reviewer agent's ``verdict`` on ``gate`` (the first one stays); return the gate as stored."""
+    key = (gate.run_id, gate.task_id, str(gate.stage), gate.digest)
+    where = "WHERE run_id = ? AND task_id = ? AND stage = ? AND digest = ?"
+    connection.execute(f"UPDATE gates SET reviewer = ? {where} AND reviewer IS NULL", (to_json(dict(verdict)), *key))
+    return _gate(connection.execute(f"SELECT {_COLUMNS} FROM gates {where}", key).fetchone())
 
 
 def expire_gates(connection: sqlite3.Connection, now: datetime) -> list[Gate]:

@@ -177,6 +177,7 @@ def _setup(connection: sqlite3.Connection) -> None:
     for column, kind in _LEASE_COLUMNS:  # stores written before runs had owners
         _add_column(connection, "runs", column, kind)
     _add_column(connection, "results", "lease_token", "INTEGER")
+    _add_column(connection, "gates", "reviewer")  # stores written before reviewer agents
 
 
 _LEASE_COLUMNS = (
@@ -543,6 +544,10 @@ class RunStore:
         if isinstance(outcome, GateConflictError):
             raise outcome
         return outcome
+
+    def note_reviewer(self, gate: Gate, verdict: Mapping[str, Any]) -> Gate:
+        """Keep the reviewer agent's ``verdict`` on ``gate`` (a first verdict stays); return the gate as stored."""
+        return self.writer.transaction(lambda connection: gates.note_reviewer(connection, gate, verdict))
 
     def expire_gates(self, now: datetime | None = None) -> list[Gate]:
         """Decide every open gate whose timeout passed (by ``now``, default the store's clock) with its
