@@ -9,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from orchestration import ExecutionStatus
+from orchestration.models import utc_now
 from orchestration.store import RunStatus, RunStore
 from tests.fakes.fixtures import fake_server
 from tests.fakes.provider_server import FakeProviderServer
@@ -21,7 +24,7 @@ __all__ = ["fake_server"]
 REPO = Path(__file__).resolve().parents[2]
 
 
-def project_file(tmp_path: Path, server: FakeProviderServer) -> Path:
+def project_file(tmp_path: Path, server: FakeProviderServer, review: str = "require_human") -> Path:
     path = tmp_path / "gated.yaml"
     path.write_text(
         "\n".join(
@@ -32,7 +35,7 @@ def project_file(tmp_path: Path, server: FakeProviderServer) -> Path:
                 f" base_url: '{server.openai_base_url}'}}",
                 "defaults: {agent: llm}",
                 "tasks:",
-                "  - {id: t, description: 'gated task', review: require_human}",
+                f"  - {{id: t, description: 'gated task', review: {review}}}",
                 "  - {id: free, description: 'free task'}",
                 "  - {id: u, description: 'after {{ tasks.t.output }}', depends_on: [t]}",
             ]
@@ -113,3 +116,36 @@ def test_no_wait_exits_3_and_resume_finishes_once_decided(fake_server: FakeProvi
     assert results["t"].output == "edited" and results["u"].status is ExecutionStatus.SUCCESS
     assert len([r for r in fake_server.requests if last_user_text(r) == "gated task"]) == 1
     assert [last_user_text(r) for r in fake_server.requests].count("after edited") == 1
+
+
+@pytest.mark.parametrize(("action", "expired_by"), [("fail", "resume"), ("approve", "reviews")])
+def test_a_timeout_that_expires_while_no_process_runs(
+    fake_server: FakeProviderServer, tmp_path: Path, action: str, expired_by: str
+) -> None:
+    review = f"{{policy: require_human, timeout_s: 1, on_timeout: {action}}}"
+    project = project_file(tmp_path, fake_server, review)
+    store = RunStore(tmp_path / "runs.db")
+    assert orchestrate("run", str(project), "--run-id", "g", "--store", str(store.path), "--no-wait").wait(60) == 3
+    (gate,) = store.open_gates("g")
+    assert gate.expires_at is not None
+    while utc_now() < gate.expires_at:  # the store's clock passes the deadline with no process running
+        time.sleep(0.05)
+    if expired_by == "reviews":  # anyone listing the gates records the timeouts that are due
+        listed = subprocess.run(
+            [sys.executable, "-m", "orchestration", "reviews", "g", "--json", "--store", str(store.path)],
+            cwd=REPO,
+            capture_output=True,
+            timeout=60,
+        )
+        assert listed.returncode == 0 and json.loads(listed.stdout) == []
+        (decided,) = store.gates_of("g", "t")
+        assert (decided.decision, decided.actor) == (action, "timeout")
+    assert orchestrate("resume", "g", "--store", str(store.path)).wait(timeout=60) == (0 if action == "approve" else 1)
+    t = store.load_results("g")["t"]
+    assert t.review is not None and t.review.actor == "timeout" and t.review.decision == action
+    if action == "fail":
+        assert t.status is ExecutionStatus.FAILED and t.error is not None and t.error.type == "review_timeout"
+        assert store.load_results("g")["u"].status is ExecutionStatus.SKIPPED
+    else:
+        assert t.status is ExecutionStatus.SUCCESS
+    assert len([r for r in fake_server.requests if last_user_text(r) == "gated task"]) == 1
