@@ -96,8 +96,14 @@ def test_reviews_json(store: RunStore) -> None:
         "fired": ["cost > 0.5"],
         "requested_at": gate_a.requested_at.isoformat(),
         "expires_at": gate_a.expires_at.isoformat() if gate_a.expires_at else None,
+        "reviewer": None,
     }
     assert a["expires_at"] is not None and b["task_id"] == "b" and b["stage"] == "after" and b["expires_at"] is None
+    verdict = {"agent": "judge", "verdict": "escalate", "reason": "names a customer"}
+    store.note_reviewer(gate_a, verdict)
+    assert json.loads(invoke("reviews", "r", "--json", "--store", str(store.path))[1])[0]["reviewer"] == verdict
+    table = invoke("reviews", "r", "--store", str(store.path))[1]
+    assert "reviewer judge: names a customer" in table
 
 
 def test_reviews_of_an_empty_or_missing_store(tmp_path: Path) -> None:

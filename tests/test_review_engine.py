@@ -11,8 +11,8 @@ import anyio
 import pytest
 
 from agent_registry import AgentConfig, AgentRegistry
-from llm_abstractions import FunctionLlm, GenerationOptions, Message
-from orchestration import ExecutionStatus, ProjectOrchestrator, ProjectSpec, RunEvent, gating
+from llm_abstractions import FunctionLlm, GenerationOptions, Message, Usage
+from orchestration import ExecutionResult, ExecutionStatus, ProjectOrchestrator, ProjectSpec, RunEvent, gating
 from orchestration.lifecycle import TaskState
 from orchestration.store import RunStore
 from orchestration.store.gates import Decision, DecisionKind, GateError
@@ -281,3 +281,41 @@ async def test_request_thresholds_on_max_tokens(tmp_path: Path) -> None:
     results, events = await run_deciding(orch, Decision(DecisionKind.APPROVE, actor="ann"))
     (requested,) = [e for e in events if e.kind == "review_requested"]
     assert requested.gate is not None and requested.gate.fired == ["max_tokens 500 > max_output_tokens 100"]
+
+
+@pytest.mark.parametrize(
+    ("limits", "answer", "fired"),
+    [
+        ({"max_cost_usd": 0.01}, {"cost_usd": 0.02}, ["cost_usd 0.02 > max_cost_usd 0.01"]),
+        ({"max_cost_usd": 0.01}, {"cost_usd": 0.01}, []),
+        ({"max_cost_usd": 0.01}, {"cost_usd": None}, []),  # no known price: never crossed
+        ({"max_output_tokens": 5}, {"usage": Usage(output_tokens=6)}, ["output_tokens 6 > max_output_tokens 5"]),
+        ({"max_output_tokens": 5}, {"usage": Usage(output_tokens=5)}, []),
+        ({"finish_reasons": ["length"]}, {"finish_reason": "length"}, ["finish_reason length"]),
+        ({"finish_reasons": ["length"]}, {"finish_reason": "stop"}, []),
+        ({"output_matches": "(?i)secret"}, {"output": "a Secret"}, ["output matches '(?i)secret'"]),
+        ({"invalid_json": True}, {"json_repair": "it is not valid JSON"}, ["invalid_json: it is not valid JSON"]),
+        ({"invalid_json": True}, {}, []),
+        (
+            {"max_cost_usd": 0.01, "finish_reasons": ["length"]},
+            {"cost_usd": 1.0, "finish_reason": "length"},
+            ["cost_usd 1 > max_cost_usd 0.01", "finish_reason length"],
+        ),
+    ],
+)
+def test_each_threshold_of_an_answer(limits: dict[str, Any], answer: dict[str, Any], fired: list[str]) -> None:
+    spec = ProjectSpec.model_validate(
+        {
+            "tasks": [
+                {
+                    "id": "t",
+                    "description": "x",
+                    "output_format": "json",
+                    "review": {"policy": "auto_with_thresholds", "thresholds": limits},
+                }
+            ]
+        }
+    )
+    (task,) = ProjectOrchestrator(spec).validate().tasks
+    result = ExecutionResult(task_id="t", status=ExecutionStatus.SUCCESS, **{"output": "{}", **answer})
+    assert gating.fired(task, result) == fired

@@ -88,6 +88,7 @@ def _gate_json(gate: Gate) -> dict[str, object]:
         "fired": gate.fired,
         "requested_at": gate.requested_at.isoformat(),
         "expires_at": gate.expires_at.isoformat() if gate.expires_at else None,
+        "reviewer": gate.reviewer,
     }
 
 
@@ -112,6 +113,8 @@ def _print_table(gates: list[Gate], store: Path | None) -> None:
         command = f"orchestrate review {shlex.quote(gate.run_id)} {shlex.quote(gate.task_id)} approve{store_option}"
         age = _span((now - gate.requested_at).total_seconds())
         fired = ", ".join(gate.fired) or "-"
+        if gate.reviewer is not None:
+            fired += f"; reviewer {gate.reviewer['agent']}: {gate.reviewer['reason']}"
         cells = [gate.run_id, gate.task_id, str(gate.stage), fired, age, expires, _preview(gate), command]
         table.add_row(*(Text(cell) for cell in cells))  # Text: payloads are not rich markup
     console().print(table)
