@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -46,6 +46,9 @@ from orchestration.models import AttemptRecord, ErrorInfo, ExecutionResult, Exec
 from orchestration.project import CompiledTask
 from orchestration.templates import TemplateError
 
+if TYPE_CHECKING:
+    from orchestration.telemetry import Tracing
+
 __all__ = ["TaskExecutor"]
 
 _NO_DEADLINE = nullcontext()
@@ -55,9 +58,13 @@ _NO_DEADLINE = nullcontext()
 class TaskExecutor:
     """Executes compiled tasks against the agents of a registry."""
 
-    def __init__(self, registry: AgentRegistry, *, on_pace: PaceCallback | None = None) -> None:
-        """``on_pace``: told when an endpoint's pace changes (see :class:`~orchestration.endpoints.Endpoints`)."""
+    def __init__(
+        self, registry: AgentRegistry, *, on_pace: PaceCallback | None = None, tracing: Tracing | None = None
+    ) -> None:
+        """``on_pace``: told when an endpoint's pace changes (see :class:`~orchestration.endpoints.Endpoints`);
+        ``tracing``: each model call becomes a span."""
         self.registry = registry
+        self.tracing = tracing
         self.endpoints = Endpoints(registry, on_pace=on_pace)
         self._created: dict[str, BaseLlm] = {}
         """Clients this executor created (closed by :meth:`aclose`); instances given to the registry are not."""
@@ -85,6 +92,8 @@ class TaskExecutor:
             # neither limits nor breaker could ever act.
             if client.streams:  # time its first token
                 client = StreamedLlm(client)
+            if self.tracing is not None:
+                client = self.tracing.traced(client)
             if client.config.timeout_s is not None:
                 client = TimeoutLlm(client)
             if not (in_process and endpoint.limits.settings.unlimited):

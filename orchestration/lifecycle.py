@@ -46,6 +46,7 @@ from orchestration.reviewers import ReviewHooks, first_review
 if TYPE_CHECKING:
     from orchestration.store import RunStore
     from orchestration.store.gates import Gate, GateRequest
+    from orchestration.telemetry import Tracing
 
 __all__ = ["TRANSITIONS", "Execute", "IllegalTransitionError", "TaskLifecycle", "TaskState"]
 
@@ -168,11 +169,25 @@ class TaskLifecycle:
         )
         self._settle(index, TaskState.SKIPPED, result)
 
+    tracing: Tracing | None = None
+    """Traces each task as a span (``otel``), its model calls inside it."""
+
     async def run(self, index: int) -> bool:
         """READY → RUNNING → a final state; whether the task succeeded (its success durable by then).
 
         Raises the store's error if a success could not be committed, and the cancellation if cancelled.
         """
+        tracing = self.tracing
+        if tracing is None:
+            return await self._run(index)
+        task = self.tasks[index]
+        with tracing.task(task, self.run_id) as span:
+            try:
+                return await self._run(index)
+            finally:
+                tracing.task_ended(span, self.results.get(task.id))
+
+    async def _run(self, index: int) -> bool:
         task = self.tasks[index]
         started_at = utc_now()
         self._move(index, TaskState.RUNNING)

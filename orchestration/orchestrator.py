@@ -44,7 +44,10 @@ from orchestration.reviewers import OnReview, ReviewHooks
 from orchestration.scheduler import DagScheduler
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
     from orchestration.store import Gate, ResumePlan, RunStore
+    from orchestration.telemetry import Tracing
 
 __all__ = ["ProjectOrchestrator", "new_run_id"]
 
@@ -82,17 +85,21 @@ class ProjectOrchestrator:
         store: RunStore | str | Path | None = None,
         llms: Mapping[str, BaseLlm] | None = None,
         on_review: OnReview | None = None,
+        otel: bool | TracerProvider | None = None,
     ) -> None:
         """``llms``: model instances to use for agents by name (an agent not configured otherwise is made
         from its instance); the registry given (by default agents from the environment and the agents
         file) is not changed. ``on_review``: an in-process reviewer, called with each review gate the run
         opens (after the task's reviewer agent, if any): it returns a
         :class:`~orchestration.store.Decision`, or ``None`` to leave the gate to someone else
-        (:meth:`decide`, ``orchestrate review``); a plain function runs in a worker thread."""
+        (:meth:`decide`, ``orchestrate review``); a plain function runs in a worker thread. ``otel``: trace runs
+        with OpenTelemetry (the ``otel`` extra; :mod:`orchestration.telemetry`) through this tracer provider, or
+        the global one for ``True``; ``None``: as ``ORCHESTRATE_OTEL`` says."""
         self.spec = spec or ProjectSpec()
         self.registry = registry or AgentRegistry.default()
         self.llms = dict(llms or {})
         self.on_review = on_review
+        self.otel = otel
         self.inputs = dict(inputs or {})
         self.max_concurrency = max_concurrency
         self.fail_fast = fail_fast
@@ -176,6 +183,15 @@ class ProjectOrchestrator:
         if self._prints is None or self._prints[0] is not project:
             self._prints = (project, fingerprints(project))
         return self._prints[1]
+
+    def _tracing(self) -> Tracing | None:
+        """The run's tracing, if ``otel`` (or ``ORCHESTRATE_OTEL``) asks for it."""
+        from orchestration.telemetry import Tracing, wanted
+
+        otel = self.otel
+        if otel is False or (otel is None and not wanted()):
+            return None
+        return Tracing(None if otel is None or otel is True else otel)
 
     def reviews(self) -> list[Gate]:
         """The open review gates of the current (or last) run, oldest first; empty without a store or a run."""
@@ -287,7 +303,8 @@ class ProjectOrchestrator:
                 task_ids=[t.id for t in project.tasks],
                 agents_file=project.registry.agents_file,
             )
-        executor = TaskExecutor(project.registry, on_pace=self._paced)
+        tracing = self._tracing()
+        executor = TaskExecutor(project.registry, on_pace=self._paced, tracing=tracing)
         lifecycle = TaskLifecycle(
             run_id,
             project.tasks,
@@ -314,26 +331,31 @@ class ProjectOrchestrator:
             durations=durations,
         )
         lifecycle.on_waiting = scheduler.lend  # a task waiting for a review holds no slot
+        lifecycle.tracing = tracing
         fail_fast = defaults.fail_fast if self.fail_fast is None else self.fail_fast
         lease: AbstractAsyncContextManager[None] = store.heartbeat(run_id) if store is not None else nullcontext()
         self.stopped_waiting = False
         self._emit(EventKind.RUN_STARTED)
-        try:
-            async with lease:  # a lease taken over stops the run (LeaseLostError)
-                if self.wait_for_reviews:
-                    await scheduler.run(lifecycle, fail_fast=fail_fast)
-                else:
-                    await self._run_until_waiting(scheduler, lifecycle, fail_fast=fail_fast)
-        finally:
-            lifecycle.cancel_unfinished()
-            await executor.aclose()
+        span = tracing.run(project.name, run_id) if tracing is not None else nullcontext()
+        with span as run_span:
             try:
-                if store is not None:  # releases the lease (refused if it was taken over)
-                    status = RunStatus.WAITING if self.stopped_waiting else RunStatus.of(self.results)
-                    await store.end_run(run_id, status)
+                async with lease:  # a lease taken over stops the run (LeaseLostError)
+                    if self.wait_for_reviews:
+                        await scheduler.run(lifecycle, fail_fast=fail_fast)
+                    else:
+                        await self._run_until_waiting(scheduler, lifecycle, fail_fast=fail_fast)
             finally:
-                self._emit(EventKind.RUN_FINISHED)
-                self.events.close_streams()
+                lifecycle.cancel_unfinished()
+                await executor.aclose()
+                status = RunStatus.WAITING if self.stopped_waiting else RunStatus.of(self.results)
+                if tracing is not None and run_span is not None:
+                    tracing.run_ended(run_span, status)
+                try:
+                    if store is not None:  # releases the lease (refused if it was taken over)
+                        await store.end_run(run_id, status)
+                finally:
+                    self._emit(EventKind.RUN_FINISHED)
+                    self.events.close_streams()
         self.results = {t.id: self.results[t.id] for t in project.tasks}
         return self.results
 

@@ -24,6 +24,7 @@ __all__ = [
     "LogLevelOpt",
     "MaxConcurrencyOpt",
     "NoWaitOpt",
+    "OtelOpt",
     "QuietOpt",
     "ResultsOpt",
     "RunRefArg",
@@ -66,6 +67,14 @@ NoWaitOpt = Annotated[
     typer.Option(
         "--no-wait",
         help="Stop with exit code 3 (run status waiting) as soon as nothing can progress without a review decision.",
+    ),
+]
+OtelOpt = Annotated[
+    bool,
+    typer.Option(
+        "--otel",
+        help="Trace the run with OpenTelemetry, exported with OTLP where OTEL_EXPORTER_OTLP_* say (also"
+        " ORCHESTRATE_OTEL=1; needs the otel extra).",
     ),
 ]
 

@@ -20,6 +20,7 @@ from orchestration.cli.common import (
     LogLevelOpt,
     MaxConcurrencyOpt,
     NoWaitOpt,
+    OtelOpt,
     QuietOpt,
     ResultsOpt,
     StoreOpt,
@@ -30,6 +31,7 @@ from orchestration.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
     from rich.console import Console
 
     from orchestration.cli.progress import ProgressView
@@ -61,6 +63,22 @@ async def _run_until_interrupted(start: Callable[[], Awaitable[object]]) -> bool
     return interrupted
 
 
+def _tracer_provider(otel: bool) -> TracerProvider | None:
+    """``--otel`` or ``ORCHESTRATE_OTEL``: a provider exporting with OTLP (exit 2 without the otel extra)."""
+    from orchestration.telemetry import wanted
+
+    if not (otel or wanted()):
+        return None
+    try:
+        from orchestration.telemetry import otlp_provider
+
+        return otlp_provider()
+    except ImportError:
+        from orchestration.cli.common import fail_invalid
+
+        fail_invalid(["--otel needs OpenTelemetry: pip install 'orchestrate-llm[otel]'"])
+
+
 def configure_cli_logging(log_level: str, log_format: str) -> bool:
     """Validate ``--log-level`` / ``--log-format`` (exit 2) and configure logging; whether to log task events."""
     from orchestration.cli.common import fail_invalid
@@ -88,6 +106,7 @@ def run(
         bool, typer.Option("--resume", help="Continue the latest unfinished run of this project instead.")
     ] = False,
     no_wait: NoWaitOpt = False,
+    otel: OtelOpt = False,
 ) -> None:
     """Run a project file (recorded in the run store, so that it can be resumed)."""
     from orchestration.cli.common import fail_invalid
@@ -109,6 +128,7 @@ def run(
             results=results,
             quiet=quiet,
             log_events_too=log_events_too,
+            otel=otel,
         )
         return
     assert orchestrator.store is not None
@@ -124,6 +144,7 @@ def run(
         results=results,
         quiet=quiet,
         log_events_too=log_events_too,
+        otel=otel,
     )
 
 
@@ -134,8 +155,11 @@ def execute_run(
     results: Path | None,
     quiet: bool,
     log_events_too: bool = False,
+    otel: bool = False,
 ) -> None:
     """Run ``work()`` (a run or a resume) with progress, write results, exit with the right code.
+
+    ``otel`` (or ``ORCHESTRATE_OTEL``): trace it, exporting the spans with OTLP before returning.
 
     Task outcomes are logged only when ``log_events_too`` (``--log-level info`` or ``--log-format json``):
     otherwise the progress display and the summary show each failure once. A run another process is running
@@ -152,6 +176,8 @@ def execute_run(
     from orchestration.results import RunStatus, write_results
 
     console = stderr_console()
+    provider = _tracer_provider(otel)
+    orchestrator.otel = provider or False
     view = ProgressView(console, len(orchestrator.spec.tasks))
     if log_events_too:
         orchestrator.on_event(log_events(get_logger("orchestrate")))
@@ -169,6 +195,8 @@ def execute_run(
     finally:
         if not quiet:
             remove_load_listener(view.model_load)
+        if provider is not None:
+            provider.shutdown()  # exports what is batched
     final: dict[str, ExecutionResult] = orchestrator.results
     if results is not None and orchestrator.run_id is not None:
         status = RunStatus.WAITING if orchestrator.stopped_waiting else None

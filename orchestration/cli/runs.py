@@ -17,6 +17,7 @@ from orchestration.cli.common import (
     LogLevelOpt,
     MaxConcurrencyOpt,
     NoWaitOpt,
+    OtelOpt,
     QuietOpt,
     ResultsOpt,
     RunRefArg,
@@ -41,6 +42,7 @@ def resume(
     log_level: LogLevelOpt = "warning",
     log_format: LogFormatOpt = "console",
     no_wait: NoWaitOpt = False,
+    otel: OtelOpt = False,
 ) -> None:
     """Continue a run: rerun only the tasks that did not succeed, with the project file as it is now.
 
@@ -62,7 +64,12 @@ def resume(
     )
     orchestrator.wait_for_reviews = not no_wait
     execute_run(
-        orchestrator, lambda: orchestrator.resume(run_id), results=results, quiet=quiet, log_events_too=log_events_too
+        orchestrator,
+        lambda: orchestrator.resume(run_id),
+        results=results,
+        quiet=quiet,
+        log_events_too=log_events_too,
+        otel=otel,
     )
 
 
