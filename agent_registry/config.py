@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -64,6 +64,8 @@ class AgentConfig(BaseModel):
     fallbacks: list[str] = []
     """Names of agents tried in order when this one fails for good."""
     limits: AgentLimits = AgentLimits.model_construct()
+    cache: bool | Literal["read", "refresh"] | None = None
+    """The answer cache for this agent's tasks (see the task's ``cache``); ``None``: the project's default."""
 
     @field_validator("api_key")
     @classmethod

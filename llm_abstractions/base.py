@@ -37,6 +37,9 @@ class BaseLlm(ABC):
 
     The engine leaves endpoint limits and circuit breaker out of such a client's calls when they
     have nothing to do (no limit configured, no call timeout that could count as a failure)."""
+    cacheable: ClassVar[bool] = True
+    """Whether the engine may keep this client's answers in its answer cache; ``False`` for answers that cost
+    nothing to make again (the offline provider, Python functions)."""
 
     def __init__(self, config: LlmConfig) -> None:
         self.config = config

@@ -46,6 +46,7 @@ class FunctionLlm(BaseLlm):
 
     provider = "function"
     in_process = True
+    cacheable = False
 
     def __init__(
         self,

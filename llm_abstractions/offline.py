@@ -55,6 +55,7 @@ class OfflineLlm(BaseLlm):
 
     provider = "offline"
     in_process = True
+    cacheable = False
     settings_model = OfflineSettings
     settings: OfflineSettings
 

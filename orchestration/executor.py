@@ -40,9 +40,18 @@ from llm_abstractions import (
 from llm_abstractions.pricing import cost_usd
 from llm_abstractions.structured import generate_json
 from llm_abstractions.wrappers import CircuitBreakerLlm, LimitedLlm, StreamedLlm, TimeoutLlm, estimate_tokens
+from orchestration.answer_cache import AnswerCache, CacheMode
 from orchestration.call_chain import CallChain, ChainLink
 from orchestration.endpoints import Endpoints, PaceCallback
-from orchestration.models import AttemptRecord, ErrorInfo, ExecutionResult, ExecutionStatus, OutputFormat, utc_now
+from orchestration.models import (
+    AttemptRecord,
+    CacheInfo,
+    ErrorInfo,
+    ExecutionResult,
+    ExecutionStatus,
+    OutputFormat,
+    utc_now,
+)
 from orchestration.project import CompiledTask
 from orchestration.templates import TemplateError
 
@@ -59,12 +68,18 @@ class TaskExecutor:
     """Executes compiled tasks against the agents of a registry."""
 
     def __init__(
-        self, registry: AgentRegistry, *, on_pace: PaceCallback | None = None, tracing: Tracing | None = None
+        self,
+        registry: AgentRegistry,
+        *,
+        on_pace: PaceCallback | None = None,
+        tracing: Tracing | None = None,
+        cache: AnswerCache | None = None,
     ) -> None:
         """``on_pace``: told when an endpoint's pace changes (see :class:`~orchestration.endpoints.Endpoints`);
-        ``tracing``: each model call becomes a span."""
+        ``tracing``: each model call becomes a span; ``cache``: the run's answer cache."""
         self.registry = registry
         self.tracing = tracing
+        self.cache = cache
         self.endpoints = Endpoints(registry, on_pace=on_pace)
         self._created: dict[str, BaseLlm] = {}
         """Clients this executor created (closed by :meth:`aclose`); instances given to the registry are not."""
@@ -132,7 +147,9 @@ class TaskExecutor:
         return chain
 
     async def aclose(self) -> None:
-        """Close every client this executor created."""
+        """Close every client this executor created (and the answer cache's connection)."""
+        if self.cache is not None:
+            self.cache.close()
         llms, self._created, self._guarded, self._chains = list(self._created.values()), {}, {}, {}
         with anyio.CancelScope(shield=True):
             for llm in llms:
@@ -188,6 +205,17 @@ class TaskExecutor:
             # Building the chain creates and prepares the clients (SDK import, client set-up):
             # a failure there fails this task only, and the next task tries again.
             chain = await self.chain_for(task.agent, task.retries)
+            cache = self.cache
+            if (
+                cache is not None
+                and (mode := cache.mode(task)) is not CacheMode.OFF
+                and self.llm_for(task.agent).cacheable
+            ):
+                key = cache.key(self.registry, task, messages, options)
+                if mode.reads and (hit := cache.lookup(task, key, started_at, messages)) is not None:
+                    return hit
+                if mode.writes:
+                    outcome = partial(outcome, cache_key=key)
             call = partial(_call, chain, task, options, attempts)
             with anyio.fail_after(task.timeout_s) if task.timeout_s else _NO_DEADLINE:
                 if task.task.output_format is OutputFormat.JSON:
@@ -218,6 +246,7 @@ class TaskExecutor:
         parsed: Any = None,
         json_repair: str | None = None,
         request: list[Message] | None = None,
+        cache_key: str | None = None,
     ) -> ExecutionResult:
         """The task's record: a success without ``error``; ``response`` gives its output, usage and cost."""
         agent = self.registry.get(attempts[-1].agent if attempts else task.agent)
@@ -251,6 +280,7 @@ class TaskExecutor:
             metadata=task.task.metadata,
             json_repair=json_repair,
             request=request,
+            cache=CacheInfo(hit=False, key=cache_key) if cache_key is not None else None,
         )
 
 

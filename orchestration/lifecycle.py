@@ -37,6 +37,7 @@ import anyio
 
 from llm_abstractions import ErrorType
 from orchestration import gating
+from orchestration.answer_cache import keeps
 from orchestration.events import EventBus, EventKind, RunEvent
 from orchestration.gating import Request
 from orchestration.models import ErrorInfo, ExecutionResult, ExecutionStatus, utc_now
@@ -209,7 +210,8 @@ class TaskLifecycle:
         self.results[task.id] = result  # dependents read it once they start
         try:
             if self._store is not None:
-                await self._store.record(self.run_id, result, self._fingerprints[index], task.task.output_format)
+                fingerprint, output_format = self._fingerprints[index], task.task.output_format
+                await self._store.record(self.run_id, result, fingerprint, output_format, keep_answer=keeps(result))
         finally:
             # The answer stands even if the store failed (its error then stops the run) or the run was
             # cancelled during the wait (the queued write commits all the same).

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
@@ -98,6 +98,8 @@ class AgentTask(BaseModel):
     review: ReviewSetting = None
     """A review gate on the request or the answer (see :mod:`orchestration.review`); ``None``: the project's
     ``defaults.review``."""
+    cache: CacheSetting | None = None
+    """The answer cache for this task; ``None``: its agent's ``cache``, else the project's ``defaults.cache``."""
     metadata: dict[str, Any] = {}
     """Anything of yours; copied into the task's result."""
 
@@ -127,6 +129,28 @@ class AttemptRecord(BaseModel):
     error_type: str | None = None
     """The error's ``type`` name; ``None`` for the attempt that answered."""
     duration_s: float
+
+
+CacheSetting = bool | Literal["read", "refresh"]
+"""The answer cache for a task: ``true`` use and keep answers, ``false`` neither, ``read`` use but do not keep,
+``refresh`` call the model and keep its answer in place of a kept one."""
+
+
+class CacheInfo(BaseModel):
+    """How the answer cache served a task (the result's ``cache``)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    hit: bool
+    """Whether the answer came from the cache (no model was called)."""
+    key: str
+    """The request's key: sha256 of everything that can change the answer."""
+    from_run: str | None = None
+    """A hit: the run whose call made the answer."""
+    saved_usd: float | None = None
+    """A hit: what the call cost when it was made."""
+    usage: Usage | None = None
+    """A hit: the token usage of the call that made the answer."""
 
 
 class ReviewerVerdict(BaseModel):
@@ -196,6 +220,9 @@ class ExecutionResult(BaseModel):
     """The decision of the task's review gate, if it had one."""
     json_repair: str | None = None
     """Json tasks: why the first answer was refused, when a repair call gave the output."""
+    cache: CacheInfo | None = None
+    """The answer cache's part: a hit (``cost_usd`` 0, no usage; the call's usage is here), or the key a model's
+    answer was kept under."""
     request: list[Message] | None = Field(default=None, exclude=True)
     """The messages as sent (rendered prompts; not serialized: the run store keeps them, redacted)."""
     parsed: Any = Field(default=None, exclude=True)
@@ -223,6 +250,8 @@ class ProjectDefaults(BaseModel):
     """Cancel everything running once a task fails."""
     review: ReviewSetting = None
     """Review gate of tasks that set none; ``None``: ``auto`` (no gate)."""
+    cache: CacheSetting = True
+    """The answer cache of tasks (and agents) that set none."""
 
 
 class ProjectSpec(BaseModel):

@@ -32,6 +32,7 @@ from pydantic import BaseModel
 from agent_registry import AgentRegistry
 from llm_abstractions import BaseLlm, LlmResponse, Message, Usage
 from llm_abstractions.wrappers import PacingStatus
+from orchestration.answer_cache import AnswerCache, CacheMode
 from orchestration.events import EventBus, EventCallback, EventKind, RunEvent
 from orchestration.executor import TaskExecutor
 from orchestration.gating import Request
@@ -118,6 +119,9 @@ class ProjectOrchestrator:
         ``waiting``; the waiting tasks are recorded as cancelled and a resume picks their gates up again)."""
         self.stopped_waiting = False
         """Whether the last run stopped because everything left waited for a review decision."""
+        self.cache_override: CacheMode | None = None
+        """The answer cache's mode for every task, over the task file's (the CLI's ``--no-cache``,
+        ``--refresh-cache``); the cache needs a run store."""
 
     @classmethod
     def from_file(
@@ -304,7 +308,8 @@ class ProjectOrchestrator:
                 agents_file=project.registry.agents_file,
             )
         tracing = self._tracing()
-        executor = TaskExecutor(project.registry, on_pace=self._paced, tracing=tracing)
+        cache = AnswerCache(store, project, self.cache_override) if store is not None else None
+        executor = TaskExecutor(project.registry, on_pace=self._paced, tracing=tracing, cache=cache)
         lifecycle = TaskLifecycle(
             run_id,
             project.tasks,

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from orchestration.cli.agents_check import agents_check
+from orchestration.cli.cache import cache_app
 from orchestration.cli.choices import format_option
 from orchestration.cli.common import AgentsOpt, FileArg, InputsOpt, load_orchestrator, load_registry, parse_inputs
 from orchestration.cli.reviews import review, reviews
@@ -58,6 +59,7 @@ agents_app.command("check")(agents_check)
 app.command()(run)
 app.command()(resume)
 app.add_typer(runs_app, name="runs")
+app.add_typer(cache_app, name="cache")
 app.command()(results)
 app.command()(watch)
 app.command()(show)

@@ -23,12 +23,15 @@ __all__ = [
     "LogFormatOpt",
     "LogLevelOpt",
     "MaxConcurrencyOpt",
+    "NoCacheOpt",
     "NoWaitOpt",
     "OtelOpt",
     "QuietOpt",
+    "RefreshCacheOpt",
     "ResultsOpt",
     "RunRefArg",
     "StoreOpt",
+    "apply_cache_flags",
     "fail_invalid",
     "load_orchestrator",
     "load_registry",
@@ -76,6 +79,14 @@ OtelOpt = Annotated[
         help="Trace the run with OpenTelemetry, exported with OTLP where OTEL_EXPORTER_OTLP_* say (also"
         " ORCHESTRATE_OTEL=1; needs the otel extra).",
     ),
+]
+
+
+NoCacheOpt = Annotated[
+    bool, typer.Option("--no-cache", help="Neither use nor keep answers in the answer cache (every task is called).")
+]
+RefreshCacheOpt = Annotated[
+    bool, typer.Option("--refresh-cache", help="Call every task's model and keep the new answers in the cache.")
 ]
 
 
@@ -194,3 +205,13 @@ def load_registry(file: Path | None, agents_file: Path | None) -> AgentRegistry:
         return AgentRegistry.default(agents_file)
     except AgentConfigError as exc:
         fail_invalid([str(issue) for issue in exc.issues])
+
+
+def apply_cache_flags(orchestrator: ProjectOrchestrator, no_cache: bool, refresh_cache: bool) -> None:
+    """``--no-cache`` / ``--refresh-cache``: the answer cache's mode for every task (exit 2 for both)."""
+    if no_cache and refresh_cache:
+        fail_invalid(["--no-cache and --refresh-cache contradict each other: give one"])
+    if no_cache or refresh_cache:
+        from orchestration.answer_cache import CacheMode
+
+        orchestrator.cache_override = CacheMode.OFF if no_cache else CacheMode.REFRESH

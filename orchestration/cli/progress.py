@@ -199,6 +199,10 @@ def print_summary(
     shown = [r.task_id for r in failed if r.task_id in failures_shown]
     if shown:
         console.print(f"  failed (errors above): {', '.join(shown)}", markup=False)
+    hits = [r for r in ran.values() if r.cache is not None and r.cache.hit]
+    if hits:
+        saved = sum(r.cache.saved_usd or 0.0 for r in hits if r.cache is not None)
+        console.print(f"answer cache: {len(hits)} hits, no call made, {_money(saved)} USD saved", markup=False)
     per_agent: dict[str, list[float]] = {}
     costs: dict[str, float | None] = {}
     for result in ran.values():

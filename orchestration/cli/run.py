@@ -19,11 +19,14 @@ from orchestration.cli.common import (
     LogFormatOpt,
     LogLevelOpt,
     MaxConcurrencyOpt,
+    NoCacheOpt,
     NoWaitOpt,
     OtelOpt,
     QuietOpt,
+    RefreshCacheOpt,
     ResultsOpt,
     StoreOpt,
+    apply_cache_flags,
     load_orchestrator,
     open_store,
     parse_inputs,
@@ -107,6 +110,8 @@ def run(
     ] = False,
     no_wait: NoWaitOpt = False,
     otel: OtelOpt = False,
+    no_cache: NoCacheOpt = False,
+    refresh_cache: RefreshCacheOpt = False,
 ) -> None:
     """Run a project file (recorded in the run store, so that it can be resumed)."""
     from orchestration.cli.common import fail_invalid
@@ -121,6 +126,7 @@ def run(
         store=open_store(store_path(store, file)),
     )
     orchestrator.wait_for_reviews = not no_wait
+    apply_cache_flags(orchestrator, no_cache, refresh_cache)
     if not resume:
         execute_run(
             orchestrator,

@@ -16,12 +16,15 @@ from orchestration.cli.common import (
     LogFormatOpt,
     LogLevelOpt,
     MaxConcurrencyOpt,
+    NoCacheOpt,
     NoWaitOpt,
     OtelOpt,
     QuietOpt,
+    RefreshCacheOpt,
     ResultsOpt,
     RunRefArg,
     StoreOpt,
+    apply_cache_flags,
     open_store,
 )
 from orchestration.cli.run import configure_cli_logging, execute_run
@@ -43,6 +46,8 @@ def resume(
     log_format: LogFormatOpt = "console",
     no_wait: NoWaitOpt = False,
     otel: OtelOpt = False,
+    no_cache: NoCacheOpt = False,
+    refresh_cache: RefreshCacheOpt = False,
 ) -> None:
     """Continue a run: rerun only the tasks that did not succeed, with the project file as it is now.
 
@@ -63,6 +68,7 @@ def resume(
         store=run_store,
     )
     orchestrator.wait_for_reviews = not no_wait
+    apply_cache_flags(orchestrator, no_cache, refresh_cache)
     execute_run(
         orchestrator,
         lambda: orchestrator.resume(run_id),

@@ -36,7 +36,7 @@ import anyio
 from llm_abstractions import Message, redact, redact_value
 from orchestration.models import ExecutionResult, OutputFormat, utc_now
 from orchestration.results import RunStatus
-from orchestration.store import gates
+from orchestration.store import answers, gates
 from orchestration.store.codec import to_json as _json
 from orchestration.store.gates import Decision, Gate, GateConflictError, GateRequest, GateStage, UnknownGateError
 from orchestration.store.lease import (
@@ -170,6 +170,7 @@ def default_store_path(env: Mapping[str, str] | None = None, *, project_file: Pa
 def _setup(connection: sqlite3.Connection) -> None:
     connection.executescript(_SCHEMA)
     connection.executescript(gates.GATES_SCHEMA)  # stores written before review gates gain the table
+    connection.executescript(answers.ANSWERS_SCHEMA)  # and before the answer cache
     if not any(row[3] == "pk" for row in connection.execute("PRAGMA index_list(results)")):
         connection.execute(_RESULTS_INDEX)
     _add_column(connection, "runs", "agents_file")  # stores written before runs recorded their agents file
@@ -461,12 +462,18 @@ class RunStore:
         result: ExecutionResult,
         fingerprint: str | None = None,
         output_format: OutputFormat = OutputFormat.TEXT,
+        *,
+        keep_answer: bool = False,
     ) -> None:
-        """Write a task's final result and wait until it is committed (with the other writes of this loop turn).
+        """Write a task's final result and wait until it is committed (with the other writes of this loop turn);
+        ``keep_answer``: keep its answer in the answer cache too, under ``result.cache.key``.
 
         Raise :class:`LeaseLostError` when the run's lease was taken over from this store."""
         fence = self._fences.get(run_id)
-        await self.writer.commit([self._result_statement(run_id, result, fingerprint, output_format, fence)], fence)
+        statements = [self._result_statement(run_id, result, fingerprint, output_format, fence)]
+        if keep_answer and result.cache is not None:
+            statements.append(answers.put_statement(result.cache.key, result, run_id, utc_now()))
+        await self.writer.commit(statements, fence)
 
     def record_nowait(
         self,
@@ -493,6 +500,28 @@ class RunStore:
             return
         sql = "UPDATE runs SET status = ?, finished_at = ?, lease_expires = NULL WHERE run_id = ?"
         await self.writer.write([(sql, (status, finished_at, run_id))], fence)
+
+    # -- the answer cache (:mod:`.answers`): shared by every run of the store ----
+
+    def answer_reader(self) -> answers.AnswerReader:
+        """A lookup of kept answers by key, for one thread (one run), on a connection of its own."""
+        return answers.AnswerReader(self.path)
+
+    def count_hit(self, key: str, saved_usd: float | None) -> None:
+        """Count a hit of ``key`` (and what it saved) with the next commit."""
+        self.writer.submit([answers.hit_statement(key, saved_usd, utc_now())])
+
+    def cache_stats(self) -> answers.CacheStats:
+        if not self.path.exists():
+            return answers.CacheStats(entries=0, bytes=0, hits=0, saved_usd=0.0)
+        with self._open() as connection:
+            return answers.stats(connection)
+
+    def clear_cache(self, *, before: datetime | None = None, agent: str | None = None) -> int:
+        """Delete kept answers (made before ``before``, of ``agent``, or all); how many were deleted."""
+        if not self.path.exists():
+            return 0
+        return self.writer.transaction(lambda connection: answers.clear(connection, before=before, agent=agent))
 
     # -- review gates (:mod:`.gates`): from any thread or process, without the run's lease ----
 

@@ -112,8 +112,10 @@ async def test_a_changed_task_reruns_with_its_descendants(scripts: Scripts, tmp_
     plan = resumed_orch.resume_plan
     assert plan is not None and plan.changed == ["b"] and plan.downstream == ["d"]
     assert sorted(plan.kept) == ["a", "c", "e"]
-    assert [p.split(" ")[0] for p in prompts(scripts)[before:]] == ["b", "d"]
+    # b answers as before, so d's request is unchanged: d reruns from the answer cache, with no call
+    assert [p.split(" ")[0] for p in prompts(scripts)[before:]] == ["b"]
     assert prompts(scripts)[before] == "b (new) <ok>" and results["b"].succeeded
+    assert results["d"].cache is not None and results["d"].cache.hit
     store.close()
 
 
