@@ -18,6 +18,7 @@ from orchestration.cli.agents_check import agents_check
 from orchestration.cli.cache import cache_app
 from orchestration.cli.choices import format_option
 from orchestration.cli.common import AgentsOpt, FileArg, InputsOpt, load_orchestrator, load_registry, parse_inputs
+from orchestration.cli.plan import plan
 from orchestration.cli.reviews import review, reviews
 from orchestration.cli.run import run
 from orchestration.cli.runs import results, resume, runs_app
@@ -65,6 +66,7 @@ app.command()(watch)
 app.command()(show)
 app.command()(reviews)
 app.command()(review)
+app.command()(plan)
 
 
 @app.command()

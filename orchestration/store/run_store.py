@@ -712,6 +712,29 @@ class RunStore:
             ).fetchall()
         return {fingerprint: duration for fingerprint, duration in rows if duration is not None}
 
+    def output_tokens(self, project: str) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+        """Output tokens of past successes: by task fingerprint (in ``project``'s runs) and by agent (in every run).
+
+        What ``orchestrate plan`` expects of a task's answer. No store file means no history."""
+        if not self.path.exists():
+            return {}, {}
+        by_task: dict[str, list[int]] = {}
+        by_agent: dict[str, list[int]] = {}
+        with self._open() as connection:
+            rows = connection.execute(
+                "SELECT runs.project, results.fingerprint, json_extract(results.result, '$.agent'),"
+                " json_extract(results.result, '$.usage.output_tokens')"
+                " FROM results JOIN runs ON runs.run_id = results.run_id"
+                " WHERE results.status = 'success'"
+                " AND json_extract(results.result, '$.usage.output_tokens') IS NOT NULL"
+            )
+            for row_project, fingerprint, agent, tokens in rows:
+                if row_project == project and fingerprint is not None:
+                    by_task.setdefault(fingerprint, []).append(int(tokens))
+                if agent is not None:
+                    by_agent.setdefault(agent, []).append(int(tokens))
+        return by_task, by_agent
+
     def latest_unfinished(self, project: str) -> RunRecord | None:
         """The newest run of ``project`` that did not succeed as a whole, if any."""
         return next((run for run in self.list_runs(project) if not run.finished), None)

@@ -1,0 +1,247 @@
+"""``orchestrate plan``: what a run would do and what it would cost, without calling any model.
+
+Tasks are planned in dependency order. Each one is ``kept`` (``--resume``: a success of the run being resumed
+that would not rerun), ``cache`` (its request, rendered exactly, has an answer in the answer cache) or ``call``.
+Its request is rendered with the outputs its templates read: kept and cached answers as they are, and for tasks
+that would be called a stand-in of the expected length (the plan then says ``estimated``). Input tokens are
+counted with the model's tokenizer where one is available offline (:mod:`llm_abstractions.tokens`), else
+estimated. Output tokens are a range: the median and 90th percentile of the task's past answers in the store
+(else its agent's), capped by ``max_tokens``; without history, ``max_tokens`` itself. Costs are priced with
+genai-prices; a model without a known price has none.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from llm_abstractions import Usage
+from llm_abstractions.pricing import cost_usd
+from llm_abstractions.tokens import count_input_tokens
+from orchestration.answer_cache import CacheMode, mode_of, request_key, sample_indices
+from orchestration.executor import TaskExecutor
+from orchestration.models import ExecutionResult, ExecutionStatus, OutputFormat
+from orchestration.project import CompiledTask, Project
+from orchestration.templates import TemplateError
+
+if TYPE_CHECKING:
+    from orchestration.store import RunStore
+
+__all__ = ["RunPlan", "TaskPlan", "plan_run"]
+
+Action = Literal["call", "cache", "kept"]
+Range = tuple[float, float]
+
+_STAND_IN_WORD = " lorem"
+"""Stands in for an output that does not exist yet: about one token per word."""
+
+
+@dataclass
+class TaskPlan:
+    agent: str
+    action: Action
+    input_tokens: int | None = None
+    output_tokens: tuple[int, int] | None = None
+    cost_usd: Range | None = None
+    estimated: bool = False
+    """The input tokens are an estimate (no tokenizer, or upstream outputs that do not exist yet)."""
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent,
+            "action": self.action,
+            "input_tokens": self.input_tokens,
+            "output_tokens": list(self.output_tokens) if self.output_tokens is not None else None,
+            "cost_usd": list(self.cost_usd) if self.cost_usd is not None else None,
+            "estimated": self.estimated,
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class Totals:
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: tuple[int, int] = (0, 0)
+    cost_usd: Range = (0.0, 0.0)
+    unpriced: int = 0
+    """Calls whose cost is unknown (not in the totals)."""
+
+    def add(self, plan: TaskPlan) -> None:
+        if plan.action != "call":
+            return
+        self.calls += 1
+        self.input_tokens += plan.input_tokens or 0
+        if plan.output_tokens is not None:
+            self.output_tokens = (
+                self.output_tokens[0] + plan.output_tokens[0],
+                self.output_tokens[1] + plan.output_tokens[1],
+            )
+        if plan.cost_usd is None:
+            self.unpriced += 1
+        else:
+            self.cost_usd = (self.cost_usd[0] + plan.cost_usd[0], self.cost_usd[1] + plan.cost_usd[1])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": list(self.output_tokens),
+            "cost_usd": list(self.cost_usd),
+            "unpriced_calls": self.unpriced,
+        }
+
+
+@dataclass
+class RunPlan:
+    tasks: dict[str, TaskPlan]
+
+    def totals(self) -> tuple[Totals, dict[str, Totals]]:
+        """The run's totals and each agent's."""
+        total, per_agent = Totals(), dict[str, Totals]()
+        for plan in self.tasks.values():
+            total.add(plan)
+            per_agent.setdefault(plan.agent, Totals()).add(plan)
+        return total, per_agent
+
+    def to_json(self) -> dict[str, Any]:
+        total, per_agent = self.totals()
+        return {
+            "tasks": {task_id: plan.to_json() for task_id, plan in self.tasks.items()},
+            "total": total.to_json(),
+            "agents": {agent: totals.to_json() for agent, totals in sorted(per_agent.items())},
+        }
+
+
+async def plan_run(
+    project: Project,
+    store: RunStore | None,
+    *,
+    kept: Mapping[str, ExecutionResult] | None = None,
+    cache_override: CacheMode | None = None,
+) -> RunPlan:
+    """Plan ``project``: ``kept`` are the results a resume would keep; ``store`` gives the answer cache and the
+    history of output tokens."""
+    kept = kept or {}
+    history: tuple[dict[str, list[int]], dict[str, list[int]]] = ({}, {})
+    fingerprints: list[str] = []
+    reader = None
+    if store is not None and store.path.exists():
+        from orchestration.store import fingerprints as task_fingerprints
+
+        history = store.output_tokens(project.name)
+        fingerprints = task_fingerprints(project)
+        reader = store.answer_reader()
+    samples = sample_indices(project)
+    executor = TaskExecutor(project.registry)
+    outputs: dict[str, ExecutionResult] = {}
+    exact: set[str] = set()
+    """Tasks whose output the plan knows (kept or cached): their dependents render exactly."""
+    plans: dict[str, TaskPlan] = {}
+    try:
+        for task in _dependency_order(project):
+            if task.id in kept:
+                plans[task.id] = TaskPlan(agent=task.agent, action="kept")
+                outputs[task.id] = kept[task.id]
+                exact.add(task.id)
+                continue
+            by_task = history[0].get(fingerprints[task.index], []) if fingerprints else []
+            expected = _output_range(task, project, by_task or history[1].get(task.agent, []))
+            upstream_known = all(project.tasks[p].id in exact for p in task.parents)
+            plan = _plan_call(task, project, executor, outputs, expected, upstream_known)
+            llm = executor.llm_for(task.agent)
+            mode = mode_of(task, project, cache_override)
+            if reader is not None and upstream_known and mode.reads and llm.cacheable and plan.input_tokens is not None:
+                messages = executor.messages_for(task, project.inputs, outputs)
+                hit = reader(request_key(project.registry, task, messages, task.options, samples[task.index]))
+                if hit is not None:
+                    plans[task.id] = TaskPlan(agent=task.agent, action="cache", input_tokens=plan.input_tokens)
+                    outputs[task.id] = _answer(task, hit.answer.get("output"))
+                    exact.add(task.id)
+                    continue
+            plans[task.id] = plan
+            outputs[task.id] = _answer(task, _stand_in(expected))
+    finally:
+        if reader is not None:
+            reader.close()
+        await executor.aclose()
+    return RunPlan({task.id: plans[task.id] for task in project.tasks})
+
+
+def _plan_call(
+    task: CompiledTask,
+    project: Project,
+    executor: TaskExecutor,
+    outputs: Mapping[str, ExecutionResult],
+    expected: tuple[int, int] | None,
+    upstream_known: bool,
+) -> TaskPlan:
+    agent = project.registry.get(task.agent)
+    plan = TaskPlan(agent=task.agent, action="call", output_tokens=expected, estimated=not upstream_known)
+    if not upstream_known:
+        plan.notes.append("upstream outputs estimated from history")
+    try:
+        messages = executor.messages_for(task, project.inputs, outputs)
+    except TemplateError:  # a stand-in the template cannot read (a field of a json answer)
+        plan.notes.append("request estimated from the templates' length")
+        plan.estimated = True
+        source = len(task.prompt.source) + (len(task.system.source) if task.system else 0)
+        plan.input_tokens = source // 4 + 1
+    else:
+        count = count_input_tokens(agent.agent_type, agent.model, messages)
+        plan.input_tokens = count.tokens
+        if not count.exact:
+            plan.estimated = True
+            plan.notes.append("input tokens estimated (four characters a token)")
+    pricing = executor.llm_for(task.agent).pricing_provider
+    if pricing and expected is not None:
+        low = cost_usd(pricing, agent.model, Usage(input_tokens=plan.input_tokens, output_tokens=expected[0]))
+        high = cost_usd(pricing, agent.model, Usage(input_tokens=plan.input_tokens, output_tokens=expected[1]))
+        if low is not None and high is not None:
+            plan.cost_usd = (low, high)
+    return plan
+
+
+def _output_range(task: CompiledTask, project: Project, past: list[int]) -> tuple[int, int] | None:
+    """The median and 90th percentile of ``past`` output tokens, capped by ``max_tokens``; else ``max_tokens``."""
+    max_tokens = task.options.max_tokens or project.registry.get(task.agent).options.max_tokens
+    if not past:
+        return (max_tokens, max_tokens) if max_tokens is not None else None
+    ordered = sorted(past)
+    median = int(statistics.median(ordered))
+    high = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+    if max_tokens is not None:
+        median, high = min(median, max_tokens), min(high, max_tokens)
+    return median, high
+
+
+def _stand_in(expected: tuple[int, int] | None) -> str:
+    return _STAND_IN_WORD * (expected[0] if expected is not None else 0)
+
+
+def _answer(task: CompiledTask, output: str | None) -> ExecutionResult:
+    """An output as downstream templates read it."""
+    parsed = None
+    if task.task.output_format is OutputFormat.JSON and output is not None:
+        import json
+
+        try:
+            parsed = json.loads(output)
+        except ValueError:
+            parsed = None
+    return ExecutionResult(task_id=task.id, status=ExecutionStatus.SUCCESS, output=output, parsed=parsed)
+
+
+def _dependency_order(project: Project) -> list[CompiledTask]:
+    tasks = project.tasks
+    indegree = [len(t.parents) for t in tasks]
+    order = [t for t in tasks if not t.parents]
+    for task in order:  # grows while iterating
+        for child in task.children:
+            indegree[child] -= 1
+            if indegree[child] == 0:
+                order.append(tasks[child])
+    return order
