@@ -20,6 +20,7 @@ from orchestration.cli.common import AgentsOpt, FileArg, InputsOpt, load_orchest
 from orchestration.cli.reviews import review, reviews
 from orchestration.cli.run import run
 from orchestration.cli.runs import results, resume, runs_app
+from orchestration.cli.serve import serve
 from orchestration.cli.show import show
 from orchestration.cli.watch import watch
 
@@ -63,6 +64,7 @@ app.command()(watch)
 app.command()(show)
 app.command()(reviews)
 app.command()(review)
+app.command()(serve)
 
 
 @app.command()
