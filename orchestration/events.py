@@ -75,6 +75,12 @@ class EventBus:
         self._callbacks.append(callback)
         self.active = True
 
+    def remove_callback(self, callback: EventCallback) -> None:
+        """Stop calling ``callback`` (added with :meth:`add_callback`; nothing happens if it was not)."""
+        if callback in self._callbacks:
+            self._callbacks.remove(callback)
+        self.active = bool(self._callbacks or self._streams)
+
     def subscribe(self) -> MemoryObjectReceiveStream[RunEvent]:
         """A stream of every event from now on; it ends when the run finishes."""
         send, receive = anyio.create_memory_object_stream[RunEvent](math.inf)

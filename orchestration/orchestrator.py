@@ -306,6 +306,7 @@ class ProjectOrchestrator:
                 inputs=project.inputs,
                 task_ids=[t.id for t in project.tasks],
                 agents_file=project.registry.agents_file,
+                depends_on={t.id: [project.tasks[p].id for p in t.parents] for t in project.tasks},
             )
         tracing = self._tracing()
         cache = AnswerCache(store, project, self.cache_override) if store is not None else None
@@ -340,6 +341,8 @@ class ProjectOrchestrator:
         fail_fast = defaults.fail_fast if self.fail_fast is None else self.fail_fast
         lease: AbstractAsyncContextManager[None] = store.heartbeat(run_id) if store is not None else nullcontext()
         self.stopped_waiting = False
+        if store is not None:  # the run's events, kept in the store for processes that follow it
+            self.events.add_callback(store.record_event)
         self._emit(EventKind.RUN_STARTED)
         span = tracing.run(project.name, run_id) if tracing is not None else nullcontext()
         with span as run_span:
@@ -361,6 +364,8 @@ class ProjectOrchestrator:
                 finally:
                     self._emit(EventKind.RUN_FINISHED)
                     self.events.close_streams()
+                    if store is not None:
+                        self.events.remove_callback(store.record_event)
         self.results = {t.id: self.results[t.id] for t in project.tasks}
         return self.results
 

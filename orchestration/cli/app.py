@@ -22,6 +22,7 @@ from orchestration.cli.plan import plan
 from orchestration.cli.reviews import review, reviews
 from orchestration.cli.run import run
 from orchestration.cli.runs import results, resume, runs_app
+from orchestration.cli.serve import serve
 from orchestration.cli.show import show
 from orchestration.cli.watch import watch
 
@@ -67,6 +68,7 @@ app.command()(show)
 app.command()(reviews)
 app.command()(review)
 app.command()(plan)
+app.command()(serve)
 
 
 @app.command()

@@ -69,27 +69,12 @@ def reviews(
     run_store.expire_gates()
     gates = run_store.open_gates(run_id)
     if as_json:
-        typer.echo(json.dumps([_gate_json(gate) for gate in gates], indent=2, ensure_ascii=False))
+        typer.echo(json.dumps([gate.as_json() for gate in gates], indent=2, ensure_ascii=False))
     elif not gates:
         of = f" of run {run_id}" if run_id is not None else ""
         typer.echo(f"no open review gates{of} in {run_store.path}", err=True)
     else:
         _print_table(gates, store)
-
-
-def _gate_json(gate: Gate) -> dict[str, object]:
-    return {
-        "run_id": gate.run_id,
-        "task_id": gate.task_id,
-        "stage": str(gate.stage),
-        "attempt": gate.attempt,
-        "digest": gate.digest,
-        "payload": gate.payload,
-        "fired": gate.fired,
-        "requested_at": gate.requested_at.isoformat(),
-        "expires_at": gate.expires_at.isoformat() if gate.expires_at else None,
-        "reviewer": gate.reviewer,
-    }
 
 
 def _print_table(gates: list[Gate], store: Path | None) -> None:

@@ -7,10 +7,13 @@ resume (at-least-once for them, never again for a committed success).
 
 Review gates (:mod:`.gates`): a task's request or answer waits for a human decision, kept in the store.
 
+Events (:mod:`.events`): every event of a run, numbered in order, for processes that follow a run they do not run.
+
 One owner per run: a session holds its run's lease while it runs (another is refused with
 :class:`RunOwnedError`), and a session whose lease was taken over cannot write (:class:`LeaseLostError`).
 """
 
+from orchestration.store.events import StoredEvent
 from orchestration.store.export import ExportFormat, export_run, run_document
 from orchestration.store.gates import (
     TIMEOUT_ACTOR,
@@ -70,6 +73,7 @@ __all__ = [
     "RunStatus",
     "RunStore",
     "StaleGateError",
+    "StoredEvent",
     "StoredRun",
     "StoredTask",
     "TimeoutAction",

@@ -221,6 +221,33 @@ class Gate:
     def expired(self, now: datetime) -> bool:
         return self.open and self.expires_at is not None and self.expires_at <= now
 
+    def as_json(self, *, payload: bool = True) -> dict[str, Any]:
+        """The gate as ``orchestrate reviews --json`` and ``orchestrate serve`` show it: its decision's fields only
+        once decided; ``payload=False`` leaves the payload out (an event names the gate; the payload is read here)."""
+        document: dict[str, Any] = {
+            "run_id": self.run_id,
+            "task_id": self.task_id,
+            "stage": str(self.stage),
+            "attempt": self.attempt,
+            "digest": self.digest,
+        }
+        if payload:
+            document["payload"] = self.payload
+        document |= {
+            "fired": self.fired,
+            "requested_at": self.requested_at.isoformat(),
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "reviewer": self.reviewer,
+        }
+        if self.decision is not None:
+            document |= {
+                "decision": str(self.decision),
+                "actor": self.actor,
+                "message": self.message,
+                "decided_at": self.decided_at.isoformat() if self.decided_at else None,
+            }
+        return document
+
 
 def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None

@@ -16,6 +16,9 @@ the task's rendered messages as sent (redacted), for ``orchestrate show``.
 
 A session of a run holds the run's lease while it runs (:mod:`.lease`): one owner per run, and the
 results of a session whose lease was taken over are refused (fencing tokens).
+
+The session also writes the run's events (:mod:`.events`) with its results, and the task graph with the run's
+row, so that another process (``orchestrate serve``) can show and stream a run it does not run.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, closing, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,10 +37,12 @@ from typing import Any
 import anyio
 
 from llm_abstractions import Message, redact, redact_value
-from orchestration.models import ExecutionResult, OutputFormat, utc_now
+from orchestration.events import EventKind, RunEvent
+from orchestration.models import ExecutionResult, ExecutionStatus, OutputFormat, utc_now
 from orchestration.results import RunStatus
 from orchestration.store import answers, gates
 from orchestration.store.codec import to_json as _json
+from orchestration.store.events import EVENTS_SCHEMA, StoredEvent, boundary_statement, event_statement, read_events
 from orchestration.store.gates import Decision, Gate, GateConflictError, GateRequest, GateStage, UnknownGateError
 from orchestration.store.lease import (
     HEARTBEATS_PER_LEASE,
@@ -85,7 +90,8 @@ CREATE TABLE IF NOT EXISTS runs (
     lease_host TEXT,
     lease_token INTEGER,
     lease_heartbeat TEXT,
-    lease_expires TEXT
+    lease_expires TEXT,
+    graph TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_project ON runs (project, started_at);
 CREATE TABLE IF NOT EXISTS results (
@@ -124,6 +130,8 @@ class RunRecord:
     """1 for the first session, plus one per resume."""
     agents_file: Path | None = None
     """The agents file the latest session loaded, if any."""
+    depends_on: dict[str, list[str]] = field(default_factory=dict)
+    """Each task's dependencies (task ids), as the latest session ran them; empty for runs recorded before."""
 
     @property
     def finished(self) -> bool:
@@ -171,9 +179,11 @@ def _setup(connection: sqlite3.Connection) -> None:
     connection.executescript(_SCHEMA)
     connection.executescript(gates.GATES_SCHEMA)  # stores written before review gates gain the table
     connection.executescript(answers.ANSWERS_SCHEMA)  # and before the answer cache
+    connection.executescript(EVENTS_SCHEMA)  # and before events were kept, this one
     if not any(row[3] == "pk" for row in connection.execute("PRAGMA index_list(results)")):
         connection.execute(_RESULTS_INDEX)
     _add_column(connection, "runs", "agents_file")  # stores written before runs recorded their agents file
+    _add_column(connection, "runs", "graph")  # stores written before runs recorded their task graph
     _add_column(connection, "results", "request")  # stores written before results kept their messages
     for column, kind in _LEASE_COLUMNS:  # stores written before runs had owners
         _add_column(connection, "runs", column, kind)
@@ -284,6 +294,7 @@ def _run_record(row: sqlite3.Row) -> RunRecord:
         finished_at=datetime.fromisoformat(row["finished_at"]) if row["finished_at"] else None,
         sessions=row["sessions"],
         agents_file=Path(row["agents_file"]) if row["agents_file"] else None,
+        depends_on=json.loads(row["graph"]) if row["graph"] else {},
     )
 
 
@@ -330,12 +341,14 @@ class RunStore:
         inputs: Mapping[str, Any],
         task_ids: Sequence[str],
         agents_file: Path | None = None,
+        depends_on: Mapping[str, Sequence[str]] | None = None,
     ) -> Lease:
         """Record a new run, or a new session of an existing one (status back to running), and take its lease.
 
         In one transaction: raise :class:`RunOwnedError` when another session's lease of the run has not
-        expired; otherwise take it (an expired one is taken over) with the next fencing token. The lease is
-        released by :meth:`end_run`; :meth:`heartbeat` renews it meanwhile.
+        expired; otherwise take it (an expired one is taken over) with the next fencing token, and write the
+        session's ``run_started`` event. The lease is released by :meth:`end_run`; :meth:`heartbeat` renews it
+        meanwhile. ``depends_on``: each task's dependencies (task ids), kept as :attr:`RunRecord.depends_on`.
         """
         owner, pid, host = secrets.token_hex(8), os.getpid(), this_host()
         values = (
@@ -347,6 +360,7 @@ class RunStore:
             json.dumps(list(task_ids)),
             RunStatus.RUNNING,
             _location(agents_file),
+            json.dumps({task: list(parents) for task, parents in depends_on.items()}) if depends_on else None,
         )
 
         def take(connection: sqlite3.Connection) -> Lease:
@@ -359,18 +373,20 @@ class RunStore:
             lease = Lease(run_id, owner, pid, host, token, now, now + timedelta(seconds=self.lease_s))
             assert lease.expires_at is not None
             connection.execute(
-                "INSERT INTO runs (run_id, project, project_hash, file, inputs, task_ids, status, agents_file,"
+                "INSERT INTO runs (run_id, project, project_hash, file, inputs, task_ids, status, agents_file, graph,"
                 " started_at, lease_owner, lease_pid, lease_host, lease_token, lease_heartbeat, lease_expires)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (run_id) DO UPDATE SET project = excluded.project,"
                 " project_hash = excluded.project_hash, file = excluded.file, inputs = excluded.inputs,"
                 " task_ids = excluded.task_ids, status = excluded.status, finished_at = NULL,"
-                " sessions = sessions + 1, agents_file = excluded.agents_file, lease_owner = excluded.lease_owner,"
+                " sessions = sessions + 1, agents_file = excluded.agents_file, graph = excluded.graph,"
+                " lease_owner = excluded.lease_owner,"
                 " lease_pid = excluded.lease_pid, lease_host = excluded.lease_host,"
                 " lease_token = excluded.lease_token, lease_heartbeat = excluded.lease_heartbeat,"
                 " lease_expires = excluded.lease_expires",
                 (*values, now.isoformat(), owner, pid, host, token, now.isoformat(), lease.expires_at.isoformat()),
             )
+            connection.execute(*boundary_statement(run_id, EventKind.RUN_STARTED, now.timestamp(), {}))
             return lease
 
         lease = self.writer.transaction(take)
@@ -489,17 +505,26 @@ class RunStore:
         self.writer.submit([statement], on_commit, fence)
 
     async def end_run(self, run_id: str, status: RunStatus) -> None:
-        """Mark the run finished with ``status`` and release its lease; everything queued before is committed
-        with it. Raise :class:`LeaseLostError` when the lease was taken over (then nothing of it is written)."""
+        """Mark the run finished with ``status``, write the session's ``run_finished`` event and release the run's
+        lease; everything queued before is committed with them. Raise :class:`LeaseLostError` when the lease was
+        taken over (then nothing of it is written)."""
         fence = self._fences.pop(run_id, None)
-        finished_at = utc_now().isoformat()
+        now = utc_now()
+        finished = boundary_statement(run_id, EventKind.RUN_FINISHED, now.timestamp(), {"run_status": str(status)})
         if fence is None:  # a run this store did not open: its lease (if any) is not this store's to release
-            await self.writer.write(
-                [("UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", (status, finished_at, run_id))]
-            )
+            sql = "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?"
+            await self.writer.write([(sql, (status, now.isoformat(), run_id)), finished])
             return
         sql = "UPDATE runs SET status = ?, finished_at = ?, lease_expires = NULL WHERE run_id = ?"
-        await self.writer.write([(sql, (status, finished_at, run_id))], fence)
+        await self.writer.write([(sql, (status, now.isoformat(), run_id)), finished], fence)
+
+    def record_event(self, event: RunEvent) -> None:
+        """Queue ``event`` for the next commit of its run's writes (an :class:`~orchestration.events.EventBus`
+        callback of the session running the run; ``run_started`` and ``run_finished`` are written by
+        :meth:`begin_run` and :meth:`end_run`). Refused with the session's other writes once its lease was lost."""
+        statement = event_statement(event)
+        if statement is not None:
+            self.writer.submit([statement], None, self._fences.get(event.run_id))
 
     # -- the answer cache (:mod:`.answers`): shared by every run of the store ----
 
@@ -602,15 +627,22 @@ class RunStore:
             _setup(connection)
             yield connection
 
-    def list_runs(self, project: str | None = None, limit: int | None = None) -> list[RunRecord]:
-        """Runs, newest first; only ``project``'s when given. No store file means no runs."""
+    def list_runs(
+        self, project: str | None = None, limit: int | None = None, status: RunStatus | None = None
+    ) -> list[RunRecord]:
+        """Runs, newest first; only ``project``'s (and those with ``status``) when given. No store file means no
+        runs."""
         if not self.path.exists():
             return []
         sql = "SELECT * FROM runs"
+        conditions: list[str] = []
         params: list[Any] = []
-        if project is not None:
-            sql += " WHERE project = ?"
-            params.append(project)
+        for column, value in (("project", project), ("status", status)):
+            if value is not None:
+                conditions.append(f"{column} = ?")
+                params.append(str(value))
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
         sql += " ORDER BY started_at DESC, rowid DESC"
         if limit is not None:
             sql += " LIMIT ?"
@@ -689,6 +721,31 @@ class RunStore:
             ).fetchall()
         return record, [(row["rowid"], _stored_task(row)) for row in rows]
 
+    def events(self, run_id: str | None = None, after: int = 0, limit: int | None = None) -> list[StoredEvent]:
+        """The events recorded after sequence number ``after`` (of ``run_id``, or of every run), oldest first, at
+        most ``limit``: pass the last ``seq`` seen to follow a run without gaps or repeats. No store, no events."""
+        if not self.path.exists():
+            return []
+        with self._open() as connection:
+            return read_events(connection, run_id, after, limit)
+
+    def outcomes(self, run_ids: Sequence[str]) -> dict[str, list[tuple[str, ExecutionStatus, float | None]]]:
+        """Every result recorded for these runs, by run, oldest first: ``(task id, status, cost in USD)`` (a task
+        rerun in a later session has a row per session: its last is its result). Cheap: no result is parsed."""
+        found: dict[str, list[tuple[str, ExecutionStatus, float | None]]] = {run_id: [] for run_id in run_ids}
+        if not run_ids or not self.path.exists():
+            return found
+        marks = ", ".join("?" * len(found))
+        with self._open() as connection:
+            rows = connection.execute(
+                "SELECT run_id, task_id, status, json_extract(result, '$.cost_usd') FROM results"
+                f" WHERE run_id IN ({marks}) ORDER BY rowid",
+                list(found),
+            )
+            for run_id, task_id, status, cost in rows:
+                found[run_id].append((task_id, ExecutionStatus(status), cost))
+        return found
+
     def load_results(self, run_id: str) -> dict[str, ExecutionResult]:
         """A run's results by task id, in task order."""
         return self.load_run(run_id).results()
@@ -740,12 +797,15 @@ class RunStore:
         return next((run for run in self.list_runs(project) if not run.finished), None)
 
     def delete_runs(self, run_ids: Iterable[str]) -> None:
-        """Remove these runs and their results in one transaction, then give the space back (VACUUM)."""
+        """Remove these runs, their results, events and review gates in one transaction, then give the space back
+        (VACUUM)."""
         params = [(run_id,) for run_id in run_ids]
         with self._open() as connection:
             connection.execute("BEGIN IMMEDIATE")
             try:
                 connection.executemany("DELETE FROM results WHERE run_id = ?", params)
+                connection.executemany("DELETE FROM events WHERE run_id = ?", params)
+                connection.executemany("DELETE FROM gates WHERE run_id = ?", params)
                 connection.executemany("DELETE FROM runs WHERE run_id = ?", params)
             except BaseException:
                 connection.execute("ROLLBACK")
