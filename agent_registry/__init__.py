@@ -1,6 +1,6 @@
 """Who does the work: agent configs and the registry that loads them."""
 
-from agent_registry.config import AgentConfig, AgentLimits, RetrySettings
+from agent_registry.config import AgentConfig, AgentLimits, BudgetLimits, RetrySettings
 from agent_registry.files import (
     MAX_ALIAS_FACTOR,
     MAX_FILE_BYTES,
@@ -29,6 +29,7 @@ __all__ = [
     "AgentIssue",
     "AgentLimits",
     "AgentRegistry",
+    "BudgetLimits",
     "FieldProblem",
     "FileFormatError",
     "RetrySettings",

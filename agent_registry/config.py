@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from llm_abstractions import GenerationOptions, LlmConfig, register_secret
 
-__all__ = ["AgentConfig", "AgentLimits", "RetrySettings"]
+__all__ = ["AgentConfig", "AgentLimits", "BudgetLimits", "RetrySettings"]
 
 
 class RetrySettings(BaseModel):
@@ -40,6 +40,16 @@ class AgentLimits(BaseModel):
     """How long an open circuit fails calls fast before one trial call."""
 
 
+class BudgetLimits(BaseModel):
+    """Spending caps: the actual spend never goes above them (each call reserves its worst case first)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    max_cost_usd: float | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=0)
+    """Input and output tokens together."""
+
+
 class AgentConfig(BaseModel):
     """A named agent: which provider and model, credentials, defaults and limits.
 
@@ -66,6 +76,8 @@ class AgentConfig(BaseModel):
     limits: AgentLimits = AgentLimits.model_construct()
     cache: bool | Literal["read", "refresh"] | None = None
     """The answer cache for this agent's tasks (see the task's ``cache``); ``None``: the project's default."""
+    budget: BudgetLimits | None = None
+    """This agent's own caps within the run's budget."""
 
     @field_validator("api_key")
     @classmethod

@@ -4,6 +4,7 @@ from llm_abstractions.base import BaseLlm, NoSettings
 from llm_abstractions.config import LlmConfig
 from llm_abstractions.errors import (
     AuthenticationError,
+    BudgetExhaustedError,
     CircuitOpenError,
     ContentFilteredError,
     ContextLengthExceededError,
@@ -33,6 +34,7 @@ from llm_abstractions.streaming import StreamingLlm, collect_stream
 __all__ = [
     "AuthenticationError",
     "BaseLlm",
+    "BudgetExhaustedError",
     "CircuitOpenError",
     "ContentFilteredError",
     "ContextLengthExceededError",

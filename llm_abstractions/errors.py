@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     from llm_abstractions.rate_limits import RateLimits
 
 __all__ = [
+    "REFUSED_BEFORE_SENDING",
     "AuthenticationError",
+    "BudgetExhaustedError",
     "CircuitOpenError",
     "ContentFilteredError",
     "ContextLengthExceededError",
@@ -59,8 +61,14 @@ class ErrorType(StrEnum):
     """A reviewer rejected the task's answer (the message says why)."""
     REVIEW_TIMEOUT = "review_timeout"
     """The task's review gate timed out with ``on_timeout: fail``."""
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    """The run's (or the agent's) budget had no room left for the call's worst case."""
     INTERNAL = "internal"
     """Any other exception."""
+
+
+REFUSED_BEFORE_SENDING = frozenset({ErrorType.CIRCUIT_OPEN, ErrorType.BUDGET_EXHAUSTED})
+"""Errors of attempts that sent no request (an open circuit, no budget left): they are not calls."""
 
 
 class LlmError(Exception):
@@ -149,6 +157,12 @@ class CircuitOpenError(LlmError):
 
     type_name = ErrorType.CIRCUIT_OPEN
     default_retryable = True
+
+
+class BudgetExhaustedError(LlmError):
+    """The budget had no room for the call (its worst case); nothing was sent. Not retried."""
+
+    type_name = ErrorType.BUDGET_EXHAUSTED
 
 
 class InvalidOutputError(LlmError):

@@ -18,6 +18,7 @@ from orchestration.models import ExecutionResult
 if TYPE_CHECKING:  # anyio imports its memory streams on first use: only runs with a subscriber pay for them
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+    from orchestration.budget import BudgetStatus
     from orchestration.store.gates import Gate
 
 __all__ = ["EventBus", "EventKind", "RunEvent"]
@@ -36,6 +37,10 @@ class EventKind(StrEnum):
     """A task's review gate was decided (``gate``, with its decision)."""
     ENDPOINT_PACED = "endpoint_paced"
     """An endpoint's pace changed: its reason, or its rate by over 10% (``endpoint`` and ``pace`` say how)."""
+    BUDGET_WARNING = "budget_warning"
+    """A budget account crossed its ``warn_at`` share (``budget`` says which and how much is spent)."""
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    """A call did not fit in a budget account (``budget``): tasks that need calls now fail."""
     RUN_FINISHED = "run_finished"
 
 
@@ -54,6 +59,8 @@ class RunEvent:
     pace: PacingStatus | None = None
     gate: Gate | None = None
     """The review gate a ``review_requested`` or ``review_decided`` event is about."""
+    budget: BudgetStatus | None = None
+    """The budget account a ``budget_warning`` or ``budget_exhausted`` event is about."""
 
 
 EventCallback = Callable[[RunEvent], None]

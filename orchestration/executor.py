@@ -37,10 +37,12 @@ from llm_abstractions import (
     create_llm,
     redact,
 )
+from llm_abstractions.errors import REFUSED_BEFORE_SENDING
 from llm_abstractions.pricing import cost_usd
 from llm_abstractions.structured import generate_json
 from llm_abstractions.wrappers import CircuitBreakerLlm, LimitedLlm, StreamedLlm, TimeoutLlm, estimate_tokens
 from orchestration.answer_cache import AnswerCache, CacheMode
+from orchestration.budget import BudgetedLlm
 from orchestration.call_chain import CallChain, ChainLink
 from orchestration.endpoints import Endpoints, PaceCallback
 from orchestration.models import (
@@ -56,6 +58,7 @@ from orchestration.project import CompiledTask
 from orchestration.templates import TemplateError
 
 if TYPE_CHECKING:
+    from orchestration.budget import BudgetLedger
     from orchestration.telemetry import Tracing
 
 __all__ = ["TaskExecutor"]
@@ -74,12 +77,15 @@ class TaskExecutor:
         on_pace: PaceCallback | None = None,
         tracing: Tracing | None = None,
         cache: AnswerCache | None = None,
+        budget: BudgetLedger | None = None,
     ) -> None:
         """``on_pace``: told when an endpoint's pace changes (see :class:`~orchestration.endpoints.Endpoints`);
-        ``tracing``: each model call becomes a span; ``cache``: the run's answer cache."""
+        ``tracing``: each model call becomes a span; ``cache``: the run's answer cache; ``budget``: the run's
+        budget, which each call of a capped agent reserves its worst case in first."""
         self.registry = registry
         self.tracing = tracing
         self.cache = cache
+        self.budget = budget
         self.endpoints = Endpoints(registry, on_pace=on_pace)
         self._created: dict[str, BaseLlm] = {}
         """Clients this executor created (closed by :meth:`aclose`); instances given to the registry are not."""
@@ -111,6 +117,11 @@ class TaskExecutor:
                 client = self.tracing.traced(client)
             if client.config.timeout_s is not None:
                 client = TimeoutLlm(client)
+            if self.budget is not None and self.budget.limits(agent):
+                config = self.registry.get(agent)
+                client = BudgetedLlm(
+                    client, self.budget, agent, config.agent_type, self.llm_for(agent).pricing_provider
+                )
             if not (in_process and endpoint.limits.settings.unlimited):
                 client = LimitedLlm(client, endpoint.limits)
             if not (in_process and not endpoint.call_timeouts):
@@ -268,7 +279,7 @@ class TaskExecutor:
             agent=agent.name,
             provider=provider,
             model=model,
-            attempts=sum(1 for a in attempts if a.error_type != ErrorType.CIRCUIT_OPEN),  # a refusal sent nothing
+            attempts=sum(1 for a in attempts if a.error_type not in REFUSED_BEFORE_SENDING),
             attempt_log=attempts,
             started_at=started_at,
             completed_at=utc_now(),

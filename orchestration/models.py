@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
+from agent_registry import BudgetLimits
 from llm_abstractions import GenerationOptions, Message, Usage
 from orchestration.review import ReviewSetting
 
@@ -233,6 +234,13 @@ class ExecutionResult(BaseModel):
         return self.status is ExecutionStatus.SUCCESS
 
 
+class ProjectBudget(BudgetLimits):
+    """The run's spending caps (``defaults.budget``)."""
+
+    warn_at: float = Field(default=0.8, gt=0, le=1)
+    """The share of a cap whose crossing is announced (an event and a progress line), once."""
+
+
 class ProjectDefaults(BaseModel):
     """Project-wide defaults."""
 
@@ -252,6 +260,8 @@ class ProjectDefaults(BaseModel):
     """Review gate of tasks that set none; ``None``: ``auto`` (no gate)."""
     cache: CacheSetting = True
     """The answer cache of tasks (and agents) that set none."""
+    budget: ProjectBudget | None = None
+    """Caps on what the run spends (``--budget-usd`` replaces ``max_cost_usd``); ``None``: no cap."""
 
 
 class ProjectSpec(BaseModel):

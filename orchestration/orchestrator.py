@@ -47,6 +47,7 @@ from orchestration.scheduler import DagScheduler
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
+    from orchestration.budget import BudgetLedger, BudgetStatus
     from orchestration.store import Gate, ResumePlan, RunStore
     from orchestration.telemetry import Tracing
 
@@ -119,6 +120,8 @@ class ProjectOrchestrator:
         ``waiting``; the waiting tasks are recorded as cancelled and a resume picks their gates up again)."""
         self.stopped_waiting = False
         """Whether the last run stopped because everything left waited for a review decision."""
+        self.budget_usd: float | None = None
+        """The run's cost cap in USD, over ``defaults.budget.max_cost_usd`` (the CLI's ``--budget-usd``)."""
         self.cache_override: CacheMode | None = None
         """The answer cache's mode for every task, over the task file's (the CLI's ``--no-cache``,
         ``--refresh-cache``); the cache needs a run store."""
@@ -187,6 +190,35 @@ class ProjectOrchestrator:
         if self._prints is None or self._prints[0] is not project:
             self._prints = (project, fingerprints(project))
         return self._prints[1]
+
+    async def _ledger(self, project: Project, executor: TaskExecutor, run_id: str) -> BudgetLedger | None:
+        """The run's budget (``defaults.budget``, :attr:`budget_usd`, agents' ``budget``), starting from what the
+        store says the run spent; ``None`` without caps. Raise :class:`ProjectValidationError` for a task whose
+        calls would have no upper bound."""
+        from orchestration.budget import BudgetLedger, budget_issues
+        from orchestration.models import ProjectBudget
+
+        caps = project.spec.defaults.budget
+        if self.budget_usd is not None:
+            caps = (caps or ProjectBudget()).model_copy(update={"max_cost_usd": self.budget_usd})
+        agent_caps = {
+            name: budget
+            for name in sorted({t.agent for t in project.tasks})
+            if (budget := project.registry.get(name).budget) is not None
+        }
+        if caps is None and not agent_caps:
+            return None
+        issues = budget_issues(project, caps, priced=lambda agent: bool(executor.llm_for(agent).pricing_provider))
+        if issues:
+            raise ProjectValidationError(issues)
+        store = self.store
+        spent = await anyio.to_thread.run_sync(store.spent, run_id) if store is not None else {}
+        return BudgetLedger(run_id, caps, agent_caps, store=store, spent=spent, on_event=self._budget_event)
+
+    def _budget_event(self, kind: str, status: BudgetStatus) -> None:
+        if self.events.active:
+            assert self.run_id is not None
+            self.events.emit(RunEvent(EventKind(kind), self.run_id, budget=status))
 
     def _tracing(self) -> Tracing | None:
         """The run's tracing, if ``otel`` (or ``ORCHESTRATE_OTEL``) asks for it."""
@@ -291,6 +323,13 @@ class ProjectOrchestrator:
         store = self.store
         task_prints: list[str] = []
         durations: list[float | None] | None = None
+        tracing = self._tracing()
+        executor = TaskExecutor(project.registry, on_pace=self._paced, tracing=tracing)
+        try:
+            executor.budget = await self._ledger(project, executor, run_id)
+        except BaseException:
+            await executor.aclose()
+            raise
         if store is not None:
             from orchestration.store import project_hash
 
@@ -308,9 +347,7 @@ class ProjectOrchestrator:
                 agents_file=project.registry.agents_file,
                 depends_on={t.id: [project.tasks[p].id for p in t.parents] for t in project.tasks},
             )
-        tracing = self._tracing()
-        cache = AnswerCache(store, project, self.cache_override) if store is not None else None
-        executor = TaskExecutor(project.registry, on_pace=self._paced, tracing=tracing, cache=cache)
+        executor.cache = AnswerCache(store, project, self.cache_override) if store is not None else None
         lifecycle = TaskLifecycle(
             run_id,
             project.tasks,

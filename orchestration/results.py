@@ -29,15 +29,20 @@ class RunStatus(StrEnum):
     """Started and not finished: still running, or the process died."""
     WAITING = "waiting"
     """Stopped (``--no-wait``) where nothing could progress without a review decision; resume it once decided."""
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    """Tasks could not run because the budget was spent; resume it with a larger one (``--budget-usd``)."""
 
     @classmethod
     def of(cls, results: Mapping[str, ExecutionResult]) -> RunStatus:
-        """The status a run ends with: ``cancelled`` if any task was, ``success`` if all succeeded, else ``failed``."""
+        """The status a run ends with: ``cancelled`` if any task was, ``success`` if all succeeded,
+        ``budget_exhausted`` if a task failed for want of budget, else ``failed``."""
         statuses = {r.status for r in results.values()}
         if ExecutionStatus.CANCELLED in statuses:
             return cls.CANCELLED
         if statuses <= {ExecutionStatus.SUCCESS}:
             return cls.SUCCESS
+        if any(r.error is not None and r.error.type == "budget_exhausted" for r in results.values()):
+            return cls.BUDGET_EXHAUSTED
         return cls.FAILED
 
     @classmethod

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AgentsOpt",
+    "BudgetOpt",
     "ExitCode",
     "FileArg",
     "InputsOpt",
@@ -82,6 +83,14 @@ OtelOpt = Annotated[
 ]
 
 
+BudgetOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--budget-usd",
+        min=0,
+        help="Cap what the run spends, in USD (over defaults.budget): a call that could go above it is not made.",
+    ),
+]
 NoCacheOpt = Annotated[
     bool, typer.Option("--no-cache", help="Neither use nor keep answers in the answer cache (every task is called).")
 ]

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
-from llm_abstractions import ErrorType
+from llm_abstractions.errors import REFUSED_BEFORE_SENDING
 from llm_abstractions.wrappers import PaceReason, PacingStatus
 from orchestration.events import EventKind, RunEvent
 from orchestration.models import ExecutionResult, ExecutionStatus
@@ -207,7 +207,7 @@ def print_summary(
     costs: dict[str, float | None] = {}
     for result in ran.values():
         for attempt in result.attempt_log:
-            if attempt.error_type != ErrorType.CIRCUIT_OPEN:  # a refusal by an open circuit sent nothing
+            if attempt.error_type not in REFUSED_BEFORE_SENDING:  # an open circuit or a spent budget sent nothing
                 per_agent.setdefault(attempt.agent, [0, 0, 0])[0] += 1
         if result.agent is None or result.usage is None:
             continue

@@ -13,6 +13,7 @@ import typer
 
 from orchestration.cli.common import (
     AgentsOpt,
+    BudgetOpt,
     ExitCode,
     FileArg,
     InputsOpt,
@@ -112,6 +113,7 @@ def run(
     otel: OtelOpt = False,
     no_cache: NoCacheOpt = False,
     refresh_cache: RefreshCacheOpt = False,
+    budget_usd: BudgetOpt = None,
 ) -> None:
     """Run a project file (recorded in the run store, so that it can be resumed)."""
     from orchestration.cli.common import fail_invalid
@@ -127,6 +129,7 @@ def run(
     )
     orchestrator.wait_for_reviews = not no_wait
     apply_cache_flags(orchestrator, no_cache, refresh_cache)
+    orchestrator.budget_usd = budget_usd
     if not resume:
         execute_run(
             orchestrator,
@@ -188,6 +191,7 @@ def execute_run(
     if log_events_too:
         orchestrator.on_event(log_events(get_logger("orchestrate")))
     orchestrator.on_event(lambda event: _report_start(console, orchestrator, view, event, quiet=quiet))
+    orchestrator.on_event(lambda event: _report_budget(console, event))
     start = time.monotonic()
     if not quiet:
         orchestrator.on_event(view)
@@ -196,7 +200,7 @@ def execute_run(
         with view if not quiet else _nothing():
             interrupted = anyio.run(_run_until_interrupted, work)
     except Exception as exc:
-        _exit_if_lease_problem(exc)
+        _exit_if_refused(exc)
         raise
     finally:
         if not quiet:
@@ -226,16 +230,20 @@ def execute_run(
         raise typer.Exit(ExitCode.TASKS_FAILED)
 
 
-def _exit_if_lease_problem(exc: BaseException) -> None:
-    """When the run's lease stopped it (also inside a task group's exception group): say so and exit."""
+def _exit_if_refused(exc: BaseException) -> None:
+    """When the run's lease stopped it, or it was refused before it started (a run owned by another session, a
+    budget a task's calls could exceed), also inside a task group's exception group: say so and exit."""
     from orchestration.cli.common import fail_invalid, stderr_console
+    from orchestration.issues import ProjectValidationError
     from orchestration.store import LeaseLostError, RunOwnedError
 
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            _exit_if_lease_problem(inner)
+            _exit_if_refused(inner)
     elif isinstance(exc, RunOwnedError):
         fail_invalid([str(exc)])
+    elif isinstance(exc, ProjectValidationError):
+        fail_invalid([str(issue) for issue in exc.issues])
     elif isinstance(exc, LeaseLostError):
         from rich.markup import escape
 
@@ -261,6 +269,18 @@ def _report_start(
         console.print(f"rerun because the project changed: {', '.join(plan.changed)}", markup=False)
     if plan.downstream:
         console.print(f"rerun because an upstream task changed: {', '.join(plan.downstream)}", markup=False)
+
+
+def _report_budget(console: Console, event: RunEvent) -> None:
+    """A line when a budget account crosses its warning share, and when it has no room left."""
+    status = event.budget
+    if status is None:
+        return
+    caps = [f"${status.spent_usd:.4f} of ${status.cap_usd:g}" if status.cap_usd is not None else None]
+    caps.append(f"{status.spent_tokens} of {status.cap_tokens} tokens" if status.cap_tokens is not None else None)
+    spent = ", ".join(cap for cap in caps if cap)
+    what = "spent" if event.kind == "budget_warning" else "exhausted: no new call starts;"
+    console.print(f"budget ({status.account}) {what} {spent}", markup=False)
 
 
 class _nothing:

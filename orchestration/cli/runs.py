@@ -13,6 +13,7 @@ import typer
 from orchestration.cli.choices import format_option
 from orchestration.cli.common import (
     AgentsOpt,
+    BudgetOpt,
     LogFormatOpt,
     LogLevelOpt,
     MaxConcurrencyOpt,
@@ -48,6 +49,7 @@ def resume(
     otel: OtelOpt = False,
     no_cache: NoCacheOpt = False,
     refresh_cache: RefreshCacheOpt = False,
+    budget_usd: BudgetOpt = None,
 ) -> None:
     """Continue a run: rerun only the tasks that did not succeed, with the project file as it is now.
 
@@ -69,6 +71,7 @@ def resume(
     )
     orchestrator.wait_for_reviews = not no_wait
     apply_cache_flags(orchestrator, no_cache, refresh_cache)
+    orchestrator.budget_usd = budget_usd
     execute_run(
         orchestrator,
         lambda: orchestrator.resume(run_id),

@@ -89,6 +89,20 @@ def event_statement(event: RunEvent) -> Statement | None:
             "paused_s": pace.paused_s,
         }
         text = to_json({"endpoint": event.endpoint, "pace": pacing})
+    elif event.budget is not None:
+        budget = event.budget
+        text = to_json(
+            {
+                "budget": {
+                    "account": budget.account,
+                    "spent_usd": budget.spent_usd,
+                    "spent_tokens": budget.spent_tokens,
+                    "cap_usd": budget.cap_usd,
+                    "cap_tokens": budget.cap_tokens,
+                    "exhausted": budget.exhausted,
+                }
+            }
+        )
     elif kind is EventKind.RUN_STARTED or kind is EventKind.RUN_FINISHED:
         return None
     else:

@@ -94,6 +94,18 @@ CREATE TABLE IF NOT EXISTS runs (
     graph TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_project ON runs (project, started_at);
+CREATE TABLE IF NOT EXISTS spend (
+    run_id TEXT NOT NULL,
+    row TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    reserved_usd REAL NOT NULL,
+    reserved_tokens INTEGER NOT NULL,
+    actual_usd REAL,
+    actual_tokens INTEGER,
+    settled INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (run_id, row)
+);
 CREATE TABLE IF NOT EXISTS results (
     run_id TEXT NOT NULL REFERENCES runs (run_id),
     task_id TEXT NOT NULL,
@@ -526,6 +538,37 @@ class RunStore:
         if statement is not None:
             self.writer.submit([statement], None, self._fences.get(event.run_id))
 
+    # -- budgets (:mod:`orchestration.budget`): each call's reservation, then what it spent ----
+
+    async def reserve_spend(self, run_id: str, row: str, agent: str, usd: float, tokens: int) -> None:
+        """Record a call's reservation, committed before the call is sent."""
+        sql = (
+            "INSERT INTO spend (run_id, row, agent, reserved_usd, reserved_tokens, settled, created_at)"
+            " VALUES (?, ?, ?, ?, ?, 0, ?)"
+        )
+        await self.writer.commit([(sql, (run_id, row, agent, usd, tokens, utc_now().isoformat()))])
+
+    def settle_spend(self, run_id: str, row: str, usd: float, tokens: int) -> None:
+        """Record what the call of a reservation spent (with the next commit)."""
+        sql = "UPDATE spend SET actual_usd = ?, actual_tokens = ?, settled = 1 WHERE run_id = ? AND row = ?"
+        self.writer.submit([(sql, (usd, tokens, run_id, row))])
+
+    def spent(self, run_id: str) -> dict[str, tuple[float, int]]:
+        """What ``run_id`` spent, per agent and in all (key ``""``): settled calls at their actual spend,
+        unsettled reservations (a call in flight when its session ended) whole."""
+        if not self.path.exists():
+            return {}
+        with self._open() as connection:
+            rows = connection.execute(
+                "SELECT agent, SUM(CASE WHEN settled THEN actual_usd ELSE reserved_usd END),"
+                " SUM(CASE WHEN settled THEN actual_tokens ELSE reserved_tokens END)"
+                " FROM spend WHERE run_id = ? GROUP BY agent",
+                (run_id,),
+            ).fetchall()
+        spent = {agent: (float(usd or 0.0), int(tokens or 0)) for agent, usd, tokens in rows}
+        spent[""] = (sum(usd for usd, _ in spent.values()), sum(tokens for _, tokens in spent.values()))
+        return spent
+
     # -- the answer cache (:mod:`.answers`): shared by every run of the store ----
 
     def answer_reader(self) -> answers.AnswerReader:
@@ -806,6 +849,7 @@ class RunStore:
                 connection.executemany("DELETE FROM results WHERE run_id = ?", params)
                 connection.executemany("DELETE FROM events WHERE run_id = ?", params)
                 connection.executemany("DELETE FROM gates WHERE run_id = ?", params)
+                connection.executemany("DELETE FROM spend WHERE run_id = ?", params)
                 connection.executemany("DELETE FROM runs WHERE run_id = ?", params)
             except BaseException:
                 connection.execute("ROLLBACK")

@@ -331,9 +331,9 @@ async def test_a_store_from_before_leases_opens_and_runs(scripts: Scripts, tmp_p
 def test_the_cli_says_why_a_lease_stopped_a_run() -> None:
     from typer import Exit
 
-    from orchestration.cli.run import _exit_if_lease_problem
+    from orchestration.cli.run import _exit_if_refused
 
     with pytest.raises(Exit) as lost:  # as the run's task group raises it
-        _exit_if_lease_problem(ExceptionGroup("run", [LeaseLostError("r", 1, None)]))
+        _exit_if_refused(ExceptionGroup("run", [LeaseLostError("r", 1, None)]))
     assert lost.value.exit_code == 1
-    _exit_if_lease_problem(ExceptionGroup("run", [KeyError("other")]))  # anything else is left to propagate
+    _exit_if_refused(ExceptionGroup("run", [KeyError("other")]))  # anything else is left to propagate
