@@ -13,6 +13,7 @@ import typer
 
 from orchestration.cli.common import (
     AgentsOpt,
+    AttachmentDirsOpt,
     ExitCode,
     FileArg,
     InputsOpt,
@@ -107,6 +108,7 @@ def run(
     ] = False,
     no_wait: NoWaitOpt = False,
     otel: OtelOpt = False,
+    attachment_dirs: AttachmentDirsOpt = None,
 ) -> None:
     """Run a project file (recorded in the run store, so that it can be resumed)."""
     from orchestration.cli.common import fail_invalid
@@ -119,6 +121,7 @@ def run(
         max_concurrency=max_concurrency,
         fail_fast=fail_fast or None,
         store=open_store(store_path(store, file)),
+        attachment_dirs=attachment_dirs or (),
     )
     orchestrator.wait_for_reviews = not no_wait
     if not resume:
