@@ -1,5 +1,6 @@
 """How to talk to a model: messages, ``BaseLlm``, typed errors and the provider factory."""
 
+from llm_abstractions.attachments import Attachment, AttachmentError, AttachmentLimits
 from llm_abstractions.base import BaseLlm, NoSettings
 from llm_abstractions.config import LlmConfig
 from llm_abstractions.errors import (
@@ -32,6 +33,9 @@ from llm_abstractions.redaction import redact, redact_value, register_secret
 from llm_abstractions.streaming import StreamingLlm, collect_stream
 
 __all__ = [
+    "Attachment",
+    "AttachmentError",
+    "AttachmentLimits",
     "AuthenticationError",
     "BaseLlm",
     "BudgetExhaustedError",

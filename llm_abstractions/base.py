@@ -9,7 +9,9 @@ from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel
 
+from llm_abstractions.attachments import Attachment, AttachmentLimits, attachment_problems, inline_text_attachments
 from llm_abstractions.config import LlmConfig
+from llm_abstractions.errors import InvalidRequestError
 from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, Message
 
 __all__ = ["BaseLlm", "NoSettings"]
@@ -25,13 +27,18 @@ class BaseLlm(ABC):
     Subclasses implement :meth:`_generate` and may implement :meth:`_stream`;
     the public methods merge one call's options over the configured defaults. A call's
     options are given validated (``options``, as the engine does) or as keywords
-    (``temperature=0.2``), which are validated here.
+    (``temperature=0.2``), which are validated here. Messages with attachments are checked
+    against :attr:`attachment_limits` first (an ``InvalidRequestError``, and no call, when
+    refused), and their text files inlined: ``_generate`` and ``_stream`` see only images and PDFs.
     """
 
     provider: ClassVar[str]
     """The provider key this class is registered under."""
     settings_model: ClassVar[type[BaseModel]] = NoSettings
     """Validates ``LlmConfig.settings`` for this provider."""
+    attachment_limits: ClassVar[AttachmentLimits | None] = None
+    """The images and PDFs this provider takes (types, URLs, sizes); ``None``: none, only text files, which
+    every provider takes (inlined into the prompt)."""
     in_process: ClassVar[bool] = False
     """Answers are made in this process, with no endpoint behind them that could rate-limit or fail.
 
@@ -59,6 +66,34 @@ class BaseLlm(ABC):
         By default there is nothing to say.
         """
         return []
+
+    @classmethod
+    def attachment_problems(
+        cls, config: LlmConfig, attachments: Sequence[Attachment], *, text_bytes: int = 0
+    ) -> list[str]:
+        """Why this provider would refuse to send ``attachments`` in one request (a type or URL it does not
+        take, a size over its limits), before any call; ``text_bytes``: the request's text, when known."""
+        return attachment_problems(cls.attachment_limits, cls.provider, attachments, text_bytes=text_bytes)
+
+    def _attached(self, messages: Sequence[Message]) -> Sequence[Message]:
+        """``messages`` as ``_generate`` gets them: attachments checked (``InvalidRequestError`` when this provider
+        refuses them: nothing is sent), text files inlined."""
+        for message in messages:
+            if message.attachments:
+                break
+        else:
+            return messages
+        problems = [
+            f"attachments go with user messages, not {m.role} ones"
+            for m in messages
+            if m.attachments and m.role != "user"
+        ]
+        attachments = [a for m in messages for a in m.attachments]
+        text_bytes = sum(len(m.content.encode()) for m in messages)
+        problems += self.attachment_problems(self.config, attachments, text_bytes=text_bytes)
+        if problems:
+            raise InvalidRequestError("; ".join(problems), provider=self.provider)
+        return inline_text_attachments(messages)
 
     @property
     def model_name(self) -> str | None:
@@ -91,13 +126,13 @@ class BaseLlm(ABC):
         self, messages: Sequence[Message], options: GenerationOptions | None = None, **overrides: Any
     ) -> LlmResponse:
         """Generate a complete answer; ``options`` and keyword ``overrides`` apply to this call."""
-        return await self._generate(messages, self.resolve_options(_per_call(options, overrides)))
+        return await self._generate(self._attached(messages), self.resolve_options(_per_call(options, overrides)))
 
     async def stream_content_async(
         self, messages: Sequence[Message], options: GenerationOptions | None = None, **overrides: Any
     ) -> AsyncIterator[LlmChunk]:
         """Stream the answer as chunks; closing this stream closes the provider's at once."""
-        chunks = self._stream(messages, self.resolve_options(_per_call(options, overrides)))
+        chunks = self._stream(self._attached(messages), self.resolve_options(_per_call(options, overrides)))
         try:
             async for chunk in chunks:
                 yield chunk

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import TypeAlias, TypeVar
 
+from llm_abstractions.attachments import ANY_ATTACHMENT
 from llm_abstractions.base import BaseLlm
 from llm_abstractions.config import LlmConfig
 from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, Message
@@ -47,6 +48,7 @@ class FunctionLlm(BaseLlm):
     provider = "function"
     in_process = True
     cacheable = False
+    attachment_limits = ANY_ATTACHMENT
 
     def __init__(
         self,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llm_abstractions.attachments import Attachment
 from llm_abstractions.rate_limits import RateLimits
 
 __all__ = ["GenerationOptions", "LlmChunk", "LlmResponse", "Message", "Role", "Usage"]
@@ -14,20 +16,24 @@ Role = Literal["system", "user", "assistant"]
 
 
 class Message(BaseModel):
-    """One chat message."""
+    """One chat message: its text, and for a user message the files and images sent with it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     role: Role
     content: str
+    """The text."""
+    attachments: tuple[Attachment, ...] = Field(default=(), exclude_if=lambda value: not value)
+    """Images, PDFs and text files sent with a user message, before its text (left out when serialised empty;
+    serialised, each is its reference: no bytes). See :mod:`llm_abstractions.attachments`."""
 
     @classmethod
     def system(cls, content: str) -> Message:
         return cls(role="system", content=content)
 
     @classmethod
-    def user(cls, content: str) -> Message:
-        return cls(role="user", content=content)
+    def user(cls, content: str, attachments: Sequence[Attachment] = ()) -> Message:
+        return cls(role="user", content=content, attachments=tuple(attachments))
 
     @classmethod
     def assistant(cls, content: str) -> Message:

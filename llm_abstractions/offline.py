@@ -6,6 +6,10 @@ through a DAG is visible; ``response`` sets a fixed text or a template over
 fixed, a ``[low, high]`` pair is a uniform range seeded by ``seed`` and the prompt;
 ``latency_by_prompt_ms`` gives single prompts their own latency (replaying recorded durations).
 Token usage is a word count.
+
+It takes every attachment, with no size limit. Text files arrive inlined in the prompt (between lines
+naming them); the echo ends with a line naming each image and PDF (``[attachments: photo.png (image/png,
+68 bytes, sha256 ...)]``), and a ``response`` template reads them as ``attachments`` (their labels).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import anyio
 import anyio.lowlevel
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from llm_abstractions.attachments import ANY_ATTACHMENT
 from llm_abstractions.base import BaseLlm
 from llm_abstractions.errors import InvalidRequestError
 from llm_abstractions.messages import GenerationOptions, LlmResponse, Message
@@ -39,7 +44,8 @@ class OfflineSettings(BaseModel):
     seed: int = 0
     """Seed of the latency range."""
     response: str | None = None
-    """Fixed answer, or a template over ``prompt``, ``system`` and ``model``."""
+    """Fixed answer, or a template over ``prompt``, ``system``, ``model`` and ``attachments`` (each one's name,
+    media type, size and digest)."""
     fail_if_contains: str | None = None
     """Fail (``invalid_request``) when the prompt contains this text: for trying failure paths."""
 
@@ -56,6 +62,7 @@ class OfflineLlm(BaseLlm):
     provider = "offline"
     in_process = True
     cacheable = False
+    attachment_limits = ANY_ATTACHMENT
     settings_model = OfflineSettings
     settings: OfflineSettings
 
@@ -69,7 +76,7 @@ class OfflineLlm(BaseLlm):
             return random.Random(f"{self.settings.seed}:{prompt}").uniform(low, high) / 1000.0
         return latency / 1000.0
 
-    def _answer(self, prompt: str, system: str) -> str:
+    def _answer(self, prompt: str, system: str, attachments: list[str]) -> str:
         template = self.settings.response
         if template is None:
             return prompt
@@ -77,7 +84,11 @@ class OfflineLlm(BaseLlm):
             return template
         from jinja2.sandbox import SandboxedEnvironment
 
-        return SandboxedEnvironment().from_string(template).render(prompt=prompt, system=system, model=self.model_name)
+        return (
+            SandboxedEnvironment()
+            .from_string(template)
+            .render(prompt=prompt, system=system, model=self.model_name, attachments=attachments)
+        )
 
     async def _generate(self, messages: Sequence[Message], options: GenerationOptions) -> LlmResponse:
         if len(messages) == 1 and messages[0].role == "user":
@@ -94,7 +105,13 @@ class OfflineLlm(BaseLlm):
             await anyio.sleep(delay)
         else:
             await anyio.lowlevel.checkpoint()
-        text = prompt if settings.response is None else self._answer(prompt, system)
+        attachments = [a.label for m in messages for a in m.attachments]
+        if settings.response is not None:
+            text = self._answer(prompt, system, attachments)
+        elif attachments:
+            text = f"{prompt}\n\n[attachments: {', '.join(attachments)}]"
+        else:
+            text = prompt
         if options.max_tokens is not None:
             words = text.split(" ")
             if len(words) > options.max_tokens:

@@ -1,7 +1,8 @@
 """The answer cache's rules: which tasks use it, the key of a request, and which answers are kept.
 
 A request's key is the sha256 of the canonical JSON of everything that can change its answer: every agent of the
-task's chain (provider, model, base URL, provider settings), the rendered messages (system prompt included), the
+task's chain (provider, model, base URL, provider settings), the rendered messages (system prompt included, and
+each attachment's digest or URL), the
 options as sent (the agent's with the task's applied, seed included), the output format and schema, and a
 *sample index*. Tasks of one run whose requests are alike (same agent, templates, options and output) get the
 indices 0, 1, 2, ... in task-id order, so five tasks asking the same question at temperature 0.9 still make five
@@ -105,7 +106,7 @@ def request_key(
         {
             "v": 1,
             "agents": [[a.agent_type, a.model, a.base_url, a.provider_settings] for a in chain],
-            "messages": [[m.role, m.content] for m in messages],
+            "messages": [[m.role, m.content, [a.sha256 or a.url for a in m.attachments]] for m in messages],
             "options": agent.options.merged(options).model_dump(mode="json", exclude_none=True),
             "output": [str(task.task.output_format), task.task.output_schema],
             "sample": sample,
@@ -197,7 +198,7 @@ def _hit_result(
         finish_reason=answer.get("finish_reason"),
         metadata=task.task.metadata,
         cache=info,
-        request=messages,
+        request=[m.model_copy(update={"attachments": tuple(a.reference for a in m.attachments)}) for m in messages],
     )
 
 

@@ -26,6 +26,7 @@ import anyio
 
 from agent_registry import BudgetLimits
 from llm_abstractions import BaseLlm, BudgetExhaustedError, GenerationOptions, LlmError, LlmResponse, Message, Usage
+from llm_abstractions.attachments import Attachment
 from llm_abstractions.pricing import cost_usd
 from llm_abstractions.tokens import count_input_tokens
 from llm_abstractions.wrappers.wrapper import WrapperLlm
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from orchestration.project import Project
     from orchestration.store import RunStore
 
-__all__ = ["BudgetLedger", "BudgetStatus", "BudgetedLlm", "budget_issues"]
+__all__ = ["BudgetLedger", "BudgetStatus", "BudgetedLlm", "attachment_tokens", "budget_issues"]
 
 RUN = ""
 """The run's account (agents have theirs under their names)."""
@@ -220,6 +221,7 @@ class BudgetedLlm(WrapperLlm):
         count = count_input_tokens(self._provider, self.config.model, messages)
         # without the model's tokenizer, its UTF-8 bytes bound the prompt's tokens (no token is shorter than a byte)
         tokens_in = count.tokens if count.exact else sum(len(m.content.encode()) + 4 for m in messages) + 3
+        tokens_in += sum(attachment_tokens(a) for m in messages for a in m.attachments)
         tokens_out = options.max_tokens or 0
         return self._cost(tokens_in, tokens_out), tokens_in + tokens_out
 
@@ -248,6 +250,26 @@ class BudgetedLlm(WrapperLlm):
             cost = self._cost(usage.input_tokens, usage.output_tokens)
             self.ledger.settle(reservation, cost, usage.input_tokens + usage.output_tokens)
         return response
+
+
+IMAGE_TOKENS = 2_000
+"""An image's input tokens at most: OpenAI's high detail is at most 1,445 (8 tiles), Claude resizes to about
+1,600, Gemini counts 258 per tile."""
+PDF_PAGE_TOKENS = 5_000
+"""A PDF page's input tokens at most (its text, and its image where the provider sends one)."""
+
+
+def attachment_tokens(attachment: Attachment) -> int:
+    """A bound of what an attachment adds to a call's input (text files are inlined in the prompt already).
+
+    A PDF whose pages could not be counted is bounded by its size (a page per 2 KB), which a PDF of mostly images
+    could exceed: the budget then holds only as an estimate."""
+    if attachment.media_type.startswith("image/"):
+        return IMAGE_TOKENS
+    if attachment.media_type == "application/pdf":
+        pages = attachment.pages or max(1, (attachment.size or 0) // 2_000)
+        return pages * PDF_PAGE_TOKENS
+    return 0
 
 
 def budget_issues(project: Project, caps: ProjectBudget | None, priced: Callable[[str], bool]) -> list[ValidationIssue]:

@@ -9,7 +9,10 @@ belong to the agent's endpoint (layers with nothing to do are left out: no ``Tim
 without a timeout, no ``StreamedLlm`` for a client that cannot stream, no limits or breaker for
 an in-process client whose endpoint has neither limits nor call timeouts). Answers are
 streamed so that time to first token is measured; json tasks are validated (with one repair
-call) by ``generate_json``. Whatever happens becomes an ``ExecutionResult``.
+call) by ``generate_json``. A task's attachments go with its prompt, checked against its agent's
+provider before any call (a refusal fails the task, ``invalid_request``, with no request sent).
+Whatever happens becomes an ``ExecutionResult``, whose ``request`` holds the attachments' references
+only (name, type, size, digest: never their bytes).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from llm_abstractions import (
     ErrorType,
     GenerationOptions,
     InvalidOutputError,
+    InvalidRequestError,
     LlmError,
     LlmResponse,
     Message,
@@ -37,11 +41,13 @@ from llm_abstractions import (
     create_llm,
     redact,
 )
+from llm_abstractions.attachments import AttachmentError
 from llm_abstractions.errors import REFUSED_BEFORE_SENDING
 from llm_abstractions.pricing import cost_usd
 from llm_abstractions.structured import generate_json
 from llm_abstractions.wrappers import CircuitBreakerLlm, LimitedLlm, StreamedLlm, TimeoutLlm, estimate_tokens
 from orchestration.answer_cache import AnswerCache, CacheMode
+from orchestration.attachments import refused_attachments
 from orchestration.budget import BudgetedLlm
 from orchestration.call_chain import CallChain, ChainLink
 from orchestration.endpoints import Endpoints, PaceCallback
@@ -180,12 +186,27 @@ class TaskExecutor:
 
     @staticmethod
     def messages_for(task: CompiledTask, inputs: dict[str, Any], upstream: Mapping[str, Any]) -> list[Message]:
-        """Render the task's prompts; raise ``TemplateError``."""
+        """Render the task's prompts, its attachments with the prompt; raise ``TemplateError`` or
+        :class:`~llm_abstractions.attachments.AttachmentError` (a file it names cannot be sent)."""
         messages = []
         if task.system is not None:
             messages.append(Message(role="system", content=task.system.render(inputs, upstream)))  # type: ignore[arg-type]
-        messages.append(Message(role="user", content=task.prompt.render(inputs, upstream)))  # type: ignore[arg-type]
+        prompt = task.prompt.render(inputs, upstream)  # type: ignore[arg-type]
+        if task.attachments is None:
+            messages.append(Message(role="user", content=prompt))
+        else:
+            messages.append(Message(role="user", content=prompt, attachments=task.attachments.render(inputs, upstream)))
         return messages
+
+    def check_attachments(self, task: CompiledTask, messages: Sequence[Message]) -> None:
+        """Raise ``InvalidRequestError`` when the provider of ``task``'s agent would refuse the attachments of
+        ``messages`` (their types, URLs, sizes): the task fails before any request."""
+        attachments = [a for m in messages for a in m.attachments]
+        text_bytes = sum(len(m.content.encode()) for m in messages)
+        llm = self.llm_for(task.agent)
+        problems = refused_attachments(llm, attachments, text_bytes)
+        if problems:
+            raise InvalidRequestError("; ".join(problems), provider=llm.provider)
 
     async def execute(
         self,
@@ -207,12 +228,20 @@ class TaskExecutor:
             messages, options = request
         else:
             try:
-                messages = self.messages_for(task, inputs, upstream)
+                if task.attachments is not None and task.attachments.dynamic:  # files to read: not on the loop
+                    messages = await anyio.to_thread.run_sync(self.messages_for, task, inputs, upstream)
+                else:
+                    messages = self.messages_for(task, inputs, upstream)
             except TemplateError as exc:
                 error = ErrorInfo(type=ErrorType.TEMPLATE_ERROR, message=redact(str(exc)))
                 return self._result(task, attempts, started_at, start, error=error)
+            except AttachmentError as exc:
+                error = ErrorInfo(type=ErrorType.INVALID_REQUEST, message=redact(str(exc)))
+                return self._result(task, attempts, started_at, start, error=error)
         outcome = partial(self._result, task, attempts, started_at, start, request=messages)
         try:
+            if task.attachments is not None:
+                self.check_attachments(task, messages)
             # Building the chain creates and prepares the clients (SDK import, client set-up):
             # a failure there fails this task only, and the next task tries again.
             chain = await self.chain_for(task.agent, task.retries)
@@ -290,9 +319,16 @@ class TaskExecutor:
             finish_reason=finish_reason,
             metadata=task.task.metadata,
             json_repair=json_repair,
-            request=request,
+            request=_without_attachment_bytes(request),
             cache=CacheInfo(hit=False, key=cache_key) if cache_key is not None else None,
         )
+
+
+def _without_attachment_bytes(messages: list[Message] | None) -> list[Message] | None:
+    """``messages`` with each attachment as its reference (no bytes): results go to events, the store, listeners."""
+    if messages is None or not any(m.attachments for m in messages):
+        return messages
+    return [m.model_copy(update={"attachments": tuple(a.reference for a in m.attachments)}) for m in messages]
 
 
 async def _call(

@@ -77,13 +77,17 @@ def request_gate(task: CompiledTask) -> bool:
 
 
 def request_payload(task: CompiledTask, messages: list[Message]) -> dict[str, Any]:
-    """What the reviewer of a request sees (and may edit): system prompt, prompt, options."""
+    """What the reviewer of a request sees (and may edit): system prompt, prompt, options; and the attachments'
+    references (name, type, size, digest: not editable), when it has any."""
     system = next((m.content for m in messages if m.role == "system"), None)
-    return {
+    payload: dict[str, Any] = {
         "system_prompt": system,
         "prompt": messages[-1].content,
         "options": task.options.model_dump(mode="json", exclude_none=True, exclude={"json_schema"}),
     }
+    if messages[-1].attachments:
+        payload["attachments"] = [a.model_dump(mode="json", exclude_none=True) for a in messages[-1].attachments]
+    return payload
 
 
 def fired_before(task: CompiledTask, options: GenerationOptions, estimated_cost: float | None) -> list[str]:

@@ -265,12 +265,13 @@ class TaskLifecycle:
         if store is None:
             message = "a review gate needs a run store (ProjectOrchestrator(..., store=...))"
             return gating.failed_result(task, started_at, ErrorInfo(type=ErrorType.INVALID_REQUEST, message=message))
+        from llm_abstractions.attachments import AttachmentError
         from orchestration.store.gates import GateRequest
         from orchestration.templates import TemplateError
 
         try:
             messages = hooks.render(task)
-        except TemplateError:  # the executor reports it
+        except (TemplateError, AttachmentError):  # the executor reports it
             return await self._execute(task, started_at)
         payload = gating.request_payload(task, messages)
         fired = gating.fired_before(task, task.options, hooks.estimate_cost(task, messages, task.options))

@@ -17,6 +17,7 @@ from orchestration.review import ReviewSetting
 __all__ = [
     "TASK_ID_PATTERN",
     "AgentTask",
+    "AttachmentSource",
     "AttemptRecord",
     "ErrorInfo",
     "ExecutionResult",
@@ -70,6 +71,18 @@ class ExecutionStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class AttachmentSource(BaseModel):
+    """An attachment whose media type is given, for a URL or file whose name does not tell it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    source: str = Field(min_length=1)
+    """A path (relative to the project file's folder), an ``http(s)`` URL, or a template that gives one."""
+    media_type: str | None = None
+    """``image/png``, ``image/jpeg``, ``image/webp``, ``image/gif``, ``application/pdf`` or a text type;
+    ``None``: from the file's bytes or name."""
+
+
 class AgentTask(BaseModel):
     """One unit of work: a prompt for an agent, run once its dependencies have succeeded."""
 
@@ -83,6 +96,10 @@ class AgentTask(BaseModel):
     depends_on: list[str] = []
     system_prompt: str | None = None
     """Optional system prompt, also a template."""
+    attachments: list[Annotated[str, Field(min_length=1)] | AttachmentSource] = []
+    """Files sent with the prompt, before its text: paths (relative to the project file's folder, and refused
+    outside it), ``http(s)`` URLs the provider fetches, or templates that give either. Images (PNG, JPEG, WebP,
+    GIF) and PDFs go as the provider's own parts; text files are inlined into the prompt."""
     options: GenerationOptions = GenerationOptions.model_construct()
     """Generation-option overrides over the agent's defaults."""
     output_format: OutputFormat = OutputFormat.TEXT

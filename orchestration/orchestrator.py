@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import UTC, datetime
 from functools import partial
@@ -88,6 +88,7 @@ class ProjectOrchestrator:
         llms: Mapping[str, BaseLlm] | None = None,
         on_review: OnReview | None = None,
         otel: bool | TracerProvider | None = None,
+        attachment_dirs: Sequence[str | Path] = (),
     ) -> None:
         """``llms``: model instances to use for agents by name (an agent not configured otherwise is made
         from its instance); the registry given (by default agents from the environment and the agents
@@ -96,12 +97,15 @@ class ProjectOrchestrator:
         :class:`~orchestration.store.Decision`, or ``None`` to leave the gate to someone else
         (:meth:`decide`, ``orchestrate review``); a plain function runs in a worker thread. ``otel``: trace runs
         with OpenTelemetry (the ``otel`` extra; :mod:`orchestration.telemetry`) through this tracer provider, or
-        the global one for ``True``; ``None``: as ``ORCHESTRATE_OTEL`` says."""
+        the global one for ``True``; ``None``: as ``ORCHESTRATE_OTEL`` says. ``attachment_dirs``: folders task
+        attachments may come from besides the project file's (by default only paths inside that folder, or inside
+        the working directory for a project without a file, are read)."""
         self.spec = spec or ProjectSpec()
         self.registry = registry or AgentRegistry.default()
         self.llms = dict(llms or {})
         self.on_review = on_review
         self.otel = otel
+        self.attachment_dirs = [Path(folder) for folder in attachment_dirs]
         self.inputs = dict(inputs or {})
         self.max_concurrency = max_concurrency
         self.fail_fast = fail_fast
@@ -174,6 +178,8 @@ class ProjectOrchestrator:
             source=self._source,
             check_agents=check_agents,
             llms=self.llms,
+            attachment_dirs=self.attachment_dirs,
+            base_dir=self.file.parent if self.file is not None else None,
         )
         if check_agents:
             self._project = project

@@ -21,6 +21,7 @@ from llm_abstractions import Usage
 from llm_abstractions.pricing import cost_usd
 from llm_abstractions.tokens import count_input_tokens
 from orchestration.answer_cache import CacheMode, mode_of, request_key, sample_indices
+from orchestration.budget import attachment_tokens
 from orchestration.executor import TaskExecutor
 from orchestration.models import ExecutionResult, ExecutionStatus, OutputFormat
 from orchestration.project import CompiledTask, Project
@@ -196,6 +197,11 @@ def _plan_call(
         if not count.exact:
             plan.estimated = True
             plan.notes.append("input tokens estimated (four characters a token)")
+        attached = [a for m in messages for a in m.attachments]
+        if attached:
+            plan.input_tokens += sum(attachment_tokens(a) for a in attached)
+            plan.estimated = True
+            plan.notes.append("images and PDFs counted at their upper bound")
     pricing = executor.llm_for(task.agent).pricing_provider
     if pricing and expected is not None:
         low = cost_usd(pricing, agent.model, Usage(input_tokens=plan.input_tokens, output_tokens=expected[0]))

@@ -9,7 +9,15 @@ from typing import Any
 
 from agent_registry import AgentConfigError, AgentRegistry, StructuredFile, UnknownAgentError
 from llm_abstractions import BaseLlm, GenerationOptions, LlmConfig, UnknownProviderError, get_llm_class
+from llm_abstractions.attachments import Attachment, AttachmentError
 from llm_abstractions.structured import schema_problem
+from orchestration.attachments import (
+    AttachmentRoots,
+    AttachmentSlot,
+    TaskAttachments,
+    load_attachment,
+    refused_attachments,
+)
 from orchestration.issues import ProjectValidationError, ValidationIssue
 from orchestration.models import AgentTask, OutputFormat, ProjectSpec
 from orchestration.review import ReviewSpec
@@ -33,6 +41,8 @@ class CompiledTask:
     timeout_s: float | None
     review: ReviewSpec | None = None
     """The task's review gate (its own ``review``, else the project's default); ``None``: no gate."""
+    attachments: TaskAttachments | None = None
+    """The task's ``attachments``; ``None``: it has none."""
     parents: list[int] = field(default_factory=list)
     children: list[int] = field(default_factory=list)
     id: str = field(init=False)
@@ -150,14 +160,20 @@ def compile_project(
     source: StructuredFile | None = None,
     check_agents: bool = True,
     llms: Mapping[str, BaseLlm] | None = None,
+    attachment_dirs: Sequence[Path] = (),
+    base_dir: Path | None = None,
 ) -> Project:
     """Validate ``spec`` against ``registry``; raise :class:`ProjectValidationError` listing every issue.
 
     The spec's agents, then ``llms`` (model instances by agent name, see
     :meth:`AgentRegistry.register_llm_instance`), go into a layer over ``registry``: the
-    project's :attr:`Project.registry`. ``registry`` itself is left unchanged.
+    project's :attr:`Project.registry`. ``registry`` itself is left unchanged. Attachment paths start
+    in ``base_dir`` (by default the folder of ``source``, else the working directory) and must stay in it
+    or in one of ``attachment_dirs``.
     """
-    return _compile(spec, registry, inputs, source, check_agents, llms)
+    base = base_dir or (source.path.parent if source is not None else Path.cwd())
+    roots = AttachmentRoots.of(base, attachment_dirs)
+    return _compile(spec, registry, inputs, source, check_agents, llms, roots)
 
 
 def _compile(
@@ -167,6 +183,7 @@ def _compile(
     source: StructuredFile | None,
     check_agents: bool,
     llms: Mapping[str, BaseLlm] | None,
+    roots: AttachmentRoots,
 ) -> Project:
     issues = _Issues(source)
     issues.set_positions(spec.tasks)
@@ -204,6 +221,7 @@ def _compile(
     reviews = _ReviewChecks(issues, registry, invalid_agents)
     default_review = reviews.checked(spec.defaults.review)
     option_checks = _OptionChecks(registry)
+    attachment_checks = _AttachmentChecks(issues, registry, all_inputs, roots)
 
     index: dict[str, int] = {}
     for position, task in enumerate(spec.tasks):
@@ -249,13 +267,16 @@ def _compile(
         if config is not None:
             for problem in option_checks.problems(agent, options):
                 issues.add(problem, task.id, "options")
+        attachments = attachment_checks.compiled(task, agent if config is not None else None)
         agent_retry = config.retry.retries if config is not None else None
         retries = next(r for r in (task.retries, agent_retry, spec.defaults.retries) if r is not None)
         review = default_review if task.review is None else reviews.checked(task.review, task)
         prompt, system = templates
         assert prompt is not None
         timeout_s = task.timeout_s or spec.defaults.timeout_s
-        compiled.append(CompiledTask(task, len(compiled), agent, prompt, system, options, retries, timeout_s, review))
+        compiled.append(
+            CompiledTask(task, len(compiled), agent, prompt, system, options, retries, timeout_s, review, attachments)
+        )
 
     for item in compiled:
         for dep in item.task.depends_on:
@@ -273,7 +294,10 @@ def _compile(
             issues.add(f"dependency cycle: {cycle}", first, "depends_on")
 
     for item in compiled:
-        for compiled_template, field_name in ((item.prompt, "description"), (item.system, "system_prompt")):
+        read: list[tuple[PromptTemplate | None, str]] = [(item.prompt, "description"), (item.system, "system_prompt")]
+        if item.attachments is not None:
+            read += [(slot.template, f"attachments.{n}") for n, slot in enumerate(item.attachments.slots)]
+        for compiled_template, field_name in read:
             if compiled_template is None or not compiled_template.task_refs:
                 continue
             for ref in sorted({ref for ref, attribute in compiled_template.task_attrs if attribute == "parsed"}):
@@ -305,6 +329,78 @@ def _compile(
     if issues.items:
         raise ProjectValidationError(issues.items)
     return project
+
+
+def _checked_template(
+    issues: _Issues, task: AgentTask, field_name: str, text: str, inputs: Mapping[str, Any]
+) -> PromptTemplate:
+    """``text`` compiled, its syntax, unknown names and missing inputs reported (as for prompts, above)."""
+    try:
+        template = PromptTemplate.compile(text)
+    except TemplateError as exc:
+        issues.add(f"template error: {exc}", task.id, field_name)
+        template = PromptTemplate(text)
+    for name in sorted(template.unknown_names) if template.unknown_names else ():
+        issues.add(f"template uses unknown name '{name}' (use inputs.<key> or tasks.<id>)", task.id, field_name)
+    for key in sorted(missing) if (missing := template.input_refs - inputs.keys()) else ():
+        issues.add(
+            f"template uses input '{key}', which is neither in 'inputs' nor given with --input", task.id, field_name
+        )
+    return template
+
+
+class _AttachmentChecks:
+    """A task's ``attachments`` compiled: templates checked, sources known now read, the agent's limits applied."""
+
+    def __init__(self, issues: _Issues, registry: AgentRegistry, inputs: Mapping[str, Any], roots: AttachmentRoots):
+        self.issues = issues
+        self.registry = registry
+        self.inputs = dict(inputs)
+        self.roots = roots
+
+    def compiled(self, task: AgentTask, agent: str | None) -> TaskAttachments | None:
+        """The task's attachments (``None``: it has none), each problem reported; ``agent``: the task's agent,
+        whose provider must take those read now (``None``: an unknown agent, reported already)."""
+        if not task.attachments:
+            return None
+        slots = []
+        for position, entry in enumerate(task.attachments):
+            field_name = f"attachments.{position}"
+            source, media_type = (entry, None) if isinstance(entry, str) else (entry.source, entry.media_type)
+            before = len(self.issues.items)
+            template = _checked_template(self.issues, task, field_name, source, self.inputs)
+            attachment = None
+            if not template.task_refs and len(self.issues.items) == before:  # known now: read it now
+                attachment = self._read(task, field_name, template, media_type)
+            slots.append(AttachmentSlot(template, media_type, attachment))
+        known = [slot.attachment for slot in slots if slot.attachment is not None]
+        if agent is not None and known:
+            for problem in self._problems(agent, known):
+                self.issues.add(problem, task.id, "attachments")
+        return TaskAttachments(tuple(slots), self.roots)
+
+    def _read(
+        self, task: AgentTask, field_name: str, template: PromptTemplate, media_type: str | None
+    ) -> Attachment | None:
+        try:
+            return load_attachment(template.render(self.inputs, {}), media_type, self.roots)
+        except TemplateError as exc:
+            self.issues.add(f"template error: {exc}", task.id, field_name)
+        except AttachmentError as exc:
+            self.issues.add(str(exc), task.id, field_name)
+        return None
+
+    def _problems(self, agent: str, attachments: list[Attachment]) -> list[str]:
+        """What the agent's provider would refuse in ``attachments`` (its types, URLs and size limits)."""
+        llm = self.registry.llm_instance(agent)
+        if llm is not None:
+            return refused_attachments(llm, attachments)
+        config = self.registry.get(agent).llm_config()
+        try:
+            cls = get_llm_class(config.provider)
+        except UnknownProviderError:
+            return []  # reported with the agent
+        return cls.attachment_problems(config, attachments)
 
 
 class _ReviewChecks:

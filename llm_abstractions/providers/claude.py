@@ -13,6 +13,9 @@ input is the answer; other schemas are asked for in the system prompt.
 The answer is made of text blocks and the output tool's input only, streamed or not: blocks of
 server tools (``server_tool_use``, ``web_search_tool_result``...) and thinking never leak into it.
 A refusal is a filtered answer, reported with Anthropic's ``stop_details``.
+
+Attachments (:data:`ANTHROPIC_ATTACHMENT_LIMITS`) go before the text of their message: an image as an ``image``
+block, a PDF as a ``document`` block titled with its name, each with a ``base64`` or ``url`` source.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+from llm_abstractions.attachments import IMAGE_TYPES, MB, PDF, Attachment, AttachmentLimits
 from llm_abstractions.config import LlmConfig
 from llm_abstractions.errors import LlmError
 from llm_abstractions.messages import GenerationOptions, LlmChunk, Message, Usage
@@ -35,7 +39,27 @@ if TYPE_CHECKING:
     from anthropic.types import Message as AnthropicMessage
     from anthropic.types import Usage as AnthropicUsage
 
-__all__ = ["DEFAULT_MAX_TOKENS", "OUTPUT_TOOL", "SAMPLING_LIMITS", "ClaudeLlm", "claude_finish_reason"]
+__all__ = [
+    "ANTHROPIC_ATTACHMENT_LIMITS",
+    "DEFAULT_MAX_TOKENS",
+    "OUTPUT_TOOL",
+    "SAMPLING_LIMITS",
+    "ClaudeLlm",
+    "claude_finish_reason",
+]
+
+ANTHROPIC_ATTACHMENT_LIMITS = AttachmentLimits(
+    media_types=IMAGE_TYPES | {PDF},
+    url_media_types=IMAGE_TYPES | {PDF},
+    max_image_bytes=5 * MB,
+    image_limit_encoded=True,
+    max_images=100,
+    max_pdf_pages=100,
+    max_request_bytes=32 * MB,
+)
+"""What the messages API takes (Anthropic's vision and PDF-support guides): JPEG, PNG, GIF and WebP images up
+to 5 MB each (the API measures the base64 text), 100 in a request; PDFs of at most 100 pages in a request; both
+by bytes or URL; 32 MB for the whole request."""
 
 DEFAULT_MAX_TOKENS = 4096
 """``max_tokens`` sent when neither the agent nor the task sets one."""
@@ -88,6 +112,27 @@ def _finish(reason: str | None, details: RefusalStopDetails | None) -> tuple[str
     return finish, detail
 
 
+def _content(message: Message) -> str | list[dict[str, Any]]:
+    """A message's content: its text, or with attachments a list of blocks, theirs first, then its text."""
+    if not message.attachments:
+        return message.content
+    blocks = [_block(a) for a in message.attachments]
+    if message.content:
+        blocks.append({"type": "text", "text": message.content})
+    return blocks
+
+
+def _block(attachment: Attachment) -> dict[str, Any]:
+    source: dict[str, Any] = (
+        {"type": "url", "url": attachment.url}
+        if attachment.url is not None
+        else {"type": "base64", "media_type": attachment.media_type, "data": attachment.base64()}
+    )
+    if attachment.kind == "image":
+        return {"type": "image", "source": source}
+    return {"type": "document", "source": source, "title": attachment.name}
+
+
 def _counts(usage: AnthropicUsage | MessageDeltaUsage) -> dict[str, int]:
     """The counts a usage object reports; those of a ``message_delta`` update those of ``message_start``."""
     counts = {
@@ -131,6 +176,7 @@ class ClaudeLlm(SdkLlm["AsyncAnthropic", "AnthropicMessage"]):
     sdk_package = "anthropic"
     sdk_extra = "claude"
     key_variables = ("ANTHROPIC_API_KEY",)
+    attachment_limits = ANTHROPIC_ATTACHMENT_LIMITS
 
     @property
     def pricing_provider(self) -> str | None:
@@ -153,7 +199,7 @@ class ClaudeLlm(SdkLlm["AsyncAnthropic", "AnthropicMessage"]):
         system = [m.content for m in messages if m.role == "system"]
         request: dict[str, Any] = {
             "model": self.model_name,
-            "messages": [{"role": m.role, "content": m.content} for m in messages if m.role != "system"],
+            "messages": [{"role": m.role, "content": _content(m)} for m in messages if m.role != "system"],
             "max_tokens": options.max_tokens or DEFAULT_MAX_TOKENS,
         }
         if options.stop is not None:

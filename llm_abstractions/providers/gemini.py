@@ -7,6 +7,9 @@ retries, even when aiohttp is installed (it would otherwise switch to aiohttp an
 retry connection errors by itself). System messages become ``system_instruction``;
 options map to ``temperature``, ``max_output_tokens``, ``top_p``, ``top_k``,
 ``stop_sequences`` and ``seed``; a JSON schema becomes ``response_json_schema``.
+
+Attachments (:data:`GEMINI_ATTACHMENT_LIMITS`) go before the text of their message: bytes as ``inline_data``
+parts (``Part.from_bytes``), URLs as ``file_data`` parts (``Part.from_uri``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from llm_abstractions.attachments import MB, PDF, Attachment, AttachmentLimits
 from llm_abstractions.errors import LlmError
 from llm_abstractions.messages import GenerationOptions, LlmChunk, Message, Usage
 from llm_abstractions.providers._base import SdkLlm, closing_shielded
@@ -30,9 +34,22 @@ if TYPE_CHECKING:
         GenerateContentConfig,
         GenerateContentResponse,
         GenerateContentResponseUsageMetadata,
+        Part,
     )
 
-__all__ = ["GeminiLlm", "gemini_finish_reason"]
+__all__ = ["GEMINI_ATTACHMENT_LIMITS", "GeminiLlm", "gemini_finish_reason"]
+
+_GEMINI_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", PDF})
+GEMINI_ATTACHMENT_LIMITS = AttachmentLimits(
+    media_types=_GEMINI_TYPES,
+    url_media_types=_GEMINI_TYPES,
+    max_pdf_bytes=50 * MB,
+    max_pdf_pages=1000,
+    max_request_bytes=100 * MB,
+)
+"""What the Gemini API takes (its image-understanding, document-processing and file-input-methods guides):
+PNG, JPEG and WebP images (no GIF), PDFs up to 50 MB and 1,000 pages, by bytes or by URL; 100 MB for the whole
+request with its inline data (20 MB before January 2026: an older endpoint refuses more with a 400)."""
 
 _opened_responses: ContextVar[list[httpx2.Response] | None] = ContextVar("gemini_opened_responses", default=None)
 """Where the HTTP client's response hook puts the responses a stream opens."""
@@ -84,6 +101,24 @@ def _usage(metadata: GenerateContentResponseUsageMetadata | None) -> Usage | Non
     )
 
 
+def _parts(message: Message) -> list[dict[str, Any] | Part]:
+    """A message's parts: its attachments' (inline data, or file data for a URL), then its text."""
+    if not message.attachments:
+        return [{"text": message.content}]
+    parts: list[dict[str, Any] | Part] = [_part(a) for a in message.attachments]
+    if message.content:
+        parts.append({"text": message.content})
+    return parts
+
+
+def _part(attachment: Attachment) -> Part:
+    from google.genai import types
+
+    if attachment.url is not None:
+        return types.Part.from_uri(file_uri=attachment.url, mime_type=attachment.media_type)
+    return types.Part.from_bytes(data=attachment.raw(), mime_type=attachment.media_type)
+
+
 def _chunk(response: GenerateContentResponse) -> LlmChunk:
     text, finish, detail = "", None, None
     feedback = response.prompt_feedback
@@ -121,6 +156,7 @@ class GeminiLlm(SdkLlm[_Clients, "GenerateContentResponse"]):
     sdk_package = "google-genai"
     sdk_extra = "gemini"
     key_variables = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
+    attachment_limits = GEMINI_ATTACHMENT_LIMITS
 
     @property
     def pricing_provider(self) -> str | None:
@@ -158,7 +194,7 @@ class GeminiLlm(SdkLlm[_Clients, "GenerateContentResponse"]):
             response_json_schema=options.json_schema,
         )
         contents = [
-            {"role": "model" if m.role == "assistant" else "user", "parts": [{"text": m.content}]}
+            {"role": "model" if m.role == "assistant" else "user", "parts": _parts(m)}
             for m in messages
             if m.role != "system"
         ]

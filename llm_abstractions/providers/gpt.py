@@ -7,6 +7,10 @@ engine's retry policy is the only one. Options map to ``temperature``,
 has no ``top_k``. A JSON schema becomes ``response_format`` ``json_schema``. A refusal
 (``message.refusal``) is a filtered answer. Usage is read from the standard ``usage``
 (streams: whichever event has it, asked for with ``include_usage``), else Groq's ``x_groq.usage``.
+
+Attachments (:data:`OPENAI_ATTACHMENT_LIMITS`) go before the text of their message: an image as an
+``image_url`` part (a ``data:`` URL of its bytes, or its own URL), a PDF as a ``file`` part
+(``filename`` and ``file_data``, a ``data:`` URL: chat completions takes no file URLs).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from llm_abstractions.attachments import IMAGE_TYPES, MB, PDF, Attachment, AttachmentLimits
 from llm_abstractions.errors import LlmError
 from llm_abstractions.messages import GenerationOptions, LlmChunk, Message, Usage
 from llm_abstractions.providers._base import SdkLlm, closing_shielded
@@ -26,7 +31,20 @@ if TYPE_CHECKING:
     from openai.types import CompletionUsage
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-__all__ = ["GptLlm", "openai_finish_reason"]
+__all__ = ["OPENAI_ATTACHMENT_LIMITS", "GptLlm", "openai_finish_reason"]
+
+OPENAI_ATTACHMENT_LIMITS = AttachmentLimits(
+    media_types=IMAGE_TYPES | {PDF},
+    url_media_types=IMAGE_TYPES,
+    max_image_bytes=20 * MB,
+    max_pdf_bytes=50 * MB,
+    max_images=500,
+    max_request_bytes=50 * MB,
+)
+"""What chat completions takes (OpenAI's vision and file-input guides): PNG, JPEG, WebP and non-animated GIF
+images up to 20 MB each, 500 in a request, by bytes or URL; PDFs by bytes only (no file URLs in chat
+completions), up to 50 MB each; 50 MB for the whole request as sent (base64 included). OpenAI-compatible
+servers are held to the same limits."""
 
 _FINISH = {
     "stop": "stop",
@@ -68,6 +86,22 @@ def _chunk_usage(event: ChatCompletionChunk) -> Usage | None:
     return None
 
 
+def _message(message: Message) -> dict[str, Any]:
+    """A chat message; with attachments its content is a list of parts, theirs first, then its text."""
+    if not message.attachments:
+        return {"role": message.role, "content": message.content}
+    parts = [_part(a) for a in message.attachments]
+    if message.content:
+        parts.append({"type": "text", "text": message.content})
+    return {"role": message.role, "content": parts}
+
+
+def _part(attachment: Attachment) -> dict[str, Any]:
+    if attachment.kind == "image":
+        return {"type": "image_url", "image_url": {"url": attachment.url or attachment.data_url()}}
+    return {"type": "file", "file": {"filename": attachment.name, "file_data": attachment.data_url()}}
+
+
 def _finish(reason: str | None, refusal: str) -> tuple[str | None, str | None]:
     """The finish reason and its detail; a refusal (the model declined to answer) is a filtered answer."""
     if refusal and reason is not None:
@@ -84,6 +118,7 @@ class GptLlm(SdkLlm["AsyncOpenAI", "ChatCompletion"]):
     sdk_package = "openai"
     sdk_extra = "openai"
     key_variables = ("OPENAI_API_KEY",)
+    attachment_limits = OPENAI_ATTACHMENT_LIMITS
     max_tokens_parameter: ClassVar[str] = "max_completion_tokens"
     """Request field of ``max_tokens`` (OpenAI deprecated ``max_tokens`` for newer models)."""
 
@@ -112,7 +147,7 @@ class GptLlm(SdkLlm["AsyncOpenAI", "ChatCompletion"]):
     def _request(self, messages: Sequence[Message], options: GenerationOptions) -> dict[str, Any]:
         request: dict[str, Any] = {
             "model": self.model_name,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": [_message(m) for m in messages],
         }
         for name, value in (
             ("temperature", options.temperature),

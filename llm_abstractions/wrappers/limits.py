@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 
+from llm_abstractions.attachments import estimated_tokens
 from llm_abstractions.base import BaseLlm
 from llm_abstractions.errors import LlmError, RateLimitedError
 from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, Message, Usage
@@ -84,8 +85,13 @@ class LimitSettings:
 
 
 def estimate_tokens(messages: Sequence[Message]) -> int:
-    """A cheap upper-ish estimate of input tokens: four characters per token."""
-    return sum(len(m.content) for m in messages) // 4 + 1
+    """A cheap upper-ish estimate of input tokens: four characters per token, and attachments as
+    :func:`~llm_abstractions.attachments.estimated_tokens` counts them."""
+    tokens = sum(len(m.content) for m in messages) // 4 + 1
+    for message in messages:
+        if message.attachments:
+            tokens += sum(estimated_tokens(a) for a in message.attachments)
+    return tokens
 
 
 class EndpointLimits:

@@ -17,7 +17,15 @@ import typer
 from orchestration.cli.agents_check import agents_check
 from orchestration.cli.cache import cache_app
 from orchestration.cli.choices import format_option
-from orchestration.cli.common import AgentsOpt, FileArg, InputsOpt, load_orchestrator, load_registry, parse_inputs
+from orchestration.cli.common import (
+    AgentsOpt,
+    AttachmentDirsOpt,
+    FileArg,
+    InputsOpt,
+    load_orchestrator,
+    load_registry,
+    parse_inputs,
+)
 from orchestration.cli.plan import plan
 from orchestration.cli.reviews import review, reviews
 from orchestration.cli.run import run
@@ -72,11 +80,15 @@ app.command()(serve)
 
 
 @app.command()
-def validate(file: FileArg, inputs: InputsOpt = None, agents_file: AgentsOpt = None) -> None:
+def validate(
+    file: FileArg, inputs: InputsOpt = None, agents_file: AgentsOpt = None, attachment_dirs: AttachmentDirsOpt = None
+) -> None:
     """Check a project file without running it (exit 2 when invalid)."""
     from orchestration.cli.common import stderr_console
 
-    orchestrator = load_orchestrator(file, inputs=parse_inputs(inputs), agents_file=agents_file)
+    orchestrator = load_orchestrator(
+        file, inputs=parse_inputs(inputs), agents_file=agents_file, attachment_dirs=attachment_dirs or ()
+    )
     project = orchestrator.validate()
     agents = sorted({t.agent for t in project.tasks})
     stderr_console().print(

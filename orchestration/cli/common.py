@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AgentsOpt",
+    "AttachmentDirsOpt",
     "BudgetOpt",
     "ExitCode",
     "FileArg",
@@ -71,6 +72,16 @@ NoWaitOpt = Annotated[
     typer.Option(
         "--no-wait",
         help="Stop with exit code 3 (run status waiting) as soon as nothing can progress without a review decision.",
+    ),
+]
+AttachmentDirsOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--attachment-dir",
+        metavar="DIR",
+        envvar="ORCHESTRATE_ATTACHMENT_DIRS",
+        help="A folder task attachments may also come from, besides the project file's (repeatable; the"
+        " variable takes folders separated by ':').",
     ),
 ]
 OtelOpt = Annotated[

@@ -13,6 +13,7 @@ import typer
 
 from orchestration.cli.common import (
     AgentsOpt,
+    AttachmentDirsOpt,
     BudgetOpt,
     ExitCode,
     FileArg,
@@ -114,6 +115,7 @@ def run(
     no_cache: NoCacheOpt = False,
     refresh_cache: RefreshCacheOpt = False,
     budget_usd: BudgetOpt = None,
+    attachment_dirs: AttachmentDirsOpt = None,
 ) -> None:
     """Run a project file (recorded in the run store, so that it can be resumed)."""
     from orchestration.cli.common import fail_invalid
@@ -126,6 +128,7 @@ def run(
         max_concurrency=max_concurrency,
         fail_fast=fail_fast or None,
         store=open_store(store_path(store, file)),
+        attachment_dirs=attachment_dirs or (),
     )
     orchestrator.wait_for_reviews = not no_wait
     apply_cache_flags(orchestrator, no_cache, refresh_cache)

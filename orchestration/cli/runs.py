@@ -13,6 +13,7 @@ import typer
 from orchestration.cli.choices import format_option
 from orchestration.cli.common import (
     AgentsOpt,
+    AttachmentDirsOpt,
     BudgetOpt,
     LogFormatOpt,
     LogLevelOpt,
@@ -50,6 +51,7 @@ def resume(
     no_cache: NoCacheOpt = False,
     refresh_cache: RefreshCacheOpt = False,
     budget_usd: BudgetOpt = None,
+    attachment_dirs: AttachmentDirsOpt = None,
 ) -> None:
     """Continue a run: rerun only the tasks that did not succeed, with the project file as it is now.
 
@@ -68,6 +70,7 @@ def resume(
         agents_file=agents_file or record.agents_file,
         max_concurrency=max_concurrency,
         store=run_store,
+        attachment_dirs=attachment_dirs or (),
     )
     orchestrator.wait_for_reviews = not no_wait
     apply_cache_flags(orchestrator, no_cache, refresh_cache)

@@ -21,7 +21,8 @@ def show(
     task_id: Annotated[str, typer.Argument(metavar="TASK", help="The task's id.")],
     store: StoreOpt = None,
 ) -> None:
-    """Print one task of a run: status, the prompts as sent, the whole output, usage, cost, attempts, timings."""
+    """Print one task of a run: status, the prompts as sent (attachments by name, size and digest), the whole output,
+    usage, cost, attempts, timings."""
     from orchestration.cli.common import fail_invalid, open_run
 
     run_store, run_id = open_run(store, run_ref)
@@ -69,7 +70,9 @@ def _render(run_id: str, stored: StoredTask) -> str:
     if result.request is None:
         lines += ["", "--- prompt ---", "(not recorded)"]
     for message in result.request or []:
-        lines += ["", f"--- {_ROLE_TITLES.get(message.role, message.role)} ---", message.content]
+        lines += ["", f"--- {_ROLE_TITLES.get(message.role, message.role)} ---"]
+        lines += [f"[attachment: {attachment.label}]" for attachment in message.attachments]  # sent before the text
+        lines.append(message.content)
     output = result.output
     if stored.output_format is OutputFormat.JSON and result.succeeded:
         output = json.dumps(result.parsed, indent=2, ensure_ascii=False)

@@ -2,9 +2,10 @@
 
 A task's fingerprint hashes what decides its answer apart from upstream outputs:
 its prompt and system templates (their source), the values of the inputs they read,
-its output format and schema, its generation options, and its agent's provider,
-model, base URL, default options and provider settings. A finished task whose
-fingerprint changed reruns, and so does everything downstream of it.
+its output format and schema, its generation options, its agent's provider,
+model, base URL, default options and provider settings, and its attachments (the digest
+of each file's bytes, each URL, and the source of each template rendered only when it runs).
+A finished task whose fingerprint changed reruns, and so does everything downstream of it.
 """
 
 from __future__ import annotations
@@ -50,17 +51,21 @@ def task_fingerprint(project: Project, task: CompiledTask, agent_print: str | No
     ``agent_print`` is the task agent's :func:`agent_fingerprint`, when already known.
     """
     refs = task.prompt.input_refs | (task.system.input_refs if task.system else frozenset())
-    return _digest(
-        [
-            task.prompt.source,
-            task.system.source if task.system else None,
-            {key: project.inputs.get(key) for key in refs},
-            task.task.output_format,
-            task.task.output_schema,
-            task.options.model_dump(exclude_none=True),
-            agent_print or agent_fingerprint(project.registry.get(task.agent)),
-        ]
-    )
+    attachments = task.attachments
+    if attachments is not None:
+        refs |= attachments.input_refs
+    shaping: list[Any] = [
+        task.prompt.source,
+        task.system.source if task.system else None,
+        {key: project.inputs.get(key) for key in refs},
+        task.task.output_format,
+        task.task.output_schema,
+        task.options.model_dump(exclude_none=True),
+        agent_print or agent_fingerprint(project.registry.get(task.agent)),
+    ]
+    if attachments is not None:  # only then: the fingerprints of tasks without attachments stay as they were
+        shaping.append(attachments.fingerprint())
+    return _digest(shaping)
 
 
 def fingerprints(project: Project) -> list[str]:

@@ -241,7 +241,15 @@ def _request_json(request: list[Message] | None) -> str | None:
     """The messages as sent, as a JSON list of ``{role, content}`` with their contents redacted."""
     if request is None:
         return None
-    return json.dumps([{"role": m.role, "content": redact(m.content)} for m in request], ensure_ascii=False)
+    return json.dumps([_message_json(m) for m in request], ensure_ascii=False)
+
+
+def _message_json(message: Message) -> dict[str, Any]:
+    """A message as stored: its text redacted, its attachments as references (name, type, size, digest)."""
+    entry: dict[str, Any] = {"role": message.role, "content": redact(message.content)}
+    if message.attachments:
+        entry["attachments"] = [a.model_dump(mode="json", exclude_none=True) for a in message.attachments]
+    return entry
 
 
 def _stored_task(row: sqlite3.Row, *, with_request: bool = False) -> StoredTask:
