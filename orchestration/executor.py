@@ -9,7 +9,8 @@ belong to the agent's endpoint (layers with nothing to do are left out: no ``Tim
 without a timeout, no ``StreamedLlm`` for a client that cannot stream, no limits or breaker for
 an in-process client whose endpoint has neither limits nor call timeouts). Answers are
 streamed so that time to first token is measured; json tasks are validated (with one repair
-call) by ``generate_json``. Whatever happens becomes an ``ExecutionResult``.
+call) by ``generate_json``. Whatever happens becomes an ``ExecutionResult``. A code step
+(``type: python``) is handed to :func:`orchestration.code_steps.run_step` instead.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from llm_abstractions.pricing import cost_usd
 from llm_abstractions.structured import generate_json
 from llm_abstractions.wrappers import CircuitBreakerLlm, LimitedLlm, StreamedLlm, TimeoutLlm, estimate_tokens
 from orchestration.call_chain import CallChain, ChainLink
+from orchestration.code_steps import run_step
 from orchestration.endpoints import Endpoints, PaceCallback
 from orchestration.models import AttemptRecord, ErrorInfo, ExecutionResult, ExecutionStatus, OutputFormat, utc_now
 from orchestration.project import CompiledTask
@@ -170,8 +172,12 @@ class TaskExecutor:
     ) -> ExecutionResult:
         """Run ``task`` to a final result (started at ``started_at``, or now); never raises except on cancellation.
 
-        ``request``: the messages and options to send instead of the task's own (a reviewed request)."""
+        ``request``: the messages and options to send instead of the task's own (a reviewed request). A code step
+        calls its function (:mod:`orchestration.code_steps`): no client, no call chain."""
         started_at = started_at or utc_now()
+        if task.step is not None:
+            settings = self.registry.get(task.agent).retry
+            return await run_step(task, inputs, upstream, started_at=started_at, settings=settings)
         start = time.perf_counter()
         attempts: list[AttemptRecord] = []
         options = task.options

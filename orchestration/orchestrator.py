@@ -32,13 +32,15 @@ from pydantic import BaseModel
 from agent_registry import AgentRegistry
 from llm_abstractions import BaseLlm, LlmResponse, Message, Usage
 from llm_abstractions.wrappers import PacingStatus
+from orchestration.code_steps import import_path
 from orchestration.events import EventBus, EventCallback, EventKind, RunEvent
 from orchestration.executor import TaskExecutor
 from orchestration.gating import Request
 from orchestration.issues import ProjectValidationError
 from orchestration.lifecycle import TaskLifecycle
 from orchestration.loader import load_project_file, task_issues
-from orchestration.models import AgentTask, AttemptRecord, ErrorInfo, ExecutionResult, ProjectSpec
+from orchestration.models import AgentTask, AttemptRecord, ErrorInfo, ExecutionResult, ProjectSpec, StepFunction
+from orchestration.output_files import OutputFileError, OutputFiles, resolve_output_path
 from orchestration.project import CompiledTask, Project, compile_project
 from orchestration.reviewers import OnReview, ReviewHooks
 from orchestration.scheduler import DagScheduler
@@ -86,6 +88,7 @@ class ProjectOrchestrator:
         llms: Mapping[str, BaseLlm] | None = None,
         on_review: OnReview | None = None,
         otel: bool | TracerProvider | None = None,
+        allow_outside: bool = False,
     ) -> None:
         """``llms``: model instances to use for agents by name (an agent not configured otherwise is made
         from its instance); the registry given (by default agents from the environment and the agents
@@ -94,8 +97,13 @@ class ProjectOrchestrator:
         :class:`~orchestration.store.Decision`, or ``None`` to leave the gate to someone else
         (:meth:`decide`, ``orchestrate review``); a plain function runs in a worker thread. ``otel``: trace runs
         with OpenTelemetry (the ``otel`` extra; :mod:`orchestration.telemetry`) through this tracer provider, or
-        the global one for ``True``; ``None``: as ``ORCHESTRATE_OTEL`` says."""
+        the global one for ``True``; ``None``: as ``ORCHESTRATE_OTEL`` says. ``allow_outside``: tasks' output files
+        may be written outside the project's folder (the project file's, else the current one).
+
+        A project with code steps (``type: python``) imports their modules when validated, with the project's
+        folder first on ``sys.path``; while it runs the folder stays there (taken off again afterwards)."""
         self.spec = spec or ProjectSpec()
+        self.allow_outside = allow_outside
         self.registry = registry or AgentRegistry.default()
         self.llms = dict(llms or {})
         self.on_review = on_review
@@ -149,6 +157,12 @@ class ProjectOrchestrator:
         self._project = None
         return task
 
+    def add_step(self, task_id: str, call: StepFunction | str, **fields: Any) -> AgentTask:
+        """Append a code step: ``call`` (a function, sync or async, or ``"module:function"``) is called with a
+        :class:`~orchestration.code_steps.StepContext`; ``fields``: any other task field (``depends_on``,
+        ``params``, ``when``, ``output_format``, ``output_file``...)."""
+        return self.add_task({**fields, "id": task_id, "type": "python", "call": call})
+
     def on_event(self, callback: EventCallback) -> None:
         """Call ``callback(event)`` for every lifecycle event (synchronously; keep it quick)."""
         self.events.add_callback(callback)
@@ -167,6 +181,8 @@ class ProjectOrchestrator:
             source=self._source,
             check_agents=check_agents,
             llms=self.llms,
+            folder=self.file.parent if self.file is not None else None,
+            allow_outside=self.allow_outside,
         )
         if check_agents:
             self._project = project
@@ -273,6 +289,7 @@ class ProjectOrchestrator:
         if stored.record.project != project.name:
             raise ValueError(f"run '{run_id}' belongs to project '{stored.record.project}', not '{project.name}'")
         self.resume_plan = plan_resume(project, stored, self._fingerprints(project))
+        await anyio.to_thread.run_sync(_restore_output_files, project, self.resume_plan.kept)
         return await self._run(project, run_id, self.resume_plan.kept)
 
     async def _run(
@@ -305,6 +322,7 @@ class ProjectOrchestrator:
             )
         tracing = self._tracing()
         executor = TaskExecutor(project.registry, on_pace=self._paced, tracing=tracing)
+        output_files = OutputFiles(project.folder, project.allow_outside)
         lifecycle = TaskLifecycle(
             run_id,
             project.tasks,
@@ -319,6 +337,8 @@ class ProjectOrchestrator:
                 estimate_cost=executor.estimated_cost,
                 on_review=self.on_review,
             ),
+            inputs=project.inputs,
+            output_files=output_files,
         )
         defaults = project.spec.defaults
         agent_names = sorted({t.agent for t in project.tasks})
@@ -329,6 +349,7 @@ class ProjectOrchestrator:
             groups=[agent_index[t.agent] for t in project.tasks],
             group_limits=[project.registry.get(name).limits.max_concurrent for name in agent_names],
             durations=durations,
+            triggers=[t.trigger for t in project.tasks],
         )
         lifecycle.on_waiting = scheduler.lend  # a task waiting for a review holds no slot
         lifecycle.tracing = tracing
@@ -337,7 +358,8 @@ class ProjectOrchestrator:
         self.stopped_waiting = False
         self._emit(EventKind.RUN_STARTED)
         span = tracing.run(project.name, run_id) if tracing is not None else nullcontext()
-        with span as run_span:
+        steps = any(t.step is not None for t in project.tasks)
+        with span as run_span, import_path(project.folder) if steps else nullcontext():
             try:
                 async with lease:  # a lease taken over stops the run (LeaseLostError)
                     if self.wait_for_reviews:
@@ -407,10 +429,14 @@ class ProjectOrchestrator:
             results=self.results,
             events=self.events,
             kept=succeeded,
+            inputs=project.inputs,
+            output_files=OutputFiles(project.folder, project.allow_outside),
         )
+        steps = project.tasks[index].step is not None
         try:
-            lifecycle.ready(index)
-            await lifecycle.run(index)
+            with import_path(project.folder) if steps else nullcontext():
+                if lifecycle.ready(index) is None:  # else its condition settled it
+                    await lifecycle.run(index)
         finally:
             await executor.aclose()
         return self.results[task_id]
@@ -438,6 +464,22 @@ class ProjectOrchestrator:
             raise box["error"]
         result: dict[str, ExecutionResult] = box["value"]
         return result
+
+
+def _restore_output_files(project: Project, kept: dict[str, ExecutionResult]) -> None:
+    """Write again the output files of kept successes that are missing (a crash between a success's commit and
+    its file's write); a task whose file cannot be written is not kept: it runs again and reports why."""
+    for task_id, result in list(kept.items()):
+        if result.output_path is None or project.task(task_id).output_file is None:
+            continue
+        path = Path(result.output_path)
+        if path.exists():
+            continue
+        try:
+            resolve_output_path(str(path), project.folder, allow_outside=project.allow_outside)
+            OutputFiles.write(path, result.output or "")
+        except OutputFileError:
+            del kept[task_id]
 
 
 def _open_store(store: RunStore | str | Path | None) -> RunStore | None:

@@ -16,7 +16,15 @@ import typer
 
 from orchestration.cli.agents_check import agents_check
 from orchestration.cli.choices import format_option
-from orchestration.cli.common import AgentsOpt, FileArg, InputsOpt, load_orchestrator, load_registry, parse_inputs
+from orchestration.cli.common import (
+    AgentsOpt,
+    AllowOutsideOpt,
+    FileArg,
+    InputsOpt,
+    load_orchestrator,
+    load_registry,
+    parse_inputs,
+)
 from orchestration.cli.reviews import review, reviews
 from orchestration.cli.run import run
 from orchestration.cli.runs import results, resume, runs_app
@@ -66,11 +74,17 @@ app.command()(review)
 
 
 @app.command()
-def validate(file: FileArg, inputs: InputsOpt = None, agents_file: AgentsOpt = None) -> None:
-    """Check a project file without running it (exit 2 when invalid)."""
+def validate(
+    file: FileArg, inputs: InputsOpt = None, agents_file: AgentsOpt = None, allow_outside: AllowOutsideOpt = False
+) -> None:
+    """Check a project file without running it (exit 2 when invalid).
+
+    Code steps' modules are imported to check their functions: their top-level code runs."""
     from orchestration.cli.common import stderr_console
 
-    orchestrator = load_orchestrator(file, inputs=parse_inputs(inputs), agents_file=agents_file)
+    orchestrator = load_orchestrator(
+        file, inputs=parse_inputs(inputs), agents_file=agents_file, allow_outside=allow_outside
+    )
     project = orchestrator.validate()
     agents = sorted({t.agent for t in project.tasks})
     stderr_console().print(

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AgentsOpt",
+    "AllowOutsideOpt",
     "ExitCode",
     "FileArg",
     "InputsOpt",
@@ -68,6 +69,10 @@ NoWaitOpt = Annotated[
         "--no-wait",
         help="Stop with exit code 3 (run status waiting) as soon as nothing can progress without a review decision.",
     ),
+]
+AllowOutsideOpt = Annotated[
+    bool,
+    typer.Option("--allow-outside", help="Let tasks' output_file paths lead outside the project file's folder."),
 ]
 OtelOpt = Annotated[
     bool,

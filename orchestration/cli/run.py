@@ -13,6 +13,7 @@ import typer
 
 from orchestration.cli.common import (
     AgentsOpt,
+    AllowOutsideOpt,
     ExitCode,
     FileArg,
     InputsOpt,
@@ -107,8 +108,11 @@ def run(
     ] = False,
     no_wait: NoWaitOpt = False,
     otel: OtelOpt = False,
+    allow_outside: AllowOutsideOpt = False,
 ) -> None:
-    """Run a project file (recorded in the run store, so that it can be resumed)."""
+    """Run a project file (recorded in the run store, so that it can be resumed).
+
+    A project with code steps (type: python) runs their Python code, as a Makefile runs its commands."""
     from orchestration.cli.common import fail_invalid
 
     log_events_too = configure_cli_logging(log_level, log_format)
@@ -119,6 +123,7 @@ def run(
         max_concurrency=max_concurrency,
         fail_fast=fail_fast or None,
         store=open_store(store_path(store, file)),
+        allow_outside=allow_outside,
     )
     orchestrator.wait_for_reviews = not no_wait
     if not resume:
@@ -172,7 +177,6 @@ def execute_run(
     from orchestration.cli.common import stderr_console
     from orchestration.cli.progress import ProgressView, print_summary
     from orchestration.log import get_logger, log_events
-    from orchestration.models import ExecutionStatus
     from orchestration.results import RunStatus, write_results
 
     console = stderr_console()
@@ -216,7 +220,7 @@ def execute_run(
             markup=False,
         )
         raise typer.Exit(ExitCode.WAITING)
-    if any(r.status is not ExecutionStatus.SUCCESS for r in final.values()):
+    if RunStatus.of(final) is not RunStatus.SUCCESS:  # a branch a false condition skipped fails nothing
         raise typer.Exit(ExitCode.TASKS_FAILED)
 
 

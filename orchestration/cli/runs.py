@@ -13,6 +13,7 @@ import typer
 from orchestration.cli.choices import format_option
 from orchestration.cli.common import (
     AgentsOpt,
+    AllowOutsideOpt,
     LogFormatOpt,
     LogLevelOpt,
     MaxConcurrencyOpt,
@@ -43,6 +44,7 @@ def resume(
     log_format: LogFormatOpt = "console",
     no_wait: NoWaitOpt = False,
     otel: OtelOpt = False,
+    allow_outside: AllowOutsideOpt = False,
 ) -> None:
     """Continue a run: rerun only the tasks that did not succeed, with the project file as it is now.
 
@@ -61,6 +63,7 @@ def resume(
         agents_file=agents_file or record.agents_file,
         max_concurrency=max_concurrency,
         store=run_store,
+        allow_outside=allow_outside,
     )
     orchestrator.wait_for_reviews = not no_wait
     execute_run(
