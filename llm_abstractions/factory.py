@@ -67,6 +67,7 @@ class BuiltinProvider:
 BUILTIN_PROVIDERS: Mapping[str, BuiltinProvider] = MappingProxyType(
     {
         "offline": BuiltinProvider("llm_abstractions.offline:OfflineLlm"),
+        "python": BuiltinProvider("llm_abstractions.python_agent:PythonAgentLlm"),
         "gpt": BuiltinProvider(
             "llm_abstractions.providers.gpt:GptLlm", (EnvAgent(("OPENAI_API_KEY",), "gpt-4.1-mini"),)
         ),

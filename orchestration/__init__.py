@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from orchestration.code_steps import RetryableStepError, StepContext
     from orchestration.events import EventBus, EventKind, RunEvent
     from orchestration.executor import TaskExecutor
     from orchestration.issues import ProjectValidationError, ValidationIssue
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
         OutputFormat,
         ProjectDefaults,
         ProjectSpec,
+        TaskType,
+        TriggerRule,
     )
     from orchestration.orchestrator import ProjectOrchestrator
     from orchestration.project import Project
@@ -40,10 +43,14 @@ _EXPORTS = {
     "ProjectOrchestrator": "orchestration.orchestrator",
     "ProjectSpec": "orchestration.models",
     "ProjectValidationError": "orchestration.issues",
+    "RetryableStepError": "orchestration.code_steps",
     "RunEvent": "orchestration.events",
     "RunStore": "orchestration.store",
+    "StepContext": "orchestration.code_steps",
     "TaskExecutor": "orchestration.executor",
     "TaskState": "orchestration.lifecycle",
+    "TaskType": "orchestration.models",
+    "TriggerRule": "orchestration.models",
     "ValidationIssue": "orchestration.issues",
 }
 
@@ -60,10 +67,14 @@ __all__ = [
     "ProjectOrchestrator",
     "ProjectSpec",
     "ProjectValidationError",
+    "RetryableStepError",
     "RunEvent",
     "RunStore",
+    "StepContext",
     "TaskExecutor",
     "TaskState",
+    "TaskType",
+    "TriggerRule",
     "ValidationIssue",
 ]
 

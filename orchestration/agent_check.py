@@ -16,6 +16,7 @@ import anyio
 
 from agent_registry import AgentConfig, AgentRegistry
 from llm_abstractions import BaseLlm, ErrorType, LlmError, Message, create_llm, redact
+from llm_abstractions.python_agent import PythonAgentLlm
 
 __all__ = ["CHECK_PROMPT", "AgentCheck", "check_agent", "check_agents"]
 
@@ -80,6 +81,8 @@ class _Check:
     @classmethod
     def prepare(cls, registry: AgentRegistry, name: str) -> _Check:
         agent = registry.get(name)
+        if agent.agent_type == PythonAgentLlm.provider:  # code steps' agent: there is no model to call
+            return cls(agent, None, _verdict(agent, "ok", "runs code steps (type: python): nothing to call"))
         problems = registry.check(name)
         if problems:
             return cls(agent, None, _verdict(agent, "config", "; ".join(problems)))

@@ -277,6 +277,8 @@ def budget_issues(project: Project, caps: ProjectBudget | None, priced: Callable
     agent's) while a token cap applies to them, or a cost cap does and their agent is ``priced``."""
     issues = []
     for task in project.tasks:
+        if task.step is not None:  # a code step calls no model
+            continue
         agent = project.registry.get(task.agent)
         applying = [limits for limits in (caps, agent.budget) if limits is not None]
         tokens_capped = any(limits.max_tokens is not None for limits in applying)

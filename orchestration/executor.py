@@ -12,7 +12,8 @@ streamed so that time to first token is measured; json tasks are validated (with
 call) by ``generate_json``. A task's attachments go with its prompt, checked against its agent's
 provider before any call (a refusal fails the task, ``invalid_request``, with no request sent).
 Whatever happens becomes an ``ExecutionResult``, whose ``request`` holds the attachments' references
-only (name, type, size, digest: never their bytes).
+only (name, type, size, digest: never their bytes). A code step
+(``type: python``) is handed to :func:`orchestration.code_steps.run_step` instead.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from orchestration.answer_cache import AnswerCache, CacheMode
 from orchestration.attachments import refused_attachments
 from orchestration.budget import BudgetedLlm
 from orchestration.call_chain import CallChain, ChainLink
+from orchestration.code_steps import run_step
 from orchestration.endpoints import Endpoints, PaceCallback
 from orchestration.models import (
     AttemptRecord,
@@ -219,8 +221,12 @@ class TaskExecutor:
     ) -> ExecutionResult:
         """Run ``task`` to a final result (started at ``started_at``, or now); never raises except on cancellation.
 
-        ``request``: the messages and options to send instead of the task's own (a reviewed request)."""
+        ``request``: the messages and options to send instead of the task's own (a reviewed request). A code step
+        calls its function (:mod:`orchestration.code_steps`): no client, no call chain."""
         started_at = started_at or utc_now()
+        if task.step is not None:
+            settings = self.registry.get(task.agent).retry
+            return await run_step(task, inputs, upstream, started_at=started_at, settings=settings)
         start = time.perf_counter()
         attempts: list[AttemptRecord] = []
         options = task.options

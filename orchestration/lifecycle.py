@@ -4,9 +4,12 @@
 
     BLOCKED ──ready──▶ READY ──start──▶ RUNNING ──answer──▶ COMMITTING ──durable──▶ SUCCESS
        │                                   ├──error───────────────────────────────▶ FAILED
+       │                                   │          output file not written (COMMITTING) ─▶ FAILED
        │                                   └──gated answer──▶ WAITING ──approve/edit──▶ COMMITTING
        │                                                         └──reject/timeout──────▶ FAILED
-       ├──an ancestor did not succeed──────────────────────────────────────────────▶ SKIPPED
+       ├──its condition (when) is false ───────────────────────────────────────────▶ SKIPPED
+       ├──its condition cannot be evaluated ───────────────────────────────────────▶ FAILED
+       ├──its dependencies did not end as its trigger rule needs ──────────────────▶ SKIPPED
        └───────────────── the run is cancelled (any unfinished state) ─────────────▶ CANCELLED
 
 :class:`TaskLifecycle` owns every task's state during a run. Its transitions are the only
@@ -17,6 +20,13 @@ store and in the event stream — in that one place, for every outcome alike.
 Durability rule: a success is committed to the run store before :meth:`TaskLifecycle.run`
 returns, so the scheduler releases a task's dependents only once its result survives a crash.
 Results of one turn of the event loop share one commit (see :mod:`orchestration.store.writer`).
+A task's ``output_file`` is written after that commit (atomically); when it cannot be written the
+task fails (COMMITTING → FAILED) and its failed result, answer included, replaces the success.
+
+A task's ``when`` (:mod:`orchestration.conditions`) is read when the scheduler finds it ready: false
+settles it SKIPPED (``condition_false``) without taking a slot. A task skipped because of a
+dependency carries ``upstream_failed`` when something upstream failed, ``upstream_skipped`` when
+only false conditions stopped it (see :class:`~orchestration.models.TriggerRule`).
 
 A task whose answer has a review gate (:mod:`orchestration.gating`) waits in WAITING for the gate's
 decision, read from the run store; a resumed run reuses the answer the gate holds. A gate on the request
@@ -31,18 +41,22 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
-from llm_abstractions import ErrorType
+from llm_abstractions import ErrorType, redact
 from orchestration import gating
 from orchestration.answer_cache import keeps
 from orchestration.events import EventBus, EventKind, RunEvent
 from orchestration.gating import Request
 from orchestration.models import ErrorInfo, ExecutionResult, ExecutionStatus, utc_now
+from orchestration.output_files import OutputFileError, OutputFiles
 from orchestration.project import CompiledTask
 from orchestration.reviewers import ReviewHooks, first_review
+from orchestration.scheduler import Outcome
+from orchestration.templates import TemplateError
 
 if TYPE_CHECKING:
     from orchestration.store import RunStore
@@ -68,7 +82,7 @@ class TaskState(StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
     SKIPPED = "skipped"
-    """An ancestor did not succeed."""
+    """Its condition was false, or its dependencies did not end as its trigger rule needs."""
     CANCELLED = "cancelled"
 
     @property
@@ -79,11 +93,11 @@ class TaskState(StrEnum):
 _FINAL = frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED})
 
 TRANSITIONS: Mapping[TaskState, frozenset[TaskState]] = {
-    TaskState.BLOCKED: frozenset({TaskState.READY, TaskState.SKIPPED, TaskState.CANCELLED}),
+    TaskState.BLOCKED: frozenset({TaskState.READY, TaskState.SKIPPED, TaskState.FAILED, TaskState.CANCELLED}),
     TaskState.READY: frozenset({TaskState.RUNNING, TaskState.CANCELLED}),
     TaskState.RUNNING: frozenset({TaskState.COMMITTING, TaskState.WAITING, TaskState.FAILED, TaskState.CANCELLED}),
     TaskState.WAITING: frozenset({TaskState.RUNNING, TaskState.COMMITTING, TaskState.FAILED, TaskState.CANCELLED}),
-    TaskState.COMMITTING: frozenset({TaskState.SUCCESS}),
+    TaskState.COMMITTING: frozenset({TaskState.SUCCESS, TaskState.FAILED}),
     TaskState.SUCCESS: frozenset(),
     TaskState.FAILED: frozenset(),
     TaskState.SKIPPED: frozenset(),
@@ -132,10 +146,15 @@ class TaskLifecycle:
         fingerprints: Sequence[str | None] = (),
         kept: Mapping[str, ExecutionResult] | None = None,
         reviews: ReviewHooks | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        output_files: OutputFiles | None = None,
     ) -> None:
         """``reviews``: what reviewing a task needs besides the store (without it gates on the request are not
-        opened, and only a human decides a gate)."""
+        opened, and only a human decides a gate); ``inputs``: what conditions and output paths read besides the
+        results; ``output_files``: where output files go (default: the current folder, nothing outside it)."""
         self.run_id = run_id
+        self._inputs = inputs or {}
+        self._files = output_files
         self._reviews = reviews
         self.tasks = tasks
         self.results = results
@@ -152,23 +171,50 @@ class TaskLifecycle:
     def is_blocked(self, index: int) -> bool:
         return self._states[index] is TaskState.BLOCKED
 
-    def ready(self, index: int) -> None:
-        """BLOCKED → READY: its dependencies succeeded."""
+    def ready(self, index: int) -> Outcome | None:
+        """BLOCKED → READY: its dependencies ended as its trigger rule needs (``None``); or, when its condition is
+        false, BLOCKED → SKIPPED (``condition_false``), when its condition cannot be read, BLOCKED → FAILED."""
+        condition = self.tasks[index].condition
+        if condition is not None:
+            try:
+                holds = condition.holds(self._inputs, self.results)
+            except TemplateError as exc:
+                self._not_run(index, TaskState.FAILED, ErrorType.TEMPLATE_ERROR, redact(f"when: {exc}"))
+                return Outcome.FAILED
+            if not holds:
+                message = f"its condition is false: {condition.source}"
+                self._not_run(index, TaskState.SKIPPED, ErrorType.CONDITION_FALSE, message)
+                return Outcome.SKIPPED
         self._move(index, TaskState.READY)
+        return None
 
     def skip(self, index: int, cause: int) -> None:
-        """BLOCKED → SKIPPED: the task ``cause`` (an ancestor) did not succeed."""
+        """BLOCKED → SKIPPED: ``cause``, an ancestor, did not succeed: ``upstream_skipped`` when its condition was
+        false (nothing failed), else ``upstream_failed``."""
+        cause_id = self.tasks[cause].id
+        if self._states[cause] is TaskState.SKIPPED and (cause_result := self.results.get(cause_id)) is not None:
+            benign = cause_result.branch_skipped
+        else:
+            benign = False
+        if benign:
+            message = f"dependency '{cause_id}' was skipped (its condition is false)"
+            self._not_run(index, TaskState.SKIPPED, ErrorType.UPSTREAM_SKIPPED, message)
+        else:
+            message = f"dependency '{cause_id}' did not succeed"
+            self._not_run(index, TaskState.SKIPPED, ErrorType.UPSTREAM_FAILED, message)
+
+    def _not_run(self, index: int, state: TaskState, error_type: ErrorType, message: str) -> None:
+        """BLOCKED → ``state`` (skipped, or failed before it started), with an error saying why."""
         task = self.tasks[index]
-        message = f"dependency '{self.tasks[cause].id}' did not succeed"
         result = ExecutionResult(
             task_id=task.id,
-            status=ExecutionStatus.SKIPPED,
+            status=ExecutionStatus(state.value),
             agent=task.agent,
             completed_at=utc_now(),
-            error=ErrorInfo(type=ErrorType.UPSTREAM_FAILED, message=message),
+            error=ErrorInfo(type=error_type, message=message),
             metadata=task.task.metadata,
         )
-        self._settle(index, TaskState.SKIPPED, result)
+        self._settle(index, state, result)
 
     tracing: Tracing | None = None
     """Traces each task as a span (``otel``), its model calls inside it."""
@@ -203,6 +249,15 @@ class TaskLifecycle:
             waiting = self._states[index] is TaskState.WAITING
             self._settle(index, TaskState.CANCELLED, _cancelled(task, started_at, waiting=waiting))
             raise
+        path = None
+        if task.output_file is not None and result.succeeded:
+            try:
+                path = self._output_path(task)
+            except OutputFileError as exc:
+                error = ErrorInfo(type=ErrorType.OUTPUT_FILE_ERROR, message=redact(str(exc)))
+                result = result.model_copy(update={"status": ExecutionStatus.FAILED, "error": error})
+            else:
+                result = result.model_copy(update={"output_path": str(path)})
         if not result.succeeded:
             self._settle(index, TaskState.FAILED, result)
             return False
@@ -212,11 +267,26 @@ class TaskLifecycle:
             if self._store is not None:
                 fingerprint, output_format = self._fingerprints[index], task.task.output_format
                 await self._store.record(self.run_id, result, fingerprint, output_format, keep_answer=keeps(result))
-        finally:
+        except BaseException:
             # The answer stands even if the store failed (its error then stops the run) or the run was
             # cancelled during the wait (the queued write commits all the same).
             self._settle(index, TaskState.SUCCESS, result, recorded=True)
+            raise
+        if path is not None:
+            with anyio.CancelScope(shield=True):  # a quick write: a cancelled run still finds the file whole
+                problem = await _write_output(path, result.output or "")
+            if problem is not None:
+                error = ErrorInfo(type=ErrorType.OUTPUT_FILE_ERROR, message=redact(problem))
+                failed = result.model_copy(update={"status": ExecutionStatus.FAILED, "error": error})
+                self._settle(index, TaskState.FAILED, failed)  # replaces the success in the store
+                return False
+        self._settle(index, TaskState.SUCCESS, result, recorded=True)
         return True
+
+    def _output_path(self, task: CompiledTask) -> Path:
+        """Where ``task``'s output file goes; raise :class:`OutputFileError`."""
+        files = self._files or OutputFiles(Path.cwd())
+        return files.path_for(task, self._inputs, self.results)
 
     async def _reviewed(self, index: int, started_at: datetime) -> ExecutionResult:
         """RUNNING → WAITING → the decided result of a task whose answer has a review gate.
@@ -351,6 +421,15 @@ class TaskLifecycle:
             task = self.tasks[index]
             agent = result.agent if result is not None else task.agent
             self._events.emit(RunEvent(kind, self.run_id, task.id, agent, result))
+
+
+async def _write_output(path: Path, text: str) -> str | None:
+    """Write an output file in a worker thread; why it could not be written, or ``None``."""
+    try:
+        await anyio.to_thread.run_sync(OutputFiles.write, path, text)
+    except OutputFileError as exc:
+        return str(exc)
+    return None
 
 
 def _cancelled(task: CompiledTask, started_at: datetime | None, *, waiting: bool = False) -> ExecutionResult:

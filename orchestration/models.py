@@ -9,9 +9,10 @@ from functools import partial
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic.json_schema import SkipJsonSchema
 
 from agent_registry import BudgetLimits
-from llm_abstractions import GenerationOptions, Message, Usage
+from llm_abstractions import ErrorType, GenerationOptions, Message, Usage
 from orchestration.review import ReviewSetting
 
 __all__ = [
@@ -26,6 +27,9 @@ __all__ = [
     "ProjectDefaults",
     "ProjectSpec",
     "ReviewRecord",
+    "StepFunction",
+    "TaskType",
+    "TriggerRule",
     "TruncationPolicy",
     "UtcDatetime",
     "utc_now",
@@ -54,6 +58,30 @@ class OutputFormat(StrEnum):
     JSON = "json"
 
 
+class TaskType(StrEnum):
+    """What a task runs: a model (``llm``) or a Python function (``python``, a code step)."""
+
+    LLM = "llm"
+    PYTHON = "python"
+
+
+class TriggerRule(StrEnum):
+    """When a task with dependencies runs, given how they ended."""
+
+    ALL_SUCCESS = "all_success"
+    """Every dependency succeeded (the default); otherwise the task is skipped."""
+    ALL_DONE = "all_done"
+    """Every dependency ended, whatever its status (reports, clean-ups)."""
+    NONE_FAILED = "none_failed"
+    """Every dependency ended and none failed: skipped ones are fine (joins after a branch)."""
+    ONE_SUCCESS = "one_success"
+    """Every dependency ended and at least one succeeded."""
+
+
+StepFunction = Callable[[Any], Any]
+"""A code step's function: called with one :class:`~orchestration.code_steps.StepContext`, sync or async."""
+
+
 class TruncationPolicy(StrEnum):
     """What becomes of a task whose non-empty answer was cut off by ``max_tokens``."""
 
@@ -67,7 +95,7 @@ class ExecutionStatus(StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
     SKIPPED = "skipped"
-    """An upstream task did not succeed."""
+    """The task did not run: its ``when`` was false, or its dependencies did not end as its trigger rule needs."""
     CANCELLED = "cancelled"
 
 
@@ -84,15 +112,18 @@ class AttachmentSource(BaseModel):
 
 
 class AgentTask(BaseModel):
-    """One unit of work: a prompt for an agent, run once its dependencies have succeeded."""
+    """One unit of work: a prompt for an agent (or a Python function: a code step), run once its dependencies
+    have ended as its trigger rule needs (by default: all succeeded)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     id: str = Field(pattern=TASK_ID_PATTERN)
-    description: str
-    """The prompt: a template over ``inputs`` and ``tasks.<ancestor>.output``."""
+    description: str = ""
+    """The prompt: a template over ``inputs`` and ``tasks.<ancestor>.output`` (required for a model task; a
+    python task's is free text, not rendered)."""
     agent: str | None = None
-    """The agent's name; ``None`` uses the project's default agent."""
+    """The agent's name; ``None`` uses the project's default agent (for a python task: the built-in ``python``
+    agent, or a ``type: python`` agent named here for its limits)."""
     depends_on: list[str] = []
     system_prompt: str | None = None
     """Optional system prompt, also a template."""
@@ -118,8 +149,30 @@ class AgentTask(BaseModel):
     ``defaults.review``."""
     cache: CacheSetting | None = None
     """The answer cache for this task; ``None``: its agent's ``cache``, else the project's ``defaults.cache``."""
+    type: TaskType | None = None
+    """``llm`` (a model task) or ``python`` (a code step: see ``call``); ``None``: ``python`` when ``call`` is set,
+    else ``llm``."""
+    call: str | SkipJsonSchema[StepFunction] | None = None
+    """A code step's function: ``"package.module:function"`` (imported from an importable module; the project
+    file's folder is on the import path), or in Python the function itself. Sync functions run in a worker
+    thread."""
+    params: dict[str, Any] = {}
+    """A code step's own parameters, given to its function as ``context.params``."""
+    when: str | bool | None = None
+    """A condition: a template expression over ``inputs`` and ``tasks`` (e.g. ``"{{ tasks.triage.parsed.urgent
+    }}"``), read when the dependencies allow the task to run; false: the task is skipped (``condition_false``)."""
+    trigger: TriggerRule = TriggerRule.ALL_SUCCESS
+    """When the task runs, given how its dependencies ended."""
+    output_file: str | None = None
+    """Write the output to this file once the task succeeded: a path template, relative to the project file's
+    folder (never outside it unless ``--allow-outside``)."""
     metadata: dict[str, Any] = {}
     """Anything of yours; copied into the task's result."""
+
+    @property
+    def is_step(self) -> bool:
+        """Whether this is a code step (``type: python``, or ``call`` without a ``type``)."""
+        return self.type is TaskType.PYTHON or (self.type is None and self.call is not None)
 
     @property
     def fails_when_truncated(self) -> bool:
@@ -241,6 +294,8 @@ class ExecutionResult(BaseModel):
     cache: CacheInfo | None = None
     """The answer cache's part: a hit (``cost_usd`` 0, no usage; the call's usage is here), or the key a model's
     answer was kept under."""
+    output_path: str | None = None
+    """The file the output was written to (the task's ``output_file``), absolute."""
     request: list[Message] | None = Field(default=None, exclude=True)
     """The messages as sent (rendered prompts; not serialized: the run store keeps them, redacted)."""
     parsed: Any = Field(default=None, exclude=True)
@@ -249,6 +304,16 @@ class ExecutionResult(BaseModel):
     @property
     def succeeded(self) -> bool:
         return self.status is ExecutionStatus.SUCCESS
+
+    @property
+    def branch_skipped(self) -> bool:
+        """Whether the task was skipped by a false condition (its own or an ancestor's) with nothing failed
+        upstream: a branch not taken, which does not fail the run."""
+        return (
+            self.status is ExecutionStatus.SKIPPED
+            and self.error is not None
+            and self.error.type in (ErrorType.CONDITION_FALSE, ErrorType.UPSTREAM_SKIPPED)
+        )
 
 
 class ProjectBudget(BudgetLimits):

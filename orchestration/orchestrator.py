@@ -33,13 +33,15 @@ from agent_registry import AgentRegistry
 from llm_abstractions import BaseLlm, LlmResponse, Message, Usage
 from llm_abstractions.wrappers import PacingStatus
 from orchestration.answer_cache import AnswerCache, CacheMode
+from orchestration.code_steps import import_path
 from orchestration.events import EventBus, EventCallback, EventKind, RunEvent
 from orchestration.executor import TaskExecutor
 from orchestration.gating import Request
 from orchestration.issues import ProjectValidationError
 from orchestration.lifecycle import TaskLifecycle
 from orchestration.loader import load_project_file, task_issues
-from orchestration.models import AgentTask, AttemptRecord, ErrorInfo, ExecutionResult, ProjectSpec
+from orchestration.models import AgentTask, AttemptRecord, ErrorInfo, ExecutionResult, ProjectSpec, StepFunction
+from orchestration.output_files import OutputFileError, OutputFiles, resolve_output_path
 from orchestration.project import CompiledTask, Project, compile_project
 from orchestration.reviewers import OnReview, ReviewHooks
 from orchestration.scheduler import DagScheduler
@@ -89,6 +91,7 @@ class ProjectOrchestrator:
         on_review: OnReview | None = None,
         otel: bool | TracerProvider | None = None,
         attachment_dirs: Sequence[str | Path] = (),
+        allow_outside: bool = False,
     ) -> None:
         """``llms``: model instances to use for agents by name (an agent not configured otherwise is made
         from its instance); the registry given (by default agents from the environment and the agents
@@ -99,8 +102,13 @@ class ProjectOrchestrator:
         with OpenTelemetry (the ``otel`` extra; :mod:`orchestration.telemetry`) through this tracer provider, or
         the global one for ``True``; ``None``: as ``ORCHESTRATE_OTEL`` says. ``attachment_dirs``: folders task
         attachments may come from besides the project file's (by default only paths inside that folder, or inside
-        the working directory for a project without a file, are read)."""
+        the working directory for a project without a file, are read). ``allow_outside``: tasks' output files
+        may be written outside the project's folder (the project file's, else the current one).
+
+        A project with code steps (``type: python``) imports their modules when validated, with the project's
+        folder first on ``sys.path``; while it runs the folder stays there (taken off again afterwards)."""
         self.spec = spec or ProjectSpec()
+        self.allow_outside = allow_outside
         self.registry = registry or AgentRegistry.default()
         self.llms = dict(llms or {})
         self.on_review = on_review
@@ -160,6 +168,12 @@ class ProjectOrchestrator:
         self._project = None
         return task
 
+    def add_step(self, task_id: str, call: StepFunction | str, **fields: Any) -> AgentTask:
+        """Append a code step: ``call`` (a function, sync or async, or ``"module:function"``) is called with a
+        :class:`~orchestration.code_steps.StepContext`; ``fields``: any other task field (``depends_on``,
+        ``params``, ``when``, ``output_format``, ``output_file``...)."""
+        return self.add_task({**fields, "id": task_id, "type": "python", "call": call})
+
     def on_event(self, callback: EventCallback) -> None:
         """Call ``callback(event)`` for every lifecycle event (synchronously; keep it quick)."""
         self.events.add_callback(callback)
@@ -179,7 +193,8 @@ class ProjectOrchestrator:
             check_agents=check_agents,
             llms=self.llms,
             attachment_dirs=self.attachment_dirs,
-            base_dir=self.file.parent if self.file is not None else None,
+            folder=self.file.parent if self.file is not None else None,
+            allow_outside=self.allow_outside,
         )
         if check_agents:
             self._project = project
@@ -315,6 +330,7 @@ class ProjectOrchestrator:
         if stored.record.project != project.name:
             raise ValueError(f"run '{run_id}' belongs to project '{stored.record.project}', not '{project.name}'")
         self.resume_plan = plan_resume(project, stored, self._fingerprints(project))
+        await anyio.to_thread.run_sync(_restore_output_files, project, self.resume_plan.kept)
         return await self._run(project, run_id, self.resume_plan.kept)
 
     async def _run(
@@ -354,6 +370,7 @@ class ProjectOrchestrator:
                 depends_on={t.id: [project.tasks[p].id for p in t.parents] for t in project.tasks},
             )
         executor.cache = AnswerCache(store, project, self.cache_override) if store is not None else None
+        output_files = OutputFiles(project.folder, project.allow_outside)
         lifecycle = TaskLifecycle(
             run_id,
             project.tasks,
@@ -368,6 +385,8 @@ class ProjectOrchestrator:
                 estimate_cost=executor.estimated_cost,
                 on_review=self.on_review,
             ),
+            inputs=project.inputs,
+            output_files=output_files,
         )
         defaults = project.spec.defaults
         agent_names = sorted({t.agent for t in project.tasks})
@@ -378,6 +397,7 @@ class ProjectOrchestrator:
             groups=[agent_index[t.agent] for t in project.tasks],
             group_limits=[project.registry.get(name).limits.max_concurrent for name in agent_names],
             durations=durations,
+            triggers=[t.trigger for t in project.tasks],
         )
         lifecycle.on_waiting = scheduler.lend  # a task waiting for a review holds no slot
         lifecycle.tracing = tracing
@@ -388,7 +408,8 @@ class ProjectOrchestrator:
             self.events.add_callback(store.record_event)
         self._emit(EventKind.RUN_STARTED)
         span = tracing.run(project.name, run_id) if tracing is not None else nullcontext()
-        with span as run_span:
+        steps = any(t.step is not None for t in project.tasks)
+        with span as run_span, import_path(project.folder) if steps else nullcontext():
             try:
                 async with lease:  # a lease taken over stops the run (LeaseLostError)
                     if self.wait_for_reviews:
@@ -460,10 +481,14 @@ class ProjectOrchestrator:
             results=self.results,
             events=self.events,
             kept=succeeded,
+            inputs=project.inputs,
+            output_files=OutputFiles(project.folder, project.allow_outside),
         )
+        steps = project.tasks[index].step is not None
         try:
-            lifecycle.ready(index)
-            await lifecycle.run(index)
+            with import_path(project.folder) if steps else nullcontext():
+                if lifecycle.ready(index) is None:  # else its condition settled it
+                    await lifecycle.run(index)
         finally:
             await executor.aclose()
         return self.results[task_id]
@@ -491,6 +516,22 @@ class ProjectOrchestrator:
             raise box["error"]
         result: dict[str, ExecutionResult] = box["value"]
         return result
+
+
+def _restore_output_files(project: Project, kept: dict[str, ExecutionResult]) -> None:
+    """Write again the output files of kept successes that are missing (a crash between a success's commit and
+    its file's write); a task whose file cannot be written is not kept: it runs again and reports why."""
+    for task_id, result in list(kept.items()):
+        if result.output_path is None or project.task(task_id).output_file is None:
+            continue
+        path = Path(result.output_path)
+        if path.exists():
+            continue
+        try:
+            resolve_output_path(str(path), project.folder, allow_outside=project.allow_outside)
+            OutputFiles.write(path, result.output or "")
+        except OutputFileError:
+            del kept[task_id]
 
 
 def _open_store(store: RunStore | str | Path | None) -> RunStore | None:

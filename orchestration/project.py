@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from agent_registry import AgentConfigError, AgentRegistry, StructuredFile, UnknownAgentError
+from agent_registry import AgentConfig, AgentConfigError, AgentRegistry, StructuredFile, UnknownAgentError
 from llm_abstractions import BaseLlm, GenerationOptions, LlmConfig, UnknownProviderError, get_llm_class
 from llm_abstractions.attachments import Attachment, AttachmentError
 from llm_abstractions.structured import schema_problem
@@ -18,10 +18,21 @@ from orchestration.attachments import (
     load_attachment,
     refused_attachments,
 )
+from orchestration.code_steps import (
+    PYTHON_AGENT,
+    CodeStep,
+    StepImportError,
+    call_ref,
+    check_call,
+    import_path,
+    resolve_call,
+)
+from orchestration.conditions import Condition
 from orchestration.issues import ProjectValidationError, ValidationIssue
-from orchestration.models import AgentTask, OutputFormat, ProjectSpec
-from orchestration.review import ReviewSpec
-from orchestration.templates import PromptTemplate, TemplateError
+from orchestration.models import AgentTask, OutputFormat, ProjectSpec, TriggerRule
+from orchestration.output_files import OutputFileError, resolve_output_path
+from orchestration.review import GateStage, ReviewSpec
+from orchestration.templates import PromptTemplate, TemplateError, has_template_syntax
 
 __all__ = ["CompiledTask", "Project", "compile_project"]
 
@@ -43,6 +54,13 @@ class CompiledTask:
     """The task's review gate (its own ``review``, else the project's default); ``None``: no gate."""
     attachments: TaskAttachments | None = None
     """The task's ``attachments``; ``None``: it has none."""
+    trigger: TriggerRule = TriggerRule.ALL_SUCCESS
+    condition: Condition | None = None
+    """The task's ``when``; ``None``: it runs whenever its trigger rule allows."""
+    output_file: PromptTemplate | None = None
+    """The path template of the task's ``output_file``."""
+    step: CodeStep | None = None
+    """A code step's function and parameters; ``None`` for a model task."""
     parents: list[int] = field(default_factory=list)
     children: list[int] = field(default_factory=list)
     id: str = field(init=False)
@@ -63,6 +81,11 @@ class Project:
     index: dict[str, int]
     inputs: dict[str, Any]
     file: Path | None = None
+    folder: Path = field(default_factory=Path.cwd)
+    """Where output files go and code steps' modules are imported from: the project file's folder (absolute),
+    else the current folder."""
+    allow_outside: bool = False
+    """Whether output files may be written outside :attr:`folder`."""
 
     @property
     def name(self) -> str:
@@ -161,19 +184,28 @@ def compile_project(
     check_agents: bool = True,
     llms: Mapping[str, BaseLlm] | None = None,
     attachment_dirs: Sequence[Path] = (),
-    base_dir: Path | None = None,
+    folder: Path | None = None,
+    allow_outside: bool = False,
 ) -> Project:
     """Validate ``spec`` against ``registry``; raise :class:`ProjectValidationError` listing every issue.
 
     The spec's agents, then ``llms`` (model instances by agent name, see
     :meth:`AgentRegistry.register_llm_instance`), go into a layer over ``registry``: the
-    project's :attr:`Project.registry`. ``registry`` itself is left unchanged. Attachment paths start
-    in ``base_dir`` (by default the folder of ``source``, else the working directory) and must stay in it
-    or in one of ``attachment_dirs``.
+    project's :attr:`Project.registry`. ``registry`` itself is left unchanged.
+
+    ``folder``: where attachment paths start, output files go and code steps' modules are imported from (default:
+    the source file's folder, else the current one); attachments must stay in it or in one of
+    ``attachment_dirs``; ``allow_outside``: output files may lead outside it. Code steps' functions are imported
+    (their modules' code runs) unless ``check_agents`` is false.
     """
-    base = base_dir or (source.path.parent if source is not None else Path.cwd())
-    roots = AttachmentRoots.of(base, attachment_dirs)
-    return _compile(spec, registry, inputs, source, check_agents, llms, roots)
+    if folder is None:
+        folder = source.path.parent if source is not None else Path.cwd()
+    folder = folder.absolute()
+    roots = AttachmentRoots.of(folder, attachment_dirs)
+    if any(task.is_step for task in spec.tasks):
+        with import_path(folder):
+            return _compile(spec, registry, inputs, source, check_agents, llms, roots, folder, allow_outside)
+    return _compile(spec, registry, inputs, source, check_agents, llms, roots, folder, allow_outside)
 
 
 def _compile(
@@ -184,6 +216,8 @@ def _compile(
     check_agents: bool,
     llms: Mapping[str, BaseLlm] | None,
     roots: AttachmentRoots,
+    folder: Path,
+    allow_outside: bool,
 ) -> Project:
     issues = _Issues(source)
     issues.set_positions(spec.tasks)
@@ -208,12 +242,14 @@ def _compile(
     for name, llm in (llms or {}).items():
         registry.register_llm_instance(name, llm)
         invalid_agents.discard(name)
+    if PYTHON_AGENT not in registry and any(task.is_step and task.agent is None for task in spec.tasks):
+        registry.register(AgentConfig.model_validate({"name": PYTHON_AGENT, "type": PYTHON_AGENT}))
     default_agent = spec.defaults.agent or "offline"
     known = registry.names()
     if default_agent not in registry and default_agent not in invalid_agents:
         if spec.defaults.agent is not None:
             issues.add(str(UnknownAgentError(default_agent, known)), field="defaults.agent", loc=("defaults", "agent"))
-        elif any(task.agent is None for task in spec.tasks):
+        elif any(task.agent is None and not task.is_step for task in spec.tasks):
             message = f"tasks without an agent use '{default_agent}', which is not registered: set defaults.agent"
             issues.add(f"{message}; known agents: {', '.join(sorted(known)) or 'none'}", field="defaults.agent")
         invalid_agents.add(default_agent)
@@ -230,52 +266,105 @@ def _compile(
         else:
             index[task.id] = len(index)
 
+    def read_checks(template: PromptTemplate, task: AgentTask, field_name: str) -> None:
+        """Names a template reads that no task could give it: unknown names, inputs nobody sets."""
+        for name in sorted(template.unknown_names) if template.unknown_names else ():
+            issues.add(f"template uses unknown name '{name}' (use inputs.<key> or tasks.<id>)", task.id, field_name)
+        for key in sorted(missing) if (missing := template.input_refs - all_inputs.keys()) else ():
+            issues.add(
+                f"template uses input '{key}', which is neither in 'inputs' nor given with --input",
+                task.id,
+                field_name,
+            )
+
+    def compiled_template(text: str, task: AgentTask, field_name: str) -> PromptTemplate:
+        try:
+            template = PromptTemplate.compile(text)
+        except TemplateError as exc:
+            issues.add(f"template error: {exc}", task.id, field_name)
+            return PromptTemplate(text)
+        read_checks(template, task, field_name)
+        return template
+
+    steps = _StepChecks(issues, resolve=check_agents)
     compiled: list[CompiledTask] = []
     for task in spec.tasks:
         if index.get(task.id) != len(compiled):
             continue  # a later duplicate: already reported
-        agent = task.agent or default_agent
+        is_step = task.is_step
+        agent = task.agent or (PYTHON_AGENT if is_step else default_agent)
         config = configs.get(agent)
         if config is None and agent not in invalid_agents:
             issues.add(str(UnknownAgentError(agent, known)), task.id, "agent")
+        elif config is not None and (config.agent_type == PYTHON_AGENT) != is_step:
+            issues.add(_agent_kind_problem(agent, config, is_step), task.id, "agent")
         if task.output_schema is not None and task.output_format is not OutputFormat.JSON:
             issues.add("output_schema needs output_format: json", task.id, "output_schema")
         elif task.output_schema is not None and (problem := schema_problem(task.output_schema)):
             issues.add(problem, task.id, "output_schema")
-        templates: list[PromptTemplate | None] = []
-        for field_name, text in (("description", task.description), ("system_prompt", task.system_prompt)):
-            if text is None:
-                templates.append(None)
-                continue
+        step: CodeStep | None = None
+        if is_step:
+            step = steps.checked(task)
+            prompt, system = PromptTemplate(task.description), None  # a code step's description is not rendered
+        else:
+            if task.call is not None:
+                issues.add("call is for code steps: set type: python (or remove call)", task.id, "call")
+            if task.params:
+                issues.add("params are given to code steps (type: python) only", task.id, "params")
+            if "description" not in task.model_fields_set:
+                issues.add("a model task needs a description (its prompt)", task.id, "description")
+            prompt = compiled_template(task.description, task, "description")
+            system = (
+                None if task.system_prompt is None else compiled_template(task.system_prompt, task, "system_prompt")
+            )
+        condition = None
+        if task.when is not None:
             try:
-                template = PromptTemplate.compile(text)
+                condition = Condition.compile(task.when)
             except TemplateError as exc:
-                issues.add(f"template error: {exc}", task.id, field_name)
-                template = PromptTemplate(text)
-            for name in sorted(template.unknown_names) if template.unknown_names else ():
-                issues.add(f"template uses unknown name '{name}' (use inputs.<key> or tasks.<id>)", task.id, field_name)
-            for key in sorted(missing) if (missing := template.input_refs - all_inputs.keys()) else ():
-                issues.add(
-                    f"template uses input '{key}', which is neither in 'inputs' nor given with --input",
-                    task.id,
-                    field_name,
-                )
-            templates.append(template)
+                issues.add(str(exc), task.id, "when")
+            if condition is not None and condition.template is not None:
+                read_checks(condition.template, task, "when")
+        output_file = None
+        if task.output_file is not None:
+            output_file = compiled_template(task.output_file, task, "output_file")
+            if not has_template_syntax(task.output_file):
+                try:
+                    resolve_output_path(task.output_file, folder, allow_outside=allow_outside)
+                except OutputFileError as exc:
+                    issues.add(str(exc), task.id, "output_file")
         options = task.options
-        if task.output_format is OutputFormat.JSON:
+        if task.output_format is OutputFormat.JSON and not is_step:
             options = options.model_copy(update={"json_schema": task.output_schema or {"type": "object"}})
-        if config is not None:
+        if config is not None and not is_step:
             for problem in option_checks.problems(agent, options):
                 issues.add(problem, task.id, "options")
         attachments = attachment_checks.compiled(task, agent if config is not None else None)
         agent_retry = config.retry.retries if config is not None else None
         retries = next(r for r in (task.retries, agent_retry, spec.defaults.retries) if r is not None)
         review = default_review if task.review is None else reviews.checked(task.review, task)
-        prompt, system = templates
-        assert prompt is not None
+        if is_step and review is not None and review.stage is GateStage.BEFORE:
+            if task.review is not None:  # the project's default gates no code step's request: it has none
+                issues.add("a code step has no request to review: use stage: after", task.id, "review.stage")
+            review = None
         timeout_s = task.timeout_s or spec.defaults.timeout_s
         compiled.append(
-            CompiledTask(task, len(compiled), agent, prompt, system, options, retries, timeout_s, review, attachments)
+            CompiledTask(
+                task,
+                len(compiled),
+                agent,
+                prompt,
+                system,
+                options,
+                retries,
+                timeout_s,
+                review,
+                attachments=attachments,
+                trigger=task.trigger,
+                condition=condition,
+                output_file=output_file,
+                step=step,
+            )
         )
 
     for item in compiled:
@@ -294,13 +383,21 @@ def _compile(
             issues.add(f"dependency cycle: {cycle}", first, "depends_on")
 
     for item in compiled:
-        read: list[tuple[PromptTemplate | None, str]] = [(item.prompt, "description"), (item.system, "system_prompt")]
+        if item.step is not None:  # its context holds the results of its ancestors
+            upstream = frozenset(compiled[a].id for a in _ancestors_of(item.index, compiled))
+            item.step = replace(item.step, upstream=upstream)
+        read: list[tuple[PromptTemplate | None, str]] = [
+            (item.prompt, "description"),
+            (item.system, "system_prompt"),
+            (item.condition.template if item.condition is not None else None, "when"),
+            (item.output_file, "output_file"),
+        ]
         if item.attachments is not None:
             read += [(slot.template, f"attachments.{n}") for n, slot in enumerate(item.attachments.slots)]
-        for compiled_template, field_name in read:
-            if compiled_template is None or not compiled_template.task_refs:
+        for template, field_name in read:
+            if template is None or not template.task_refs:
                 continue
-            for ref in sorted({ref for ref, attribute in compiled_template.task_attrs if attribute == "parsed"}):
+            for ref in sorted({ref for ref, attribute in template.task_attrs if attribute == "parsed"}):
                 if ref in index and compiled[index[ref]].task.output_format is not OutputFormat.JSON:
                     issues.add(
                         f"template reads tasks.{ref}.parsed, but '{ref}' is a text task: parsed is set only for "
@@ -308,7 +405,7 @@ def _compile(
                         item.id,
                         field_name,
                     )
-            refs = compiled_template.task_refs - {compiled[p].id for p in item.parents}
+            refs = template.task_refs - {compiled[p].id for p in item.parents}
             if not refs:
                 continue
             ancestors = {compiled[a].id for a in _ancestors_of(item.index, compiled)}
@@ -321,7 +418,8 @@ def _compile(
         for fallback in registry.get(name).fallbacks:
             if fallback not in registry and fallback not in invalid_agents:
                 issues.add(f"fallback {UnknownAgentError(fallback, known)!s}", agent=name, field="fallbacks")
-    project = Project(spec, registry, compiled, index, all_inputs, source.path if source else None)
+    file = source.path if source else None
+    project = Project(spec, registry, compiled, index, all_inputs, file, folder, allow_outside)
     if check_agents and not issues.items:
         for name in sorted(project.used_agents()):
             for problem in registry.check(name):
@@ -401,6 +499,50 @@ class _AttachmentChecks:
         except UnknownProviderError:
             return []  # reported with the agent
         return cls.attachment_problems(config, attachments)
+
+
+def _agent_kind_problem(agent: str, config: AgentConfig, is_step: bool) -> str:
+    """Why ``agent`` cannot do a code step's work (``is_step``), or a model task's."""
+    if is_step:
+        return (
+            f"agent '{agent}' is not a python agent (its type is {config.agent_type}): a code step (type: python)"
+            " names a python agent (type: python, for its limits) or none"
+        )
+    return f"agent '{agent}' is a python agent: it runs code steps (type: python, call: ...), not prompts"
+
+
+class _StepChecks:
+    """Problems of a code step's fields; its function, imported (``resolve``) and checked."""
+
+    _MODEL_FIELDS = ("system_prompt", "on_truncated")
+
+    def __init__(self, issues: _Issues, *, resolve: bool) -> None:
+        self.issues = issues
+        self.resolve = resolve
+
+    def checked(self, task: AgentTask) -> CodeStep | None:
+        """The task's code step, or ``None`` (its problems reported)."""
+        for name in self._MODEL_FIELDS:
+            if getattr(task, name) is not None:
+                self.issues.add(f"{name} is for model tasks: a code step has no prompt", task.id, name)
+        if task.options.model_dump(exclude_defaults=True):
+            self.issues.add("options are for model tasks: a code step has no model", task.id, "options")
+        call = task.call
+        if call is None:
+            self.issues.add("a code step (type: python) needs call: 'package.module:function'", task.id, "call")
+            return None
+        if not isinstance(call, str):
+            return CodeStep(call_ref(call), call, task.params)
+        function = None
+        try:
+            if self.resolve:
+                function = resolve_call(call)
+            else:
+                check_call(call)
+        except StepImportError as exc:
+            self.issues.add(str(exc), task.id, "call")
+            return None
+        return CodeStep(call, function, task.params)
 
 
 class _ReviewChecks:

@@ -34,12 +34,15 @@ class RunStatus(StrEnum):
 
     @classmethod
     def of(cls, results: Mapping[str, ExecutionResult]) -> RunStatus:
-        """The status a run ends with: ``cancelled`` if any task was, ``success`` if all succeeded,
-        ``budget_exhausted`` if a task failed for want of budget, else ``failed``."""
+        """The status a run ends with: ``cancelled`` if any task was, ``success`` if every task succeeded or was
+        skipped by a false condition (:attr:`ExecutionResult.branch_skipped`), ``budget_exhausted`` if a task
+        failed for want of budget, else ``failed``."""
         statuses = {r.status for r in results.values()}
         if ExecutionStatus.CANCELLED in statuses:
             return cls.CANCELLED
         if statuses <= {ExecutionStatus.SUCCESS}:
+            return cls.SUCCESS
+        if all(r.succeeded or r.branch_skipped for r in results.values()):
             return cls.SUCCESS
         if any(r.error is not None and r.error.type == "budget_exhausted" for r in results.values()):
             return cls.BUDGET_EXHAUSTED

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import anyio
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
 from tenacity.stop import stop_base
 
 from agent_registry import RetrySettings
-from llm_abstractions import CircuitOpenError, LlmError, LlmResponse
+from llm_abstractions import CircuitOpenError, LlmError
 
 __all__ = ["retry_after_failure"]
+
+T = TypeVar("T")
 
 
 def _wait(settings: RetrySettings) -> Callable[[RetryCallState], float]:
@@ -60,21 +63,22 @@ class _stop_at_deadline(stop_base):
 
 async def retry_after_failure(
     error: LlmError,
-    attempt: Callable[[], Awaitable[LlmResponse]],
+    attempt: Callable[[], Awaitable[T]],
     *,
     retries: int,
     settings: RetrySettings,
     retryable: Callable[[LlmError], bool],
     started: float,
-) -> LlmResponse:
-    """Go on after a retryable first failure ``error`` of an attempt that began at ``started`` (``time.monotonic``).
+) -> T:
+    """Go on after a retryable first failure ``error`` of an attempt that began at ``started`` (``time.monotonic``):
+    a model call, or a code step's call.
 
     The failure is replayed into tenacity as its first attempt: backoff, ``retries`` and the
     deadline then count it like any other.
     """
     first_error = [error]
 
-    async def replay_then_attempt() -> LlmResponse:
+    async def replay_then_attempt() -> T:
         if first_error:
             raise first_error.pop()
         return await attempt()

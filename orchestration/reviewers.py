@@ -118,7 +118,8 @@ def _briefing(gate: Gate) -> str:
 
 
 def _reviewer_task(task: CompiledTask, agent: str, options: GenerationOptions) -> CompiledTask:
-    """``task`` as its reviewer runs it: the reviewer's agent, a json answer of :data:`VERDICT_SCHEMA`, no gate."""
+    """``task`` as its reviewer runs it: the reviewer's agent, a json answer of :data:`VERDICT_SCHEMA`, no gate
+    (a model call, also for a code step's answer)."""
     spec = AgentTask(
         id=task.id,
         description=f"review of task '{task.id}'",
@@ -127,7 +128,9 @@ def _reviewer_task(task: CompiledTask, agent: str, options: GenerationOptions) -
         output_schema=VERDICT_SCHEMA,
         metadata=task.task.metadata,
     )
-    return dataclasses.replace(task, task=spec, agent=agent, system=None, options=options, review=None)
+    return dataclasses.replace(
+        task, task=spec, agent=agent, system=None, options=options, review=None, step=None, output_file=None
+    )
 
 
 def _verdict(agent: str, result: ExecutionResult) -> ReviewerVerdict:

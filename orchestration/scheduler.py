@@ -1,10 +1,12 @@
 """Event-driven DAG scheduling onto a fixed pool of workers, critical path first.
 
 A task becomes ready the moment its last dependency succeeds (in-degree counters, O(1)
-per edge). Ready tasks wait in a heap ordered by *upward rank*: the longest remaining
-path from the task to the end of the DAG, each task weighted by the observed mean
-duration of its group (its agent) — the critical-path / HEFT priority; FIFO among
-equals. Until a group's duration is known its tasks weigh the mean of the known groups
+per edge), or, for a task with another trigger rule (:class:`~orchestration.models.TriggerRule`),
+once its dependencies ended as the rule needs; a task whose rule can no longer be met is skipped
+at once, and its dependents follow their own rules. Ready tasks wait in a heap ordered by
+*upward rank*: the longest remaining path from the task to the end of the DAG, each task
+weighted by the observed mean duration of its group (its agent) — the critical-path / HEFT
+priority; FIFO among equals. Until a group's duration is known its tasks weigh the mean of the known groups
 (all weigh 1 at the start: ranks in tasks). A task whose own duration is known in
 advance (``durations``, e.g. from an earlier run) weighs that duration instead, and
 counts as an observation of its group. Every ``n / _RERANKS`` completions, if a group's
@@ -20,7 +22,7 @@ and the waiting node's worker retires when the node is done (it keeps its group'
 
 The scheduler decides *what* runs next; the nodes' states belong to a :class:`Lifecycle`
 (:class:`orchestration.lifecycle.TaskLifecycle` in a run), which runs each node and is told
-when a node becomes ready or must be skipped.
+when a node becomes ready (it may then settle it at once: a false condition) or must be skipped.
 """
 
 from __future__ import annotations
@@ -28,12 +30,30 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Callable, Sequence
+from enum import IntEnum
 from typing import Protocol
 
 import anyio
 import anyio.abc
 
-__all__ = ["DagScheduler", "Lifecycle"]
+from orchestration.models import TriggerRule
+
+__all__ = ["DagScheduler", "Lifecycle", "Outcome"]
+
+
+class Outcome(IntEnum):
+    """How a node ended, as its dependents' trigger rules see it (worse outcomes compare greater)."""
+
+    SUCCEEDED = 0
+    SKIPPED = 1
+    """It did not run, and nothing failed upstream of it (a false condition decided)."""
+    FAILED = 2
+    """It failed, or did not run because something upstream of it failed."""
+
+
+_SUCCEEDED, _SKIPPED, _FAILED = Outcome.SUCCEEDED, Outcome.SKIPPED, Outcome.FAILED
+"""The members as module constants (read on every step of a run: no enum attribute lookup)."""
+
 
 Entry = tuple[float, int, int]
 """A heap entry: (minus the rank, FIFO sequence number, node)."""
@@ -45,11 +65,12 @@ class Lifecycle(Protocol):
     def is_blocked(self, node: int) -> bool:
         """Whether ``node`` still waits for its dependencies (neither ready, started nor settled)."""
 
-    def ready(self, node: int) -> None:
-        """``node``'s dependencies all succeeded."""
+    def ready(self, node: int) -> Outcome | None:
+        """``node``'s dependencies ended as its trigger rule needs: ``None`` when it is ready to run, else how it
+        ended at once (skipped by a false condition, failed when its condition could not be read)."""
 
     def skip(self, node: int, cause: int) -> None:
-        """``node`` will not run: its ancestor ``cause`` did not succeed."""
+        """``node`` will not run: ``cause``, an ancestor, did not succeed (it failed, or its condition was false)."""
 
     async def run(self, node: int) -> bool:
         """Run ``node`` to its outcome: whether it succeeded. Raising stops the whole run."""
@@ -75,8 +96,10 @@ class DagScheduler:
         group_limits: Sequence[int | None] = (),
         durations: Sequence[float | None] | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        triggers: Sequence[TriggerRule] | None = None,
     ) -> None:
-        """``durations``: each node's expected duration in seconds where known, else ``None``."""
+        """``durations``: each node's expected duration in seconds where known, else ``None``; ``triggers``:
+        each node's trigger rule (default: all ``all_success``)."""
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         n = len(children)
@@ -106,6 +129,16 @@ class DagScheduler:
         self._idle: list[anyio.Event] = []
         self._remaining = 0
         self._indegree: list[int] = []
+        self._triggers = triggers if triggers and set(triggers) - {TriggerRule.ALL_SUCCESS} else None
+        self._worst = bytearray()
+        """Per node, the worst :class:`Outcome` among its dependencies that ended."""
+        self._any_success = bytearray()
+        """Per node, whether a dependency succeeded (read by ``one_success``)."""
+        self._cause: dict[int, int] = {}
+        """Per node, the cause of its worst outcome so far: the dependency that gave it, or for a dependency that
+        was skipped, the task that made it skip (a failure, or a false condition)."""
+        self._skipped_by: dict[int, int] = {}
+        """Per node the scheduler skipped, the cause it was skipped for."""
         self._fail_fast = False
         self._scope: anyio.CancelScope | None = None
         self._error: BaseException | None = None
@@ -218,33 +251,81 @@ class DagScheduler:
         if self._scope is not None:
             self._scope.cancel()
 
-    def _finish(self, node: int, succeeded: bool, lifecycle: Lifecycle) -> int:
-        """Release ``node``'s children (or skip its descendants); the number of workers to wake."""
-        self._remaining -= 1
+    def _finish(self, node: int, outcome: Outcome, lifecycle: Lifecycle) -> int:
+        """``node`` ended with ``outcome``: release or skip its dependents as their trigger rules say, and theirs
+        in turn for each one skipped or settled at once; the number of workers to wake."""
         woken = 0
-        if succeeded:
-            indegree = self._indegree
-            for child in self._children[node]:
+        children, indegree, worst = self._children, self._indegree, self._worst
+        ended = [(node, outcome)]
+        while ended:
+            node, outcome = ended.pop()
+            self._remaining -= 1
+            if outcome is _SUCCEEDED and self._triggers is None:  # the common case: all_success only
+                for child in children[node]:
+                    indegree[child] -= 1
+                    if indegree[child] == 0 and lifecycle.is_blocked(child):
+                        if worst[child]:  # a dependency was skipped (a failed one would have skipped it)
+                            self._skip(child, lifecycle)
+                            ended.append((child, _SKIPPED))
+                        elif (settled := lifecycle.ready(child)) is None:
+                            self._push(child)
+                            woken += 1
+                        else:
+                            self._settled(child, settled, ended)
+                continue
+            for child in children[node]:
                 indegree[child] -= 1
-                if indegree[child] == 0 and lifecycle.is_blocked(child):
-                    lifecycle.ready(child)
-                    self._push(child)
-                    woken += 1
-        else:
-            self._skip_descendants(node, lifecycle)
-            if self._fail_fast and self._scope is not None:
-                self._scope.cancel()
+                if not lifecycle.is_blocked(child):  # skipped already (or settled another way)
+                    continue
+                if outcome > worst[child]:
+                    worst[child] = outcome
+                    self._cause[child] = self._skipped_by.get(node, node)
+                elif outcome is _SUCCEEDED:
+                    self._any_success[child] = 1
+                verdict = self._verdict(child)
+                if verdict is None:
+                    continue
+                if verdict is _SUCCEEDED:
+                    woken += self._release(child, lifecycle, ended)
+                else:
+                    self._skip(child, lifecycle)
+                    ended.append((child, verdict))
         return woken
 
-    def _skip_descendants(self, node: int, lifecycle: Lifecycle) -> None:
-        stack = list(self._children[node])
-        while stack:
-            child = stack.pop()
-            if not lifecycle.is_blocked(child):  # reached already through another path
-                continue
-            self._remaining -= 1
-            lifecycle.skip(child, node)
-            stack.extend(self._children[child])
+    def _skip(self, node: int, lifecycle: Lifecycle) -> None:
+        cause = self._skipped_by[node] = self._cause[node]
+        lifecycle.skip(node, cause)
+
+    def _verdict(self, node: int) -> Outcome | None:
+        """What ``node``'s trigger rule says now: ``None`` to wait for more dependencies, ``SUCCEEDED`` to run it,
+        else the outcome it is skipped with."""
+        rule = self._triggers[node] if self._triggers is not None else TriggerRule.ALL_SUCCESS
+        worst = Outcome(self._worst[node])
+        if worst is Outcome.FAILED and rule in (TriggerRule.ALL_SUCCESS, TriggerRule.NONE_FAILED):
+            return Outcome.FAILED  # no need to wait for the others
+        if self._indegree[node]:
+            return None
+        if rule is TriggerRule.ALL_SUCCESS:
+            return worst
+        if rule is TriggerRule.ONE_SUCCESS and not self._any_success[node] and worst:
+            return worst
+        return Outcome.SUCCEEDED
+
+    def _release(self, node: int, lifecycle: Lifecycle, ended: list[tuple[int, Outcome]]) -> int:
+        """Tell the lifecycle ``node`` may run: queue it (1: a worker to wake), or add it to ``ended`` if it ended
+        at once (0)."""
+        settled = lifecycle.ready(node)
+        if settled is None:
+            self._push(node)
+            return 1
+        self._settled(node, settled, ended)
+        return 0
+
+    def _settled(self, node: int, outcome: Outcome, ended: list[tuple[int, Outcome]]) -> None:
+        """``node`` ended as soon as it was ready (its condition): its dependents follow; a failure is one."""
+        ended.append((node, outcome))
+        if outcome is _FAILED and self._fail_fast and self._scope is not None:
+            self._scope.cancel()
 
     def lend(self, node: int) -> None:
         """``node`` (running) waits without working: start another worker in its place; ``node``'s worker
@@ -274,7 +355,12 @@ class DagScheduler:
             if clock is not None:
                 self._observe(node, clock() - started)
             woken = self._free_slot(node) if self._limited else 0
-            woken += self._finish(node, succeeded, lifecycle)
+            if succeeded:
+                woken += self._finish(node, _SUCCEEDED, lifecycle)
+            else:
+                woken += self._finish(node, _FAILED, lifecycle)
+                if self._fail_fast and self._scope is not None:
+                    self._scope.cancel()
             if node in self._lent:  # another worker took this one's place while the node waited
                 self._lent.discard(node)
                 self._wake(woken)
@@ -284,30 +370,32 @@ class DagScheduler:
     async def run(self, lifecycle: Lifecycle, *, fail_fast: bool = False) -> None:
         """Run every node that is blocked when the run starts; the others have succeeded already (a resume).
 
-        Descendants of a node that did not succeed are skipped. With ``fail_fast`` the first
-        failure cancels the nodes in flight. If ``lifecycle.run`` raises, the nodes in flight
-        are cancelled and this raises the same error.
+        A node whose dependencies did not end as its trigger rule needs is skipped, and so on downstream.
+        With ``fail_fast`` the first failure cancels the nodes in flight. If ``lifecycle.run`` raises,
+        the nodes in flight are cancelled and this raises the same error.
         """
         n = len(self._children)
         self._indegree = [0] * n
+        self._worst, self._any_success, self._cause, self._skipped_by = bytearray(n), bytearray(n), {}, {}
         self._remaining = 0
         for node, kids in enumerate(self._children):
             blocked = lifecycle.is_blocked(node)
             self._remaining += blocked
             for child in kids:
                 self._indegree[child] += blocked
+                if not blocked:  # succeeded in an earlier session of the run
+                    self._any_success[child] = 1
         self._fail_fast = fail_fast
-        for node in range(n):
-            if self._indegree[node] == 0 and lifecycle.is_blocked(node):
-                lifecycle.ready(node)
-                self._push(node)
-        if self._remaining == 0:
-            return
-        workers = min(self._max_concurrency, self._remaining)
         self._lifecycle, self._lent = lifecycle, set()
         async with anyio.create_task_group() as group:
             self._scope, self._tasks = group.cancel_scope, group
-            for _ in range(workers):
+            ended: list[tuple[int, Outcome]] = []
+            for node in range(n):
+                if self._indegree[node] == 0 and lifecycle.is_blocked(node):
+                    self._release(node, lifecycle, ended)
+            for node, outcome in ended:  # settled at once (a false condition): their dependents follow
+                self._finish(node, outcome, lifecycle)
+            for _ in range(min(self._max_concurrency, self._remaining)):
                 group.start_soon(self._worker, lifecycle)
         self._tasks = self._lifecycle = None
         if self._error is not None:

@@ -11,6 +11,7 @@ syntax inside a model's answer is inserted as text, never evaluated.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from jinja2 import Template
     from jinja2.sandbox import SandboxedEnvironment
 
-__all__ = ["PromptTemplate", "TemplateError", "has_template_syntax"]
+__all__ = ["PromptTemplate", "TemplateError", "environment", "has_template_syntax", "template_names"]
 
 
 class TemplateError(ValueError):
@@ -36,6 +37,17 @@ def _environment() -> SandboxedEnvironment:
     from jinja2.sandbox import SandboxedEnvironment
 
     return SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+def environment() -> SandboxedEnvironment:
+    """The sandbox every template, condition and output path is rendered in (strict undefined)."""
+    return _environment()
+
+
+def template_names(inputs: Mapping[str, Any], tasks: Mapping[str, Any]) -> dict[str, Any]:
+    """The names a task's conditions, output path and code step see, built in this one place: ``inputs`` and
+    ``tasks`` (task id -> result: ``output``, ``parsed``, ``status``, ``error``...)."""
+    return {"inputs": inputs, "tasks": tasks}
 
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"

@@ -19,6 +19,7 @@ from orchestration.cli.cache import cache_app
 from orchestration.cli.choices import format_option
 from orchestration.cli.common import (
     AgentsOpt,
+    AllowOutsideOpt,
     AttachmentDirsOpt,
     FileArg,
     InputsOpt,
@@ -81,13 +82,23 @@ app.command()(serve)
 
 @app.command()
 def validate(
-    file: FileArg, inputs: InputsOpt = None, agents_file: AgentsOpt = None, attachment_dirs: AttachmentDirsOpt = None
+    file: FileArg,
+    inputs: InputsOpt = None,
+    agents_file: AgentsOpt = None,
+    attachment_dirs: AttachmentDirsOpt = None,
+    allow_outside: AllowOutsideOpt = False,
 ) -> None:
-    """Check a project file without running it (exit 2 when invalid)."""
+    """Check a project file without running it (exit 2 when invalid).
+
+    Code steps' modules are imported to check their functions: their top-level code runs."""
     from orchestration.cli.common import stderr_console
 
     orchestrator = load_orchestrator(
-        file, inputs=parse_inputs(inputs), agents_file=agents_file, attachment_dirs=attachment_dirs or ()
+        file,
+        inputs=parse_inputs(inputs),
+        agents_file=agents_file,
+        attachment_dirs=attachment_dirs or (),
+        allow_outside=allow_outside,
     )
     project = orchestrator.validate()
     agents = sorted({t.agent for t in project.tasks})

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AgentsOpt",
+    "AllowOutsideOpt",
     "AttachmentDirsOpt",
     "BudgetOpt",
     "ExitCode",
@@ -83,6 +84,10 @@ AttachmentDirsOpt = Annotated[
         help="A folder task attachments may also come from, besides the project file's (repeatable; the"
         " variable takes folders separated by ':').",
     ),
+]
+AllowOutsideOpt = Annotated[
+    bool,
+    typer.Option("--allow-outside", help="Let tasks' output_file paths lead outside the project file's folder."),
 ]
 OtelOpt = Annotated[
     bool,

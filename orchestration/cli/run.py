@@ -13,6 +13,7 @@ import typer
 
 from orchestration.cli.common import (
     AgentsOpt,
+    AllowOutsideOpt,
     AttachmentDirsOpt,
     BudgetOpt,
     ExitCode,
@@ -116,8 +117,11 @@ def run(
     refresh_cache: RefreshCacheOpt = False,
     budget_usd: BudgetOpt = None,
     attachment_dirs: AttachmentDirsOpt = None,
+    allow_outside: AllowOutsideOpt = False,
 ) -> None:
-    """Run a project file (recorded in the run store, so that it can be resumed)."""
+    """Run a project file (recorded in the run store, so that it can be resumed).
+
+    A project with code steps (type: python) runs their Python code, as a Makefile runs its commands."""
     from orchestration.cli.common import fail_invalid
 
     log_events_too = configure_cli_logging(log_level, log_format)
@@ -129,6 +133,7 @@ def run(
         fail_fast=fail_fast or None,
         store=open_store(store_path(store, file)),
         attachment_dirs=attachment_dirs or (),
+        allow_outside=allow_outside,
     )
     orchestrator.wait_for_reviews = not no_wait
     apply_cache_flags(orchestrator, no_cache, refresh_cache)
@@ -184,7 +189,6 @@ def execute_run(
     from orchestration.cli.common import stderr_console
     from orchestration.cli.progress import ProgressView, print_summary
     from orchestration.log import get_logger, log_events
-    from orchestration.models import ExecutionStatus
     from orchestration.results import RunStatus, write_results
 
     console = stderr_console()
@@ -229,7 +233,7 @@ def execute_run(
             markup=False,
         )
         raise typer.Exit(ExitCode.WAITING)
-    if any(r.status is not ExecutionStatus.SUCCESS for r in final.values()):
+    if RunStatus.of(final) is not RunStatus.SUCCESS:  # a branch a false condition skipped fails nothing
         raise typer.Exit(ExitCode.TASKS_FAILED)
 
 

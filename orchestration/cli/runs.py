@@ -13,6 +13,7 @@ import typer
 from orchestration.cli.choices import format_option
 from orchestration.cli.common import (
     AgentsOpt,
+    AllowOutsideOpt,
     AttachmentDirsOpt,
     BudgetOpt,
     LogFormatOpt,
@@ -52,6 +53,7 @@ def resume(
     refresh_cache: RefreshCacheOpt = False,
     budget_usd: BudgetOpt = None,
     attachment_dirs: AttachmentDirsOpt = None,
+    allow_outside: AllowOutsideOpt = False,
 ) -> None:
     """Continue a run: rerun only the tasks that did not succeed, with the project file as it is now.
 
@@ -71,6 +73,7 @@ def resume(
         max_concurrency=max_concurrency,
         store=run_store,
         attachment_dirs=attachment_dirs or (),
+        allow_outside=allow_outside,
     )
     orchestrator.wait_for_reviews = not no_wait
     apply_cache_flags(orchestrator, no_cache, refresh_cache)

@@ -4,7 +4,8 @@ A task's fingerprint hashes what decides its answer apart from upstream outputs:
 its prompt and system templates (their source), the values of the inputs they read,
 its output format and schema, its generation options, its agent's provider,
 model, base URL, default options and provider settings, and its attachments (the digest
-of each file's bytes, each URL, and the source of each template rendered only when it runs).
+of each file's bytes, each URL, and the source of each template rendered only when it runs);
+for a code step, its ``call``, its ``params`` and the inputs instead of prompts and options.
 A finished task whose fingerprint changed reruns, and so does everything downstream of it.
 """
 
@@ -48,8 +49,22 @@ def agent_fingerprint(agent: AgentConfig) -> str:
 def task_fingerprint(project: Project, task: CompiledTask, agent_print: str | None = None) -> str:
     """A stable hash of everything (but upstream outputs) that shapes ``task``'s answer.
 
-    ``agent_print`` is the task agent's :func:`agent_fingerprint`, when already known.
+    ``agent_print`` is the task agent's :func:`agent_fingerprint`, when already known. A code step's hashes its
+    ``call`` and ``params`` and every input (its function sees them all) instead of prompts and options.
     """
+    step = task.step
+    if step is not None:
+        return _digest(
+            [
+                "python",
+                step.ref,
+                dict(step.params),
+                project.inputs,
+                task.task.output_format,
+                task.task.output_schema,
+                agent_print or agent_fingerprint(project.registry.get(task.agent)),
+            ]
+        )
     refs = task.prompt.input_refs | (task.system.input_refs if task.system else frozenset())
     attachments = task.attachments
     if attachments is not None:

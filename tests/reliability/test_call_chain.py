@@ -95,6 +95,9 @@ async def test_shared_endpoint_backoff_across_tasks(scripts: Scripts) -> None:
     orchestrator = project(tasks, agents, max_concurrency=8)
     async with anyio.create_task_group() as group:
         group.start_soon(orchestrator.run)
+        with anyio.fail_after(5):  # the endpoint's first call goes alone until it answers (at most 1 s)
+            while script.running < 4:  # noqa: ASYNC110 (the script counts calls; it has no event to wait on)
+                await anyio.sleep(0.01)
         await anyio.wait_all_tasks_blocked()
         assert script.running == 4  # the endpoint's concurrency limit, across tasks
         first_wave = anyio.current_time()
