@@ -13,14 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
-
-pytest.importorskip("fastapi")
-pytest.importorskip("uvicorn")
-pytest.importorskip("sse_starlette")
-pytest.importorskip("httpx_sse")
-
 import httpx
+import pytest
 import uvicorn
 from fastapi import FastAPI
 from httpx_sse import ServerSentEvent, connect_sse
