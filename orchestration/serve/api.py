@@ -80,8 +80,10 @@ def api_router(
         """Whether the server answers (no token needed)."""
         return {"status": "ok", "version": version}
 
+    @router.get("/docs", include_in_schema=False)
     @router.get("/openapi.json", include_in_schema=False)
     def openapi(request: Request) -> dict[str, Any]:
+        """The API's OpenAPI document (JSON, behind the token like the rest: no page a browser could open)."""
         schema: dict[str, Any] = request.app.openapi()
         return schema
 

@@ -54,7 +54,8 @@ def api_requests(served: Served) -> list[tuple[str, str]]:
 def test_every_api_route_but_health_needs_the_token(served: Served) -> None:
     requests = api_requests(served)
     paths = {path for _, path in requests}
-    assert {"/api/health", "/api/runs", "/api/events", "/api/runs/x/events", "/api/openapi.json"} <= paths
+    expected = {"/api/health", "/api/runs", "/api/events", "/api/runs/x/events", "/api/openapi.json", "/api/docs"}
+    assert expected <= paths
     assert len(requests) >= 14
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {served.token}"}):
         with httpx.Client(base_url=served.url, headers=headers, timeout=10) as client:
@@ -69,6 +70,7 @@ def test_every_api_route_but_health_needs_the_token(served: Served) -> None:
     with served.client() as client:
         schema = client.get("/api/openapi.json").json()
         assert "/api/runs/{run_id}/tasks/{task_id}/review" in schema["paths"]
+        assert client.get("/api/docs").json() == schema
         assert client.get("/api/no-such-route").status_code == 404
     with httpx.Client(base_url=served.url) as anonymous:  # the page carries no data: it loads without a token
         page = anonymous.get("/")
