@@ -9,7 +9,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-__all__ = ["machine", "print_tables", "tables", "write_markdown"]
+__all__ = ["machine", "print_tables", "serve_tables", "show", "tables", "write_markdown"]
 
 Table = tuple[str, list[str], list[list[str]]]
 
@@ -102,15 +102,20 @@ def _optimum(entry: dict[str, Any]) -> str:
 
 
 def print_tables(document: dict[str, Any]) -> None:
+    show(tables(document))
+
+
+def show(found: list[Table]) -> None:
+    """Print tables on the terminal (rich when installed)."""
     try:
         from rich.console import Console
         from rich.table import Table as RichTable
     except ImportError:
-        for title, header, rows in tables(document):
+        for title, header, rows in found:
             print(f"\n{title}\n" + "\n".join(" | ".join(row) for row in [header, *rows]))
         return
     console = Console(width=max(Console().width, 132))
-    for title, header, rows in tables(document):
+    for title, header, rows in found:
         table = RichTable(title=title, title_justify="left")
         for index, column in enumerate(header):
             table.add_column(column, justify="left" if index == 0 else "right")
@@ -173,9 +178,157 @@ def _pacing_section(reliability: Path) -> list[str]:
     ]
 
 
+def serve_tables(document: dict[str, Any]) -> list[Table]:
+    """(title, header, rows) of ``benchmarks/serve_bench.py``'s JSON: the watched runs, then request latency."""
+    sizes = document["sizes"]
+    runs = []
+    for count, s in document["by_watchers"].items():
+        per_task = f"{s['per_task_us']:,.1f}"
+        if s.get("repeats", 1) > 1 and "per_task_us_min" in s:
+            per_task += f" ({s['per_task_us_min']:,.0f}-{s['per_task_us_max']:,.0f})"
+        waiting = s.get("server_busy_share_while_waiting")
+        idle = "-" if waiting is None else f"{waiting:.1%}" if waiting < 0.1 else f"{waiting:.0%}"
+        if count == "0":
+            runs.append([count, per_task, idle, *["-"] * 7])
+            continue
+        runs.append(
+            [
+                count,
+                per_task,
+                idle,
+                f"{s['delivered_per_s']:,.0f} ({s['needed_per_s']:,.0f})",
+                f"{s['lag_median_ms']:,.0f} / {s['lag_p99_ms']:,.0f}",
+                f"{s['lag_median_first_tenth_ms']:,.0f} / {s['lag_median_last_tenth_ms']:,.0f}",
+                f"{s['last_delivery_after_run_s']:,.1f}",
+                f"{s['complete_watchers']:.0f} of {count}",
+                f"{s.get('server_cpu_us_per_delivery', float('nan')):,.0f}",
+                f"{s['client_cpu_s']:,.1f} / {s['watch_wall_s']:,.1f}",
+            ]
+        )
+    watched = (
+        f"SSE watchers of a {sizes['tasks']:,}-task zero-latency run ({document['by_watchers']['0']['events']:,.0f} "
+        "events; medians of the repetitions, the per-task range in brackets)",
+        [
+            "watchers",
+            "run: µs per task",
+            "server CPU, nothing new",
+            "delivered events/s (needed)",
+            "lag median / p99 (ms)",
+            "median lag, first / last tenth (ms)",
+            "last delivery after the run (s)",
+            "every event once, in order",
+            "server CPU per delivery (µs)",
+            "client CPU / wall (s)",
+        ],
+        runs,
+    )
+    latency = []
+    for figures in document["latency"].values():
+        errors = ", ".join(f"{count:,} {kind}" for kind, count in figures["errors"].items()) or "0"
+        fresh = figures.get("alone_new_connection_median_ms")
+        latency.append(
+            [
+                f"GET {figures['route']}",
+                f"{figures['response_bytes']:,} B",
+                f"{fresh:,.1f}" if fresh is not None else "-",
+                f"{figures['alone_median_ms']:,.1f}",
+                f"{figures['median_ms']:,.1f} / {figures['p99_ms']:,.1f}" if figures["answered"] else "-",
+                f"{figures['answered']:,} of {figures['requests']:,}",
+                errors,
+                f"{figures['client_started_late_p99_ms']:,.0f}",
+            ]
+        )
+    loaded = f"{sizes['rate']:g}/s"
+    requests = (
+        f"Request latency: one at a time, then open-loop at {loaded} for {sizes['seconds']:g} s (ms)",
+        [
+            "request",
+            "answer",
+            "alone, new connection",
+            "alone, kept alive",
+            f"at {loaded}: median / p99 of answered",
+            "answered",
+            "errors",
+            "started late, p99",
+        ],
+        latency,
+    )
+    return [watched, requests]
+
+
+def _serve_section(results: Path) -> list[str]:
+    if not results.exists():
+        return []
+    document = json.loads(results.read_text())
+    info = document["machine"]
+    sizes = document["sizes"]
+    load = ", ".join(f"{value:.2f}" for value in info.get("load_average_before", []))
+    at_start = [run["load_average_at_start"][0] for run in document["runs"] if run.get("load_average_at_start")]
+    during = f" and {min(at_start):.1f}-{max(at_start):.1f} as each run started" if at_start else ""
+    n = sizes["watchers"]
+    many = document["by_watchers"].get(str(n), {})
+    parts = [
+        "",
+        "## `orchestrate serve` under load",
+        "",
+        f"`python benchmarks/serve_bench.py{' --quick' if document.get('quick') else ''}`, {document['date']}, on "
+        f"{info['cpu']}, {info['cores']} cores, Python {info['python']}. A shared machine: load average {load} "
+        f"(1, 5, 15 min) before the benchmark{during} (1 min), from other work. `orchestrate serve` (token, "
+        "fresh store, `--log-level warning`), `orchestrate run FILE --store` on the same store and the clients (one "
+        "asyncio process, httpx) are three processes on 127.0.0.1 sharing those cores.",
+        "",
+        f"The run: a first task held by a review gate, then {sizes['tasks'] - 1:,} zero-latency tasks (the layered "
+        "DAG of the scheduling benchmark, 64 at once) after it. The watchers open `GET /api/runs/{id}/events`; once "
+        f"each has received an event, the server's CPU is read for {sizes.get('idle_s', 5):g} s while the run waits "
+        "at its gate (**server CPU, nothing new**: what watchers of a running run cost when it writes nothing, as "
+        "between a slow model's answers), then the benchmark approves the gate through the API. "
+        "**run: µs per task** is the "
+        "run's own time from the gate's success to its last task event, per task (the store's event timestamps), "
+        f"with no watcher (the server idle), one, and {n}; runs interleaved, {sizes['repeats']} of each. An "
+        "event's **lag** is when its last byte reached the watcher minus its `timestamp` (taken when the run "
+        "process emitted it, just before the group commit that makes it visible: the lag is that commit, the "
+        "server's poll (every 0.25 s when it has nothing to send) and query, the send and the read), over the "
+        "events after the gate; **delivered events/s**: those deliveries, all watchers together, over the time "
+        "from the first of them to the last delivery; **needed**: what keeping up with the run would have taken. "
+        "Every watcher's ids are checked against the store. The client reads only the `id:` lines of what "
+        "arrives (the timestamps come from the store by id), so that its parsing does not set the pace.",
+    ]
+    if "server_busy_share" in many:
+        behind = ""
+        if many["delivered_per_s"] < many["needed_per_s"] * 0.9:
+            behind = (
+                f"The server could not keep up: it delivered {many['delivered_per_s']:,.0f} events/s to the {n} "
+                f"watchers together ({many['delivered_per_s'] / n:,.0f} per watcher), "
+                f"{many['delivered_per_s'] / many['needed_per_s']:.1%} of what the run's pace needed, so the lag grew "
+                f"through the run (median {many['lag_median_first_tenth_ms'] / 1000:,.1f} s over its first tenth, "
+                f"{many['lag_median_last_tenth_ms'] / 1000:,.1f} s over its last) and the watchers received its last "
+                f"event {many['last_delivery_after_run_s']:,.0f} s after it ended. "
+            )
+        parts += [
+            "",
+            f"{behind}With {n} watchers the server process used {many['server_busy_share']:.0%} of a core from the "
+            f"gate's approval to the last delivery ({many['server_cpu_s']:,.0f} s of CPU for "
+            f"{many['delivered_events']:,.0f} events), the client {many['client_cpu_s']:,.0f} s; the server's peak "
+            f"memory was {many.get('server_peak_rss_mb', float('nan')):,.0f} MiB.",
+        ]
+    parts += [
+        "",
+        "Request latency: the finished run's `GET /api/runs/{id}` (and `/api/health`, the HTTP stack's floor), "
+        "first one request at a time (on new connections, and on one kept alive), then open-loop: each request sent "
+        "at its scheduled time on a new connection whatever the others do, its latency counted from that time to "
+        f"the answer's last byte; no answer within {sizes['timeout_s']:g} s of its time is an error (the server "
+        "still works on it). **started late**: how far behind schedule the client itself started a request. A "
+        "kept-alive connection slower than new ones by ~40 ms is Nagle's algorithm meeting delayed ACKs (a response "
+        "written in two pieces on a socket without `TCP_NODELAY`).",
+    ]
+    for title, header, rows in serve_tables(document):
+        parts += ["", f"### {title}", "", _markdown_table(header, rows)]
+    return parts
+
+
 def write_markdown(document: dict[str, Any], path: Path, notes: Path | None = None) -> None:
     """``RESULTS.md``: machine, versions, date, the tables, the pacing figures of ``results/reliability.json``,
-    the engine profile and the notes on it."""
+    the serve figures of ``results/serve.json``, the engine profile and the notes on it."""
     info = document["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     parts = [
@@ -189,6 +342,7 @@ def write_markdown(document: dict[str, Any], path: Path, notes: Path | None = No
     for title, header, rows in tables(document):
         parts += ["", f"## {title}", "", _markdown_table(header, rows)]
     parts += _pacing_section(path.parent / "results" / "reliability.json")
+    parts += _serve_section(path.parent / "results" / "serve.json")
     notes = notes or path.parent / "overhead_notes.md"
     if notes.exists():
         parts += ["", notes.read_text().strip()]
