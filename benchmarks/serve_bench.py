@@ -575,7 +575,7 @@ def _by_watchers(runs: list[dict[str, Any]]) -> dict[str, Any]:
         for key in chosen[0]:
             values: list[float] = [run[key] for run in chosen if isinstance(run.get(key), int | float)]
             if key not in ("watchers", "tasks") and len(values) == len(chosen):
-                summary[key] = round(statistics.median(values), 1)
+                summary[key] = round(statistics.median(values), 3)
         per_task = [run["per_task_us"] for run in chosen]
         summary["per_task_us_min"], summary["per_task_us_max"] = min(per_task), max(per_task)
         found[str(count)] = summary
