@@ -47,6 +47,7 @@ __all__ = [
     "detect_media_type",
     "estimated_tokens",
     "inline_text_attachments",
+    "inlined_text",
     "is_url",
 ]
 
@@ -351,13 +352,17 @@ def inline_text_attachments(messages: Sequence[Message]) -> list[Message]:
         if not texts:
             inlined.append(message)
             continue
-        blocks = [
-            f'<attachment name="{a.name}" media_type="{a.media_type}">\n{a.text.rstrip()}\n</attachment>' for a in texts
-        ]
+        blocks = [inlined_text(a) for a in texts]
         content = "\n\n".join([*blocks, message.content] if message.content else blocks)
         others = tuple(a for a in message.attachments if a.kind != "text")
         inlined.append(message.model_copy(update={"content": content, "attachments": others}))
     return inlined
+
+
+def inlined_text(attachment: Attachment) -> str:
+    """A text attachment as :func:`inline_text_attachments` writes it into the prompt."""
+    head = f'<attachment name="{attachment.name}" media_type="{attachment.media_type}">'
+    return f"{head}\n{attachment.text.rstrip()}\n</attachment>"
 
 
 def estimated_tokens(attachment: Attachment) -> int:

@@ -29,7 +29,8 @@ class BaseLlm(ABC):
     options are given validated (``options``, as the engine does) or as keywords
     (``temperature=0.2``), which are validated here. Messages with attachments are checked
     against :attr:`attachment_limits` first (an ``InvalidRequestError``, and no call, when
-    refused), and their text files inlined: ``_generate`` and ``_stream`` see only images and PDFs.
+    refused), and their text files inlined: ``_generate`` and ``_stream`` see only images and PDFs (unless
+    :attr:`inlines_text` is ``False``).
     """
 
     provider: ClassVar[str]
@@ -39,6 +40,9 @@ class BaseLlm(ABC):
     attachment_limits: ClassVar[AttachmentLimits | None] = None
     """The images and PDFs this provider takes (types, URLs, sizes); ``None``: none, only text files, which
     every provider takes (inlined into the prompt)."""
+    inlines_text: ClassVar[bool] = True
+    """Whether text attachments are inlined before ``_generate`` and ``_stream`` see the messages; ``False``: the
+    provider gets them as attachments and writes them itself (Claude, to mark them for its prompt cache)."""
     in_process: ClassVar[bool] = False
     """Answers are made in this process, with no endpoint behind them that could rate-limit or fail.
 
@@ -77,7 +81,7 @@ class BaseLlm(ABC):
 
     def _attached(self, messages: Sequence[Message]) -> Sequence[Message]:
         """``messages`` as ``_generate`` gets them: attachments checked (``InvalidRequestError`` when this provider
-        refuses them: nothing is sent), text files inlined."""
+        refuses them: nothing is sent), text files inlined (where :attr:`inlines_text`)."""
         for message in messages:
             if message.attachments:
                 break
@@ -93,7 +97,7 @@ class BaseLlm(ABC):
         problems += self.attachment_problems(self.config, attachments, text_bytes=text_bytes)
         if problems:
             raise InvalidRequestError("; ".join(problems), provider=self.provider)
-        return inline_text_attachments(messages)
+        return inline_text_attachments(messages) if self.inlines_text else messages
 
     @property
     def model_name(self) -> str | None:

@@ -1,7 +1,8 @@
 """The answer cache's rules: which tasks use it, the key of a request, and which answers are kept.
 
 A request's key is the sha256 of the canonical JSON of everything that can change its answer: every agent of the
-task's chain (provider, model, base URL, provider settings), the rendered messages (system prompt included, and
+task's chain (provider, model, base URL, provider settings but ``prompt_cache``, which changes the price, not the
+answer), the rendered messages (system prompt included, and
 each attachment's digest or URL), the
 options as sent (the agent's with the task's applied, seed included), the output format and schema, and a
 *sample index*. Tasks of one run whose requests are alike (same agent, templates, options and output) get the
@@ -105,13 +106,18 @@ def request_key(
     return _digest(
         {
             "v": 1,
-            "agents": [[a.agent_type, a.model, a.base_url, a.provider_settings] for a in chain],
+            "agents": [[a.agent_type, a.model, a.base_url, _answer_settings(a.provider_settings)] for a in chain],
             "messages": [[m.role, m.content, [a.sha256 or a.url for a in m.attachments]] for m in messages],
             "options": agent.options.merged(options).model_dump(mode="json", exclude_none=True),
             "output": [str(task.task.output_format), task.task.output_schema],
             "sample": sample,
         }
     )
+
+
+def _answer_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The provider settings that can change an answer."""
+    return {name: value for name, value in settings.items() if name != "prompt_cache"}
 
 
 def keeps(result: ExecutionResult) -> bool:

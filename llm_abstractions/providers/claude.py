@@ -15,7 +15,14 @@ server tools (``server_tool_use``, ``web_search_tool_result``...) and thinking n
 A refusal is a filtered answer, reported with Anthropic's ``stop_details``.
 
 Attachments (:data:`ANTHROPIC_ATTACHMENT_LIMITS`) go before the text of their message: an image as an ``image``
-block, a PDF as a ``document`` block titled with its name, each with a ``base64`` or ``url`` source.
+block, a PDF as a ``document`` block titled with its name, each with a ``base64`` or ``url`` source, text files
+inlined as for every provider.
+
+Prompt caching (the agent's ``prompt_cache``, on by default): the system prompt, and a user message's attachments,
+are marked ``cache_control`` (ephemeral) when the prompt up to them is estimated at least the model's minimum
+cacheable length (:data:`PROMPT_CACHE_MINIMUMS`); Anthropic then bills that prefix's later reads at a tenth of the
+input price (its first write at 1.25 times). A message's text files then go as text blocks of their own, so the
+prompt that follows them stays out of the cached prefix.
 """
 
 from __future__ import annotations
@@ -24,7 +31,18 @@ import json
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-from llm_abstractions.attachments import IMAGE_TYPES, MB, PDF, Attachment, AttachmentLimits
+from pydantic import BaseModel, ConfigDict
+
+from llm_abstractions.attachments import (
+    IMAGE_TYPES,
+    MB,
+    PDF,
+    Attachment,
+    AttachmentLimits,
+    estimated_tokens,
+    inline_text_attachments,
+    inlined_text,
+)
 from llm_abstractions.config import LlmConfig
 from llm_abstractions.errors import LlmError
 from llm_abstractions.messages import GenerationOptions, LlmChunk, Message, Usage
@@ -43,8 +61,10 @@ __all__ = [
     "ANTHROPIC_ATTACHMENT_LIMITS",
     "DEFAULT_MAX_TOKENS",
     "OUTPUT_TOOL",
+    "PROMPT_CACHE_MINIMUMS",
     "SAMPLING_LIMITS",
     "ClaudeLlm",
+    "ClaudeSettings",
     "claude_finish_reason",
 ]
 
@@ -94,6 +114,35 @@ Opus 4.7 on (Anthropic's migration guides). Only models known to reject are list
 the table as Anthropic documents new ones."""
 
 
+PROMPT_CACHE_MINIMUMS: dict[str, int] = {
+    "claude-opus-4-5": 4096,
+    "claude-opus-4-6": 4096,
+    "claude-haiku-4-5": 4096,
+    "claude-opus-4-7": 2048,
+    "claude-sonnet-4-6": 2048,
+    "claude-3-5-haiku": 2048,
+    "claude-3-haiku": 2048,
+}
+"""The shortest prefix (tokens) Anthropic caches, by model name (a dated snapshot follows its name); other models:
+:data:`DEFAULT_PROMPT_CACHE_MINIMUM`. A shorter prefix marked for caching is not cached, and costs nothing more."""
+DEFAULT_PROMPT_CACHE_MINIMUM = 1024
+_EPHEMERAL = {"type": "ephemeral"}
+
+
+class ClaudeSettings(BaseModel):
+    """Keys a ``claude`` agent accepts besides the common ones."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt_cache: bool = True
+    """Mark long system prompts and attachments for Anthropic's prompt cache; ``False``: never."""
+
+
+def _listed(table: Mapping[str, Any], model: str) -> list[Any]:
+    """The entries of ``table`` for ``model``: its name's, or those of the name its dated snapshot follows."""
+    return [value for name, value in table.items() if model == name or model.startswith(f"{name}-")]
+
+
 def claude_finish_reason(reason: str | None) -> str | None:
     """Our finish reason for an Anthropic ``stop_reason``."""
     return None if reason is None else _FINISH.get(reason, reason)
@@ -112,11 +161,17 @@ def _finish(reason: str | None, details: RefusalStopDetails | None) -> tuple[str
     return finish, detail
 
 
-def _content(message: Message) -> str | list[dict[str, Any]]:
-    """A message's content: its text, or with attachments a list of blocks, theirs first, then its text."""
+def _content(message: Message, *, cached: bool = False) -> str | list[dict[str, Any]]:
+    """A message's content: its text, or with attachments a list of blocks, images and PDFs first, then its text
+    (text files inlined); ``cached``: text files as blocks of their own, the last attachment marked for the cache."""
+    if not cached:
+        message = inline_text_attachments([message])[0]
     if not message.attachments:
         return message.content
-    blocks = [_block(a) for a in message.attachments]
+    blocks = [_block(a) for a in message.attachments if a.kind != "text"]
+    blocks += [{"type": "text", "text": inlined_text(a)} for a in message.attachments if a.kind == "text"]
+    if cached:
+        blocks[-1] = blocks[-1] | {"cache_control": _EPHEMERAL}
     if message.content:
         blocks.append({"type": "text", "text": message.content})
     return blocks
@@ -177,6 +232,9 @@ class ClaudeLlm(SdkLlm["AsyncAnthropic", "AnthropicMessage"]):
     sdk_extra = "claude"
     key_variables = ("ANTHROPIC_API_KEY",)
     attachment_limits = ANTHROPIC_ATTACHMENT_LIMITS
+    inlines_text = False  # ``_content`` inlines them, or marks them for the prompt cache
+    settings_model = ClaudeSettings
+    settings: ClaudeSettings
 
     @property
     def pricing_provider(self) -> str | None:
@@ -197,11 +255,7 @@ class ClaudeLlm(SdkLlm["AsyncAnthropic", "AnthropicMessage"]):
 
     def _request(self, messages: Sequence[Message], options: GenerationOptions) -> dict[str, Any]:
         system = [m.content for m in messages if m.role == "system"]
-        request: dict[str, Any] = {
-            "model": self.model_name,
-            "messages": [{"role": m.role, "content": _content(m)} for m in messages if m.role != "system"],
-            "max_tokens": options.max_tokens or DEFAULT_MAX_TOKENS,
-        }
+        request: dict[str, Any] = {"model": self.model_name, "max_tokens": options.max_tokens or DEFAULT_MAX_TOKENS}
         if options.stop is not None:
             request["stop_sequences"] = options.stop
         sampling = {"temperature": options.temperature, "top_p": options.top_p, "top_k": options.top_k}
@@ -218,7 +272,28 @@ class ClaudeLlm(SdkLlm["AsyncAnthropic", "AnthropicMessage"]):
             system.append(f"Reply with only JSON matching this JSON Schema:\n{json.dumps(schema)}")
         if system:
             request["system"] = "\n\n".join(system)
+        turns = [m for m in messages if m.role != "system"]
+        cached = self._cached_turn(request, turns)
+        request["messages"] = [
+            {"role": m.role, "content": _content(m, cached=i == cached)} for i, m in enumerate(turns)
+        ]
         return request
+
+    def _cached_turn(self, request: dict[str, Any], turns: Sequence[Message]) -> int | None:
+        """Mark ``request``'s system prompt for the prompt cache when it is long enough, and say which turn's
+        attachments to mark: the last turn with attachments, when the prompt up to them is long enough."""
+        if not self.settings.prompt_cache:
+            return None
+        minimum = min(_listed(PROMPT_CACHE_MINIMUMS, self.model_name or ""), default=DEFAULT_PROMPT_CACHE_MINIMUM)
+        prefix = (len(json.dumps(request.get("tools", ""))) + len(request.get("system", ""))) // 4
+        if "system" in request and prefix >= minimum:
+            request["system"] = [{"type": "text", "text": request["system"], "cache_control": _EPHEMERAL}]
+        last = max((i for i, m in enumerate(turns) if m.attachments), default=None)
+        if last is None:
+            return None
+        prefix += sum(len(m.content) // 4 for m in turns[:last])
+        prefix += sum(estimated_tokens(a) for m in turns[: last + 1] for a in m.attachments)
+        return last if prefix >= minimum else None
 
     async def _complete(
         self, messages: Sequence[Message], options: GenerationOptions
@@ -268,7 +343,7 @@ class ClaudeLlm(SdkLlm["AsyncAnthropic", "AnthropicMessage"]):
     @classmethod
     def option_problems(cls, config: LlmConfig, options: GenerationOptions) -> list[str]:
         model = config.model or ""
-        limits = {limit for name, limit in SAMPLING_LIMITS.items() if model == name or model.startswith(f"{name}-")}
+        limits = set(_listed(SAMPLING_LIMITS, model))
         sampling = [name for name in ("temperature", "top_p", "top_k") if getattr(options, name) is not None]
         if _NO_SAMPLING in limits and sampling:
             unset = " and ".join(sampling)

@@ -27,6 +27,9 @@ then a default :class:`Reply` echoing ``"echo: <last user text>"``.
   ``bad_request``, ``context_length``), a connection reset (``Fault.reset()``), or a 200
   with a malformed JSON body / SSE event (``Fault.malformed_json()``); ``delay_s`` makes it slow.
 
+With :attr:`FakeProviderServer.prompt_cache` set (a :class:`~tests.fakes.prompt_cache.PromptCache`), replies report
+the cache reads and writes of each API's prompt caching, simulated over the requests so far.
+
 Every request is recorded (:attr:`FakeProviderServer.requests`, a :class:`RecordedRequest`
 with api, path, lowercase headers, parsed JSON body, model, stream flag, arrival time, and
 ``completed`` / ``client_closed`` events). ``requests_for(api)`` filters the log and
@@ -57,6 +60,7 @@ from collections.abc import Callable
 from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
+from tests.fakes.prompt_cache import PromptCache
 from tests.fakes.scripted import Api, Fault, RecordedRequest, Reply, Response, TruncateMode, UsageStyle
 from tests.fakes.wire_formats import (
     error_body,
@@ -70,6 +74,7 @@ __all__ = [
     "Api",
     "FakeProviderServer",
     "Fault",
+    "PromptCache",
     "RecordedRequest",
     "Reply",
     "Response",
@@ -103,6 +108,8 @@ class FakeProviderServer:
     def __init__(self, handler: Callable[[RecordedRequest], Response] | None = None) -> None:
         self.handler = handler
         """Decides the response of requests no queue answers."""
+        self.prompt_cache: PromptCache | None = None
+        """Simulates the providers' prompt caches in the usage of replies; ``None``: no cache counts."""
         self.requests: list[RecordedRequest] = []
         self._queues: dict[Api | None, deque[Response]] = {
             "openai": deque(),
@@ -255,6 +262,8 @@ class FakeProviderServer:
         raw = await _read_body(reader, headers)
         request = _parse_request(method, target, headers, raw)
         response = self._record_and_choose(request)
+        if isinstance(response, Reply) and self.prompt_cache is not None:
+            response = self.prompt_cache.apply(request, response)
         keep_alive = headers.get("connection", "").lower() != "close"
         try:
             if isinstance(response, Fault):

@@ -26,7 +26,8 @@ DOC = Attachment.from_bytes(PDF, "report.pdf")
 NOTES = Attachment.from_bytes(b"Otters hold hands.\n", "notes.md")
 IMAGE_URL = Attachment.from_url("https://example.com/photos/cat.jpg?signature=s3cr3t")
 PDF_URL = Attachment.from_url("https://example.com/papers/paper.pdf")
-INLINED = '<attachment name="notes.md" media_type="text/markdown">\nOtters hold hands.\n</attachment>\n\nDescribe them.'
+NOTES_BLOCK = '<attachment name="notes.md" media_type="text/markdown">\nOtters hold hands.\n</attachment>'
+INLINED = f"{NOTES_BLOCK}\n\nDescribe them."
 
 
 def b64(data: bytes) -> str:
@@ -105,7 +106,9 @@ async def test_anthropic_gets_image_and_document_blocks(fake_server: FakeProvide
                     "source": {"type": "url", "url": "https://example.com/papers/paper.pdf"},
                     "title": "paper.pdf",
                 },
-                {"type": "text", "text": INLINED},
+                # long enough for the prompt cache: the text file a block of its own, marked, then the prompt
+                {"type": "text", "text": NOTES_BLOCK, "cache_control": {"type": "ephemeral"}},
+                {"type": "text", "text": "Describe them."},
             ],
         }
     ]
