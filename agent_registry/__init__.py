@@ -1,6 +1,6 @@
 """Who does the work: agent configs and the registry that loads them."""
 
-from agent_registry.config import AgentConfig, AgentLimits, BudgetLimits, RetrySettings
+from agent_registry.config import AgentConfig, AgentLimits, BudgetLimits, RetrySettings, StoreBudgets
 from agent_registry.files import (
     MAX_ALIAS_FACTOR,
     MAX_FILE_BYTES,
@@ -33,6 +33,7 @@ __all__ = [
     "FieldProblem",
     "FileFormatError",
     "RetrySettings",
+    "StoreBudgets",
     "StructuredFile",
     "UnknownAgentError",
     "default_agents_file",

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from llm_abstractions import GenerationOptions, LlmConfig, register_secret
 
-__all__ = ["AgentConfig", "AgentLimits", "BudgetLimits", "RetrySettings"]
+__all__ = ["AgentConfig", "AgentLimits", "BudgetLimits", "RetrySettings", "StoreBudgets"]
 
 
 class RetrySettings(BaseModel):
@@ -48,6 +48,16 @@ class BudgetLimits(BaseModel):
     max_cost_usd: float | None = Field(default=None, ge=0)
     max_tokens: int | None = Field(default=None, ge=0)
     """Input and output tokens together."""
+
+
+class StoreBudgets(BaseModel):
+    """Caps across runs, kept in the run store (the agents file's ``budgets:``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    project_daily_usd: float | None = Field(default=None, ge=0)
+    """What the runs of one project (by name) may spend in a UTC day, together; every process using the store
+    reserves each call's worst case against it."""
 
 
 class AgentConfig(BaseModel):

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent_registry.config import AgentConfig
+from agent_registry.config import AgentConfig, StoreBudgets
 from agent_registry.files import FileFormatError, StructuredFile, read_structured_file
 from agent_registry.problems import FieldProblem, field_problems
 from llm_abstractions import BaseLlm, UnknownProviderError, get_llm_class
@@ -96,6 +96,7 @@ class AgentRegistry:
         self._agents: dict[str, AgentConfig] = {}
         self._llms: dict[str, BaseLlm] = {}
         self._agents_file: Path | None = None
+        self._budgets: StoreBudgets | None = None
         for agent in agents:
             self.register(agent)
 
@@ -106,6 +107,13 @@ class AgentRegistry:
         if self._agents_file is None and self.parent is not None:
             return self.parent.agents_file
         return self._agents_file
+
+    @property
+    def budgets(self) -> StoreBudgets:
+        """The caps across runs of the agents file loaded last (its ``budgets:``), here or in a parent."""
+        if self._budgets is None:
+            return self.parent.budgets if self.parent is not None else StoreBudgets()
+        return self._budgets
 
     def register(self, agent: AgentConfig, *, llm: BaseLlm | None = None) -> None:
         """Add or replace ``agent`` in this layer; ``llm``: the model instance its calls use."""
@@ -229,10 +237,24 @@ class AgentRegistry:
             raise AgentConfigError([AgentIssue("*", exc.reason, None, path, exc.line)]) from None
         data = source.data
         if isinstance(data, Mapping) and "agents" in data:
+            self._load_budgets(data.get("budgets", {}), source)
             self.load_mapping(data["agents"], source, ("agents",))
         else:
             self.load_mapping(data, source)
         self._agents_file = path.absolute()
+
+    def _load_budgets(self, budgets: Any, source: StructuredFile) -> None:
+        """Validate and keep an agents file's ``budgets:``; raise :class:`AgentConfigError`."""
+        try:
+            self._budgets = StoreBudgets.model_validate(budgets)
+        except ValidationError as exc:
+            where = [(("budgets", *p.loc), p.message) for p in field_problems(exc, budgets, StoreBudgets)]
+            raise AgentConfigError(
+                [
+                    AgentIssue("*", message, ".".join(map(str, loc)), source.path, source.line_of(loc))
+                    for loc, message in where
+                ]
+            ) from None
 
     def load_environment(self, env: Mapping[str, str] | None = None) -> None:
         """Register the default agents (:attr:`~llm_abstractions.factory.BuiltinProvider.env_agents`)

@@ -9,7 +9,13 @@ billed; a call cut short by cancellation keeps its reservation, as it may have b
 never goes above a cap, however many calls are in flight, and a crash loses none of it: a resumed run starts from
 what the store says was spent (unsettled reservations counted whole).
 
-A call whose reservation does not fit waits while other calls' reservations are outstanding (they may free room);
+The agents file's ``budgets: {project_daily_usd: X}`` caps what every run of the project (by name) spends in a UTC
+day together, across processes: its reservations are checked against the store's ``spend`` rows of that project
+and day and written in the same ``BEGIN IMMEDIATE`` transaction (:meth:`RunStore.reserve_daily_spend`), so two
+runs at once cannot both take the last room. Without a store it does not apply.
+
+A call whose reservation does not fit waits while other calls' reservations (of this run) are outstanding (they may
+free room); reservations of other runs are counted whole until they settle, and not waited for;
 otherwise it is not made: :class:`~llm_abstractions.BudgetExhaustedError` (``budget_exhausted``, not retried).
 Crossing ``warn_at`` of a cap, and the first refusal, are announced once each (``on_event``). Cache hits make no
 call and spend nothing; retries and repair calls are calls like any other.
@@ -41,6 +47,8 @@ __all__ = ["BudgetLedger", "BudgetStatus", "BudgetedLlm", "attachment_tokens", "
 
 RUN = ""
 """The run's account (agents have theirs under their names)."""
+DAILY = "project_daily"
+"""How events name the project's daily account."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +64,7 @@ class BudgetStatus:
     exhausted: bool
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity
 class _Account:
     caps: BudgetLimits
     spent_usd: float = 0.0
@@ -69,6 +77,7 @@ class _Account:
     refused: bool = False
 
     def fits(self, usd: float, tokens: int) -> bool:
+        """Whether a reservation fits the caps (the daily account's is decided in the store)."""
         caps = self.caps
         if caps.max_cost_usd is not None and self.spent_usd + self.reserved_usd + usd > caps.max_cost_usd + 1e-12:
             return False
@@ -88,6 +97,7 @@ class _Account:
 class Reservation:
     row: str
     accounts: list[_Account]
+    """The accounts holding it (the daily one included)."""
     usd: float
     tokens: int
     settled: bool = field(default=False)
@@ -105,8 +115,10 @@ class BudgetLedger:
         store: RunStore | None = None,
         spent: Mapping[str, tuple[float, int]] | None = None,
         on_event: Callable[[str, BudgetStatus], None] | None = None,
+        daily: tuple[str, float] | None = None,
     ) -> None:
-        """``spent``: (USD, tokens) per account already spent in this run (``""``: the run's)."""
+        """``spent``: (USD, tokens) per account already spent in this run (``""``: the run's); ``daily``: the
+        project's name and daily cap in USD (applied only with a ``store``)."""
         self.run_id = run_id
         self._store = store
         self._warn_at = caps.warn_at if caps is not None else 0.8
@@ -118,21 +130,29 @@ class BudgetLedger:
         for name, (usd, tokens) in (spent or {}).items():
             if name in self._accounts:
                 self._accounts[name].spent_usd, self._accounts[name].spent_tokens = usd, tokens
+        self._project = daily[0] if daily is not None and store is not None else None
+        self._daily = _Account(BudgetLimits(max_cost_usd=daily[1])) if self._project is not None and daily else None
         self._on_event = on_event
         self._settled = anyio.Event()
 
-    def limits(self, agent: str) -> bool:
-        """Whether any cap applies to ``agent``'s calls."""
-        return RUN in self._accounts or agent in self._accounts
+    def limits(self, agent: str, *, priced: bool = True) -> bool:
+        """Whether any cap applies to ``agent``'s calls (the daily cap, in USD, only to a ``priced`` agent's)."""
+        return (self._daily is not None and priced) or RUN in self._accounts or agent in self._accounts
 
     async def reserve(self, agent: str, usd: float, tokens: int) -> Reservation:
         """Reserve a call's worst case in the run's and ``agent``'s accounts (waiting while others' reservations
         may free room); raise :class:`BudgetExhaustedError` when it cannot fit."""
         accounts = [account for name in (RUN, agent) if (account := self._accounts.get(name)) is not None]
+        row = secrets.token_hex(8)
         while True:
             full = [account for account in accounts if not account.fits(usd, tokens)]
-            if not full:
+            if not full and (self._daily is None or not usd):  # a call that costs nothing fits any daily cap
                 break
+            if not full and self._daily is not None:
+                if self._reserve_daily(row, agent, usd, tokens):  # written with its check: durable already
+                    accounts.append(self._daily)
+                    break
+                full = [self._daily]
             if not any(account.outstanding for account in full):
                 self._refused(agent, full)
                 raise BudgetExhaustedError(self._refusal(agent, usd, tokens))
@@ -141,10 +161,18 @@ class BudgetLedger:
             account.reserved_usd += usd
             account.reserved_tokens += tokens
             account.outstanding += 1
-        reservation = Reservation(secrets.token_hex(8), accounts, usd, tokens)
-        if self._store is not None:  # durable before the call is sent
-            await self._store.reserve_spend(self.run_id, reservation.row, agent, usd, tokens)
+        reservation = Reservation(row, accounts, usd, tokens)
+        if self._store is not None and self._daily not in accounts:  # durable before the call is sent
+            await self._store.reserve_spend(self.run_id, row, agent, usd, tokens)
         return reservation
+
+    def _reserve_daily(self, row: str, agent: str, usd: float, tokens: int) -> bool:
+        """Reserve in the store against the project's daily cap; whether it fitted."""
+        assert self._store is not None and self._project is not None and self._daily is not None
+        cap = self._daily.caps.max_cost_usd or 0.0
+        fitted, spent = self._store.reserve_daily_spend(self._project, cap, self.run_id, row, agent, usd, tokens)
+        self._daily.spent_usd = spent - self._daily.reserved_usd  # the day's spend, this run's reservations apart
+        return fitted
 
     def settle(self, reservation: Reservation, usd: float, tokens: int) -> None:
         """Replace ``reservation`` by what the call actually spent."""
@@ -159,15 +187,19 @@ class BudgetLedger:
             account.spent_tokens += tokens
         if self._store is not None:
             self._store.settle_spend(self.run_id, reservation.row, usd, tokens)
-        for name, account in self._accounts.items():
+        for name, account in self._named():
             if not account.warned and account.share() >= self._warn_at:
                 account.warned = True
                 self._announce("budget_warning", name, account)
         self._settled.set()
         self._settled = anyio.Event()
 
+    def _named(self) -> list[tuple[str, _Account]]:
+        daily = [(DAILY, self._daily)] if self._daily is not None else []
+        return [*self._accounts.items(), *daily]
+
     def _refused(self, agent: str, full: Sequence[_Account]) -> None:
-        for name, account in self._accounts.items():
+        for name, account in self._named():
             if account in full and not account.refused:
                 account.refused = True
                 self._announce("budget_exhausted", name, account)
@@ -183,6 +215,9 @@ class BudgetLedger:
                 parts.append(f"{label}: ${account.spent_usd:.6f} spent of ${caps.max_cost_usd:g}")
             if caps.max_tokens is not None:
                 parts.append(f"{label}: {account.spent_tokens} tokens spent of {caps.max_tokens}")
+        if self._daily is not None and not parts:
+            spent, cap = self._daily.spent_usd + self._daily.reserved_usd, self._daily.caps.max_cost_usd or 0.0
+            parts.append(f"project '{self._project}''s daily budget: ${spent:.6f} spent or reserved today of ${cap:g}")
         worst = f"the call's worst case is ${usd:.6f} and {tokens} tokens"
         return f"budget exhausted: {'; '.join(parts)}; {worst}"
 
@@ -210,11 +245,9 @@ class BudgetedLlm(WrapperLlm):
         self._provider = provider
         self._pricing = pricing
 
-    def _cost(self, input_tokens: int, output_tokens: int) -> float:
-        if not self._pricing:
-            return 0.0
-        usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
-        return cost_usd(self._pricing, self.config.model, usage) or 0.0
+    def _cost(self, usage: Usage) -> float:
+        """What ``usage`` costs (cache reads and writes at their prices)."""
+        return (cost_usd(self._pricing, self.config.model, usage) or 0.0) if self._pricing else 0.0
 
     def worst_case(self, messages: Sequence[Message], options: GenerationOptions) -> tuple[float, int]:
         """The most a call can spend: (USD, tokens)."""
@@ -223,7 +256,7 @@ class BudgetedLlm(WrapperLlm):
         tokens_in = count.tokens if count.exact else sum(len(m.content.encode()) + 4 for m in messages) + 3
         tokens_in += sum(attachment_tokens(a) for m in messages for a in m.attachments)
         tokens_out = options.max_tokens or 0
-        return self._cost(tokens_in, tokens_out), tokens_in + tokens_out
+        return self._cost(Usage(input_tokens=tokens_in, output_tokens=tokens_out)), tokens_in + tokens_out
 
     async def generate_content_async(
         self, messages: Sequence[Message], options: GenerationOptions | None = None, **overrides: Any
@@ -236,9 +269,8 @@ class BudgetedLlm(WrapperLlm):
         try:
             response = await self.wrapped.generate_content_async(messages, options, **overrides)
         except LlmError as exc:
-            billed = exc.usage
-            spent = (billed.input_tokens, billed.output_tokens) if billed is not None else (0, 0)
-            self.ledger.settle(reservation, self._cost(*spent), sum(spent))
+            billed = exc.usage or Usage()
+            self.ledger.settle(reservation, self._cost(billed), billed.input_tokens + billed.output_tokens)
             raise
         except Exception:
             self.ledger.settle(reservation, 0.0, 0)  # a bug of ours before or after the call: nothing was billed
@@ -247,8 +279,7 @@ class BudgetedLlm(WrapperLlm):
         if usage is None:  # no usage reported: the reservation stands as spent
             self.ledger.settle(reservation, usd, tokens)
         else:
-            cost = self._cost(usage.input_tokens, usage.output_tokens)
-            self.ledger.settle(reservation, cost, usage.input_tokens + usage.output_tokens)
+            self.ledger.settle(reservation, self._cost(usage), usage.input_tokens + usage.output_tokens)
         return response
 
 

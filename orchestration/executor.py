@@ -125,11 +125,9 @@ class TaskExecutor:
                 client = self.tracing.traced(client)
             if client.config.timeout_s is not None:
                 client = TimeoutLlm(client)
-            if self.budget is not None and self.budget.limits(agent):
-                config = self.registry.get(agent)
-                client = BudgetedLlm(
-                    client, self.budget, agent, config.agent_type, self.llm_for(agent).pricing_provider
-                )
+            pricing = self.llm_for(agent).pricing_provider
+            if self.budget is not None and self.budget.limits(agent, priced=bool(pricing)):
+                client = BudgetedLlm(client, self.budget, agent, self.registry.get(agent).agent_type, pricing)
             if not (in_process and endpoint.limits.settings.unlimited):
                 client = LimitedLlm(client, endpoint.limits)
             if not (in_process and not endpoint.call_timeouts):

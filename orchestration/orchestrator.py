@@ -213,7 +213,8 @@ class ProjectOrchestrator:
         return self._prints[1]
 
     async def _ledger(self, project: Project, executor: TaskExecutor, run_id: str) -> BudgetLedger | None:
-        """The run's budget (``defaults.budget``, :attr:`budget_usd`, agents' ``budget``), starting from what the
+        """The run's budget (``defaults.budget``, :attr:`budget_usd`, agents' ``budget``, the agents file's
+        ``budgets.project_daily_usd`` with a store), starting from what the
         store says the run spent; ``None`` without caps. Raise :class:`ProjectValidationError` for a task whose
         calls would have no upper bound."""
         from orchestration.budget import BudgetLedger, budget_issues
@@ -227,14 +228,21 @@ class ProjectOrchestrator:
             for name in sorted({t.agent for t in project.tasks})
             if (budget := project.registry.get(name).budget) is not None
         }
-        if caps is None and not agent_caps:
+        store = self.store
+        daily_usd = project.registry.budgets.project_daily_usd if store is not None else None
+        if caps is None and not agent_caps and daily_usd is None:
             return None
-        issues = budget_issues(project, caps, priced=lambda agent: bool(executor.llm_for(agent).pricing_provider))
+        checked = (
+            caps if daily_usd is None else (caps or ProjectBudget()).model_copy(update={"max_cost_usd": daily_usd})
+        )
+        issues = budget_issues(project, checked, priced=lambda agent: bool(executor.llm_for(agent).pricing_provider))
         if issues:
             raise ProjectValidationError(issues)
-        store = self.store
         spent = await anyio.to_thread.run_sync(store.spent, run_id) if store is not None else {}
-        return BudgetLedger(run_id, caps, agent_caps, store=store, spent=spent, on_event=self._budget_event)
+        daily = (project.name, daily_usd) if daily_usd is not None else None
+        return BudgetLedger(
+            run_id, caps, agent_caps, store=store, spent=spent, on_event=self._budget_event, daily=daily
+        )
 
     def _budget_event(self, kind: str, status: BudgetStatus) -> None:
         if self.events.active:

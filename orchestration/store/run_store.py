@@ -556,6 +556,31 @@ class RunStore:
         )
         await self.writer.commit([(sql, (run_id, row, agent, usd, tokens, utc_now().isoformat()))])
 
+    def reserve_daily_spend(
+        self, project: str, cap_usd: float, run_id: str, row: str, agent: str, usd: float, tokens: int
+    ) -> tuple[bool, float]:
+        """Record a call's reservation if it fits ``project``'s daily cap, with what every run of ``project`` spent
+        this UTC day (settled calls at their actual spend, reservations whole), in one ``BEGIN IMMEDIATE``
+        transaction: no other process can reserve in between. Whether it fitted, and the day's spend before it."""
+        now = utc_now()
+
+        def reserve(connection: sqlite3.Connection) -> tuple[bool, float]:
+            (spent,) = connection.execute(
+                "SELECT COALESCE(SUM(CASE WHEN s.settled THEN s.actual_usd ELSE s.reserved_usd END), 0)"
+                " FROM spend AS s JOIN runs AS r ON r.run_id = s.run_id WHERE r.project = ? AND s.created_at >= ?",
+                (project, now.date().isoformat()),
+            ).fetchone()
+            if spent + usd > cap_usd + 1e-12:
+                return False, float(spent)
+            connection.execute(
+                "INSERT INTO spend (run_id, row, agent, reserved_usd, reserved_tokens, settled, created_at)"
+                " VALUES (?, ?, ?, ?, ?, 0, ?)",
+                (run_id, row, agent, usd, tokens, now.isoformat()),
+            )
+            return True, float(spent)
+
+        return self.writer.transaction(reserve)
+
     def settle_spend(self, run_id: str, row: str, usd: float, tokens: int) -> None:
         """Record what the call of a reservation spent (with the next commit)."""
         sql = "UPDATE spend SET actual_usd = ?, actual_tokens = ?, settled = 1 WHERE run_id = ? AND row = ?"
