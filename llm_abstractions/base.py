@@ -145,6 +145,13 @@ class BaseLlm(ABC):
             if aclose is not None:
                 await aclose()
 
+    async def count_tokens_async(
+        self, messages: Sequence[Message], options: GenerationOptions | None = None
+    ) -> int | None:
+        """The input tokens of a request of ``messages``, counted by the provider's free token-counting endpoint
+        (no model is called, nothing is billed); ``None``: the provider has no such endpoint."""
+        return None
+
     @abstractmethod
     async def _generate(self, messages: Sequence[Message], options: GenerationOptions) -> LlmResponse:
         """Provider call for a complete answer."""

@@ -5,7 +5,10 @@ that would not rerun), ``cache`` (its request, rendered exactly, has an answer i
 Its request is rendered with the outputs its templates read: kept and cached answers as they are, and for tasks
 that would be called a stand-in of the expected length (the plan then says ``estimated``). Input tokens are
 counted with the model's tokenizer where one is available offline (:mod:`llm_abstractions.tokens`), else
-estimated. Output tokens are a range: the median and 90th percentile of the task's past answers in the store
+estimated; with ``count_tokens`` (``--count-tokens``) by the provider's free token-counting endpoint where it has one
+(Anthropic's ``messages.count_tokens``, Gemini's ``models.count_tokens``: exact, images and PDFs included; OpenAI has
+none, its offline tokenizer is exact already): the only requests a plan ever sends, and only when asked. Output
+tokens are a range: the median and 90th percentile of the task's past answers in the store
 (else its agent's), capped by ``max_tokens``; without history, ``max_tokens`` itself. Costs are priced with
 genai-prices; a model without a known price has none.
 """
@@ -13,11 +16,11 @@ genai-prices; a model without a known price has none.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from llm_abstractions import Usage
+from llm_abstractions import LlmError, Message, Usage
 from llm_abstractions.pricing import cost_usd
 from llm_abstractions.tokens import count_input_tokens
 from orchestration.answer_cache import CacheMode, mode_of, request_key, sample_indices
@@ -33,6 +36,9 @@ if TYPE_CHECKING:
 __all__ = ["RunPlan", "TaskPlan", "plan_run"]
 
 Action = Literal["call", "cache", "kept"]
+CountedBy = Literal["provider", "tokenizer", "estimate"]
+"""Who counted a task's input tokens: the provider's counting endpoint, the model's tokenizer offline, or an
+estimate."""
 Range = tuple[float, float]
 
 _STAND_IN_WORD = " lorem"
@@ -48,6 +54,7 @@ class TaskPlan:
     cost_usd: Range | None = None
     estimated: bool = False
     """The input tokens are an estimate (no tokenizer, or upstream outputs that do not exist yet)."""
+    counted_by: CountedBy | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -58,6 +65,7 @@ class TaskPlan:
             "output_tokens": list(self.output_tokens) if self.output_tokens is not None else None,
             "cost_usd": list(self.cost_usd) if self.cost_usd is not None else None,
             "estimated": self.estimated,
+            "input_counted_by": self.counted_by,
             "notes": self.notes,
         }
 
@@ -100,6 +108,11 @@ class Totals:
 class RunPlan:
     tasks: dict[str, TaskPlan]
 
+    @property
+    def providers_contacted(self) -> bool:
+        """Whether a provider's token-counting endpoint was asked (``--count-tokens``); no model is ever called."""
+        return any(plan.counted_by == "provider" for plan in self.tasks.values())
+
     def totals(self) -> tuple[Totals, dict[str, Totals]]:
         """The run's totals and each agent's."""
         total, per_agent = Totals(), dict[str, Totals]()
@@ -114,6 +127,7 @@ class RunPlan:
             "tasks": {task_id: plan.to_json() for task_id, plan in self.tasks.items()},
             "total": total.to_json(),
             "agents": {agent: totals.to_json() for agent, totals in sorted(per_agent.items())},
+            "providers_contacted": self.providers_contacted,
         }
 
 
@@ -123,9 +137,10 @@ async def plan_run(
     *,
     kept: Mapping[str, ExecutionResult] | None = None,
     cache_override: CacheMode | None = None,
+    count_tokens: bool = False,
 ) -> RunPlan:
     """Plan ``project``: ``kept`` are the results a resume would keep; ``store`` gives the answer cache and the
-    history of output tokens."""
+    history of output tokens; ``count_tokens``: ask the providers' free token-counting endpoints."""
     kept = kept or {}
     history: tuple[dict[str, list[int]], dict[str, list[int]]] = ({}, {})
     fingerprints: list[str] = []
@@ -152,7 +167,7 @@ async def plan_run(
             by_task = history[0].get(fingerprints[task.index], []) if fingerprints else []
             expected = _output_range(task, project, by_task or history[1].get(task.agent, []))
             upstream_known = all(project.tasks[p].id in exact for p in task.parents)
-            plan = _plan_call(task, project, executor, outputs, expected, upstream_known)
+            plan = await _plan_call(task, project, executor, outputs, expected, upstream_known, count_tokens)
             llm = executor.llm_for(task.agent)
             mode = mode_of(task, project, cache_override)
             if reader is not None and upstream_known and mode.reads and llm.cacheable and plan.input_tokens is not None:
@@ -172,13 +187,14 @@ async def plan_run(
     return RunPlan({task.id: plans[task.id] for task in project.tasks})
 
 
-def _plan_call(
+async def _plan_call(
     task: CompiledTask,
     project: Project,
     executor: TaskExecutor,
     outputs: Mapping[str, ExecutionResult],
     expected: tuple[int, int] | None,
     upstream_known: bool,
+    count_tokens: bool,
 ) -> TaskPlan:
     agent = project.registry.get(task.agent)
     plan = TaskPlan(agent=task.agent, action="call", output_tokens=expected, estimated=not upstream_known)
@@ -191,17 +207,13 @@ def _plan_call(
         plan.estimated = True
         source = len(task.prompt.source) + (len(task.system.source) if task.system else 0)
         plan.input_tokens = source // 4 + 1
+        plan.counted_by = "estimate"
     else:
-        count = count_input_tokens(agent.agent_type, agent.model, messages)
-        plan.input_tokens = count.tokens
-        if not count.exact:
-            plan.estimated = True
-            plan.notes.append("input tokens estimated (four characters a token)")
-        attached = [a for m in messages for a in m.attachments]
-        if attached:
-            plan.input_tokens += sum(attachment_tokens(a) for a in attached)
-            plan.estimated = True
-            plan.notes.append("images and PDFs counted at their upper bound")
+        counted = await _provider_count(executor, task, messages, plan) if count_tokens else None
+        if counted is not None:
+            plan.input_tokens, plan.counted_by = counted, "provider"
+        else:
+            _count_offline(plan, agent.agent_type, agent.model, messages)
     pricing = executor.llm_for(task.agent).pricing_provider
     if pricing and expected is not None:
         low = cost_usd(pricing, agent.model, Usage(input_tokens=plan.input_tokens, output_tokens=expected[0]))
@@ -209,6 +221,30 @@ def _plan_call(
         if low is not None and high is not None:
             plan.cost_usd = (low, high)
     return plan
+
+
+async def _provider_count(
+    executor: TaskExecutor, task: CompiledTask, messages: Sequence[Message], plan: TaskPlan
+) -> int | None:
+    """The input tokens the provider's counting endpoint gives; ``None``: it has none, or it failed (noted)."""
+    try:
+        return await executor.llm_for(task.agent).count_tokens_async(messages, task.options)
+    except LlmError as exc:
+        plan.notes.append(f"the provider could not count the tokens ({exc.type_name}): {exc.message}")
+        return None
+
+
+def _count_offline(plan: TaskPlan, provider: str, model: str | None, messages: Sequence[Message]) -> None:
+    count = count_input_tokens(provider, model, messages)
+    plan.input_tokens, plan.counted_by = count.tokens, "tokenizer" if count.exact else "estimate"
+    if not count.exact:
+        plan.estimated = True
+        plan.notes.append("input tokens estimated (four characters a token)")
+    attached = [a for m in messages for a in m.attachments]
+    if attached:
+        plan.input_tokens += sum(attachment_tokens(a) for a in attached)
+        plan.estimated = True
+        plan.notes.append("images and PDFs counted at their upper bound")
 
 
 def _output_range(task: CompiledTask, project: Project, past: list[int]) -> tuple[int, int] | None:

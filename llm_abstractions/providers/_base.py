@@ -149,6 +149,23 @@ class SdkLlm(BaseLlm, Generic[ClientT, ResponseT]):
     def _map_error(self, exc: Exception) -> LlmError | None:
         """The typed error of an SDK exception; ``None`` leaves it to the transport mapping."""
 
+    async def count_tokens_async(
+        self, messages: Sequence[Message], options: GenerationOptions | None = None
+    ) -> int | None:
+        try:
+            return await self._count(self._attached(messages), self.resolve_options(options))
+        except LlmError:
+            raise
+        except Exception as exc:
+            error = self._map_error(exc) or transport_error(exc, provider=self.provider)
+            if error is None:
+                raise
+            raise error from exc
+
+    async def _count(self, messages: Sequence[Message], options: GenerationOptions) -> int | None:
+        """The provider's count of a request's input tokens; ``None`` (the default): it has no counting endpoint."""
+        return None
+
     async def _generate(self, messages: Sequence[Message], options: GenerationOptions) -> LlmResponse:
         return await collect_stream(
             self._guarded(self._single(messages, options)), provider=self.provider, model=self.model_name

@@ -302,6 +302,14 @@ class ClaudeLlm(SdkLlm["AsyncAnthropic", "AnthropicMessage"]):
         message: AnthropicMessage = await raw.parse()
         return message, raw.headers
 
+    async def _count(self, messages: Sequence[Message], options: GenerationOptions) -> int | None:
+        """``messages.count_tokens`` of the request as it would be sent (without what only generation takes)."""
+        request = self._request(messages, options)
+        for name in ("max_tokens", "stop_sequences", "extra_body"):
+            request.pop(name, None)
+        counted = await self.client.messages.count_tokens(**request)
+        return counted.input_tokens
+
     def _chunk_of(self, message: AnthropicMessage) -> LlmChunk:
         finish, detail = _finish(message.stop_reason, message.stop_details)
         return LlmChunk(

@@ -214,6 +214,17 @@ class GeminiLlm(SdkLlm[_Clients, "GenerateContentResponse"]):
             _opened_responses.reset(token)
         return response, opened[0].headers if opened else None
 
+    async def _count(self, messages: Sequence[Message], options: GenerationOptions) -> int | None:
+        """``models.count_tokens`` of the request's contents; the Gemini API counts no system instruction, so it is
+        counted as a first turn (a few tokens off at most)."""
+        request = self._request(messages, options)
+        contents = request["contents"]
+        system = request["config"].system_instruction
+        if system:
+            contents = [{"role": "user", "parts": [{"text": system}]}, *contents]
+        counted = await self.client.genai.aio.models.count_tokens(model=request["model"], contents=contents)
+        return counted.total_tokens
+
     def _chunk_of(self, response: GenerateContentResponse) -> LlmChunk:
         return _chunk(response)
 

@@ -45,6 +45,11 @@ class WrapperLlm(BaseLlm):
         async for chunk in self.wrapped.stream_content_async(messages, options, **overrides):
             yield chunk
 
+    async def count_tokens_async(
+        self, messages: Sequence[Message], options: GenerationOptions | None = None
+    ) -> int | None:
+        return await self.wrapped.count_tokens_async(messages, options)
+
     async def _generate(self, messages: Sequence[Message], options: GenerationOptions) -> LlmResponse:
         return await self.generate_content_async(messages, options)
 

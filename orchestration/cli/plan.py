@@ -37,11 +37,20 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     no_cache: NoCacheOpt = False,
     refresh_cache: RefreshCacheOpt = False,
+    count_tokens: Annotated[
+        bool,
+        typer.Option(
+            "--count-tokens",
+            help="Ask the providers' free token-counting endpoints for exact input counts (Anthropic, Gemini;"
+            " OpenAI's are counted offline). No model is called.",
+        ),
+    ] = False,
 ) -> None:
     """Show what a run would do (call, answer from the cache, keep) and cost, per task, agent and in all.
 
     No provider is contacted: input tokens are counted with the model's tokenizer where one is available offline
-    (else estimated, and marked ~), output tokens come from the store's history (else max_tokens)."""
+    (else estimated, and marked ~), output tokens come from the store's history (else max_tokens). With
+    --count-tokens the providers' free token-counting endpoints count them, and the plan says so."""
     import json
 
     import anyio
@@ -65,7 +74,11 @@ def plan(
             fail_invalid([f"--resume: no unfinished run of project '{project.name}' in {run_store.path}"])
         stored = run_store.load_run(unfinished.run_id)
         kept = plan_resume(project, stored, orchestrator._fingerprints(project)).kept
-    planned = anyio.run(lambda: plan_run(project, run_store, kept=kept, cache_override=orchestrator.cache_override))
+    planned = anyio.run(
+        lambda: plan_run(
+            project, run_store, kept=kept, cache_override=orchestrator.cache_override, count_tokens=count_tokens
+        )
+    )
     if as_json:
         typer.echo(json.dumps(planned.to_json(), indent=2))
     else:
@@ -94,6 +107,9 @@ def _print(planned: RunPlan) -> None:
             f"{_span(totals.output_tokens)} output tokens, ${_money(totals.cost_usd)}{unpriced}"
         )
         typer.echo(line)
+    counted = sum(task.counted_by == "provider" for task in planned.tasks.values())
+    if counted:
+        typer.echo(f"input tokens of {counted} tasks counted by the providers' token-counting endpoints (free)")
     typer.echo("~: estimated; no model was called")
 
 

@@ -9,6 +9,10 @@ It speaks three APIs on one port, told apart by path:
 - ``gemini``: ``POST /{version}/models/{model}:generateContent`` and
   ``:streamGenerateContent?alt=sse``, base URL ``server.gemini_base_url``.
 
+The free token-counting endpoints answer too: Anthropic's ``POST /v1/messages/count_tokens``
+(``{"input_tokens": n}``) and Gemini's ``:countTokens`` (``{"totalTokens": n}``); ``n`` is the reply's
+``input_tokens``, by default the words of the request's texts, as a call's usage counts them.
+
 The server runs its own asyncio loop in a daemon thread, so any test (sync, asyncio or
 trio) can start it; it handles HTTP/1.1 keep-alive and hundreds of concurrent requests.
 
@@ -262,7 +266,7 @@ class FakeProviderServer:
         raw = await _read_body(reader, headers)
         request = _parse_request(method, target, headers, raw)
         response = self._record_and_choose(request)
-        if isinstance(response, Reply) and self.prompt_cache is not None:
+        if isinstance(response, Reply) and self.prompt_cache is not None and not request.counts_tokens:
             response = self.prompt_cache.apply(request, response)
         keep_alive = headers.get("connection", "").lower() != "close"
         try:
@@ -372,9 +376,9 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
 def _api_of(path: str) -> Api | None:
     if path.endswith("/chat/completions"):
         return "openai"
-    if path.endswith("/messages"):
+    if path.endswith(("/messages", "/messages/count_tokens")):
         return "anthropic"
-    if ":generateContent" in path or ":streamGenerateContent" in path:
+    if ":generateContent" in path or ":streamGenerateContent" in path or ":countTokens" in path:
         return "gemini"
     return None
 

@@ -175,3 +175,8 @@ class RecordedRequest:
         """The body as a JSON object (fails the test otherwise)."""
         assert isinstance(self.body, dict), f"not a JSON object body: {self.raw_body[:200]!r}"
         return self.body
+
+    @property
+    def counts_tokens(self) -> bool:
+        """A request to a token-counting endpoint (Anthropic ``count_tokens``, Gemini ``countTokens``)."""
+        return self.path.endswith(("/count_tokens", ":countTokens"))

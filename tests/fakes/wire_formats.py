@@ -213,6 +213,8 @@ def _gemini_body(a: _Answer, candidates: list[dict[str, Any]], *, complete: bool
 
 def render_complete(request: RecordedRequest, reply: Reply) -> dict[str, Any]:
     a = _answer(request, reply)
+    if request.counts_tokens:
+        return {"totalTokens": a.input_tokens} if request.api == "gemini" else {"input_tokens": a.input_tokens}
     if request.api == "anthropic":
         return {
             "id": "msg_fake",

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import bpe_openai  # type: ignore[import-untyped]
+import pytest
 from typer.testing import CliRunner
 
 from orchestration.cli.app import app
+from orchestration.store import RunStore
 from tests.fakes.agents import agent_settings
 from tests.fakes.provider_server import FakeProviderServer, RecordedRequest, Reply
 
@@ -98,3 +100,47 @@ def test_a_planned_resume_keeps_the_successes(fake_server: FakeProviderServer, t
     planned = plan_json(path, store, "--resume", "--no-cache")
     assert planned["tasks"]["facts"]["action"] == "kept" and planned["tasks"]["summary"]["action"] == "call"
     assert not planned["tasks"]["summary"]["estimated"]  # the kept answer renders the request exactly
+
+
+def provider_project(tmp_path: Path, server: FakeProviderServer, provider: str) -> Path:
+    writer = agent_settings(provider, server)
+    agent = ", ".join(f"{key}: '{value}'" for key, value in writer.items())
+    path = tmp_path / f"{provider}.yaml"
+    path.write_text(
+        f"name: counted\nagents:\n  writer: {{{agent}, options: {{max_tokens: 200}}}}\ndefaults: {{agent: writer}}\n"
+        "tasks:\n"
+        "  - {id: facts, description: 'Facts about otters and their diet', system_prompt: 'You are a zoologist.'}\n"
+        "  - {id: poem, description: 'A poem on: {{ tasks.facts.output }}', depends_on: [facts]}\n"
+    )
+    return path
+
+
+@pytest.mark.parametrize("provider", ["claude", "gemini"])
+def test_count_tokens_asks_the_providers_counting_endpoint_and_says_so(
+    fake_server: FakeProviderServer, tmp_path: Path, provider: str
+) -> None:
+    path, store = provider_project(tmp_path, fake_server, provider), tmp_path / "runs.db"
+    offline = plan_json(path, store)
+    assert fake_server.requests == [] and offline["providers_contacted"] is False
+    assert offline["tasks"]["facts"]["input_counted_by"] == "estimate" and offline["tasks"]["facts"]["estimated"]
+
+    counted = plan_json(path, store, "--count-tokens")
+    assert counted["providers_contacted"] is True
+    assert len(fake_server.requests) == 2 and all(r.counts_tokens for r in fake_server.requests)
+    facts = counted["tasks"]["facts"]
+    assert facts["input_counted_by"] == "provider" and not facts["estimated"]
+    assert counted["tasks"]["poem"]["estimated"]  # counted exactly, but over a stand-in of the upstream answer
+    table = invoke("plan", str(path), "--store", str(store), "--count-tokens")
+    assert "input tokens of 2 tasks counted by the providers' token-counting endpoints" in table
+
+    fake_server.clear()
+    invoke("run", str(path), "--store", str(store), "-q")
+    results = RunStore(store).load_results(RunStore(store).list_runs()[0].run_id)
+    usage = results["facts"].usage
+    assert usage is not None and usage.input_tokens == facts["input_tokens"]  # what the run was then billed
+
+
+def test_count_tokens_counts_openai_offline(fake_server: FakeProviderServer, tmp_path: Path) -> None:
+    planned = plan_json(provider_project(tmp_path, fake_server, "gpt"), tmp_path / "runs.db", "--count-tokens")
+    assert fake_server.requests == [] and planned["providers_contacted"] is False
+    assert planned["tasks"]["facts"]["input_counted_by"] == "tokenizer" and not planned["tasks"]["facts"]["estimated"]
