@@ -9,7 +9,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-__all__ = ["machine", "print_tables", "serve_tables", "show", "tables", "write_markdown"]
+__all__ = ["cache_tables", "machine", "print_tables", "serve_tables", "show", "tables", "write_markdown"]
 
 Table = tuple[str, list[str], list[list[str]]]
 
@@ -256,6 +256,58 @@ def serve_tables(document: dict[str, Any]) -> list[Table]:
     return [watched, requests]
 
 
+def cache_tables(document: dict[str, Any]) -> list[Table]:
+    """(title, header, rows) of ``benchmarks/cache_bench.py``'s JSON: the cost of a lookup, then the savings."""
+    lookup, saved = document["lookup"], document["savings"]
+    us = lookup["us_per_task"]
+    costs = (
+        f"Answer cache lookup per task: {lookup['tasks']:,} tasks (prompts of ~{lookup['prompt_chars']:,} "
+        f"characters), {lookup['entries']:,} answers kept, median of {lookup['repeats']} (µs)",
+        ["request key only", "key + lookup, hit", "key + lookup, miss"],
+        [[f"{us['key']:.1f}", f"{us['hit']:.1f}", f"{us['miss']:.1f}"]],
+    )
+    runs = [
+        [
+            str(number),
+            str(run["requests"]),
+            f"{run['cost_usd']:.6f}",
+            f"{run['saved_usd']:.6f}",
+            f"{run['hits']} of {run['tasks']}",
+            f"{run['wall_s']:.2f}",
+        ]
+        for number, run in enumerate(saved["runs"], 1)
+    ]
+    savings = (
+        f"examples/research_pipeline.yaml twice on one store (answers of ~{saved['answer_words']} tokens)",
+        ["run", "requests", "cost of the results (USD)", "saved by the cache (USD)", "cache hits", "wall (s)"],
+        runs,
+    )
+    return [costs, savings]
+
+
+def _cache_section(results: Path) -> list[str]:
+    if not results.exists():
+        return []
+    document = json.loads(results.read_text())
+    info = document["machine"]
+    load = ", ".join(f"{value:.2f}" for value in document.get("load_average", []))
+    parts = [
+        "",
+        "## Spend control: the answer cache",
+        "",
+        f"`python benchmarks/cache_bench.py`, {document['when']}, on {info['cpu']}, {info['cores']} cores, Python "
+        f"{document['python']} (load average {load} before it, from other work). The lookup: what the executor adds "
+        "to a task with the cache on, before any call: the request's key (sha256 of the canonical JSON of the "
+        "request) and its lookup in the store's `answers` table. The savings: the example run twice on one store "
+        "against the fake provider server (real SDKs, 127.0.0.1); its cost at the usage the server reported, priced "
+        "with genai-prices; the second run makes no request (the first run's wall time is mostly the three SDKs' "
+        "imports and clients).",
+    ]
+    for title, header, rows in cache_tables(document):
+        parts += ["", f"### {title}", "", _markdown_table(header, rows)]
+    return parts
+
+
 def _serve_section(results: Path) -> list[str]:
     if not results.exists():
         return []
@@ -344,6 +396,7 @@ def write_markdown(document: dict[str, Any], path: Path, notes: Path | None = No
         parts += ["", f"## {title}", "", _markdown_table(header, rows)]
     parts += _pacing_section(path.parent / "results" / "reliability.json")
     parts += _serve_section(path.parent / "results" / "serve.json")
+    parts += _cache_section(path.parent / "results" / "cache.json")
     notes = notes or path.parent / "overhead_notes.md"
     if notes.exists():
         parts += ["", notes.read_text().strip()]
