@@ -4,7 +4,11 @@ without paying twice; the spend survives the process."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +20,10 @@ from llm_abstractions import Usage
 from llm_abstractions.pricing import cost_usd
 from orchestration import ProjectOrchestrator, ProjectSpec, RunEvent
 from orchestration.cli.app import app
-from orchestration.store import RunStore
+from orchestration.store import LEASE_ENV, RunStore
 from tests.fakes.agents import MODEL_OF, agent_settings
 from tests.fakes.provider_server import FakeProviderServer, RecordedRequest, Reply
+from tests.reliability.test_crash import REPO, wait_until_the_lease_expired
 
 O200K = bpe_openai.get_encoding("o200k_base")
 OUTPUT_TOKENS = 40
@@ -167,3 +172,39 @@ def test_a_resumed_run_counts_what_its_dead_session_reserved(tmp_path: Path) -> 
     anyio.run(earlier_session)
     assert store.spent("r")[""] == (0.625, 260)
     assert store.spent("r")["writer"] == (0.625, 260)
+
+
+def test_a_kill_9_in_the_middle_of_a_budgeted_run_loses_none_of_its_spend(
+    fake_server: FakeProviderServer, tmp_path: Path
+) -> None:
+    fake_server.handler = counted
+    path = project_file(tmp_path, fake_server)
+    code, _ = invoke("run", str(path), "--store", str(tmp_path / "full.db"), "-q")
+    assert code == 0
+    cap = server_cost(fake_server) * 0.6
+    fake_server.clear()
+    fake_server.handler = lambda request: dataclasses.replace(counted(request), delay_s=0.3)
+    store = RunStore(tmp_path / "runs.db")
+    command = ["run", str(path), "--run-id", "capped", "--store", str(store.path), "--budget-usd", f"{cap!r}"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestration", *command, "--max-concurrency", "4", "-q"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, LEASE_ENV: "0.5", "PYTHONPATH": str(REPO)},
+    )
+    try:
+        fake_server.wait_for_requests(10, timeout=60)
+    finally:
+        process.kill()  # SIGKILL: calls in flight, their reservations unsettled
+        process.wait(timeout=30)
+    sent = len(fake_server.requests)
+    spent_usd, _ = store.spent("capped")[""]
+    assert spent_usd >= server_cost(fake_server) - 1e-12, "the store lost spend of the killed process"
+
+    wait_until_the_lease_expired(store, "capped")
+    fake_server.handler = counted
+    code, output = invoke("resume", "capped", "--store", str(store.path), "-q", "--budget-usd", f"{cap!r}")
+    assert code == 1, output  # the cap still binds: the killed process's spend was counted
+    assert len(fake_server.requests) > sent
+    assert server_cost(fake_server) <= cap, "the provider was paid more than the budget across the crash"
