@@ -47,9 +47,12 @@ _EVENT_FIELDS = (
     "cost_usd",
     "duration_s",
     "error_type",
+    "cache_hit",
+    "saved_usd",
     "gate",
     "endpoint",
     "pace",
+    "budget",
     "run_status",
 )
 

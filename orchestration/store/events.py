@@ -64,7 +64,8 @@ class StoredEvent:
     """Epoch seconds."""
     data: dict[str, Any]
     """What else the event says, only the fields it has: ``agent``, ``status``, ``attempts``, ``cost_usd``,
-    ``duration_s``, ``error_type`` (task events), ``gate`` (review events), ``endpoint`` and ``pace``
+    ``duration_s``, ``error_type``, ``cache_hit`` and ``saved_usd`` (task events; an answer from the answer cache),
+    ``gate`` (review events), ``endpoint`` and ``pace``
     (``endpoint_paced``), ``run_status`` (``run_finished``)."""
 
 
@@ -123,6 +124,10 @@ def _task_data(event: RunEvent) -> str:
         text += f',"duration_s":{_number(result.duration_s)}'
     if result.error is not None:
         text += f",{_field('error_type', result.error.type)[:-1]}"
+    if result.cache is not None and result.cache.hit:
+        text += ',"cache_hit":true'
+        if result.cache.saved_usd is not None:
+            text += f',"saved_usd":{_number(result.cache.saved_usd)}'
     return "{" + text + "}"
 
 

@@ -62,6 +62,10 @@ def test_a_rerun_of_an_unchanged_project_makes_no_call(fake_server: FakeProvider
     assert end.cache.usage == first["end"].usage and end.cache.saved_usd == first["end"].cost_usd
     stats = RunStore(store).cache_stats()
     assert (stats.entries, stats.hits) == (30, 30)
+    rerun = RunStore(store).list_runs()[0].run_id
+    done = [e for e in RunStore(store).events(rerun) if e.kind == "task_succeeded"]
+    assert len(done) == 30 and all(e.data["cache_hit"] is True for e in done)  # followers see hits and savings
+    assert sum(e.data["saved_usd"] for e in done) == pytest.approx(sum(r.cost_usd or 0.0 for r in first.values()))
 
 
 def test_a_changed_prompt_calls_that_task_and_the_descendants_whose_requests_changed(

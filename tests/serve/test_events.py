@@ -163,3 +163,15 @@ def test_the_stream_of_a_run_that_stopped_ends(served: Served) -> None:
         assert stream[-1].event == "run_finished" and json.loads(stream[-1].data)["run_status"] == "cancelled"
         with httpx.Client(base_url=served.url, timeout=10) as anonymous:
             assert anonymous.get(f"/api/runs/{run_id}/events").status_code == 401
+
+
+def test_budget_and_cache_fields_reach_the_streams() -> None:
+    from orchestration.serve.views import event_json
+    from orchestration.store.events import StoredEvent
+
+    budget = {"account": "run", "spent_usd": 0.4, "spent_tokens": 9, "cap_usd": 0.5, "cap_tokens": None}
+    warned = StoredEvent(1, "r", "budget_warning", None, 0.0, {"budget": budget | {"exhausted": False}})
+    hit = StoredEvent(2, "r", "task_succeeded", "t", 0.0, {"status": "success", "cache_hit": True, "saved_usd": 0.2})
+    assert event_json(warned)["budget"] == budget | {"exhausted": False}
+    assert (event_json(hit)["cache_hit"], event_json(hit)["saved_usd"]) == (True, 0.2)
+    assert event_json(warned)["cache_hit"] is None and event_json(hit)["budget"] is None
