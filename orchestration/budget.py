@@ -3,7 +3,8 @@
 A run's caps (``defaults.budget``, ``--budget-usd``) and each agent's (``agents.<name>.budget``) are accounts of
 one :class:`BudgetLedger`. Before a call, :class:`BudgetedLlm` reserves the call's worst case in the run's account
 and its agent's: input tokens (counted with the model's tokenizer, else bounded by the prompt's UTF-8 bytes) plus
-``max_tokens`` of output, priced with genai-prices. The reservation is committed to the run store before the call
+``max_tokens`` of output, priced with genai-prices (the input at the prompt-cache write price where that is higher:
+Claude's). The reservation is committed to the run store before the call
 is sent, and settled to the call's actual usage and cost after it (a failed call to what the provider reported it
 billed; a call cut short by cancellation keeps its reservation, as it may have been billed). So the actual spend
 never goes above a cap, however many calls are in flight, and a crash loses none of it: a resumed run starts from
@@ -256,7 +257,9 @@ class BudgetedLlm(WrapperLlm):
         tokens_in = count.tokens if count.exact else sum(len(m.content.encode()) + 4 for m in messages) + 3
         tokens_in += sum(attachment_tokens(a) for m in messages for a in m.attachments)
         tokens_out = options.max_tokens or 0
-        return self._cost(Usage(input_tokens=tokens_in, output_tokens=tokens_out)), tokens_in + tokens_out
+        plain = Usage(input_tokens=tokens_in, output_tokens=tokens_out)
+        written = plain.model_copy(update={"cache_write_tokens": tokens_in})  # a prompt-cache write costs more
+        return max(self._cost(plain), self._cost(written)), tokens_in + tokens_out
 
     async def generate_content_async(
         self, messages: Sequence[Message], options: GenerationOptions | None = None, **overrides: Any

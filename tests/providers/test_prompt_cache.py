@@ -117,3 +117,16 @@ async def test_turning_the_prompt_cache_off_does_not_change_the_answer_cache_key
         )
         await ProjectOrchestrator(spec, registry=AgentRegistry(), store=tmp_path / "runs.db").run()
     assert len(fake_server.requests) == 1, "the second run called the model again"
+
+
+async def test_a_budget_reserves_the_input_at_the_cache_write_price(fake_server: FakeProviderServer) -> None:
+    from llm_abstractions import GenerationOptions, Usage
+    from llm_abstractions.pricing import cost_usd
+    from orchestration.budget import BudgetedLlm, BudgetLedger
+
+    async with create_llm(llm_config("claude", fake_server)) as llm:
+        budgeted = BudgetedLlm(llm, BudgetLedger("r", None, {}), "a", "claude", "anthropic")
+        usd, tokens = budgeted.worst_case([Message.user("word " * 1000)], GenerationOptions(max_tokens=10))
+    written = Usage(input_tokens=tokens - 10, cache_write_tokens=tokens - 10, output_tokens=10)
+    assert usd == cost_usd("anthropic", llm.model_name, written)
+    assert usd > (cost_usd("anthropic", llm.model_name, Usage(input_tokens=tokens - 10, output_tokens=10)) or 0)
