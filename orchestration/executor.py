@@ -172,8 +172,8 @@ class TaskExecutor:
         """Render the task's prompts; raise ``TemplateError``."""
         messages = []
         if task.system is not None:
-            messages.append(Message(role="system", content=task.system.render(inputs, upstream)))  # type: ignore[arg-type]
-        messages.append(Message(role="user", content=task.prompt.render(inputs, upstream)))  # type: ignore[arg-type]
+            messages.append(Message(role="system", content=task.system.render(inputs, upstream)))
+        messages.append(Message(role="user", content=task.prompt.render(inputs, upstream)))
         return messages
 
     async def execute(

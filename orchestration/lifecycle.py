@@ -7,6 +7,8 @@
        │                                   └──gated answer──▶ WAITING ──approve/edit──▶ COMMITTING
        │                                                         └──reject/timeout──────▶ FAILED
        ├──an ancestor did not succeed──────────────────────────────────────────────▶ SKIPPED
+       ├──its items are known (for_each)──▶ EXPANDED ──its instances ended──▶ SUCCESS | FAILED | SKIPPED
+       ├──its items cannot be read (for_each)──────────────────────────────────────▶ FAILED
        └───────────────── the run is cancelled (any unfinished state) ─────────────▶ CANCELLED
 
 :class:`TaskLifecycle` owns every task's state during a run. Its transitions are the only
@@ -22,8 +24,12 @@ A task whose answer has a review gate (:mod:`orchestration.gating`) waits in WAI
 decision, read from the run store; a resumed run reuses the answer the gate holds. A gate on the request
 (``stage: before``) waits before the model is called: WAITING → RUNNING once approved or edited (the
 request is sent as decided), → FAILED when rejected. The states the next
-capabilities add (waiting for budget, expanded into items) go into :class:`TaskState` and
+capabilities add (waiting for budget) go into :class:`TaskState` and
 :data:`TRANSITIONS`, with a method here that moves a task into and out of them.
+
+A mapped task (``for_each``) is EXPANDED into one instance per item once its items are known; each instance is
+a task of its own (BLOCKED → ... → SUCCESS), and the mapped task ends with them
+(:class:`orchestration.expansion.FanOutLifecycle` makes those moves).
 """
 
 from __future__ import annotations
@@ -65,6 +71,8 @@ class TaskState(StrEnum):
     """Answered; its answer waits for a review decision (polled from the run store)."""
     COMMITTING = "committing"
     """Answered; its result is being made durable before its dependents may start."""
+    EXPANDED = "expanded"
+    """A mapped task (``for_each``) whose items are known: its instances run, and it ends once they all ended."""
     SUCCESS = "success"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -79,11 +87,14 @@ class TaskState(StrEnum):
 _FINAL = frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED})
 
 TRANSITIONS: Mapping[TaskState, frozenset[TaskState]] = {
-    TaskState.BLOCKED: frozenset({TaskState.READY, TaskState.SKIPPED, TaskState.CANCELLED}),
+    TaskState.BLOCKED: frozenset(
+        {TaskState.READY, TaskState.EXPANDED, TaskState.SKIPPED, TaskState.FAILED, TaskState.CANCELLED}
+    ),
     TaskState.READY: frozenset({TaskState.RUNNING, TaskState.CANCELLED}),
     TaskState.RUNNING: frozenset({TaskState.COMMITTING, TaskState.WAITING, TaskState.FAILED, TaskState.CANCELLED}),
     TaskState.WAITING: frozenset({TaskState.RUNNING, TaskState.COMMITTING, TaskState.FAILED, TaskState.CANCELLED}),
     TaskState.COMMITTING: frozenset({TaskState.SUCCESS}),
+    TaskState.EXPANDED: frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED}),
     TaskState.SUCCESS: frozenset(),
     TaskState.FAILED: frozenset(),
     TaskState.SKIPPED: frozenset(),

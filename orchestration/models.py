@@ -17,9 +17,11 @@ __all__ = [
     "TASK_ID_PATTERN",
     "AgentTask",
     "AttemptRecord",
+    "Dependency",
     "ErrorInfo",
     "ExecutionResult",
     "ExecutionStatus",
+    "MappedResult",
     "OutputFormat",
     "ProjectDefaults",
     "ProjectSpec",
@@ -69,6 +71,18 @@ class ExecutionStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
+class Dependency(BaseModel):
+    """A dependency written out: ``{task: classify, per_item: true}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    task: str
+    """The id of the task depended on."""
+    per_item: bool = False
+    """Between two tasks mapped over the same items (``for_each``): each instance waits only for the instance of
+    ``task`` of the same item (and reads it as ``tasks.<task>``), not for all of them."""
+
+
 class AgentTask(BaseModel):
     """One unit of work: a prompt for an agent, run once its dependencies have succeeded."""
 
@@ -76,10 +90,20 @@ class AgentTask(BaseModel):
 
     id: str = Field(pattern=TASK_ID_PATTERN)
     description: str
-    """The prompt: a template over ``inputs`` and ``tasks.<ancestor>.output``."""
+    """The prompt: a template over ``inputs`` and ``tasks.<ancestor>.output`` (and ``item``, ``index`` in a
+    mapped task)."""
     agent: str | None = None
     """The agent's name; ``None`` uses the project's default agent."""
-    depends_on: list[str] = []
+    depends_on: list[str | Dependency] = []
+    """Task ids, or ``{task: id, per_item: true}`` between two mapped tasks over the same items."""
+    for_each: str | list[Any] | None = None
+    """Fan out over data: the task becomes one instance per item (``id[key]``), each rendered with ``item`` and
+    ``index``. A list, or a template that is one lookup: ``{{ inputs.<key> }}`` (a list, or the path of a
+    ``.jsonl``, ``.json`` (an array) or ``.csv`` file, relative to the project file) or ``{{ tasks.<id>.parsed
+    }}`` (an upstream json task's array, at a path: ``{{ tasks.plan.parsed.sections }}``)."""
+    key: str | None = None
+    """With ``for_each``: a template over ``item`` and ``index`` (and ``inputs``) giving each instance a stable
+    key, unique among the items: its id is ``<id>[<key>]``; ``None``: the item's index."""
     system_prompt: str | None = None
     """Optional system prompt, also a template."""
     options: GenerationOptions = GenerationOptions.model_construct()
@@ -102,6 +126,11 @@ class AgentTask(BaseModel):
     """The answer cache for this task; ``None``: its agent's ``cache``, else the project's ``defaults.cache``."""
     metadata: dict[str, Any] = {}
     """Anything of yours; copied into the task's result."""
+
+    @property
+    def dependency_ids(self) -> list[str]:
+        """The ids in ``depends_on``, whole or per item."""
+        return [dep if isinstance(dep, str) else dep.task for dep in self.depends_on]
 
     @property
     def fails_when_truncated(self) -> bool:
@@ -220,6 +249,9 @@ class ExecutionResult(BaseModel):
     """The decision of the task's review gate, if it had one."""
     json_repair: str | None = None
     """Json tasks: why the first answer was refused, when a repair call gave the output."""
+    items: list[str] | None = None
+    """A mapped task's own result (``for_each``): the ids of its instances (``<id>[<key>]``), in item order; each
+    has a result of its own. ``None`` for every other result."""
     cache: CacheInfo | None = None
     """The answer cache's part: a hit (``cost_usd`` 0, no usage; the call's usage is here), or the key a model's
     answer was kept under."""
@@ -231,6 +263,19 @@ class ExecutionResult(BaseModel):
     @property
     def succeeded(self) -> bool:
         return self.status is ExecutionStatus.SUCCESS
+
+
+class MappedResult(ExecutionResult):
+    """A mapped task's own result (``for_each``) as downstream templates read it: ``outputs``, ``parsed`` and
+    ``results`` are lists in item order (not serialized: each instance has a result of its own; ``items`` names
+    them). Its ``output`` is ``None``."""
+
+    outputs: list[str | None] = Field(default=[], exclude=True, repr=False)
+    """Each instance's output."""
+    parsed: Any = Field(default=None, exclude=True, repr=False)
+    """Each instance's parsed value (json tasks)."""
+    results: list[ExecutionResult] = Field(default=[], exclude=True, repr=False)
+    """Each instance's result (``status``, ``error``, ``output``...); not in the repr (100,000 results would be)."""
 
 
 class ProjectDefaults(BaseModel):

@@ -35,6 +35,7 @@ from llm_abstractions.wrappers import PacingStatus
 from orchestration.answer_cache import AnswerCache, CacheMode
 from orchestration.events import EventBus, EventCallback, EventKind, RunEvent
 from orchestration.executor import TaskExecutor
+from orchestration.expansion import FanOutLifecycle, scheduler_graph
 from orchestration.gating import Request
 from orchestration.issues import ProjectValidationError
 from orchestration.lifecycle import TaskLifecycle
@@ -171,6 +172,7 @@ class ProjectOrchestrator:
             source=self._source,
             check_agents=check_agents,
             llms=self.llms,
+            folder=self.file.parent if self.file is not None else None,
         )
         if check_agents:
             self._project = project
@@ -310,7 +312,9 @@ class ProjectOrchestrator:
         tracing = self._tracing()
         cache = AnswerCache(store, project, self.cache_override) if store is not None else None
         executor = TaskExecutor(project.registry, on_pace=self._paced, tracing=tracing, cache=cache)
-        lifecycle = TaskLifecycle(
+        mapped = bool(project.mapped)
+        make_lifecycle = partial(FanOutLifecycle, project) if mapped else TaskLifecycle
+        lifecycle = make_lifecycle(
             run_id,
             project.tasks,
             partial(_execute, executor, project.inputs, self.results),
@@ -328,13 +332,19 @@ class ProjectOrchestrator:
         defaults = project.spec.defaults
         agent_names = sorted({t.agent for t in project.tasks})
         agent_index = {name: i for i, name in enumerate(agent_names)}
+        children: list[list[int]] = [t.children for t in project.tasks]
+        groups = agent_groups = [agent_index[t.agent] for t in project.tasks]
+        if mapped:  # mapped tasks (for_each): nodes that grow the DAG when their items are known
+            children, groups, durations = scheduler_graph(project, groups, durations)
         scheduler = DagScheduler(
-            [t.children for t in project.tasks],
+            children,
             self.max_concurrency or defaults.max_concurrency,
-            groups=[agent_index[t.agent] for t in project.tasks],
+            groups=groups,
             group_limits=[project.registry.get(name).limits.max_concurrent for name in agent_names],
             durations=durations,
         )
+        if isinstance(lifecycle, FanOutLifecycle):
+            lifecycle.attach(scheduler, agent_groups)
         lifecycle.on_waiting = scheduler.lend  # a task waiting for a review holds no slot
         lifecycle.tracing = tracing
         fail_fast = defaults.fail_fast if self.fail_fast is None else self.fail_fast
@@ -361,7 +371,10 @@ class ProjectOrchestrator:
                 finally:
                     self._emit(EventKind.RUN_FINISHED)
                     self.events.close_streams()
-        self.results = {t.id: self.results[t.id] for t in project.tasks}
+        if isinstance(lifecycle, FanOutLifecycle):
+            self.results = lifecycle.ordered(self.results)
+        else:
+            self.results = {t.id: self.results[t.id] for t in project.tasks}
         return self.results
 
     async def _run_until_waiting(self, scheduler: DagScheduler, lifecycle: TaskLifecycle, *, fail_fast: bool) -> None:
@@ -395,6 +408,8 @@ class ProjectOrchestrator:
         """
         project = self.validate()
         index = project.index[task_id]
+        if project.tasks[index].fan_out is not None:
+            raise ValueError(f"task '{task_id}' is mapped (for_each): its instances run in a whole run (run())")
         missing = [
             project.tasks[p].id
             for p in project.tasks[index].parents

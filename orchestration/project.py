@@ -10,8 +10,10 @@ from typing import Any
 from agent_registry import AgentConfigError, AgentRegistry, StructuredFile, UnknownAgentError
 from llm_abstractions import BaseLlm, GenerationOptions, LlmConfig, UnknownProviderError, get_llm_class
 from llm_abstractions.structured import schema_problem
+from orchestration.fan_out import ITEM_NAMES, MAPPED_ATTRIBUTES, FanOut, compile_fan_out, per_item_problems
 from orchestration.issues import ProjectValidationError, ValidationIssue
-from orchestration.models import AgentTask, OutputFormat, ProjectSpec
+from orchestration.items import Instance
+from orchestration.models import AgentTask, Dependency, OutputFormat, ProjectSpec
 from orchestration.review import ReviewSpec
 from orchestration.templates import PromptTemplate, TemplateError
 
@@ -33,6 +35,10 @@ class CompiledTask:
     timeout_s: float | None
     review: ReviewSpec | None = None
     """The task's review gate (its own ``review``, else the project's default); ``None``: no gate."""
+    fan_out: FanOut | None = None
+    """A mapped task's ``for_each`` (see :mod:`orchestration.fan_out`); ``None``: not mapped."""
+    instance: Instance | None = None
+    """Set on the instances of a mapped task (made at run time): the item each one is for."""
     parents: list[int] = field(default_factory=list)
     children: list[int] = field(default_factory=list)
     id: str = field(init=False)
@@ -53,10 +59,17 @@ class Project:
     index: dict[str, int]
     inputs: dict[str, Any]
     file: Path | None = None
+    folder: Path = field(default_factory=Path.cwd)
+    """The project file's folder (absolute), else the current folder: files of items are read inside it."""
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def mapped(self) -> list[CompiledTask]:
+        """The tasks mapped over items (``for_each``)."""
+        return [task for task in self.tasks if task.fan_out is not None]
 
     def task(self, task_id: str) -> CompiledTask:
         return self.tasks[self.index[task_id]]
@@ -150,14 +163,20 @@ def compile_project(
     source: StructuredFile | None = None,
     check_agents: bool = True,
     llms: Mapping[str, BaseLlm] | None = None,
+    folder: Path | None = None,
 ) -> Project:
     """Validate ``spec`` against ``registry``; raise :class:`ProjectValidationError` listing every issue.
 
     The spec's agents, then ``llms`` (model instances by agent name, see
     :meth:`AgentRegistry.register_llm_instance`), go into a layer over ``registry``: the
     project's :attr:`Project.registry`. ``registry`` itself is left unchanged.
+
+    ``folder``: where files of items (``for_each``) are read (default: the source file's folder, else the
+    current one).
     """
-    return _compile(spec, registry, inputs, source, check_agents, llms)
+    if folder is None:
+        folder = source.path.parent if source is not None else Path.cwd()
+    return _compile(spec, registry, inputs, source, check_agents, llms, folder.absolute())
 
 
 def _compile(
@@ -167,6 +186,7 @@ def _compile(
     source: StructuredFile | None,
     check_agents: bool,
     llms: Mapping[str, BaseLlm] | None,
+    folder: Path,
 ) -> Project:
     issues = _Issues(source)
     issues.set_positions(spec.tasks)
@@ -234,8 +254,12 @@ def _compile(
             except TemplateError as exc:
                 issues.add(f"template error: {exc}", task.id, field_name)
                 template = PromptTemplate(text)
-            for name in sorted(template.unknown_names) if template.unknown_names else ():
-                issues.add(f"template uses unknown name '{name}' (use inputs.<key> or tasks.<id>)", task.id, field_name)
+            unknown = template.unknown_names - ITEM_NAMES if task.for_each is not None else template.unknown_names
+            for name in sorted(unknown) if unknown else ():
+                hint = (
+                    "only a mapped task (for_each) has it" if name in ITEM_NAMES else "use inputs.<key> or tasks.<id>"
+                )
+                issues.add(f"template uses unknown name '{name}' ({hint})", task.id, field_name)
             for key in sorted(missing) if (missing := template.input_refs - all_inputs.keys()) else ():
                 issues.add(
                     f"template uses input '{key}', which is neither in 'inputs' nor given with --input",
@@ -258,19 +282,23 @@ def _compile(
         compiled.append(CompiledTask(task, len(compiled), agent, prompt, system, options, retries, timeout_s, review))
 
     for item in compiled:
-        for dep in item.task.depends_on:
+        linked: set[int] = set()  # a set: a task with 100,000 dependencies is not quadratic
+        for dep in item.task.dependency_ids:
             parent = index.get(dep)
             if parent is None:
                 issues.add(f"depends on unknown task '{dep}'", item.id, "depends_on")
             elif parent == item.index:
                 issues.add("depends on itself", item.id, "depends_on")
-            elif parent not in item.parents:
+            elif parent not in linked:
+                linked.add(parent)
                 item.parents.append(parent)
                 compiled[parent].children.append(item.index)
 
     if compiled and not _is_acyclic(compiled):
         for first, cycle in _cycle_messages({t.id: [compiled[p].id for p in t.parents] for t in compiled}):
             issues.add(f"dependency cycle: {cycle}", first, "depends_on")
+    elif any(_uses_fan_out(task) for task in spec.tasks):
+        _fan_outs(compiled, index, all_inputs, folder, issues)
 
     for item in compiled:
         for compiled_template, field_name in ((item.prompt, "description"), (item.system, "system_prompt")):
@@ -297,7 +325,7 @@ def _compile(
         for fallback in registry.get(name).fallbacks:
             if fallback not in registry and fallback not in invalid_agents:
                 issues.add(f"fallback {UnknownAgentError(fallback, known)!s}", agent=name, field="fallbacks")
-    project = Project(spec, registry, compiled, index, all_inputs, source.path if source else None)
+    project = Project(spec, registry, compiled, index, all_inputs, source.path if source else None, folder)
     if check_agents and not issues.items:
         for name in sorted(project.used_agents()):
             for problem in registry.check(name):
@@ -305,6 +333,59 @@ def _compile(
     if issues.items:
         raise ProjectValidationError(issues.items)
     return project
+
+
+def _uses_fan_out(task: AgentTask) -> bool:
+    """Whether ``task`` sets anything of ``for_each`` (its own, or a per-item dependency)."""
+    return task.for_each is not None or task.key is not None or any(isinstance(d, Dependency) for d in task.depends_on)
+
+
+def _fan_outs(
+    compiled: list[CompiledTask], index: dict[str, int], inputs: Mapping[str, Any], folder: Path, issues: _Issues
+) -> None:
+    """Compile and check each mapped task's ``for_each`` (see :mod:`orchestration.fan_out`), its per-item
+    dependencies, and what templates read of mapped tasks (lists: ``outputs``, ``parsed``, ``results``)."""
+    files: dict[Path, list[Any]] = {}
+    for item in compiled:
+        item.fan_out, problems = compile_fan_out(
+            item, compiled, index, inputs, folder, lambda at: _ancestors_of(at, compiled), files
+        )
+        for message, field_name in problems:
+            issues.add(message, item.id, field_name)
+    for item in compiled:
+        for message, field_name in per_item_problems(item, compiled, index):
+            issues.add(message, item.id, field_name)
+    for item in compiled:
+        per_item = {dep.task for dep in item.task.depends_on if isinstance(dep, Dependency) and dep.per_item}
+        for template, field_name in ((item.prompt, "description"), (item.system, "system_prompt")):
+            for ref, attribute in sorted(template.task_attrs) if template is not None else ():
+                read = index.get(ref)
+                if read is None:
+                    continue
+                if ref in per_item:  # a per-item dependency reads as its instance of the item
+                    if attribute in MAPPED_ATTRIBUTES - {"parsed"}:
+                        issues.add(
+                            f"template reads tasks.{ref}.{attribute}, but '{ref}' is a per-item dependency: "
+                            f"tasks.{ref} is its instance of this item (read its output or parsed)",
+                            item.id,
+                            field_name,
+                        )
+                    continue
+                mapped = compiled[read].task.for_each is not None
+                if mapped and attribute not in MAPPED_ATTRIBUTES:
+                    issues.add(
+                        f"template reads tasks.{ref}.{attribute}, but '{ref}' is mapped (for_each): read its "
+                        "outputs, parsed or results (lists in item order)",
+                        item.id,
+                        field_name,
+                    )
+                elif not mapped and attribute in MAPPED_ATTRIBUTES - {"parsed"}:
+                    issues.add(
+                        f"template reads tasks.{ref}.{attribute}, but only a mapped task (for_each) has "
+                        f"{attribute}: read tasks.{ref}.output",
+                        item.id,
+                        field_name,
+                    )
 
 
 class _ReviewChecks:

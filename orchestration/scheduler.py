@@ -18,6 +18,10 @@ ready task until its group has room. A node that waits on something other than w
 review decision) gives its slot away with :meth:`DagScheduler.lend`: an extra worker starts,
 and the waiting node's worker retires when the node is done (it keeps its group's slot).
 
+The DAG may grow while it runs (:meth:`DagScheduler.grow`): a node that learns of new work (a mapped
+task whose items became known) adds nodes and edges to nodes that have not finished, and more workers start
+if the pool is not full.
+
 The scheduler decides *what* runs next; the nodes' states belong to a :class:`Lifecycle`
 (:class:`orchestration.lifecycle.TaskLifecycle` in a run), which runs each node and is told
 when a node becomes ready or must be skipped.
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import anyio
@@ -103,6 +107,8 @@ class DagScheduler:
         else:
             self._compute_ranks([1.0] * group_count)
         self._seq = 0
+        self._workers = 0
+        """Workers started and not retired from a lent node (the others stop only once the run ends)."""
         self._idle: list[anyio.Event] = []
         self._remaining = 0
         self._indegree: list[int] = []
@@ -144,6 +150,8 @@ class DagScheduler:
 
     def _compute_ranks(self, weights: Sequence[float]) -> None:
         rank, children, groups, known = self._rank, self._children, self._groups, self._node_weight
+        if len(self._order) != len(children):  # the DAG grew
+            self._order = _topological_order(children)
         for node in reversed(self._order):
             longest = 0.0
             for child in children[node]:
@@ -252,7 +260,79 @@ class DagScheduler:
         if self._tasks is None or self._lifecycle is None or node in self._lent:
             return
         self._lent.add(node)
-        self._tasks.start_soon(self._worker, self._lifecycle)
+        self._start_worker(self._tasks, self._lifecycle)
+
+    @property
+    def size(self) -> int:
+        """The number of nodes: the next one :meth:`grow` adds gets this index."""
+        return len(self._children)
+
+    def grow(
+        self,
+        children: Sequence[list[int]],
+        parents: Sequence[Sequence[int]],
+        group: int,
+        skipped: Mapping[int, int] | None = None,
+    ) -> None:
+        """Add nodes ``size .. size + len(children) - 1`` to the running DAG (from a node's :meth:`Lifecycle.run`,
+        between two awaits).
+
+        The ``j``-th new node releases ``children[j]`` (nodes that are blocked, or new nodes after it) and waits
+        for ``parents[j]`` (nodes from before that have not finished); it belongs to ``group``. The lifecycle
+        knows the new nodes already: a new node that is not blocked counts as succeeded (kept from an earlier
+        session of the run), as at the start of :meth:`run`. ``skipped``: new nodes that will not run (by their
+        place among the new ones) -> the node that did not succeed; they and their descendants are skipped. The
+        other new nodes with nothing to wait for are ready at once; more workers start while there are fewer
+        than ``max_concurrency``. A ``children`` list may be shared by many new nodes: edges added later from a
+        node copy its list first.
+        """
+        lifecycle, tasks = self._lifecycle, self._tasks
+        if lifecycle is None or tasks is None:
+            raise RuntimeError("grow is for a running DAG: call it from Lifecycle.run")
+        first, count = len(self._children), len(children)
+        if not isinstance(self._children, list):
+            self._children = list(self._children)
+        if not isinstance(self._groups, list):
+            self._groups = list(self._groups)
+        self._children.extend(children)
+        self._groups.extend([group] * count)
+        self._indegree.extend([0] * count)
+        if self._node_weight is not None:
+            self._node_weight.extend([None] * count)
+        weight = self.weights()[group]
+        rank = self._rank
+        rank.extend([0.0] * count)
+        for node in range(first + count - 1, first - 1, -1):  # children after their parents: ranked first
+            rank[node] = weight + max((rank[child] for child in self._children[node]), default=0.0)
+        indegree, all_children = self._indegree, self._children
+        for node in range(first, first + count):
+            if not lifecycle.is_blocked(node):
+                continue
+            self._remaining += 1
+            for child in all_children[node]:
+                indegree[child] += 1
+            for parent in parents[node - first]:
+                all_children[parent] = [*all_children[parent], node]
+                indegree[node] += 1
+        for offset, cause in (skipped or {}).items():
+            node = first + offset
+            if lifecycle.is_blocked(node):
+                self._remaining -= 1
+                lifecycle.skip(node, cause)
+                self._skip_descendants(node, lifecycle)
+        woken = 0
+        for node in range(first, first + count):
+            if indegree[node] == 0 and lifecycle.is_blocked(node):
+                lifecycle.ready(node)
+                self._push(node)
+                woken += 1
+        for _ in range(min(self._max_concurrency, self._remaining) - (self._workers - len(self._lent))):
+            self._start_worker(tasks, lifecycle)
+        self._wake(woken)
+
+    def _start_worker(self, tasks: anyio.abc.TaskGroup, lifecycle: Lifecycle) -> None:
+        self._workers += 1
+        tasks.start_soon(self._worker, lifecycle)
 
     async def _worker(self, lifecycle: Lifecycle) -> None:
         clock = self._clock if self._adaptive else None
@@ -277,6 +357,7 @@ class DagScheduler:
             woken += self._finish(node, succeeded, lifecycle)
             if node in self._lent:  # another worker took this one's place while the node waited
                 self._lent.discard(node)
+                self._workers -= 1
                 self._wake(woken)
                 return
             self._wake(woken - 1)  # this worker takes one itself
@@ -308,7 +389,7 @@ class DagScheduler:
         async with anyio.create_task_group() as group:
             self._scope, self._tasks = group.cancel_scope, group
             for _ in range(workers):
-                group.start_soon(self._worker, lifecycle)
+                self._start_worker(group, lifecycle)
         self._tasks = self._lifecycle = None
         if self._error is not None:
             raise self._error
