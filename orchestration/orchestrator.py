@@ -36,6 +36,7 @@ from orchestration.answer_cache import AnswerCache, CacheMode
 from orchestration.code_steps import import_path
 from orchestration.events import EventBus, EventCallback, EventKind, RunEvent
 from orchestration.executor import TaskExecutor
+from orchestration.expansion import FanOutLifecycle, scheduler_graph
 from orchestration.gating import Request
 from orchestration.issues import ProjectValidationError
 from orchestration.lifecycle import TaskLifecycle
@@ -371,7 +372,9 @@ class ProjectOrchestrator:
             )
         executor.cache = AnswerCache(store, project, self.cache_override) if store is not None else None
         output_files = OutputFiles(project.folder, project.allow_outside)
-        lifecycle = TaskLifecycle(
+        mapped = bool(project.mapped)
+        make_lifecycle = partial(FanOutLifecycle, project) if mapped else TaskLifecycle
+        lifecycle = make_lifecycle(
             run_id,
             project.tasks,
             partial(_execute, executor, project.inputs, self.results),
@@ -391,14 +394,21 @@ class ProjectOrchestrator:
         defaults = project.spec.defaults
         agent_names = sorted({t.agent for t in project.tasks})
         agent_index = {name: i for i, name in enumerate(agent_names)}
+        children: list[list[int]] = [t.children for t in project.tasks]
+        groups = agent_groups = [agent_index[t.agent] for t in project.tasks]
+        triggers = [t.trigger for t in project.tasks]
+        if mapped:  # mapped tasks (for_each): nodes that grow the DAG when their items are known
+            children, groups, durations, triggers = scheduler_graph(project, groups, durations)
         scheduler = DagScheduler(
-            [t.children for t in project.tasks],
+            children,
             self.max_concurrency or defaults.max_concurrency,
-            groups=[agent_index[t.agent] for t in project.tasks],
+            groups=groups,
             group_limits=[project.registry.get(name).limits.max_concurrent for name in agent_names],
             durations=durations,
-            triggers=[t.trigger for t in project.tasks],
+            triggers=triggers,
         )
+        if isinstance(lifecycle, FanOutLifecycle):
+            lifecycle.attach(scheduler, agent_groups)
         lifecycle.on_waiting = scheduler.lend  # a task waiting for a review holds no slot
         lifecycle.tracing = tracing
         fail_fast = defaults.fail_fast if self.fail_fast is None else self.fail_fast
@@ -430,7 +440,10 @@ class ProjectOrchestrator:
                     self.events.close_streams()
                     if store is not None:
                         self.events.remove_callback(store.record_event)
-        self.results = {t.id: self.results[t.id] for t in project.tasks}
+        if isinstance(lifecycle, FanOutLifecycle):
+            self.results = lifecycle.ordered(self.results)
+        else:
+            self.results = {t.id: self.results[t.id] for t in project.tasks}
         return self.results
 
     async def _run_until_waiting(self, scheduler: DagScheduler, lifecycle: TaskLifecycle, *, fail_fast: bool) -> None:
@@ -464,6 +477,8 @@ class ProjectOrchestrator:
         """
         project = self.validate()
         index = project.index[task_id]
+        if project.tasks[index].fan_out is not None:
+            raise ValueError(f"task '{task_id}' is mapped (for_each): its instances run in a whole run (run())")
         missing = [
             project.tasks[p].id
             for p in project.tasks[index].parents
