@@ -76,9 +76,9 @@ def scheduler_graph(
     Nodes ``0..n-1`` are the tasks (a mapped task's node collects its instances), then one expansion node per
     mapped task (in :attr:`Project.mapped` order). A dependency on a mapped task waits for its node; a mapped
     task's expansion node waits for its dependencies (a per-item one: for that task's expansion node) and follows
-    the mapped task's trigger rule; the mapped task's own node follows ``none_failed`` over its expansion node and
-    its instances (an instance skipped by its condition is no failure). Mapped tasks' own nodes and expansion
-    nodes make a group of their own (their work is a few list operations).
+    the mapped task's trigger rule; the mapped task's own node waits for its expansion node and all its instances
+    to end (``all_done``), then the lifecycle decides how it ended (see :meth:`FanOutLifecycle.ready`). Mapped
+    tasks' own nodes and expansion nodes make a group of their own (their work is a few list operations).
     """
     tasks, mapped = project.tasks, project.mapped
     n = len(tasks)
@@ -102,7 +102,7 @@ def scheduler_graph(
     if durations is not None:
         known = [None if index in expansion else d for index, d in enumerate(durations)]
         known.extend([None] * len(mapped))
-    triggers = [TriggerRule.NONE_FAILED if task.index in expansion else task.trigger for task in tasks]
+    triggers = [TriggerRule.ALL_DONE if task.index in expansion else task.trigger for task in tasks]
     triggers.extend(task.trigger for task in mapped)
     return children, all_groups, known, triggers
 
@@ -126,8 +126,11 @@ class _Map:
     error: ErrorInfo | None = None
     """Why its items could not be read (or its condition could not be evaluated)."""
     not_run: tuple[ErrorType, str] | None = None
-    """Why the mapped task does not expand, when its expansion node did not run and nothing failed: its condition
-    was false, or a dependency was skipped."""
+    """Why the mapped task did not expand, when its expansion node did not run: its condition was false, or a
+    dependency did not succeed."""
+    when_per_item: bool = False
+    """Whether each instance reads the task's ``when`` (it reads ``item``, ``index`` or a per-item dependency); else
+    it is read once, before the items."""
     templates: tuple[dict[str, Any], dict[str, Any] | None] | None = None
     """What its instances' templates copy of the task's (:meth:`ItemPrompt.fields_of`), once one was made."""
 
@@ -160,6 +163,8 @@ class FanOutLifecycle(TaskLifecycle):
             _Map(task.index, n + offset, task.fan_out) for offset, task in enumerate(project.mapped) if task.fan_out
         ]
         self._map_of = {m.task: m for m in self._maps}
+        for mapped in self._maps:
+            mapped.when_per_item = _when_per_item(project.tasks[mapped.task], project)
         self._first_instance = n + len(self._maps)
         self._states.extend([TaskState.BLOCKED] * len(self._maps))
         self._prints: list[str | None] = [*self._fingerprints, *[None] * (len(self._states) - len(self._fingerprints))]
@@ -190,14 +195,7 @@ class FanOutLifecycle(TaskLifecycle):
             return self._expansion_ready(expansion)
         mapped = self._map_of.get(index)
         if mapped is not None:
-            if self._states[index] is TaskState.EXPANDED:  # its instances ended: run() collects them
-                return None
-            # not expanded, nothing failed: its condition was false, or a dependency was skipped
-            error_type, message = mapped.not_run or (ErrorType.UPSTREAM_SKIPPED, "a dependency was skipped")
-            error = ErrorInfo(type=error_type, message=message)
-            task = self.project.tasks[index]
-            self._settle(index, TaskState.SKIPPED, self._mapped_result(mapped, task, ExecutionStatus.SKIPPED, error))
-            return Outcome.SKIPPED
+            return self._collect(mapped)
         if index >= self._first_instance and self.tasks[index].condition is not None:
             self._made(index)  # its condition reads its item
         return super().ready(index)
@@ -206,7 +204,7 @@ class FanOutLifecycle(TaskLifecycle):
         """A mapped task's expansion node may run: its condition, unless that reads ``item`` (then each instance
         reads it), decides whether it does; when it does not, the mapped task is skipped once its node is ready."""
         condition = self.project.tasks[mapped.task].condition
-        if condition is not None and not condition.reads_item:
+        if condition is not None and not mapped.when_per_item:
             try:
                 holds = condition.holds(self._inputs, self.results)
             except TemplateError as exc:
@@ -220,35 +218,66 @@ class FanOutLifecycle(TaskLifecycle):
         self._states[mapped.node] = TaskState.READY
         return None
 
+    def _collect(self, mapped: _Map) -> Outcome | None:
+        """The mapped task's node is ready: its expansion node and every instance ended. ``None`` when it expanded
+        and none of its instances failed (:meth:`run` collects their results); else it is settled now: FAILED when
+        its items could not be read or an instance failed (``items_failed``), SKIPPED when it did not expand or an
+        instance did not run because something upstream failed (outcome FAILED then: its dependents see a
+        failure)."""
+        state, outcome, error = TaskState.SKIPPED, Outcome.FAILED, mapped.error
+        if error is not None:
+            state = TaskState.FAILED
+        elif self._states[mapped.task] is not TaskState.EXPANDED:
+            error_type, message = mapped.not_run or (ErrorType.UPSTREAM_FAILED, "a dependency did not succeed")
+            error = ErrorInfo(type=error_type, message=message)
+            if error_type != ErrorType.UPSTREAM_FAILED:
+                outcome = Outcome.SKIPPED
+        else:
+            error = self._instances_error(mapped)
+            if error is None:
+                return None
+            if error.type == ErrorType.ITEMS_FAILED:
+                state = TaskState.FAILED
+        task = self.project.tasks[mapped.task]
+        self._settle(mapped.task, state, self._mapped_result(mapped, task, ExecutionStatus(state.value), error))
+        return outcome
+
+    def _instances_error(self, mapped: _Map) -> ErrorInfo | None:
+        """Why the instances of ``mapped`` (all ended) do not make a success: the first that failed, else the first
+        skipped because something upstream failed; ``None``: they succeeded or were skipped by conditions."""
+        unrun: int | None = None
+        states = self._states
+        for node in range(mapped.first, mapped.first + len(mapped.ids)):
+            state = states[node]
+            if state is TaskState.FAILED:
+                return ErrorInfo(
+                    type=ErrorType.ITEMS_FAILED, message=f"item '{self.node_id(node)}' failed{self._why(node)}"
+                )
+            if unrun is None and state is TaskState.SKIPPED and not self._branch_skipped(node):
+                unrun = node
+        if unrun is None:
+            return None
+        return ErrorInfo(
+            type=ErrorType.UPSTREAM_FAILED, message=f"item '{self.node_id(unrun)}' did not run{self._why(unrun)}"
+        )
+
+    def _why(self, node: int) -> str:
+        result = self.results.get(self.node_id(node))
+        return f": {result.error.message}" if result is not None and result.error is not None else ""
+
     def skip(self, index: int, cause: int) -> None:
         expansion = self._expansion(index)
-        if expansion is not None:  # the mapped task's node follows (skipped, or failed with the cause)
+        if expansion is not None:  # the mapped task's node follows it (see _collect)
             self._states[index] = TaskState.SKIPPED
-            if self._states[cause] is TaskState.SKIPPED and self._branch_skipped(cause):
+            if self._branch_skipped(cause):
                 message = f"dependency '{self.node_id(cause)}' was skipped (its condition is false)"
                 expansion.not_run = (ErrorType.UPSTREAM_SKIPPED, message)
-            return
-        mapped = self._map_of.get(index)
-        if mapped is None:
-            if index >= self._first_instance:
-                self._made(index)
-            super().skip(index, cause)
-            return
-        task = self.project.tasks[index]
-        state, error = TaskState.SKIPPED, ErrorInfo(type=ErrorType.UPSTREAM_FAILED, message="")
-        if cause == mapped.node and mapped.error is not None:
-            state, error = TaskState.FAILED, mapped.error
-        elif mapped.first <= cause < mapped.first + len(mapped.ids):
-            instance = self.results.get(mapped.ids[cause - mapped.first])
-            why = f": {instance.error.message}" if instance is not None and instance.error is not None else ""
-            if self._states[cause] is TaskState.FAILED:
-                state = TaskState.FAILED
-                error = ErrorInfo(type=ErrorType.ITEMS_FAILED, message=f"item '{self.node_id(cause)}' failed{why}")
             else:
-                error.message = f"item '{self.node_id(cause)}' did not run{why}"
-        else:
-            error.message = f"dependency '{self.node_id(cause)}' did not succeed"
-        self._settle(index, state, self._mapped_result(mapped, task, ExecutionStatus(state.value), error))
+                expansion.not_run = (ErrorType.UPSTREAM_FAILED, f"dependency '{self.node_id(cause)}' did not succeed")
+            return
+        if index >= self._first_instance:
+            self._made(index)
+        super().skip(index, cause)
 
     async def run(self, index: int) -> bool:
         expansion = self._expansion(index)
@@ -342,7 +371,8 @@ class FanOutLifecycle(TaskLifecycle):
         """The mapped task's own result: its instances' ids, and their outputs when they all succeeded."""
         now = utc_now()
         ids = mapped.ids if mapped.first >= 0 else None
-        results = [self.results[i] for i in ids] if ids is not None and status == ExecutionStatus.SUCCESS else []
+        ended = ids is not None and all(i in self.results for i in ids)  # each instance's result, once they ended
+        results = [self.results[i] for i in ids] if ids is not None and ended else []
         json_task = task.task.output_format is OutputFormat.JSON
         return MappedResult(
             task_id=task.id,
@@ -395,7 +425,7 @@ class FanOutLifecycle(TaskLifecycle):
         prompt_fields, system_fields = mapped.templates
         prompt = ItemPrompt.bind(prompt_fields, variables, per_item)
         system = ItemPrompt.bind(system_fields, variables, per_item) if system_fields is not None else None
-        condition = base.condition if base.condition is not None and base.condition.reads_item else None
+        condition = base.condition if mapped.when_per_item else None
         made = replace(
             base,
             prompt=prompt,
@@ -427,6 +457,17 @@ class FanOutLifecycle(TaskLifecycle):
         if len(ordered) < len(results):
             ordered.update((node_id, r) for node_id, r in results.items() if node_id not in ordered)
         return ordered
+
+
+def _when_per_item(task: CompiledTask, project: Project) -> bool:
+    """Whether ``task``'s ``when`` reads what differs per instance: ``item``, ``index``, a per-item dependency."""
+    condition = task.condition
+    if condition is None or condition.template is None:
+        return False
+    if condition.reads_item:
+        return True
+    assert task.fan_out is not None
+    return any(project.tasks[parent].id in condition.template.task_refs for parent in task.fan_out.per_item)
 
 
 def plan_items(project: Project, stored: StoredRun, prints: Sequence[str], plan: ResumePlan, invalid: set[int]) -> None:

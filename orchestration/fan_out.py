@@ -23,10 +23,21 @@ from orchestration.templates import ITEM_NAMES, PromptTemplate, TemplateError, l
 if TYPE_CHECKING:
     from orchestration.project import CompiledTask
 
-__all__ = ["MAPPED_ATTRIBUTES", "FanOut", "ItemPrompt", "PerItem", "compile_fan_out", "per_item_problems"]
+__all__ = [
+    "MAPPED_ATTRIBUTES",
+    "MAPPED_FIELDS",
+    "FanOut",
+    "ItemPrompt",
+    "PerItem",
+    "compile_fan_out",
+    "per_item_problems",
+]
 
 MAPPED_ATTRIBUTES = frozenset({"outputs", "parsed", "results"})
 """What a mapped task gives downstream templates: lists in item order."""
+MAPPED_FIELDS = MAPPED_ATTRIBUTES | {"status", "error", "items"}
+"""Everything downstream templates may read of a mapped task: the lists, its own status and error (for trigger
+rules), its instances' ids."""
 
 Lookup = tuple[str, tuple[tuple[bool, str], ...]]
 Problem = tuple[str, str]

@@ -39,6 +39,7 @@ from orchestration.executor import TaskExecutor
 from orchestration.expansion import FanOutLifecycle, scheduler_graph
 from orchestration.gating import Request
 from orchestration.issues import ProjectValidationError
+from orchestration.items import mapped_task_of
 from orchestration.lifecycle import TaskLifecycle
 from orchestration.loader import load_project_file, task_issues
 from orchestration.models import AgentTask, AttemptRecord, ErrorInfo, ExecutionResult, ProjectSpec, StepFunction
@@ -537,7 +538,8 @@ def _restore_output_files(project: Project, kept: dict[str, ExecutionResult]) ->
     """Write again the output files of kept successes that are missing (a crash between a success's commit and
     its file's write); a task whose file cannot be written is not kept: it runs again and reports why."""
     for task_id, result in list(kept.items()):
-        if result.output_path is None or project.task(task_id).output_file is None:
+        task = project.task(mapped_task_of(task_id) or task_id)  # an instance's output file is its mapped task's
+        if result.output_path is None or task.output_file is None:
             continue
         path = Path(result.output_path)
         if path.exists():

@@ -28,7 +28,7 @@ from orchestration.code_steps import (
     resolve_call,
 )
 from orchestration.conditions import Condition
-from orchestration.fan_out import MAPPED_ATTRIBUTES, FanOut, PerItem, compile_fan_out, per_item_problems
+from orchestration.fan_out import MAPPED_ATTRIBUTES, MAPPED_FIELDS, FanOut, PerItem, compile_fan_out, per_item_problems
 from orchestration.issues import ProjectValidationError, ValidationIssue
 from orchestration.items import Instance
 from orchestration.models import AgentTask, Dependency, OutputFormat, ProjectSpec, TriggerRule
@@ -615,7 +615,7 @@ def _fan_outs(
                         )
                     continue
                 mapped = compiled[read].task.for_each is not None
-                if mapped and attribute not in MAPPED_ATTRIBUTES:
+                if mapped and attribute not in MAPPED_FIELDS:
                     issues.add(
                         f"template reads tasks.{ref}.{attribute}, but '{ref}' is mapped (for_each): read its "
                         "outputs, parsed or results (lists in item order)",

@@ -20,6 +20,7 @@ from typing import Any
 from llm_abstractions import redact
 from orchestration.events import EventKind
 from orchestration.issues import ValidationIssue
+from orchestration.items import mapped_task_of
 from orchestration.models import AgentTask, ExecutionResult, OutputFormat, ProjectSpec
 from orchestration.results import RunStatus, results_document
 from orchestration.store import Gate, RunRecord, RunStore, StoredEvent, UnknownRunError
@@ -185,7 +186,7 @@ def task_view(store: RunStore, run_id: str, task_id: str) -> dict[str, Any]:
         "agent": _agent(result, states.latest.get(task_id), task, spec),
         "provider": result.provider if result else None,
         "model": result.model if result else None,
-        "depends_on": record.depends_on.get(task_id, []),
+        "depends_on": _depends_on(record, task_id),
         "request": [m.model_dump(mode="json") for m in result.request] if result and result.request else None,
         "output": result.output if result else None,
         "parsed": result.parsed if result and output_format is OutputFormat.JSON else None,
@@ -241,7 +242,7 @@ def _task_row(
     return {
         "task_id": task_id,
         "agent": _agent(result, latest, _task_of(spec, task_id), spec),
-        "depends_on": record.depends_on.get(task_id, []),
+        "depends_on": _depends_on(record, task_id),
         "status": status,
         "started_at": _started(task_id, status, result, states),
         "completed_at": _iso(result.completed_at) if result else None,
@@ -295,9 +296,16 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def _task_of(spec: ProjectSpec | None, task_id: str) -> AgentTask | None:
+    """The task ``task_id`` is, or (an instance of a mapped task, ``classify[17]``) is an instance of."""
     if spec is None:
         return None
+    task_id = mapped_task_of(task_id) or task_id
     return next((task for task in spec.tasks if task.id == task_id), None)
+
+
+def _depends_on(record: RunRecord, task_id: str) -> list[str]:
+    """A task's dependencies; an instance's are its mapped task's."""
+    return record.depends_on.get(mapped_task_of(task_id) or task_id, [])
 
 
 def _spec(file: Path | None) -> ProjectSpec | None:
