@@ -139,7 +139,8 @@ def run_view(store: RunStore, run_id: str) -> dict[str, Any]:
     gates = {gate.task_id: gate for gate in store.open_gates(run_id)}
     spec = _spec(record.file)
     rows = []
-    for task_id in [*record.task_ids, *(t for t in stored.tasks if t not in statuses)]:
+    known = set(record.task_ids)  # then the tasks the run added: instances of mapped tasks (for_each)
+    for task_id in [*record.task_ids, *(t for t in stored.tasks if t not in known)]:
         status = statuses.get(task_id, "pending")
         result = stored.tasks[task_id].result if task_id in stored.tasks and status in _FINAL else None
         rows.append(_task_row(record, task_id, status, result, states, gates.get(task_id), spec))
