@@ -202,7 +202,7 @@ def test_orchestrate_and_its_runs_never_import_the_server(tmp_path: Path) -> Non
 
 
 def test_a_mapped_run_lists_streams_and_details_each_instance(served: Served) -> None:
-    tasks = [
+    tasks: list[dict[str, Any]] = [
         {"id": "pick", "for_each": [{"k": "x"}, {"k": "y"}], "key": "{{ item.k }}", "description": "pick {{ item.k }}"},
         {"id": "sum", "description": "{{ tasks.pick.outputs | join(', ') }}", "depends_on": ["pick"]},
     ]
