@@ -8,7 +8,13 @@ waits for all of them, then collects their results into ``M``'s own result (a
 :class:`~orchestration.models.MappedResult`: ``items``, and ``outputs``, ``parsed``, ``results`` in item
 order); the tasks that depend on ``M`` wait for that node. A per-item dependency (``{task: P, per_item:
 true}``) waits for ``P``'s expansion node rather than for all of ``P``, and joins ``P[i]`` to ``M[i]``: item
-17's instance of ``M`` starts when item 17's instance of ``P`` succeeded.
+17's instance of ``M`` starts when item 17's instance of ``P`` ended as ``M``'s trigger rule needs.
+
+Trigger rules and conditions: the expansion node follows ``M``'s trigger rule and reads ``M``'s ``when`` once,
+unless the ``when`` reads ``item``, ``index`` or a per-item dependency: then each instance reads it when it is
+ready (a false one skips that instance alone). Each instance follows ``M``'s trigger rule over its per-item
+dependencies. ``M``'s own node waits for the expansion node and every instance (``all_done``), and
+:meth:`FanOutLifecycle.ready` decides how ``M`` ended.
 
 Instances are scheduler nodes (a few list slots each) from the moment their items are known; the
 :class:`~orchestration.project.CompiledTask` of an instance (its templates bound to its item) is made when the
@@ -19,8 +25,10 @@ announced in events. Its fingerprint (:func:`instance_fingerprint`) is ``M``'s w
 resumed run keeps the instances whose item is unchanged and runs the others (:func:`plan_items`). ``M``'s own
 result is made again in each session from its instances: it is never kept.
 
-``M`` fails when its items cannot be read, or when one of its instances fails (the others go on); its
-dependents are then skipped.
+``M`` fails when its items (or its ``when``) cannot be read, or once its instances ended with one failed (the
+others go on); it is skipped when it did not expand (its condition was false, or a dependency did not succeed) or
+when an instance did not run because something upstream failed; instances skipped by their own condition leave it
+a success. Its dependents then follow their trigger rules.
 """
 
 from __future__ import annotations
@@ -196,8 +204,12 @@ class FanOutLifecycle(TaskLifecycle):
         mapped = self._map_of.get(index)
         if mapped is not None:
             return self._collect(mapped)
-        if index >= self._first_instance and self.tasks[index].condition is not None:
-            self._made(index)  # its condition reads its item
+        if index < self._first_instance:
+            return super().ready(index)
+        if not self._map_at(index).when_per_item:  # no condition, or one read before the expansion
+            self._move(index, TaskState.READY)
+            return None
+        self._made(index)  # its condition reads its item
         return super().ready(index)
 
     def _expansion_ready(self, mapped: _Map) -> Outcome | None:

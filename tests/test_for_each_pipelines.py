@@ -402,3 +402,35 @@ async def test_each_instance_has_its_own_cache_entry(tmp_path: Path) -> None:
     hits = [results[f"each[{n}]"].cache for n in range(3)]
     assert all(hit is not None and hit.hit for hit in hits)
     assert len({hit.key for hit in hits if hit is not None}) == 3
+
+
+def test_an_instance_s_gate_is_decided_with_orchestrate_review_then_resumed(tmp_path: Path) -> None:
+    """``run --no-wait`` stops at the instances' gates (exit 3); ``orchestrate review RUN 'each[b]' ...`` decides
+    each under its own id; the resume finishes the map."""
+    from typer.testing import CliRunner
+
+    from orchestration.cli.app import app
+
+    path = tmp_path / "gated.yaml"
+    path.write_text(
+        "name: gated\nagents: {m: {type: offline}}\ndefaults: {agent: m}\ntasks:\n"
+        "  - {id: each, for_each: [a, b], key: '{{ item }}', description: 'say {{ item }}',"
+        " review: {policy: require_human}}\n"
+    )
+    store = str(tmp_path / "runs.db")
+
+    def invoke(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(app, list(args))
+        return result.exit_code, result.output
+
+    code, output = invoke("run", str(path), "--store", store, "--no-wait", "-q")
+    assert code == 3, output
+    code, listed = invoke("reviews", "--store", store, "--json")
+    assert code == 0 and sorted(g["task_id"] for g in json.loads(listed)) == ["each[a]", "each[b]"]
+    assert invoke("review", "latest", "each[a]", "approve", "--store", store)[0] == 0
+    assert invoke("review", "latest", "each[b]", "edit", "--output", "B!", "--store", store)[0] == 0
+    results = tmp_path / "results.json"
+    code, output = invoke("resume", "latest", "--store", store, "-q", "--results", str(results))
+    assert code == 0, output
+    document = json.loads(results.read_text())["results"]
+    assert document["each[b]"]["output"] == "B!" and document["each"]["status"] == "success"
