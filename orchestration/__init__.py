@@ -17,9 +17,11 @@ if TYPE_CHECKING:
     from orchestration.lifecycle import TaskState
     from orchestration.models import (
         AgentTask,
+        Dependency,
         ErrorInfo,
         ExecutionResult,
         ExecutionStatus,
+        MappedResult,
         OutputFormat,
         ProjectDefaults,
         ProjectSpec,
@@ -32,11 +34,13 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "AgentTask": "orchestration.models",
+    "Dependency": "orchestration.models",
     "ErrorInfo": "orchestration.models",
     "EventBus": "orchestration.events",
     "EventKind": "orchestration.events",
     "ExecutionResult": "orchestration.models",
     "ExecutionStatus": "orchestration.models",
+    "MappedResult": "orchestration.models",
     "OutputFormat": "orchestration.models",
     "Project": "orchestration.project",
     "ProjectDefaults": "orchestration.models",
@@ -56,11 +60,13 @@ _EXPORTS = {
 
 __all__ = [
     "AgentTask",
+    "Dependency",
     "ErrorInfo",
     "EventBus",
     "EventKind",
     "ExecutionResult",
     "ExecutionStatus",
+    "MappedResult",
     "OutputFormat",
     "Project",
     "ProjectDefaults",

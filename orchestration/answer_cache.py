@@ -7,7 +7,9 @@ each attachment's digest or URL), the
 options as sent (the agent's with the task's applied, seed included), the output format and schema, and a
 *sample index*. Tasks of one run whose requests are alike (same agent, templates, options and output) get the
 indices 0, 1, 2, ... in task-id order, so five tasks asking the same question at temperature 0.9 still make five
-calls, and a rerun gets the same five answers back in the same places.
+calls, and a rerun gets the same five answers back in the same places. The instances of a mapped task
+(``for_each``) add their key to their task's index (``"0:17"``): two items that render the same request are still
+two calls.
 
 Modes (``cache`` of a task, else of its agent, else ``defaults.cache``; the CLI's ``--no-cache`` and
 ``--refresh-cache`` override them all): ``true`` use and keep answers, ``read`` use them but keep none,
@@ -98,7 +100,7 @@ def request_key(
     task: CompiledTask,
     messages: Sequence[Message],
     options: GenerationOptions,
-    sample: int,
+    sample: int | str,
 ) -> str:
     """The key of ``task``'s request (``messages`` with ``options``, the ``sample``-th alike request)."""
     agent = registry.get(task.agent)
@@ -149,7 +151,11 @@ class AnswerCache:
     def key(
         self, registry: AgentRegistry, task: CompiledTask, messages: Sequence[Message], options: GenerationOptions
     ) -> str:
-        return request_key(registry, task, messages, options, self._samples[task.index])
+        sample = self._samples[task.index]
+        instance = task.instance
+        return request_key(
+            registry, task, messages, options, sample if instance is None else f"{sample}:{instance.key}"
+        )
 
     def lookup(self, task: CompiledTask, key: str, started_at: Any, messages: list[Message]) -> ExecutionResult | None:
         """The kept answer of ``key`` as ``task``'s result (a hit, counted; ``messages``: the request), or ``None``."""

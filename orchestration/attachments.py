@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from llm_abstractions import BaseLlm
 from llm_abstractions.attachments import Attachment, AttachmentError, is_url
@@ -115,15 +115,18 @@ class TaskAttachments:
         """Inputs read by the templates rendered when the task runs."""
         return frozenset().union(*(slot.template.input_refs for slot in self.slots if slot.attachment is None))
 
-    def render(self, inputs: Mapping[str, Any], tasks: Mapping[str, Any]) -> tuple[Attachment, ...]:
-        """Every attachment, rendering and reading those known only now; raise ``TemplateError`` or
-        :class:`AttachmentError` (its message names the entry, as ``attachments.N``)."""
+    def render(
+        self, inputs: Mapping[str, Any], tasks: Mapping[str, Any], variables: Mapping[str, Any] | None = None
+    ) -> tuple[Attachment, ...]:
+        """Every attachment, rendering and reading those known only now (``variables``: an instance's ``item`` and
+        ``index``); raise ``TemplateError`` or :class:`AttachmentError` (its message names the entry, as
+        ``attachments.N``)."""
         found: list[Attachment] = []
         for position, slot in enumerate(self.slots):
             if slot.attachment is not None:
                 found.append(slot.attachment)
                 continue
-            source = slot.template.render(cast("dict[str, Any]", inputs), cast("dict[str, Any]", tasks))
+            source = slot.template.render(inputs, tasks, variables)
             try:
                 found.append(load_attachment(source, slot.media_type, self.roots))
             except AttachmentError as exc:

@@ -286,8 +286,9 @@ def step_context(task: CompiledTask, inputs: Mapping[str, Any], upstream: Mappin
     """The context ``task``'s function is called with: read-only inputs and params, its ancestors' results."""
     step = task.step
     assert step is not None
-    ended = {task_id: upstream[task_id] for task_id in step.upstream if task_id in upstream}
-    names = template_names(MappingProxyType(dict(inputs)), MappingProxyType(ended))
+    seen = task.upstream(upstream)  # an instance's per-item dependencies: their instances of its item
+    ended = {task_id: seen[task_id] for task_id in step.upstream if task_id in seen}
+    names = template_names(MappingProxyType(dict(inputs)), MappingProxyType(ended), task.variables)
     return StepContext(task.id, params=MappingProxyType(dict(step.params)), **names)
 
 

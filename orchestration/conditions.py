@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestration.templates import PromptTemplate, TemplateError, has_template_syntax, template_names
+from orchestration.templates import ITEM_NAMES, PromptTemplate, TemplateError, has_template_syntax, template_names
 
 __all__ = ["FALSE_TEXTS", "Condition", "truth"]
 
@@ -66,16 +66,23 @@ class Condition:
             raise TemplateError(f"{exc.message}") from None
         return cls(source, template, expression)
 
-    def holds(self, inputs: Mapping[str, Any], tasks: Mapping[str, Any]) -> bool:
-        """Whether the condition is true for ``inputs`` and ``tasks`` (task id -> result); raise
-        :class:`TemplateError` when it cannot be evaluated."""
+    @property
+    def reads_item(self) -> bool:
+        """Whether it reads ``item`` or ``index``: in a mapped task, it is then read for each instance."""
+        return self.template is not None and not self.template.unknown_names.isdisjoint(ITEM_NAMES)
+
+    def holds(
+        self, inputs: Mapping[str, Any], tasks: Mapping[str, Any], variables: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Whether the condition is true for ``inputs``, ``tasks`` (task id -> result) and ``variables`` (an
+        instance's ``item`` and ``index``); raise :class:`TemplateError` when it cannot be evaluated."""
         if isinstance(self.source, bool):
             return self.source
         try:
             if self._expression is not None:
-                return truth(self._expression(**template_names(inputs, tasks)))
+                return truth(self._expression(**template_names(inputs, tasks, variables)))
             assert self.template is not None
-            return truth(self.template.render(inputs, tasks))  # type: ignore[arg-type]
+            return truth(self.template.render(inputs, tasks, variables))
         except TemplateError:
             raise
         except Exception as exc:  # jinja2 raises many types (and bool() of an undefined value raises)

@@ -31,6 +31,9 @@ class EventKind(StrEnum):
     TASK_FAILED = "task_failed"
     TASK_SKIPPED = "task_skipped"
     TASK_CANCELLED = "task_cancelled"
+    TASK_EXPANDED = "task_expanded"
+    """A mapped task's items are known (``for_each``): ``items`` instances of it are to run (ids ``<id>[<key>]``;
+    instances kept from an earlier session of the run are not counted); each then has events of its own."""
     REVIEW_REQUESTED = "review_requested"
     """A task's review gate opened: the task waits for a decision (``gate``)."""
     REVIEW_DECIDED = "review_decided"
@@ -61,6 +64,8 @@ class RunEvent:
     """The review gate a ``review_requested`` or ``review_decided`` event is about."""
     budget: BudgetStatus | None = None
     """The budget account a ``budget_warning`` or ``budget_exhausted`` event is about."""
+    items: int | None = None
+    """A ``task_expanded`` event: how many instances of the mapped task are to run."""
 
 
 EventCallback = Callable[[RunEvent], None]

@@ -190,12 +190,13 @@ class TaskExecutor:
         :class:`~llm_abstractions.attachments.AttachmentError` (a file it names cannot be sent)."""
         messages = []
         if task.system is not None:
-            messages.append(Message(role="system", content=task.system.render(inputs, upstream)))  # type: ignore[arg-type]
-        prompt = task.prompt.render(inputs, upstream)  # type: ignore[arg-type]
+            messages.append(Message(role="system", content=task.system.render(inputs, upstream)))
+        prompt = task.prompt.render(inputs, upstream)
         if task.attachments is None:
             messages.append(Message(role="user", content=prompt))
         else:
-            messages.append(Message(role="user", content=prompt, attachments=task.attachments.render(inputs, upstream)))
+            attachments = task.attachments.render(inputs, task.upstream(upstream), task.variables)
+            messages.append(Message(role="user", content=prompt, attachments=attachments))
         return messages
 
     def check_attachments(self, task: CompiledTask, messages: Sequence[Message]) -> None:

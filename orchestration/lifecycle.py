@@ -10,6 +10,8 @@
        ├──its condition (when) is false ───────────────────────────────────────────▶ SKIPPED
        ├──its condition cannot be evaluated ───────────────────────────────────────▶ FAILED
        ├──its dependencies did not end as its trigger rule needs ──────────────────▶ SKIPPED
+       ├──its items are known (for_each)──▶ EXPANDED ──its instances ended──▶ SUCCESS | FAILED | SKIPPED
+       ├──its items cannot be read (for_each)──────────────────────────────────────▶ FAILED
        └───────────────── the run is cancelled (any unfinished state) ─────────────▶ CANCELLED
 
 :class:`TaskLifecycle` owns every task's state during a run. Its transitions are the only
@@ -32,8 +34,12 @@ A task whose answer has a review gate (:mod:`orchestration.gating`) waits in WAI
 decision, read from the run store; a resumed run reuses the answer the gate holds. A gate on the request
 (``stage: before``) waits before the model is called: WAITING → RUNNING once approved or edited (the
 request is sent as decided), → FAILED when rejected. The states the next
-capabilities add (waiting for budget, expanded into items) go into :class:`TaskState` and
+capabilities add (waiting for budget) go into :class:`TaskState` and
 :data:`TRANSITIONS`, with a method here that moves a task into and out of them.
+
+A mapped task (``for_each``) is EXPANDED into one instance per item once its items are known; each instance is
+a task of its own (BLOCKED → ... → SUCCESS), and the mapped task ends with them
+(:class:`orchestration.expansion.FanOutLifecycle` makes those moves).
 """
 
 from __future__ import annotations
@@ -79,6 +85,8 @@ class TaskState(StrEnum):
     """Answered; its answer waits for a review decision (polled from the run store)."""
     COMMITTING = "committing"
     """Answered; its result is being made durable before its dependents may start."""
+    EXPANDED = "expanded"
+    """A mapped task (``for_each``) whose items are known: its instances run, and it ends once they all ended."""
     SUCCESS = "success"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -93,11 +101,14 @@ class TaskState(StrEnum):
 _FINAL = frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED})
 
 TRANSITIONS: Mapping[TaskState, frozenset[TaskState]] = {
-    TaskState.BLOCKED: frozenset({TaskState.READY, TaskState.SKIPPED, TaskState.FAILED, TaskState.CANCELLED}),
+    TaskState.BLOCKED: frozenset(
+        {TaskState.READY, TaskState.EXPANDED, TaskState.SKIPPED, TaskState.FAILED, TaskState.CANCELLED}
+    ),
     TaskState.READY: frozenset({TaskState.RUNNING, TaskState.CANCELLED}),
     TaskState.RUNNING: frozenset({TaskState.COMMITTING, TaskState.WAITING, TaskState.FAILED, TaskState.CANCELLED}),
     TaskState.WAITING: frozenset({TaskState.RUNNING, TaskState.COMMITTING, TaskState.FAILED, TaskState.CANCELLED}),
     TaskState.COMMITTING: frozenset({TaskState.SUCCESS, TaskState.FAILED}),
+    TaskState.EXPANDED: frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED}),
     TaskState.SUCCESS: frozenset(),
     TaskState.FAILED: frozenset(),
     TaskState.SKIPPED: frozenset(),
@@ -174,10 +185,11 @@ class TaskLifecycle:
     def ready(self, index: int) -> Outcome | None:
         """BLOCKED → READY: its dependencies ended as its trigger rule needs (``None``); or, when its condition is
         false, BLOCKED → SKIPPED (``condition_false``), when its condition cannot be read, BLOCKED → FAILED."""
-        condition = self.tasks[index].condition
+        task = self.tasks[index]
+        condition = task.condition
         if condition is not None:
             try:
-                holds = condition.holds(self._inputs, self.results)
+                holds = condition.holds(self._inputs, task.upstream(self.results), task.variables)
             except TemplateError as exc:
                 self._not_run(index, TaskState.FAILED, ErrorType.TEMPLATE_ERROR, redact(f"when: {exc}"))
                 return Outcome.FAILED
@@ -191,17 +203,24 @@ class TaskLifecycle:
     def skip(self, index: int, cause: int) -> None:
         """BLOCKED → SKIPPED: ``cause``, an ancestor, did not succeed: ``upstream_skipped`` when its condition was
         false (nothing failed), else ``upstream_failed``."""
-        cause_id = self.tasks[cause].id
-        if self._states[cause] is TaskState.SKIPPED and (cause_result := self.results.get(cause_id)) is not None:
-            benign = cause_result.branch_skipped
-        else:
-            benign = False
-        if benign:
+        cause_id = self.node_id(cause)
+        if self._branch_skipped(cause):
             message = f"dependency '{cause_id}' was skipped (its condition is false)"
             self._not_run(index, TaskState.SKIPPED, ErrorType.UPSTREAM_SKIPPED, message)
         else:
             message = f"dependency '{cause_id}' did not succeed"
             self._not_run(index, TaskState.SKIPPED, ErrorType.UPSTREAM_FAILED, message)
+
+    def node_id(self, index: int) -> str:
+        """The id of the task ``index`` stands for."""
+        return self.tasks[index].id
+
+    def _branch_skipped(self, index: int) -> bool:
+        """Whether ``index`` was skipped with nothing failed upstream (a false condition)."""
+        if self._states[index] is not TaskState.SKIPPED:
+            return False
+        result = self.results.get(self.node_id(index))
+        return result is not None and result.branch_skipped
 
     def _not_run(self, index: int, state: TaskState, error_type: ErrorType, message: str) -> None:
         """BLOCKED → ``state`` (skipped, or failed before it started), with an error saying why."""

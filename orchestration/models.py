@@ -20,9 +20,11 @@ __all__ = [
     "AgentTask",
     "AttachmentSource",
     "AttemptRecord",
+    "Dependency",
     "ErrorInfo",
     "ExecutionResult",
     "ExecutionStatus",
+    "MappedResult",
     "OutputFormat",
     "ProjectDefaults",
     "ProjectSpec",
@@ -111,6 +113,18 @@ class AttachmentSource(BaseModel):
     ``None``: from the file's bytes or name."""
 
 
+class Dependency(BaseModel):
+    """A dependency written out: ``{task: classify, per_item: true}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    task: str
+    """The id of the task depended on."""
+    per_item: bool = False
+    """Between two tasks mapped over the same items (``for_each``): each instance waits only for the instance of
+    ``task`` of the same item (and reads it as ``tasks.<task>``), not for all of them."""
+
+
 class AgentTask(BaseModel):
     """One unit of work: a prompt for an agent (or a Python function: a code step), run once its dependencies
     have ended as its trigger rule needs (by default: all succeeded)."""
@@ -119,12 +133,21 @@ class AgentTask(BaseModel):
 
     id: str = Field(pattern=TASK_ID_PATTERN)
     description: str = ""
-    """The prompt: a template over ``inputs`` and ``tasks.<ancestor>.output`` (required for a model task; a
-    python task's is free text, not rendered)."""
+    """The prompt: a template over ``inputs`` and ``tasks.<ancestor>.output`` (and ``item``, ``index`` in a mapped
+    task; required for a model task; a python task's is free text, not rendered)."""
     agent: str | None = None
     """The agent's name; ``None`` uses the project's default agent (for a python task: the built-in ``python``
     agent, or a ``type: python`` agent named here for its limits)."""
-    depends_on: list[str] = []
+    depends_on: list[str | Dependency] = []
+    """Task ids, or ``{task: id, per_item: true}`` between two mapped tasks over the same items."""
+    for_each: str | list[Any] | None = None
+    """Fan out over data: the task becomes one instance per item (``id[key]``), each rendered with ``item`` and
+    ``index``. A list, or a template that is one lookup: ``{{ inputs.<key> }}`` (a list, or the path of a
+    ``.jsonl``, ``.json`` (an array) or ``.csv`` file, relative to the project file) or ``{{ tasks.<id>.parsed
+    }}`` (an upstream json task's array, at a path: ``{{ tasks.plan.parsed.sections }}``)."""
+    key: str | None = None
+    """With ``for_each``: a template over ``item`` and ``index`` (and ``inputs``) giving each instance a stable
+    key, unique among the items: its id is ``<id>[<key>]``; ``None``: the item's index."""
     system_prompt: str | None = None
     """Optional system prompt, also a template."""
     attachments: list[Annotated[str, Field(min_length=1)] | AttachmentSource] = []
@@ -173,6 +196,11 @@ class AgentTask(BaseModel):
     def is_step(self) -> bool:
         """Whether this is a code step (``type: python``, or ``call`` without a ``type``)."""
         return self.type is TaskType.PYTHON or (self.type is None and self.call is not None)
+
+    @property
+    def dependency_ids(self) -> list[str]:
+        """The ids in ``depends_on``, whole or per item."""
+        return [dep if isinstance(dep, str) else dep.task for dep in self.depends_on]
 
     @property
     def fails_when_truncated(self) -> bool:
@@ -291,6 +319,9 @@ class ExecutionResult(BaseModel):
     """The decision of the task's review gate, if it had one."""
     json_repair: str | None = None
     """Json tasks: why the first answer was refused, when a repair call gave the output."""
+    items: list[str] | None = None
+    """A mapped task's own result (``for_each``): the ids of its instances (``<id>[<key>]``), in item order; each
+    has a result of its own. ``None`` for every other result."""
     cache: CacheInfo | None = None
     """The answer cache's part: a hit (``cost_usd`` 0, no usage; the call's usage is here), or the key a model's
     answer was kept under."""
@@ -321,6 +352,19 @@ class ProjectBudget(BudgetLimits):
 
     warn_at: float = Field(default=0.8, gt=0, le=1)
     """The share of a cap whose crossing is announced (an event and a progress line), once."""
+
+
+class MappedResult(ExecutionResult):
+    """A mapped task's own result (``for_each``) as downstream templates read it: ``outputs``, ``parsed`` and
+    ``results`` are lists in item order (not serialized: each instance has a result of its own; ``items`` names
+    them). Its ``output`` is ``None``."""
+
+    outputs: list[str | None] = Field(default=[], exclude=True, repr=False)
+    """Each instance's output."""
+    parsed: Any = Field(default=None, exclude=True, repr=False)
+    """Each instance's parsed value (json tasks)."""
+    results: list[ExecutionResult] = Field(default=[], exclude=True, repr=False)
+    """Each instance's result (``status``, ``error``, ``output``...); not in the repr (100,000 results would be)."""
 
 
 class ProjectDefaults(BaseModel):

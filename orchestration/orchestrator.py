@@ -36,8 +36,10 @@ from orchestration.answer_cache import AnswerCache, CacheMode
 from orchestration.code_steps import import_path
 from orchestration.events import EventBus, EventCallback, EventKind, RunEvent
 from orchestration.executor import TaskExecutor
+from orchestration.expansion import FanOutLifecycle, scheduler_graph
 from orchestration.gating import Request
 from orchestration.issues import ProjectValidationError
+from orchestration.items import mapped_task_of
 from orchestration.lifecycle import TaskLifecycle
 from orchestration.loader import load_project_file, task_issues
 from orchestration.models import AgentTask, AttemptRecord, ErrorInfo, ExecutionResult, ProjectSpec, StepFunction
@@ -379,7 +381,9 @@ class ProjectOrchestrator:
             )
         executor.cache = AnswerCache(store, project, self.cache_override) if store is not None else None
         output_files = OutputFiles(project.folder, project.allow_outside)
-        lifecycle = TaskLifecycle(
+        mapped = bool(project.mapped)
+        make_lifecycle = partial(FanOutLifecycle, project) if mapped else TaskLifecycle
+        lifecycle = make_lifecycle(
             run_id,
             project.tasks,
             partial(_execute, executor, project.inputs, self.results),
@@ -399,14 +403,21 @@ class ProjectOrchestrator:
         defaults = project.spec.defaults
         agent_names = sorted({t.agent for t in project.tasks})
         agent_index = {name: i for i, name in enumerate(agent_names)}
+        children: list[list[int]] = [t.children for t in project.tasks]
+        groups = agent_groups = [agent_index[t.agent] for t in project.tasks]
+        triggers = [t.trigger for t in project.tasks]
+        if mapped:  # mapped tasks (for_each): nodes that grow the DAG when their items are known
+            children, groups, durations, triggers = scheduler_graph(project, groups, durations)
         scheduler = DagScheduler(
-            [t.children for t in project.tasks],
+            children,
             self.max_concurrency or defaults.max_concurrency,
-            groups=[agent_index[t.agent] for t in project.tasks],
+            groups=groups,
             group_limits=[project.registry.get(name).limits.max_concurrent for name in agent_names],
             durations=durations,
-            triggers=[t.trigger for t in project.tasks],
+            triggers=triggers,
         )
+        if isinstance(lifecycle, FanOutLifecycle):
+            lifecycle.attach(scheduler, agent_groups)
         lifecycle.on_waiting = scheduler.lend  # a task waiting for a review holds no slot
         lifecycle.tracing = tracing
         fail_fast = defaults.fail_fast if self.fail_fast is None else self.fail_fast
@@ -438,7 +449,10 @@ class ProjectOrchestrator:
                     self.events.close_streams()
                     if store is not None:
                         self.events.remove_callback(store.record_event)
-        self.results = {t.id: self.results[t.id] for t in project.tasks}
+        if isinstance(lifecycle, FanOutLifecycle):
+            self.results = lifecycle.ordered(self.results)
+        else:
+            self.results = {t.id: self.results[t.id] for t in project.tasks}
         return self.results
 
     async def _run_until_waiting(self, scheduler: DagScheduler, lifecycle: TaskLifecycle, *, fail_fast: bool) -> None:
@@ -472,6 +486,8 @@ class ProjectOrchestrator:
         """
         project = self.validate()
         index = project.index[task_id]
+        if project.tasks[index].fan_out is not None:
+            raise ValueError(f"task '{task_id}' is mapped (for_each): its instances run in a whole run (run())")
         missing = [
             project.tasks[p].id
             for p in project.tasks[index].parents
@@ -530,7 +546,8 @@ def _restore_output_files(project: Project, kept: dict[str, ExecutionResult]) ->
     """Write again the output files of kept successes that are missing (a crash between a success's commit and
     its file's write); a task whose file cannot be written is not kept: it runs again and reports why."""
     for task_id, result in list(kept.items()):
-        if result.output_path is None or project.task(task_id).output_file is None:
+        task = project.task(mapped_task_of(task_id) or task_id)  # an instance's output file is its mapped task's
+        if result.output_path is None or task.output_file is None:
             continue
         path = Path(result.output_path)
         if path.exists():

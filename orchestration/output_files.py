@@ -69,7 +69,7 @@ class OutputFiles:
         template = task.output_file
         assert template is not None
         try:
-            text = template.render(inputs, upstream)  # type: ignore[arg-type]
+            text = template.render(inputs, task.upstream(upstream), task.variables)
         except TemplateError as exc:
             raise OutputFileError(f"the output file's path does not render: {exc}") from None
         return resolve_output_path(text, self.folder, allow_outside=self.allow_outside)

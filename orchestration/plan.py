@@ -26,7 +26,7 @@ from llm_abstractions.tokens import count_input_tokens
 from orchestration.answer_cache import CacheMode, mode_of, request_key, sample_indices
 from orchestration.budget import attachment_tokens
 from orchestration.executor import TaskExecutor
-from orchestration.models import ExecutionResult, ExecutionStatus, OutputFormat
+from orchestration.models import ExecutionResult, ExecutionStatus, MappedResult, OutputFormat
 from orchestration.project import CompiledTask, Project
 from orchestration.templates import TemplateError
 
@@ -56,6 +56,8 @@ class TaskPlan:
     """The input tokens are an estimate (no tokenizer, or upstream outputs that do not exist yet)."""
     counted_by: CountedBy | None = None
     notes: list[str] = field(default_factory=list)
+    calls: int = 1
+    """Calls the task makes (a mapped task's: one per item to run); tokens and cost are theirs together."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +69,7 @@ class TaskPlan:
             "estimated": self.estimated,
             "input_counted_by": self.counted_by,
             "notes": self.notes,
+            "calls": self.calls,
         }
 
 
@@ -82,7 +85,7 @@ class Totals:
     def add(self, plan: TaskPlan) -> None:
         if plan.action != "call":
             return
-        self.calls += 1
+        self.calls += plan.calls
         self.input_tokens += plan.input_tokens or 0
         if plan.output_tokens is not None:
             self.output_tokens = (
@@ -90,7 +93,7 @@ class Totals:
                 self.output_tokens[1] + plan.output_tokens[1],
             )
         if plan.cost_usd is None:
-            self.unpriced += 1
+            self.unpriced += plan.calls
         else:
             self.cost_usd = (self.cost_usd[0] + plan.cost_usd[0], self.cost_usd[1] + plan.cost_usd[1])
 
@@ -167,6 +170,11 @@ async def plan_run(
             by_task = history[0].get(fingerprints[task.index], []) if fingerprints else []
             expected = _output_range(task, project, by_task or history[1].get(task.agent, []))
             upstream_known = all(project.tasks[p].id in exact for p in task.parents)
+            if task.fan_out is not None:  # a mapped task: its items' calls, from its first item's request
+                plans[task.id], outputs[task.id] = await _plan_mapped(
+                    task, project, executor, outputs, expected, kept, count_tokens
+                )
+                continue
             plan = await _plan_call(task, project, executor, outputs, expected, upstream_known, count_tokens)
             llm = executor.llm_for(task.agent)
             mode = mode_of(task, project, cache_override)
@@ -245,6 +253,52 @@ def _count_offline(plan: TaskPlan, provider: str, model: str | None, messages: S
         plan.input_tokens += sum(attachment_tokens(a) for a in attached)
         plan.estimated = True
         plan.notes.append("images and PDFs counted at their upper bound")
+
+
+async def _plan_mapped(
+    task: CompiledTask,
+    project: Project,
+    executor: TaskExecutor,
+    outputs: Mapping[str, ExecutionResult],
+    expected: tuple[int, int] | None,
+    kept: Mapping[str, ExecutionResult],
+    count_tokens: bool,
+) -> tuple[TaskPlan, ExecutionResult]:
+    """A mapped task's plan (its first item's request, once per item to run; no cache look-up) and a stand-in of
+    its own result for downstream templates. Items that come from an answer count as one call."""
+    from dataclasses import replace
+
+    from orchestration.fan_out import ItemPrompt
+    from orchestration.items import instance_id
+
+    fan = task.fan_out
+    assert fan is not None
+    items, keys = fan.items, fan.keys
+    first = task
+    if items and keys is not None:
+        variables = {"item": items[0], "index": 0}
+        system = ItemPrompt.bind(task.system, variables, {}) if task.system is not None else None
+        first = replace(task, prompt=ItemPrompt.bind(task.prompt, variables, {}), system=system)
+    plan = await _plan_call(first, project, executor, outputs, expected, True, count_tokens)
+    if items is None:
+        plan.notes.append(f"mapped over {fan.source}: items known only when it answers; planned as one call")
+        count = 1
+    else:
+        count = sum(1 for key in keys or () if instance_id(task.id, key) not in kept)
+        plan.notes.append(f"mapped over {len(items)} items, {count} to run: the first item's request, {count} times")
+    plan.calls = count
+    if plan.input_tokens is not None:
+        plan.input_tokens *= count
+    if plan.output_tokens is not None:
+        plan.output_tokens = (plan.output_tokens[0] * count, plan.output_tokens[1] * count)
+    if plan.cost_usd is not None:
+        plan.cost_usd = (plan.cost_usd[0] * count, plan.cost_usd[1] * count)
+    stand_in = _stand_in(expected)
+    size = len(items) if items is not None else 1
+    standing = MappedResult(
+        task_id=task.id, status=ExecutionStatus.SUCCESS, outputs=[stand_in] * size, parsed=[None] * size
+    )
+    return plan, standing
 
 
 def _output_range(task: CompiledTask, project: Project, past: list[int]) -> tuple[int, int] | None:

@@ -28,11 +28,13 @@ from orchestration.code_steps import (
     resolve_call,
 )
 from orchestration.conditions import Condition
+from orchestration.fan_out import MAPPED_ATTRIBUTES, MAPPED_FIELDS, FanOut, PerItem, compile_fan_out, per_item_problems
 from orchestration.issues import ProjectValidationError, ValidationIssue
-from orchestration.models import AgentTask, OutputFormat, ProjectSpec, TriggerRule
+from orchestration.items import Instance
+from orchestration.models import AgentTask, Dependency, OutputFormat, ProjectSpec, TriggerRule
 from orchestration.output_files import OutputFileError, resolve_output_path
 from orchestration.review import GateStage, ReviewSpec
-from orchestration.templates import PromptTemplate, TemplateError, has_template_syntax
+from orchestration.templates import ITEM_NAMES, PromptTemplate, TemplateError, has_template_syntax
 
 __all__ = ["CompiledTask", "Project", "compile_project"]
 
@@ -61,6 +63,12 @@ class CompiledTask:
     """The path template of the task's ``output_file``."""
     step: CodeStep | None = None
     """A code step's function and parameters; ``None`` for a model task."""
+    fan_out: FanOut | None = None
+    """A mapped task's ``for_each`` (see :mod:`orchestration.fan_out`); ``None``: not mapped."""
+    instance: Instance | None = None
+    """Set on the instances of a mapped task (made at run time): the item each one is for."""
+    per_item: Mapping[str, str] | None = None
+    """An instance's per-item dependencies: task id -> the id of its instance of the same item."""
     parents: list[int] = field(default_factory=list)
     children: list[int] = field(default_factory=list)
     id: str = field(init=False)
@@ -68,6 +76,18 @@ class CompiledTask:
 
     def __post_init__(self) -> None:
         self.id = self.task.id
+
+    @property
+    def variables(self) -> dict[str, Any] | None:
+        """The names an instance of a mapped task renders with besides ``inputs`` and ``tasks``: ``item`` and
+        ``index`` (``None`` for a task that is not an instance)."""
+        instance = self.instance
+        return None if instance is None else {"item": instance.item, "index": instance.index}
+
+    def upstream(self, results: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``results`` as the task's templates read them: for an instance, a per-item dependency's id gives its
+        instance of the same item."""
+        return PerItem(results, self.per_item) if self.per_item else results
 
 
 @dataclass
@@ -82,14 +102,19 @@ class Project:
     inputs: dict[str, Any]
     file: Path | None = None
     folder: Path = field(default_factory=Path.cwd)
-    """Where output files go and code steps' modules are imported from: the project file's folder (absolute),
-    else the current folder."""
+    """Where output files go, code steps' modules are imported from and files of items (``for_each``) are read:
+    the project file's folder (absolute), else the current folder."""
     allow_outside: bool = False
     """Whether output files may be written outside :attr:`folder`."""
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def mapped(self) -> list[CompiledTask]:
+        """The tasks mapped over items (``for_each``)."""
+        return [task for task in self.tasks if task.fan_out is not None]
 
     def task(self, task_id: str) -> CompiledTask:
         return self.tasks[self.index[task_id]]
@@ -193,10 +218,10 @@ def compile_project(
     :meth:`AgentRegistry.register_llm_instance`), go into a layer over ``registry``: the
     project's :attr:`Project.registry`. ``registry`` itself is left unchanged.
 
-    ``folder``: where attachment paths start, output files go and code steps' modules are imported from (default:
-    the source file's folder, else the current one); attachments must stay in it or in one of
-    ``attachment_dirs``; ``allow_outside``: output files may lead outside it. Code steps' functions are imported
-    (their modules' code runs) unless ``check_agents`` is false.
+    ``folder``: where attachment paths start, output files go, files of items (``for_each``) are read and code
+    steps' modules are imported from (default: the source file's folder, else the current one); attachments must
+    stay in it or in one of ``attachment_dirs``; ``allow_outside``: output files may lead outside it. Code steps'
+    functions are imported (their modules' code runs) unless ``check_agents`` is false.
     """
     if folder is None:
         folder = source.path.parent if source is not None else Path.cwd()
@@ -268,14 +293,7 @@ def _compile(
 
     def read_checks(template: PromptTemplate, task: AgentTask, field_name: str) -> None:
         """Names a template reads that no task could give it: unknown names, inputs nobody sets."""
-        for name in sorted(template.unknown_names) if template.unknown_names else ():
-            issues.add(f"template uses unknown name '{name}' (use inputs.<key> or tasks.<id>)", task.id, field_name)
-        for key in sorted(missing) if (missing := template.input_refs - all_inputs.keys()) else ():
-            issues.add(
-                f"template uses input '{key}', which is neither in 'inputs' nor given with --input",
-                task.id,
-                field_name,
-            )
+        _report_reads(issues, template, task, field_name, all_inputs)
 
     def compiled_template(text: str, task: AgentTask, field_name: str) -> PromptTemplate:
         try:
@@ -368,19 +386,23 @@ def _compile(
         )
 
     for item in compiled:
-        for dep in item.task.depends_on:
+        linked: set[int] = set()  # a set: a task with 100,000 dependencies is not quadratic
+        for dep in item.task.dependency_ids:
             parent = index.get(dep)
             if parent is None:
                 issues.add(f"depends on unknown task '{dep}'", item.id, "depends_on")
             elif parent == item.index:
                 issues.add("depends on itself", item.id, "depends_on")
-            elif parent not in item.parents:
+            elif parent not in linked:
+                linked.add(parent)
                 item.parents.append(parent)
                 compiled[parent].children.append(item.index)
 
     if compiled and not _is_acyclic(compiled):
         for first, cycle in _cycle_messages({t.id: [compiled[p].id for p in t.parents] for t in compiled}):
             issues.add(f"dependency cycle: {cycle}", first, "depends_on")
+    elif any(_uses_fan_out(task) for task in spec.tasks):
+        _fan_outs(compiled, index, all_inputs, folder, issues)
 
     for item in compiled:
         if item.step is not None:  # its context holds the results of its ancestors
@@ -438,13 +460,23 @@ def _checked_template(
     except TemplateError as exc:
         issues.add(f"template error: {exc}", task.id, field_name)
         template = PromptTemplate(text)
-    for name in sorted(template.unknown_names) if template.unknown_names else ():
-        issues.add(f"template uses unknown name '{name}' (use inputs.<key> or tasks.<id>)", task.id, field_name)
+    _report_reads(issues, template, task, field_name, inputs)
+    return template
+
+
+def _report_reads(
+    issues: _Issues, template: PromptTemplate, task: AgentTask, field_name: str, inputs: Mapping[str, Any]
+) -> None:
+    """Names ``template`` reads that nothing gives it: unknown names (``item`` and ``index`` are known in a mapped
+    task), inputs nobody sets."""
+    unknown = template.unknown_names - ITEM_NAMES if task.for_each is not None else template.unknown_names
+    for name in sorted(unknown) if unknown else ():
+        hint = "only a mapped task (for_each) has it" if name in ITEM_NAMES else "use inputs.<key> or tasks.<id>"
+        issues.add(f"template uses unknown name '{name}' ({hint})", task.id, field_name)
     for key in sorted(missing) if (missing := template.input_refs - inputs.keys()) else ():
         issues.add(
             f"template uses input '{key}', which is neither in 'inputs' nor given with --input", task.id, field_name
         )
-    return template
 
 
 class _AttachmentChecks:
@@ -468,7 +500,8 @@ class _AttachmentChecks:
             before = len(self.issues.items)
             template = _checked_template(self.issues, task, field_name, source, self.inputs)
             attachment = None
-            if not template.task_refs and len(self.issues.items) == before:  # known now: read it now
+            per_item = bool(template.unknown_names & ITEM_NAMES)  # read as each instance runs
+            if not template.task_refs and not per_item and len(self.issues.items) == before:  # known now: read it
                 attachment = self._read(task, field_name, template, media_type)
             slots.append(AttachmentSlot(template, media_type, attachment))
         known = [slot.attachment for slot in slots if slot.attachment is not None]
@@ -543,6 +576,59 @@ class _StepChecks:
             self.issues.add(str(exc), task.id, "call")
             return None
         return CodeStep(call, function, task.params)
+
+
+def _uses_fan_out(task: AgentTask) -> bool:
+    """Whether ``task`` sets anything of ``for_each`` (its own, or a per-item dependency)."""
+    return task.for_each is not None or task.key is not None or any(isinstance(d, Dependency) for d in task.depends_on)
+
+
+def _fan_outs(
+    compiled: list[CompiledTask], index: dict[str, int], inputs: Mapping[str, Any], folder: Path, issues: _Issues
+) -> None:
+    """Compile and check each mapped task's ``for_each`` (see :mod:`orchestration.fan_out`), its per-item
+    dependencies, and what templates read of mapped tasks (lists: ``outputs``, ``parsed``, ``results``)."""
+    files: dict[Path, list[Any]] = {}
+    for item in compiled:
+        item.fan_out, problems = compile_fan_out(
+            item, compiled, index, inputs, folder, lambda at: _ancestors_of(at, compiled), files
+        )
+        for message, field_name in problems:
+            issues.add(message, item.id, field_name)
+    for item in compiled:
+        for message, field_name in per_item_problems(item, compiled, index):
+            issues.add(message, item.id, field_name)
+    for item in compiled:
+        per_item = {dep.task for dep in item.task.depends_on if isinstance(dep, Dependency) and dep.per_item}
+        for template, field_name in ((item.prompt, "description"), (item.system, "system_prompt")):
+            for ref, attribute in sorted(template.task_attrs) if template is not None else ():
+                read = index.get(ref)
+                if read is None:
+                    continue
+                if ref in per_item:  # a per-item dependency reads as its instance of the item
+                    if attribute in MAPPED_ATTRIBUTES - {"parsed"}:
+                        issues.add(
+                            f"template reads tasks.{ref}.{attribute}, but '{ref}' is a per-item dependency: "
+                            f"tasks.{ref} is its instance of this item (read its output or parsed)",
+                            item.id,
+                            field_name,
+                        )
+                    continue
+                mapped = compiled[read].task.for_each is not None
+                if mapped and attribute not in MAPPED_FIELDS:
+                    issues.add(
+                        f"template reads tasks.{ref}.{attribute}, but '{ref}' is mapped (for_each): read its "
+                        "outputs, parsed or results (lists in item order)",
+                        item.id,
+                        field_name,
+                    )
+                elif not mapped and attribute in MAPPED_ATTRIBUTES - {"parsed"}:
+                    issues.add(
+                        f"template reads tasks.{ref}.{attribute}, but only a mapped task (for_each) has "
+                        f"{attribute}: read tasks.{ref}.output",
+                        item.id,
+                        field_name,
+                    )
 
 
 class _ReviewChecks:

@@ -20,6 +20,10 @@ ready task until its group has room. A node that waits on something other than w
 review decision) gives its slot away with :meth:`DagScheduler.lend`: an extra worker starts,
 and the waiting node's worker retires when the node is done (it keeps its group's slot).
 
+The DAG may grow while it runs (:meth:`DagScheduler.grow`): a node that learns of new work (a mapped
+task whose items became known) adds nodes and edges to nodes that have not finished, and more workers start
+if the pool is not full.
+
 The scheduler decides *what* runs next; the nodes' states belong to a :class:`Lifecycle`
 (:class:`orchestration.lifecycle.TaskLifecycle` in a run), which runs each node and is told
 when a node becomes ready (it may then settle it at once: a false condition) or must be skipped.
@@ -53,6 +57,8 @@ class Outcome(IntEnum):
 
 _SUCCEEDED, _SKIPPED, _FAILED = Outcome.SUCCEEDED, Outcome.SKIPPED, Outcome.FAILED
 """The members as module constants (read on every step of a run: no enum attribute lookup)."""
+_PENDING = 3
+"""A node's outcome before it ended."""
 
 
 Entry = tuple[float, int, int]
@@ -126,6 +132,8 @@ class DagScheduler:
         else:
             self._compute_ranks([1.0] * group_count)
         self._seq = 0
+        self._workers = 0
+        """Workers started and not retired from a lent node (the others stop only once the run ends)."""
         self._idle: list[anyio.Event] = []
         self._remaining = 0
         self._indegree: list[int] = []
@@ -139,6 +147,9 @@ class DagScheduler:
         was skipped, the task that made it skip (a failure, or a false condition)."""
         self._skipped_by: dict[int, int] = {}
         """Per node the scheduler skipped, the cause it was skipped for."""
+        self._outcome = bytearray()
+        """Per node, its :class:`Outcome` once it ended (``_PENDING`` until then; a node kept from an earlier session
+        of the run succeeded)."""
         self._fail_fast = False
         self._scope: anyio.CancelScope | None = None
         self._error: BaseException | None = None
@@ -177,6 +188,8 @@ class DagScheduler:
 
     def _compute_ranks(self, weights: Sequence[float]) -> None:
         rank, children, groups, known = self._rank, self._children, self._groups, self._node_weight
+        if len(self._order) != len(children):  # the DAG grew
+            self._order = _topological_order(children)
         for node in reversed(self._order):
             longest = 0.0
             for child in children[node]:
@@ -254,12 +267,16 @@ class DagScheduler:
     def _finish(self, node: int, outcome: Outcome, lifecycle: Lifecycle) -> int:
         """``node`` ended with ``outcome``: release or skip its dependents as their trigger rules say, and theirs
         in turn for each one skipped or settled at once; the number of workers to wake."""
+        return self._cascade([(node, outcome)], lifecycle)
+
+    def _cascade(self, ended: list[tuple[int, Outcome]], lifecycle: Lifecycle) -> int:
+        """The nodes in ``ended`` ended (and the dependents they skip or settle, in turn): see :meth:`_finish`."""
         woken = 0
-        children, indegree, worst = self._children, self._indegree, self._worst
-        ended = [(node, outcome)]
+        children, indegree, worst, outcomes = self._children, self._indegree, self._worst, self._outcome
         while ended:
             node, outcome = ended.pop()
             self._remaining -= 1
+            outcomes[node] = outcome
             if outcome is _SUCCEEDED and self._triggers is None:  # the common case: all_success only
                 for child in children[node]:
                     indegree[child] -= 1
@@ -277,11 +294,7 @@ class DagScheduler:
                 indegree[child] -= 1
                 if not lifecycle.is_blocked(child):  # skipped already (or settled another way)
                     continue
-                if outcome > worst[child]:
-                    worst[child] = outcome
-                    self._cause[child] = self._skipped_by.get(node, node)
-                elif outcome is _SUCCEEDED:
-                    self._any_success[child] = 1
+                self._ended_parent(child, node, outcome)
                 verdict = self._verdict(child)
                 if verdict is None:
                     continue
@@ -291,6 +304,14 @@ class DagScheduler:
                     self._skip(child, lifecycle)
                     ended.append((child, verdict))
         return woken
+
+    def _ended_parent(self, node: int, parent: int, outcome: Outcome) -> None:
+        """Count ``parent``'s ``outcome`` in ``node``'s trigger rule."""
+        if outcome > self._worst[node]:
+            self._worst[node] = outcome
+            self._cause[node] = self._skipped_by.get(parent, parent)
+        elif outcome is _SUCCEEDED:
+            self._any_success[node] = 1
 
     def _skip(self, node: int, lifecycle: Lifecycle) -> None:
         cause = self._skipped_by[node] = self._cause[node]
@@ -333,7 +354,90 @@ class DagScheduler:
         if self._tasks is None or self._lifecycle is None or node in self._lent:
             return
         self._lent.add(node)
-        self._tasks.start_soon(self._worker, self._lifecycle)
+        self._start_worker(self._tasks, self._lifecycle)
+
+    @property
+    def size(self) -> int:
+        """The number of nodes: the next one :meth:`grow` adds gets this index."""
+        return len(self._children)
+
+    def grow(
+        self,
+        children: Sequence[list[int]],
+        parents: Sequence[Sequence[int]],
+        group: int,
+        trigger: TriggerRule = TriggerRule.ALL_SUCCESS,
+    ) -> None:
+        """Add nodes ``size .. size + len(children) - 1`` to the running DAG (from a node's :meth:`Lifecycle.run`,
+        between two awaits).
+
+        The ``j``-th new node releases ``children[j]`` (nodes that are blocked, or new nodes after it) and depends
+        on ``parents[j]`` (nodes from before); it belongs to ``group`` and follows ``trigger``. The lifecycle knows
+        the new nodes already: a new node that is not blocked counts as succeeded (kept from an earlier session of
+        the run), as at the start of :meth:`run`. A parent that ended already counts at once in the new node's
+        trigger rule, as if it had just ended: the new nodes whose rule is met are ready (or settled at once by
+        the lifecycle), those whose rule cannot be met are skipped, and their dependents follow. More workers
+        start while there are fewer than ``max_concurrency``. A ``children`` list may be shared by many new
+        nodes: edges added later from a node copy its list first.
+        """
+        lifecycle, tasks = self._lifecycle, self._tasks
+        if lifecycle is None or tasks is None:
+            raise RuntimeError("grow is for a running DAG: call it from Lifecycle.run")
+        first, count = len(self._children), len(children)
+        if not isinstance(self._children, list):
+            self._children = list(self._children)
+        if not isinstance(self._groups, list):
+            self._groups = list(self._groups)
+        self._children.extend(children)
+        self._groups.extend([group] * count)
+        self._indegree.extend([0] * count)
+        self._worst.extend(bytes(count))
+        self._any_success.extend(bytes(count))
+        self._outcome.extend(bytes(count))
+        if self._triggers is not None or trigger is not TriggerRule.ALL_SUCCESS:
+            triggers = list(self._triggers or [TriggerRule.ALL_SUCCESS] * first)
+            triggers.extend([trigger] * count)
+            self._triggers = triggers
+        if self._node_weight is not None:
+            self._node_weight.extend([None] * count)
+        weight = self.weights()[group]
+        rank = self._rank
+        rank.extend([0.0] * count)
+        for node in range(first + count - 1, first - 1, -1):  # children after their parents: ranked first
+            rank[node] = weight + max((rank[child] for child in self._children[node]), default=0.0)
+        indegree, all_children, outcomes = self._indegree, self._children, self._outcome
+        for node in range(first, first + count):
+            if not lifecycle.is_blocked(node):
+                continue
+            self._remaining += 1
+            outcomes[node] = _PENDING
+            for child in all_children[node]:
+                indegree[child] += 1
+            for parent in parents[node - first]:
+                if outcomes[parent] == _PENDING:
+                    all_children[parent] = [*all_children[parent], node]
+                    indegree[node] += 1
+                else:
+                    self._ended_parent(node, parent, Outcome(outcomes[parent]))
+        woken = 0
+        ended: list[tuple[int, Outcome]] = []
+        for node in range(first, first + count):
+            if not lifecycle.is_blocked(node):
+                continue
+            verdict = self._verdict(node)
+            if verdict is _SUCCEEDED:
+                woken += self._release(node, lifecycle, ended)
+            elif verdict is not None:
+                self._skip(node, lifecycle)
+                ended.append((node, verdict))
+        woken += self._cascade(ended, lifecycle)
+        for _ in range(min(self._max_concurrency, self._remaining) - (self._workers - len(self._lent))):
+            self._start_worker(tasks, lifecycle)
+        self._wake(woken)
+
+    def _start_worker(self, tasks: anyio.abc.TaskGroup, lifecycle: Lifecycle) -> None:
+        self._workers += 1
+        tasks.start_soon(self._worker, lifecycle)
 
     async def _worker(self, lifecycle: Lifecycle) -> None:
         clock = self._clock if self._adaptive else None
@@ -363,6 +467,7 @@ class DagScheduler:
                     self._scope.cancel()
             if node in self._lent:  # another worker took this one's place while the node waited
                 self._lent.discard(node)
+                self._workers -= 1
                 self._wake(woken)
                 return
             self._wake(woken - 1)  # this worker takes one itself
@@ -377,10 +482,13 @@ class DagScheduler:
         n = len(self._children)
         self._indegree = [0] * n
         self._worst, self._any_success, self._cause, self._skipped_by = bytearray(n), bytearray(n), {}, {}
+        self._outcome = bytearray(n)
         self._remaining = 0
         for node, kids in enumerate(self._children):
             blocked = lifecycle.is_blocked(node)
             self._remaining += blocked
+            if blocked:
+                self._outcome[node] = _PENDING
             for child in kids:
                 self._indegree[child] += blocked
                 if not blocked:  # succeeded in an earlier session of the run
@@ -393,10 +501,9 @@ class DagScheduler:
             for node in range(n):
                 if self._indegree[node] == 0 and lifecycle.is_blocked(node):
                     self._release(node, lifecycle, ended)
-            for node, outcome in ended:  # settled at once (a false condition): their dependents follow
-                self._finish(node, outcome, lifecycle)
+            self._cascade(ended, lifecycle)  # settled at once (a false condition): their dependents follow
             for _ in range(min(self._max_concurrency, self._remaining)):
-                group.start_soon(self._worker, lifecycle)
+                self._start_worker(group, lifecycle)
         self._tasks = self._lifecycle = None
         if self._error is not None:
             raise self._error

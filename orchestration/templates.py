@@ -1,7 +1,7 @@
 """Prompt templates: jinja2's sandbox with strict undefined, compiled once per task.
 
 Prompts without template syntax skip jinja2 entirely. Prompts whose only syntax is
-lookups such as ``{{ tasks.plan.output }}`` or ``{{ inputs['topic'] }}`` (the common case)
+lookups such as ``{{ tasks.plan.output }}``, ``{{ inputs['topic'] }}`` or ``{{ item.text }}`` (the common case)
 are read with a regular expression and rendered with the sandbox's own ``getattr``/``getitem``
 and ``str``, exactly as jinja2's compiled code does: a project of many tasks validates without
 compiling a template per task. Upstream outputs are passed as values, so template
@@ -20,7 +20,16 @@ if TYPE_CHECKING:
     from jinja2 import Template
     from jinja2.sandbox import SandboxedEnvironment
 
-__all__ = ["PromptTemplate", "TemplateError", "environment", "has_template_syntax", "template_names"]
+__all__ = [
+    "ITEM_NAMES",
+    "PromptTemplate",
+    "TemplateError",
+    "environment",
+    "has_template_syntax",
+    "lookup_of",
+    "lookup_value",
+    "template_names",
+]
 
 
 class TemplateError(ValueError):
@@ -44,16 +53,26 @@ def environment() -> SandboxedEnvironment:
     return _environment()
 
 
-def template_names(inputs: Mapping[str, Any], tasks: Mapping[str, Any]) -> dict[str, Any]:
-    """The names a task's conditions, output path and code step see, built in this one place: ``inputs`` and
-    ``tasks`` (task id -> result: ``output``, ``parsed``, ``status``, ``error``...)."""
+ITEM_NAMES = frozenset({"item", "index"})
+"""The names a mapped task's templates read besides ``inputs`` and ``tasks``: its instance's item and index."""
+
+
+def template_names(
+    inputs: Mapping[str, Any], tasks: Mapping[str, Any], variables: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The names a task's conditions, output path, attachments and code step see, built in this one place:
+    ``inputs``, ``tasks`` (task id -> result: ``output``, ``parsed``, ``status``, ``error``...) and
+    ``variables``: an instance of a mapped task's ``item`` and ``index`` (``for_each``)."""
+    if variables:
+        return {"inputs": inputs, "tasks": tasks, **variables}
     return {"inputs": inputs, "tasks": tasks}
 
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _STEP = rf"\.{_NAME}|\['[^'\\\r\n]*'\]|\[\"[^\"\\\r\n]*\"\]"
-_LOOKUP = re.compile(rf"\{{\{{\s*(tasks|inputs)((?:{_STEP})*)\s*\}}\}}")
-"""``{{ tasks.attr['key'] }}``: the name and its steps (other names are jinja2's: its globals, ``self``...)."""
+_LOOKUP = re.compile(rf"\{{\{{\s*(tasks|inputs|item|index)((?:{_STEP})*)\s*\}}\}}")
+"""``{{ tasks.attr['key'] }}``: the name and its steps (other names are jinja2's: its globals, ``self``...);
+``item`` and ``index`` are the variables of a mapped task's instance (``for_each``)."""
 _STEPS = re.compile(rf"\.({_NAME})|\['([^']*)'\]|\[\"([^\"]*)\"\]")
 _NEWLINE = re.compile(r"\r\n|\r")
 
@@ -94,8 +113,10 @@ class _Reads:
     free: set[str] = field(default_factory=set)
 
     def add(self, name: str, keys: list[str]) -> None:
-        """A lookup of ``tasks`` or ``inputs`` followed by the constant ``keys`` (as far as they are known)."""
-        if keys and name == "inputs":
+        """A lookup of ``name`` followed by the constant ``keys`` (as far as they are known)."""
+        if name not in ("tasks", "inputs"):
+            self.free.add(name)
+        elif keys and name == "inputs":
             self.inputs.add(keys[0])
         elif keys:
             self.tasks.add(keys[0])
@@ -158,19 +179,29 @@ class PromptTemplate:
             raise TemplateError(f"line {exc.lineno} of the template: {exc.message}") from None
         return cls(source, *_frozen(_ast_reads(ast)), _template=template)
 
-    def render(self, inputs: dict[str, Any], tasks: dict[str, Any]) -> str:
-        """Render with ``inputs`` and ``tasks`` (task id -> object with ``output``/``parsed``)."""
+    def render(
+        self, inputs: Mapping[str, Any], tasks: Mapping[str, Any], variables: Mapping[str, Any] | None = None
+    ) -> str:
+        """Render with ``inputs`` and ``tasks`` (task id -> object with ``output``/``parsed``), and ``variables``
+        (other names: a mapped task's ``item`` and ``index``)."""
         try:
             if self._parts is not None:
-                return self._render_parts(self._parts, inputs, tasks)
+                return self._render_parts(self._parts, inputs, tasks, variables)
             if self._template is not None:
+                if variables:
+                    return self._template.render(variables, inputs=inputs, tasks=tasks)
                 return self._template.render(inputs=inputs, tasks=tasks)
         except Exception as exc:  # jinja2 raises many types: all are template errors here
             raise TemplateError(f"{type(exc).__name__}: {exc}") from None
         return self.source
 
     @staticmethod
-    def _render_parts(parts: tuple[str | _Lookup, ...], inputs: dict[str, Any], tasks: dict[str, Any]) -> str:
+    def _render_parts(
+        parts: tuple[str | _Lookup, ...],
+        inputs: Mapping[str, Any],
+        tasks: Mapping[str, Any],
+        variables: Mapping[str, Any] | None,
+    ) -> str:
         """What jinja2's compiled code does for ``{{ lookup }}``: sandboxed lookups, then ``str``."""
         env = _environment()
         out = []
@@ -179,11 +210,54 @@ class PromptTemplate:
                 out.append(part)
                 continue
             name, steps = part
-            value: Any = tasks if name == "tasks" else inputs
-            for is_attr, key in steps:
-                value = env.getattr(value, key) if is_attr else env.getitem(value, key)
+            value = _value_of(env, name, steps, inputs, tasks, variables)
             out.append(str(value))
         return "".join(out)
+
+
+def _value_of(
+    env: SandboxedEnvironment,
+    name: str,
+    steps: tuple[tuple[bool, str], ...],
+    inputs: Mapping[str, Any],
+    tasks: Mapping[str, Any],
+    variables: Mapping[str, Any] | None,
+) -> Any:
+    """The value of a lookup, as jinja2 finds it (an undefined name is jinja2's strict undefined)."""
+    if name == "tasks":
+        value: Any = tasks
+    elif name == "inputs":
+        value = inputs
+    elif variables is not None and name in variables:
+        value = variables[name]
+    else:
+        value = env.undefined(name=name)
+    for is_attr, key in steps:
+        value = env.getattr(value, key) if is_attr else env.getitem(value, key)
+    return value
+
+
+def lookup_of(source: str) -> tuple[str, tuple[tuple[bool, str], ...]] | None:
+    """The name and steps of a template that is one lookup and nothing else (``"{{ tasks.plan.parsed.items }}"``:
+    ``("tasks", ((True, "plan"), (True, "parsed"), (True, "items")))``, ``True`` for an attribute, ``False`` for
+    a key); ``None`` for any other template."""
+    simple = _simple_parts(source.strip())
+    if simple is None or len(simple[0]) != 1 or isinstance(simple[0][0], str):
+        return None
+    return simple[0][0]
+
+
+def lookup_value(
+    lookup: tuple[str, tuple[tuple[bool, str], ...]],
+    inputs: Mapping[str, Any],
+    tasks: Mapping[str, Any],
+    variables: Mapping[str, Any] | None = None,
+) -> Any:
+    """The value a lookup (see :func:`lookup_of`) reads, not turned into text; raise :class:`TemplateError`."""
+    try:
+        return _value_of(_environment(), *lookup, inputs, tasks, variables)
+    except Exception as exc:  # jinja2 raises many types: all are template errors here
+        raise TemplateError(f"{type(exc).__name__}: {exc}") from None
 
 
 def _frozen(

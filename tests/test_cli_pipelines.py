@@ -4,6 +4,7 @@ task, field, exit 2), ``--allow-outside``, and the exit code of a run whose bran
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -177,6 +178,43 @@ def test_the_support_pipeline_example_runs_offline(tmp_path: Path, urgent: str) 
     assert json.loads(document["stats"]["output"]) == {"area": "billing", "window_days": 7, "similar": 3}
     assert (tmp_path / "replies" / "billing.md").read_text().startswith("Reply to the customer.")
     assert f"{skipped}: skipped" in (tmp_path / "audit.txt").read_text()
+
+
+def test_the_ticket_triage_example_runs_every_pipeline_feature_offline(tmp_path: Path) -> None:
+    """examples/triage.yaml through the CLI: a map over a JSONL file with an attachment per ticket, a json
+    classification, a per-item when, a code step in the map, a none_failed join per item, output files per item
+    and an all_done report; a resume calls nothing again."""
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    for name in ("triage.yaml", "triage_steps.py", "tickets.jsonl"):
+        shutil.copy(examples / name, tmp_path / name)
+    shutil.copytree(examples / "ticket_logs", tmp_path / "ticket_logs")
+    results, store = tmp_path / "results.json", str(tmp_path / "runs.db")
+    code, output = invoke("run", str(tmp_path / "triage.yaml"), "--results", str(results), "--store", store)
+    assert code == 0, output
+    document = json.loads(results.read_text())
+    assert document["status"] == "success" and len(document["results"]) == 17
+    tasks = document["results"]
+    assert tasks["classify"]["items"] == ["classify[T-101]", "classify[T-102]", "classify[T-103]"]
+    assert json.loads(tasks["classify[T-103]"]["output"]) == {"urgent": True, "area": "billing"}
+    code, shown = invoke("show", "latest", "classify[T-103]", "--store", store)
+    assert code == 0 and "[attachment: T-103.txt (text/plain, 64 bytes" in shown  # its own log (by name and digest)
+    assert tasks["page[T-102]"]["error"]["type"] == "condition_false" and tasks["page"]["status"] == "success"
+    assert json.loads(tasks["label[T-101]"]["output"]) == {
+        "ticket": "T-101",
+        "position": 0,
+        "priority": "P1",
+        "queue": "frontend",
+    }
+    assert tasks["label[T-101]"]["provider"] == "python"
+    out = tmp_path / "triage_out"
+    assert sorted(p.name for p in (out / "pages").iterdir()) == ["T-101.md", "T-103.md"]
+    reply = (out / "replies" / "T-102.md").read_text()
+    assert reply.startswith("Draft a reply to T-102 for the frontend queue (on-call paged: False)")
+    assert tasks["draft[T-102]"]["output_path"] == str(out / "replies" / "T-102.md")
+    assert (out / "report.md").read_text() == "3 tickets, 2 urgent; replies success: success, success, success"
+
+    code, output = invoke("resume", "latest", "--store", store, "-q")
+    assert code == 0, output
 
 
 def test_agents_check_has_nothing_to_call_for_a_python_agent(tmp_path: Path) -> None:

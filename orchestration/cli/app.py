@@ -102,9 +102,13 @@ def validate(
     )
     project = orchestrator.validate()
     agents = sorted({t.agent for t in project.tasks})
-    stderr_console().print(
+    console = stderr_console()
+    console.print(
         f"[green]valid[/]: {file}: project '{project.name}', {len(project.tasks)} tasks, agents: {', '.join(agents)}"
     )
+    for task in project.mapped:  # one task, one instance per item at run time
+        assert task.fan_out is not None
+        console.print(f"  {task.id}: {task.fan_out.describe()}", markup=False, highlight=False)
 
 
 class GraphFormat(StrEnum):

@@ -97,7 +97,8 @@ def _print(planned: RunPlan) -> None:
         tokens_in = "-" if task.input_tokens is None else f"{'~' if task.estimated else ''}{task.input_tokens}"
         tokens_out = "-" if task.output_tokens is None else _span(task.output_tokens)
         cost = _money(task.cost_usd) if task.action == "call" else "0"
-        table.add_row(task_id, task.agent, task.action, tokens_in, tokens_out, cost)
+        action = f"{task.action} x{task.calls}" if task.calls != 1 else task.action  # a mapped task's items
+        table.add_row(task_id, task.agent, action, tokens_in, tokens_out, cost)
     console().print(table)
     total, per_agent = planned.totals()
     for name, totals in [*sorted(per_agent.items()), ("total", total)]:

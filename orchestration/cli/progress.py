@@ -96,6 +96,11 @@ class ProgressView:
                 self._write(f"run {event.run_id} started: {self.total} tasks")
         elif event.kind is EventKind.TASK_STARTED and event.task_id is not None:
             self.running[event.task_id] = time.monotonic()
+        elif event.kind is EventKind.TASK_EXPANDED and event.items is not None:
+            self.total += event.items  # a mapped task's instances: tasks of their own
+            self.per_task = self.per_task and self.total <= LINE_PER_TASK_UP_TO
+            if self.live is None and self.per_task:
+                self._write(f"{event.task_id}: {event.items} items to run")
         elif event.pace is not None and event.endpoint is not None:
             before = self.paced.get(event.endpoint)
             self.paced[event.endpoint] = event.pace

@@ -270,12 +270,21 @@ def _report_start(
         console.print(f"run {event.run_id}", markup=False, highlight=False)
     if plan is None:
         return
+    from orchestration.items import mapped_task_of
+
     view.kept = len(plan.kept)
-    view.total = len(orchestrator.spec.tasks) - view.kept
+    kept_tasks = sum(1 for task_id in plan.kept if mapped_task_of(task_id) is None)  # instances count once expanded
+    view.total = len(orchestrator.spec.tasks) - kept_tasks
     if plan.changed:
-        console.print(f"rerun because the project changed: {', '.join(plan.changed)}", markup=False)
+        console.print(f"rerun because the project changed: {_listed(plan.changed)}", markup=False)
     if plan.downstream:
-        console.print(f"rerun because an upstream task changed: {', '.join(plan.downstream)}", markup=False)
+        console.print(f"rerun because an upstream task changed: {_listed(plan.downstream)}", markup=False)
+
+
+def _listed(task_ids: list[str], most: int = 20) -> str:
+    """Task ids joined with commas: the first ``most`` of them, then how many more."""
+    shown = ", ".join(task_ids[:most])
+    return shown if len(task_ids) <= most else f"{shown} and {len(task_ids) - most} more"
 
 
 def _report_budget(console: Console, event: RunEvent) -> None:

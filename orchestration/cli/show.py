@@ -28,8 +28,10 @@ def show(
     run_store, run_id = open_run(store, run_ref)
     stored = run_store.load_task(run_id, task_id)
     if stored is None:
+        from orchestration.items import mapped_task_of
+
         task_ids = run_store.get_run(run_id).task_ids
-        if task_id in task_ids:
+        if task_id in task_ids or mapped_task_of(task_id) in task_ids:
             fail_invalid([f"task '{task_id}' of run '{run_id}' has no result yet"])
         fail_invalid([f"run '{run_id}' has no task '{task_id}'; its tasks: {', '.join(task_ids)}"])
     typer.echo(_render(run_id, stored))
@@ -52,6 +54,9 @@ def _render(run_id: str, stored: StoredTask) -> str:
         ("model", result.model),
         ("attempts", result.attempts),
     ]
+    if result.items is not None:  # a mapped task: its instances are tasks of their own
+        shown = ", ".join(result.items[:5]) + (", ..." if len(result.items) > 5 else "")
+        fields.append(("items", f"{len(result.items)}: {shown}" if result.items else "0"))
     fields += [
         (f"  attempt {number}", f"{attempt.agent}: {attempt.error_type or 'answered'} in {attempt.duration_s:.3f}s")
         for number, attempt in enumerate(result.attempt_log, 1)

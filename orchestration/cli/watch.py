@@ -60,13 +60,20 @@ def watch(
             console.print(f"stopped watching; run {run_id} goes on", markup=False)
             raise typer.Exit(ExitCode.INTERRUPTED) from None
     else:
-        results = {task.result.task_id: task.result for _, task in rows if task.result.task_id in order}
+        results = {task.result.task_id: task.result for _, task in rows if _task_of(task.result.task_id) in order}
     console.print(f"run {run_id} ({record.project}): {record.status.value}", markup=False)
     elapsed = ((record.finished_at or utc_now()) - record.started_at).total_seconds()
-    ordered = dict(sorted(results.items(), key=lambda item: order[item[0]]))
+    ordered = dict(sorted(results.items(), key=lambda item: (order[_task_of(item[0])], _task_of(item[0]) != item[0])))
     print_summary(console, ordered, elapsed, failures_shown=view.failures_shown)
     if record.status is not RunStatus.SUCCESS:
         raise typer.Exit(ExitCode.TASKS_FAILED)
+
+
+def _task_of(task_id: str) -> str:
+    """The project task a result is of: an instance's mapped task (``classify`` for ``classify[17]``), else itself."""
+    from orchestration.items import mapped_task_of
+
+    return mapped_task_of(task_id) or task_id
 
 
 def _feed(
@@ -75,13 +82,17 @@ def _feed(
     """Show a stored result as the event the running process emitted for it (a task run again replaces
     its earlier result: that one is no longer counted)."""
     from orchestration.events import EventKind, RunEvent
+    from orchestration.items import mapped_task_of
     from orchestration.models import ExecutionStatus
 
     result = task.result
-    if result.task_id not in order:  # a task of an earlier session, no longer in the project
+    mapped = mapped_task_of(result.task_id)
+    if (mapped or result.task_id) not in order:  # a task of an earlier session, no longer in the project
         return
     if (earlier := results.get(result.task_id)) is not None:
         view.counts[earlier.status] -= 1
+    elif mapped is not None:  # an instance of a mapped task: one more task
+        view.total += 1
     results[result.task_id] = result
     kind = {
         ExecutionStatus.SUCCESS: EventKind.TASK_SUCCEEDED,

@@ -20,6 +20,7 @@ from typing import Any
 from llm_abstractions import redact
 from orchestration.events import EventKind
 from orchestration.issues import ValidationIssue
+from orchestration.items import mapped_task_of
 from orchestration.models import AgentTask, ExecutionResult, OutputFormat, ProjectSpec
 from orchestration.results import RunStatus, results_document
 from orchestration.store import Gate, RunRecord, RunStore, StoredEvent, UnknownRunError
@@ -141,7 +142,8 @@ def run_view(store: RunStore, run_id: str) -> dict[str, Any]:
     gates = {gate.task_id: gate for gate in store.open_gates(run_id)}
     spec = _spec(record.file)
     rows = []
-    for task_id in [*record.task_ids, *(t for t in stored.tasks if t not in statuses)]:
+    known = set(record.task_ids)  # then the tasks the run added: instances of mapped tasks (for_each)
+    for task_id in [*record.task_ids, *(t for t in stored.tasks if t not in known)]:
         status = statuses.get(task_id, "pending")
         result = stored.tasks[task_id].result if task_id in stored.tasks and status in _FINAL else None
         rows.append(_task_row(record, task_id, status, result, states, gates.get(task_id), spec))
@@ -188,7 +190,7 @@ def task_view(store: RunStore, run_id: str, task_id: str) -> dict[str, Any]:
         "agent": _agent(result, states.latest.get(task_id), task, spec),
         "provider": result.provider if result else None,
         "model": result.model if result else None,
-        "depends_on": record.depends_on.get(task_id, []),
+        "depends_on": _depends_on(record, task_id),
         "request": [m.model_dump(mode="json") for m in result.request] if result and result.request else None,
         "output": result.output if result else None,
         "parsed": result.parsed if result and output_format is OutputFormat.JSON else None,
@@ -244,7 +246,7 @@ def _task_row(
     return {
         "task_id": task_id,
         "agent": _agent(result, latest, _task_of(spec, task_id), spec),
-        "depends_on": record.depends_on.get(task_id, []),
+        "depends_on": _depends_on(record, task_id),
         "status": status,
         "started_at": _started(task_id, status, result, states),
         "completed_at": _iso(result.completed_at) if result else None,
@@ -298,9 +300,16 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def _task_of(spec: ProjectSpec | None, task_id: str) -> AgentTask | None:
+    """The task ``task_id`` is, or (an instance of a mapped task, ``classify[17]``) is an instance of."""
     if spec is None:
         return None
+    task_id = mapped_task_of(task_id) or task_id
     return next((task for task in spec.tasks if task.id == task_id), None)
+
+
+def _depends_on(record: RunRecord, task_id: str) -> list[str]:
+    """A task's dependencies; an instance's are its mapped task's."""
+    return record.depends_on.get(mapped_task_of(task_id) or task_id, [])
 
 
 def _spec(file: Path | None) -> ProjectSpec | None:

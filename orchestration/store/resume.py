@@ -7,6 +7,9 @@ model, base URL, default options and provider settings, and its attachments (the
 of each file's bytes, each URL, and the source of each template rendered only when it runs);
 for a code step, its ``call``, its ``params`` and the inputs instead of prompts and options.
 A finished task whose fingerprint changed reruns, and so does everything downstream of it.
+
+The instances of a mapped task (``for_each``) are planned one by one (see
+:func:`orchestration.expansion.plan_items`): an instance whose item changed reruns alone.
 """
 
 from __future__ import annotations
@@ -99,7 +102,7 @@ def project_hash(project: Project, prints: list[str] | None = None) -> str:
         return hashlib.sha256(file.read_bytes()).hexdigest()[:32]
     digest = hashlib.sha256(project.name.encode())
     for task, fingerprint in zip(project.tasks, prints or fingerprints(project), strict=True):
-        digest.update(f"\n{task.id} {fingerprint} {' '.join(task.task.depends_on)}".encode())
+        digest.update(f"\n{task.id} {fingerprint} {' '.join(task.task.dependency_ids)}".encode())
     return digest.hexdigest()[:32]
 
 
@@ -108,9 +111,10 @@ class ResumePlan:
     """Which tasks a resumed run keeps and which it runs again, and why."""
 
     kept: dict[str, ExecutionResult] = field(default_factory=dict)
-    """Succeeded tasks whose fingerprint still matches: not called again."""
+    """Succeeded tasks whose fingerprint still matches: not called again (instances of mapped tasks included;
+    a mapped task's own result is never kept: it is collected again from its instances)."""
     changed: list[str] = field(default_factory=list)
-    """Succeeded tasks whose prompt or agent changed since: they rerun."""
+    """Succeeded tasks whose prompt or agent changed since (or instances whose item did): they rerun."""
     downstream: list[str] = field(default_factory=list)
     """Succeeded tasks that rerun because a changed task is upstream of them."""
 
@@ -135,8 +139,12 @@ def plan_resume(project: Project, stored: StoredRun, fingerprints: list[str]) ->
         if entry is not None and entry.result.succeeded:
             plan.downstream.append(task_id)
         stack.extend(project.tasks[node].children)
+    if project.mapped:  # instances of mapped tasks: kept one by one
+        from orchestration.expansion import plan_items
+
+        plan_items(project, stored, fingerprints, plan, invalid)
     for task in project.tasks:
         entry = stored.tasks.get(task.id)
-        if task.index not in invalid and entry is not None and entry.result.succeeded:
+        if task.index not in invalid and entry is not None and entry.result.succeeded and task.fan_out is None:
             plan.kept[task.id] = entry.result
     return plan

@@ -172,9 +172,23 @@ class StoredRun:
     tasks: dict[str, StoredTask]
 
     def results(self) -> dict[str, ExecutionResult]:
-        """Results in the run's task order (then any task no longer in it)."""
+        """Results in the run's task order, a mapped task's instances after it in item order (as its own result
+        lists them; others in the order they were first recorded), then any task no longer in the run."""
+        from orchestration.items import mapped_task_of
+
         order = {task_id: i for i, task_id in enumerate(self.record.task_ids)}
-        ids = sorted(self.tasks, key=lambda t: (order.get(t, len(order)), t))
+        recorded = {task_id: i for i, task_id in enumerate(self.tasks)}
+        items = {
+            item: i for task in self.tasks.values() for i, item in enumerate(task.result.items or ())
+        }  # instances of mapped tasks, in item order
+
+        def place(task_id: str) -> tuple[int, int, int, str]:
+            mapped = mapped_task_of(task_id)
+            if mapped is not None and mapped in order:
+                return order[mapped], 1, items.get(task_id, len(items) + recorded[task_id]), ""
+            return order.get(task_id, len(order)), 0, 0, task_id
+
+        ids = sorted(self.tasks, key=place)
         return {task_id: self.tasks[task_id].result for task_id in ids}
 
 

@@ -126,6 +126,34 @@ def test_a_token_cap_per_agent_and_the_warning(fake_server: FakeProviderServer, 
     ]
 
 
+def test_a_budget_caps_the_instances_of_a_map(fake_server: FakeProviderServer, tmp_path: Path) -> None:
+    """Each instance of a ``for_each`` spends from the agent's budget: those beyond it end ``budget_exhausted``,
+    the mapped task fails with them, and the tokens spent stay under the cap."""
+    fake_server.handler = counted
+    spec = ProjectSpec.model_validate(
+        {
+            "agents": {"writer": {**agent_settings("gpt", fake_server), "budget": {"max_tokens": 300}}},
+            "defaults": {"agent": "writer", "cache": False},
+            "tasks": [
+                {
+                    "id": "each",
+                    "for_each": list(range(10)),
+                    "description": "topic {{ item }}",
+                    "options": {"max_tokens": 50},
+                }
+            ],
+        }
+    )
+    orch = ProjectOrchestrator(spec, store=tmp_path / "runs.db", max_concurrency=1)
+    results = anyio.run(orch.run)
+    instances = [results[f"each[{i}]"] for i in range(10)]
+    used = sum(r.usage.input_tokens + r.usage.output_tokens for r in instances if r.usage is not None)
+    assert used <= 300 and len(fake_server.requests) == sum(r.succeeded for r in instances) >= 3
+    refused = [r for r in instances if not r.succeeded]
+    assert refused and all(r.error is not None and r.error.type == "budget_exhausted" for r in refused)
+    assert results["each"].error is not None and results["each"].error.type == "items_failed"
+
+
 def test_a_budgeted_call_without_max_tokens_is_refused_before_the_run(
     fake_server: FakeProviderServer, tmp_path: Path
 ) -> None:

@@ -199,3 +199,32 @@ def test_orchestrate_and_its_runs_never_import_the_server(tmp_path: Path) -> Non
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_mapped_run_lists_streams_and_details_each_instance(served: Served) -> None:
+    tasks: list[dict[str, Any]] = [
+        {"id": "pick", "for_each": [{"k": "x"}, {"k": "y"}], "key": "{{ item.k }}", "description": "pick {{ item.k }}"},
+        {"id": "sum", "description": "{{ tasks.pick.outputs | join(', ') }}", "depends_on": ["pick"]},
+    ]
+    with served.client() as client:
+        run_id = start(client, project=project("mapped", tasks))
+        detail = wait_for_run(client, run_id, "success")
+        rows = {t["task_id"]: t for t in detail["tasks"]}
+        assert list(rows) == ["pick", "sum", "pick[x]", "pick[y]"]
+        assert all(t["status"] == "success" for t in rows.values())
+        assert rows["pick[y]"]["depends_on"] == [] and rows["sum"]["depends_on"] == ["pick"]
+        assert rows["pick[x]"]["agent"] == "sim" and rows["pick[x]"]["attempts"] == 1
+
+        stream = [json.loads(event.data) for event in events(client, f"/api/runs/{run_id}/events")]
+        started = [e["task_id"] for e in stream if e["kind"] == "task_started"]
+        assert sorted(started) == ["pick[x]", "pick[y]", "sum"]
+        assert [e["task_id"] for e in stream if e["kind"] == "task_expanded"] == ["pick"]
+
+        task = client.get(f"/api/runs/{run_id}/tasks/pick[y]").json()
+        assert task["status"] == "success" and task["output"] == "pick y" and task["provider"] == "offline"
+        assert list(client.get(f"/api/runs/{run_id}/results").json()["results"]) == [
+            "pick",
+            "pick[x]",
+            "pick[y]",
+            "sum",
+        ]
