@@ -10,7 +10,7 @@ flight at the crash (or whose commit was still to come) have no record and are e
 again on resume: model calls are at-least-once for them.
 
 Writes are committed in groups, one per turn of the event loop (:mod:`.writer`); reads
-open their own short-lived connection (WAL lets them run beside the writer), so another
+use a connection of their thread's own, kept open (WAL lets them run beside the writer), so another
 process can follow a run as it executes (:meth:`RunStore.poll`). Each result row also keeps
 the task's rendered messages as sent (redacted), for ``orchestrate show``.
 
@@ -27,8 +27,9 @@ import json
 import os
 import secrets
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, closing, contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -339,6 +340,11 @@ class RunStore:
         self.lease_s = default_lease_s() if lease_s is None else lease_s
         self.heartbeat_s = self.lease_s / HEARTBEATS_PER_LEASE if heartbeat_s is None else heartbeat_s
         self._writer: SqliteWriter | None = None
+        self._readers: dict[int, sqlite3.Connection] = {}
+        """Each thread's reading connection (autocommit: a read sees what was committed when it began)."""
+        self._readers_lock = threading.Lock()
+        self._schema_ready = False
+        """Whether the file's tables are up to date (checked on the first read: once per store)."""
         self._fences: dict[str, _Fence] = {}
         """The lease this store holds of each run it opened (until the run's end), as the guard of its writes."""
 
@@ -662,21 +668,39 @@ class RunStore:
         return self.writer.transaction(lambda connection: gates.expire_gates(connection, now or utc_now()))
 
     def close(self) -> None:
-        """Commit what is queued and close the writing connection (call it outside a run)."""
+        """Commit what is queued and close the writing connection and the reading ones (call it outside a run;
+        reading after it opens new ones)."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        with self._readers_lock:
+            readers, self._readers = self._readers, {}
+        for connection in readers.values():
+            connection.close()
 
-    # -- reading (anywhere), deleting (outside a run): short-lived connections ------------
+    # -- reading (anywhere), deleting (outside a run): a connection per thread ------------
 
     @contextmanager
     def _open(self) -> Iterator[sqlite3.Connection]:
+        """This thread's reading connection (opened on its first read, the schema brought up to date on the store's
+        first). A read costs its queries only: no connection to open, no schema to check."""
         if not self.path.exists():
             raise FileNotFoundError(f"no run store at {self.path}")
-        with closing(connect(self.path)) as connection:
+        thread = threading.get_ident()
+        connection = self._readers.get(thread)
+        if connection is None:
+            connection = connect(self.path, check_same_thread=False)  # closed by close(), from any thread
             connection.row_factory = sqlite3.Row
-            _setup(connection)
-            yield connection
+            try:
+                if not self._schema_ready:
+                    _setup(connection)
+                    self._schema_ready = True
+            except BaseException:
+                connection.close()
+                raise
+            with self._readers_lock:
+                self._readers[thread] = connection
+        yield connection
 
     def list_runs(
         self, project: str | None = None, limit: int | None = None, status: RunStatus | None = None
@@ -729,6 +753,33 @@ class RunStore:
         """The run's row; raise :class:`UnknownRunError` (a ``KeyError``) when there is none."""
         with self._open() as connection:
             return self._run_row(connection, run_id)
+
+    def run_version(self, run_id: str) -> tuple[Any, ...]:
+        """A value that changes whenever the run's row, results, events or open review gates change (equal values
+        read at two times: nothing of the run changed between them), its first item the run's file; cheap: read from
+        the indexes. Raise :class:`UnknownRunError` when there is no such run."""
+        with self._open() as connection:
+            row = connection.execute(
+                "SELECT file, status, finished_at, sessions, lease_token,"
+                " (SELECT MAX(seq) FROM events WHERE events.run_id = runs.run_id),"
+                " (SELECT MAX(rowid) FROM results WHERE results.run_id = runs.run_id),"
+                " (SELECT COUNT(*) || ' ' || MAX(seq) || ' ' || MAX(requested_at) FROM gates"
+                "  WHERE gates.run_id = runs.run_id AND decision IS NULL)"
+                " FROM runs WHERE run_id = ?",
+                (run_id,),
+            ).fetchone()
+        if row is None:
+            raise UnknownRunError(f"no run '{run_id}' in {self.path}")
+        return tuple(row)
+
+    def run_status(self, run_id: str) -> RunStatus:
+        """The run's status alone (nothing else of its row is read or parsed); raise :class:`UnknownRunError` when
+        there is no such run."""
+        with self._open() as connection:
+            row = connection.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise UnknownRunError(f"no run '{run_id}' in {self.path}")
+        return RunStatus(row[0])
 
     def _run_row(self, connection: sqlite3.Connection, run_id: str) -> RunRecord:
         row = connection.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
