@@ -15,6 +15,7 @@ from sse_starlette import EventSourceResponse
 
 from orchestration.results import RunStatus
 from orchestration.serve import sse, views
+from orchestration.serve.feeds import RunFeeds
 from orchestration.serve.projects import list_projects
 from orchestration.serve.runs import RunManager
 from orchestration.store import Decision, DecisionKind, GateError, GateStage
@@ -74,6 +75,7 @@ def api_router(
     """Every ``/api`` route; the server's token guards all but ``/api/health`` (:class:`~.auth.TokenAuth`)."""
     router = APIRouter(prefix="/api")
     store = manager.store
+    feeds = RunFeeds(store, poll_s)
 
     @router.get("/health")
     def health() -> dict[str, str]:
@@ -180,9 +182,9 @@ def api_router(
     ) -> EventSourceResponse:
         """The run's events as SSE, from the first (or after ``Last-Event-ID`` / ``after``); ends after the run
         stopped."""
-        await anyio.to_thread.run_sync(store.get_run, run_id)
+        await anyio.to_thread.run_sync(store.run_status, run_id)  # 404 for an unknown run
         start = last_event_id if last_event_id is not None else after or 0
-        return sse.stream(sse.run_events(store, run_id, start, poll_s=poll_s), ping_s=ping_s)
+        return sse.stream(sse.run_events(feeds.feed(run_id), start), ping_s=ping_s)
 
     @router.get("/events")
     async def all_events(
