@@ -9,12 +9,13 @@ from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sse_starlette import EventSourceResponse
 
 from orchestration.results import RunStatus
 from orchestration.serve import sse, views
+from orchestration.serve.details import RunDetails
 from orchestration.serve.feeds import RunFeeds
 from orchestration.serve.projects import list_projects
 from orchestration.serve.runs import RunManager
@@ -76,6 +77,7 @@ def api_router(
     router = APIRouter(prefix="/api")
     store = manager.store
     feeds = RunFeeds(store, poll_s)
+    details = RunDetails(store)
 
     @router.get("/health")
     def health() -> dict[str, str]:
@@ -101,9 +103,15 @@ def api_router(
         """The newest runs of the store, whoever runs them."""
         return views.runs_view(store, project=project, status=status, limit=limit)
 
-    @router.get("/runs/{run_id}")
-    def run(run_id: str) -> dict[str, Any]:
-        return views.run_view(store, run_id)
+    @router.get("/runs/{run_id}", response_class=Response, responses={200: {"content": {"application/json": {}}}})
+    def run(run_id: str, if_none_match: Annotated[str | None, Header()] = None) -> Response:
+        """The RunDetail, with an ETag: sent back in ``If-None-Match``, it gets 304 while nothing of the run
+        changed."""
+        version, etag = details.version(run_id)
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        if if_none_match is not None and etag in (tag.strip() for tag in if_none_match.split(",")):
+            return Response(status_code=304, headers=headers)
+        return Response(details.body(run_id, version), media_type="application/json", headers=headers)
 
     @router.get("/runs/{run_id}/results")
     def results(run_id: str) -> dict[str, Any]:

@@ -26,10 +26,12 @@ from orchestration.store import Gate, RunRecord, RunStore, StoredEvent, UnknownR
 
 __all__ = [
     "TASK_STATUSES",
+    "RunDetail",
     "TaskStates",
     "event_json",
     "issue_json",
     "results_view",
+    "run_detail",
     "run_view",
     "runs_view",
     "task_statuses",
@@ -130,30 +132,49 @@ def runs_view(store: RunStore, *, project: str | None, status: RunStatus | None,
 
 def run_view(store: RunStore, run_id: str) -> dict[str, Any]:
     """``GET /api/runs/{run_id}``: the RunDetail (raise :class:`UnknownRunError`)."""
+    detail = run_detail(store, run_id)
+    return {**detail.head(), "tasks": detail.tasks, "cost_by_agent": detail.cost_by_agent}
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    """A run's RunDetail in parts: what depends on the store (:func:`run_detail`), and :meth:`head`, which also
+    depends on the time while the run runs (its ``duration_s``)."""
+
+    record: RunRecord
+    statuses: dict[str, str]
+    outcomes: Sequence[Outcome]
+    open_reviews: int
+    tasks: list[dict[str, Any]]
+    cost_by_agent: dict[str, float]
+
+    def head(self) -> dict[str, Any]:
+        """The RunSummary, then ``inputs`` and ``sessions``: every field before ``tasks``."""
+        record = self.record
+        summary = _summary(record, self.statuses, self.outcomes, self.open_reviews)
+        return {**summary, "inputs": record.inputs, "sessions": record.sessions}
+
+
+def run_detail(store: RunStore, run_id: str) -> RunDetail:
+    """The parts of the run's RunDetail (raise :class:`UnknownRunError`)."""
     stored = store.load_run(run_id)
     record = stored.record
     outcomes = store.outcomes([run_id])[run_id]
     states = task_statuses(record.task_ids, outcomes, store.events(run_id))
     statuses = states.statuses
     gates = {gate.task_id: gate for gate in store.open_gates(run_id)}
-    spec = _spec(record.file)
+    project = _project(record.file)
     rows = []
     for task_id in [*record.task_ids, *(t for t in stored.tasks if t not in statuses)]:
         status = statuses.get(task_id, "pending")
         result = stored.tasks[task_id].result if task_id in stored.tasks and status in _FINAL else None
-        rows.append(_task_row(record, task_id, status, result, states, gates.get(task_id), spec))
+        rows.append(_task_row(record, task_id, status, result, states, gates.get(task_id), project))
     by_agent: dict[str, float] = {}
     for task in stored.tasks.values():  # what the latest result of each task cost, by agent
         if task.result.cost_usd is not None:
             agent = task.result.agent or "?"
             by_agent[agent] = by_agent.get(agent, 0.0) + task.result.cost_usd
-    return {
-        **_summary(record, statuses, outcomes, len(gates)),
-        "inputs": record.inputs,
-        "sessions": record.sessions,
-        "tasks": rows,
-        "cost_by_agent": by_agent,
-    }
+    return RunDetail(record, statuses, outcomes, len(gates), rows, by_agent)
 
 
 def results_view(store: RunStore, run_id: str) -> dict[str, Any]:
@@ -176,8 +197,9 @@ def task_view(store: RunStore, run_id: str, task_id: str) -> dict[str, Any]:
     result = stored.result if stored is not None and status in _FINAL else None
     gates = store.gates_of(run_id, task_id)
     gate = gates[-1] if gates and gates[-1].open else None
-    spec = _spec(record.file)
-    task = _task_of(spec, task_id)
+    project = _project(record.file)
+    task = project.tasks.get(task_id) if project is not None else None
+    spec = project.spec if project is not None else None
     output_format = stored.output_format if stored is not None else (task.output_format if task else None)
     return {
         "task_id": task_id,
@@ -232,15 +254,16 @@ def _task_row(
     result: ExecutionResult | None,
     states: TaskStates,
     gate: Gate | None,
-    spec: ProjectSpec | None,
+    project: _Project | None,
 ) -> dict[str, Any]:
     latest = states.latest.get(task_id)
+    task = project.tasks.get(task_id) if project is not None else None
     waiting_since = None
     if status == "waiting":
         waiting_since = _iso(gate.requested_at) if gate is not None else _event_time(latest)
     return {
         "task_id": task_id,
-        "agent": _agent(result, latest, _task_of(spec, task_id), spec),
+        "agent": _agent(result, latest, task, project.spec if project is not None else None),
         "depends_on": record.depends_on.get(task_id, []),
         "status": status,
         "started_at": _started(task_id, status, result, states),
@@ -294,13 +317,15 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
-def _task_of(spec: ProjectSpec | None, task_id: str) -> AgentTask | None:
-    if spec is None:
-        return None
-    return next((task for task in spec.tasks if task.id == task_id), None)
+@dataclass(frozen=True)
+class _Project:
+    """A run's project file as it is now, its tasks by id."""
+
+    spec: ProjectSpec
+    tasks: dict[str, AgentTask]
 
 
-def _spec(file: Path | None) -> ProjectSpec | None:
+def _project(file: Path | None) -> _Project | None:
     """The project file a run recorded, as it is now (for what the store does not keep: a task's agent before it
     runs, its output schema); ``None`` when it is gone or does not parse."""
     if file is None:
@@ -313,11 +338,12 @@ def _spec(file: Path | None) -> ProjectSpec | None:
 
 
 @lru_cache(maxsize=32)
-def _parsed(file: Path, _mtime_ns: int, _size: int) -> ProjectSpec | None:
+def _parsed(file: Path, _mtime_ns: int, _size: int) -> _Project | None:
     from orchestration.issues import ProjectValidationError
     from orchestration.loader import load_project_file
 
     try:
-        return load_project_file(file)[0]
+        spec = load_project_file(file)[0]
     except ProjectValidationError:
         return None
+    return _Project(spec, {task.id: task for task in spec.tasks})
