@@ -43,7 +43,14 @@ from orchestration.models import ExecutionResult, ExecutionStatus, OutputFormat,
 from orchestration.results import RunStatus
 from orchestration.store import answers, gates
 from orchestration.store.codec import to_json as _json
-from orchestration.store.events import EVENTS_SCHEMA, StoredEvent, boundary_statement, event_statement, read_events
+from orchestration.store.events import (
+    EVENTS_SCHEMA,
+    INSERT_EVENT,
+    StoredEvent,
+    boundary_statement,
+    event_row,
+    read_events,
+)
 from orchestration.store.gates import Decision, Gate, GateConflictError, GateRequest, GateStage, UnknownGateError
 from orchestration.store.lease import (
     HEARTBEATS_PER_LEASE,
@@ -548,9 +555,9 @@ class RunStore:
         """Queue ``event`` for the next commit of its run's writes (an :class:`~orchestration.events.EventBus`
         callback of the session running the run; ``run_started`` and ``run_finished`` are written by
         :meth:`begin_run` and :meth:`end_run`). Refused with the session's other writes once its lease was lost."""
-        statement = event_statement(event)
-        if statement is not None:
-            self.writer.submit([statement], None, self._fences.get(event.run_id))
+        row = event_row(event)
+        if row is not None:
+            self.writer.append(INSERT_EVENT, row, self._fences.get(event.run_id))
 
     # -- budgets (:mod:`orchestration.budget`): each call's reservation, then what it spent ----
 
