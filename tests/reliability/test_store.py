@@ -433,3 +433,21 @@ def test_appended_rows_share_the_turns_commit_in_order_before_its_statements(tmp
         assert [row[0] for row in connection.execute("SELECT x FROM log ORDER BY seq")] == [1, 2, 3, 4]
         assert [row[0] for row in connection.execute("SELECT x FROM t ORDER BY rowid")] == [10, 20]
     writer.close()
+
+
+def test_many_appended_rows_keep_their_order(tmp_path: Path) -> None:
+    def setup(connection: sqlite3.Connection) -> None:
+        connection.execute("CREATE TABLE log (seq INTEGER PRIMARY KEY AUTOINCREMENT, x INTEGER, y TEXT)")
+
+    writer = SqliteWriter(tmp_path / "w.db", setup)
+
+    async def one_turn() -> None:
+        for x in range(151):  # rows inserted many at once (128, 16, 4) and the rest one by one
+            writer.append("INSERT INTO log (x, y) VALUES (?, ?)", (x, f"row {x}"))
+        await writer.flush()
+
+    asyncio.run(one_turn())
+    with closing(sqlite3.connect(tmp_path / "w.db")) as connection:
+        rows = connection.execute("SELECT x, y FROM log ORDER BY seq").fetchall()
+    assert rows == [(x, f"row {x}") for x in range(151)] and writer.commits == 1
+    writer.close()
