@@ -78,6 +78,7 @@ def api_router(
     store = manager.store
     feeds = RunFeeds(store, poll_s)
     details = RunDetails(store)
+    followed = views.FollowedRuns()
 
     @router.get("/health")
     def health() -> dict[str, str]:
@@ -101,7 +102,7 @@ def api_router(
         project: str | None = None, status: RunStatus | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 50
     ) -> dict[str, Any]:
         """The newest runs of the store, whoever runs them."""
-        return views.runs_view(store, project=project, status=status, limit=limit)
+        return views.runs_view(store, project=project, status=status, limit=limit, followed=followed)
 
     @router.get("/runs/{run_id}", response_class=Response, responses={200: {"content": {"application/json": {}}}})
     def run(run_id: str, if_none_match: Annotated[str | None, Header()] = None) -> Response:

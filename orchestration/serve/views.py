@@ -8,8 +8,9 @@ fall back to their results. Everything shown was redacted on its way into the st
 
 from __future__ import annotations
 
+import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from orchestration.store import Gate, RunRecord, RunStore, StoredEvent, UnknownR
 
 __all__ = [
     "TASK_STATUSES",
+    "FollowedRuns",
     "RunDetail",
     "TaskStates",
     "event_json",
@@ -96,38 +98,79 @@ class TaskStates:
     latest: dict[str, StoredEvent]
     """Each task's last event that set its status."""
 
+    def replay(self, events: Iterable[StoredEvent]) -> None:
+        """Move the tasks on by ``events`` (the run's, in order, after those replayed so far)."""
+        statuses, started, latest = self.statuses, self.started, self.latest
+        for event in events:
+            if event.kind == EventKind.RUN_STARTED:
+                for task_id, status in statuses.items():
+                    if status != "success":
+                        statuses[task_id] = "pending"
+            elif event.task_id is not None and (now := event.data.get("status")) in TASK_STATUSES:
+                statuses[event.task_id] = str(now)
+                latest[event.task_id] = event
+                if event.kind == EventKind.TASK_STARTED:
+                    started[event.task_id] = event
+
 
 def task_statuses(task_ids: Sequence[str], outcomes: Iterable[Outcome], events: Iterable[StoredEvent]) -> TaskStates:
     """Each task's status (and the events that say when it started and what set its status)."""
     statuses = dict.fromkeys(task_ids, "pending")
     for task_id, status, _ in outcomes:  # the latest result of each task: the status of runs without events
         statuses[task_id] = str(status)
-    started: dict[str, StoredEvent] = {}
-    latest: dict[str, StoredEvent] = {}
-    for event in events:
-        if event.kind == EventKind.RUN_STARTED:
-            for task_id, status in statuses.items():
-                if status != "success":
-                    statuses[task_id] = "pending"
-        elif event.task_id is not None and (now := event.data.get("status")) in TASK_STATUSES:
-            statuses[event.task_id] = str(now)
-            latest[event.task_id] = event
-            if event.kind == EventKind.TASK_STARTED:
-                started[event.task_id] = event
-    return TaskStates(statuses, started, latest)
+    states = TaskStates(statuses, {}, {})
+    states.replay(events)
+    return states
 
 
-def runs_view(store: RunStore, *, project: str | None, status: RunStatus | None, limit: int) -> dict[str, Any]:
-    """``GET /api/runs``: the newest runs (of ``project``, with ``status``), as RunSummary."""
+def runs_view(
+    store: RunStore,
+    *,
+    project: str | None,
+    status: RunStatus | None,
+    limit: int,
+    followed: FollowedRuns | None = None,
+) -> dict[str, Any]:
+    """``GET /api/runs``: the newest runs (of ``project``, with ``status``), as RunSummary; ``followed`` keeps the
+    task states of running runs from one call to the next (only their new events are read then)."""
     records = store.list_runs(project, limit, status)
     outcomes = store.outcomes([record.run_id for record in records])
     reviews = Counter(gate.run_id for gate in store.open_gates())
     summaries = []
     for record in records:
-        events = store.events(record.run_id) if record.status is RunStatus.RUNNING else ()
-        states = task_statuses(record.task_ids, outcomes[record.run_id], events)
-        summaries.append(_summary(record, states.statuses, outcomes[record.run_id], reviews[record.run_id]))
+        done = outcomes[record.run_id]
+        if record.status is not RunStatus.RUNNING:
+            statuses = task_statuses(record.task_ids, done, ()).statuses
+        elif followed is not None:
+            statuses = followed.statuses(store, record, done)
+        else:
+            statuses = task_statuses(record.task_ids, done, store.events(record.run_id)).statuses
+        summaries.append(_summary(record, statuses, done, reviews[record.run_id]))
     return {"runs": summaries}
+
+
+class FollowedRuns:
+    """The task states of the running runs last shown, each brought up to date by the events written since (a
+    run's whole history is replayed once per session of the run, not on every look). Thread-safe."""
+
+    def __init__(self, kept: int = 64) -> None:
+        self.kept = kept
+        self._runs: OrderedDict[str, tuple[int, int, TaskStates]] = OrderedDict()
+        """By run: its sessions, the last event replayed, its task states."""
+        self._lock = threading.Lock()
+
+    def statuses(self, store: RunStore, record: RunRecord, outcomes: Sequence[Outcome]) -> dict[str, str]:
+        """Each task's status now, a copy (``outcomes`` are used only when the run is new here, or resumed)."""
+        with self._lock:
+            sessions, seq, states = self._runs.pop(record.run_id, (0, 0, None))
+            if states is None or sessions != record.sessions:
+                states, seq = task_statuses(record.task_ids, outcomes, ()), 0
+            events = store.events(record.run_id, seq)
+            states.replay(events)
+            self._runs[record.run_id] = (record.sessions, events[-1].seq if events else seq, states)
+            while len(self._runs) > self.kept:
+                self._runs.popitem(last=False)
+            return dict(states.statuses)
 
 
 def run_view(store: RunStore, run_id: str) -> dict[str, Any]:

@@ -672,7 +672,11 @@ class RunStore:
         ``on_timeout``, actor ``timeout``; return those gates. Any process may call it, for any run."""
         if not self.path.exists():
             return []
-        return self.writer.transaction(lambda connection: gates.expire_gates(connection, now or utc_now()))
+        now = now or utc_now()
+        with self._open() as connection:  # read first: a page polling the reviews takes no write lock for nothing
+            if not any(gate.expired(now) for gate in gates.open_gates(connection)):
+                return []
+        return self.writer.transaction(lambda connection: gates.expire_gates(connection, now))
 
     def close(self) -> None:
         """Commit what is queued and close the writing connection and the reading ones (call it outside a run;

@@ -1,10 +1,12 @@
 """The streams of one run share one reader of its events: each watcher gets every event once, in order, whenever it
-joined and wherever it resumed, and the store is read as often as for one watcher."""
+joined and wherever it resumed, and the store is read as often as for one watcher. The runs list follows running
+runs the same way: only their new events are read."""
 
 from __future__ import annotations
 
 import re
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -12,7 +14,8 @@ import httpx
 
 from orchestration.serve import sse
 from orchestration.serve.feeds import RunFeeds
-from orchestration.store import RunStore
+from orchestration.serve.views import FollowedRuns, task_statuses
+from orchestration.store import RunStore, StoredEvent
 from tests.serve.conftest import GATED, Served, project, start, wait_for_run, wait_for_status
 from tests.serve.test_events import run_in
 
@@ -94,3 +97,45 @@ def test_early_and_late_watchers_of_a_live_run_get_every_event_once_in_order(ser
             name: every for name in ("early0", "early1", "early2", "late")
         }
         assert received["resumed"] == every[3:]
+
+
+class _ReadsLogged(RunStore):
+    """A store that notes where each read of a run's events started."""
+
+    afters: list[int]
+
+    def events(self, run_id: str | None = None, after: int = 0, limit: int | None = None) -> list[StoredEvent]:
+        self.afters.append(after)
+        return super().events(run_id, after, limit)
+
+
+def test_followed_runs_read_only_new_events_and_agree_with_a_full_replay(served: Served) -> None:
+    store = _ReadsLogged(served.store)
+    followed = FollowedRuns()
+
+    def replayed(run_id: str) -> dict[str, str]:
+        record = store.get_run(run_id)
+        return task_statuses(record.task_ids, store.outcomes([run_id])[run_id], store.events(run_id)).statuses
+
+    def shown(run_id: str, sessions: int | None = None) -> dict[str, str]:
+        record = store.get_run(run_id)
+        record = replace(record, sessions=sessions or record.sessions)
+        store.afters = []
+        statuses = followed.statuses(store, record, store.outcomes([run_id])[run_id])
+        read_from.append(store.afters[0])
+        return statuses
+
+    read_from: list[int] = []
+
+    with served.client() as client:
+        run_id = start(client, project=project("followed", GATED))
+        wait_for_status(client, run_id, "gated", "waiting")
+        assert shown(run_id) == replayed(run_id) and shown(run_id)["gated"] == "waiting"
+        assert client.post(f"/api/runs/{run_id}/tasks/gated/review", json={"decision": "approve"}).status_code == 200
+        wait_for_run(client, run_id, "success")
+        assert shown(run_id) == replayed(run_id) == dict.fromkeys(["a", "b", "gated", "after"], "success")
+        assert shown(run_id, sessions=2) == replayed(run_id)  # another session: replayed from the start again
+        first, *later, again = read_from
+        assert first == 0 and all(after > 0 for after in later) and again == 0
+        listed = client.get("/api/runs").json()["runs"]
+        assert next(run for run in listed if run["run_id"] == run_id)["counts"]["success"] == 4
