@@ -3,8 +3,9 @@
 
 A feed keeps the run's events from its first (encoded as the streams send them), so a watcher that joins late, or
 reconnects with ``Last-Event-ID``, starts anywhere in them. It reads the store only when a watcher has sent
-everything it holds: the first such watcher reads (at most every :data:`~.sse.POLL_S` while the run writes
-nothing), the others wait for it and take what it read. A feed is dropped with its last watcher.
+everything it holds: the first such watcher reads (again at once after a read that found events, else after a
+pause: :data:`WRITING_SHARE` of :data:`~.sse.POLL_S` while the run was writing, all of it once it writes nothing),
+the others wait for it and take what it read. A feed is dropped with its last watcher.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from orchestration.results import RunStatus
 from orchestration.serve.views import event_json
 from orchestration.store import RunStore, StoredEvent, UnknownRunError
 
-__all__ = ["READ_BATCH", "RunFeed", "RunFeeds", "encode_event"]
+__all__ = ["READ_BATCH", "WRITING_SHARE", "RunFeed", "RunFeeds", "encode_event"]
 
 READ_BATCH = 5000
 """The most events a feed reads at once."""
+WRITING_SHARE = 0.2
+"""After a read that found events, a read that finds none waits this share of the poll interval before the next
+(the run writes: its next events are near); after two such reads, the whole interval."""
 
 
 def encode_event(event: StoredEvent) -> bytes:
@@ -56,6 +60,8 @@ class RunFeed:
         self._ended = False
         self._idle_until = -math.inf
         """When the store may be read again (after a read that found nothing new)."""
+        self._writing = False
+        """Whether the last read found events: the run writes, and the next read that finds none waits less."""
         self._lock = anyio.Lock()
 
     async def after(self, seq: int) -> tuple[bytes, int] | None:
@@ -86,7 +92,9 @@ class RunFeed:
             self._chunks += read.chunks
             if len(read.seqs) < READ_BATCH:
                 self._ended = read.stopped
-                self._idle_until = anyio.current_time() + self.poll_s if not read.seqs else -math.inf
+                wait = 0.0 if read.seqs else self.poll_s * (WRITING_SHARE if self._writing else 1.0)
+                self._idle_until = anyio.current_time() + wait
+                self._writing = bool(read.seqs)
 
     def _read(self, after: int) -> _Read:
         """The run's status, then its events after ``after`` (a stopped status read first: those events are its
