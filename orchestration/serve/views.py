@@ -8,6 +8,7 @@ fall back to their results. Everything shown was redacted on its way into the st
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -131,11 +132,20 @@ def runs_view(
     limit: int,
     followed: FollowedRuns | None = None,
 ) -> dict[str, Any]:
-    """``GET /api/runs``: the newest runs (of ``project``, with ``status``), as RunSummary; ``followed`` keeps the
-    task states of running runs from one call to the next (only their new events are read then)."""
-    records = store.list_runs(project, limit, status)
-    outcomes = store.outcomes([record.run_id for record in records])
+    """``GET /api/runs``: the newest runs (of ``project``, with ``status``), as RunSummary. ``followed`` keeps what
+    it can from one call to the next: the summaries of runs that do not run (while their version is the same), the
+    task states of those that do (only their new events are read)."""
     reviews = Counter(gate.run_id for gate in store.open_gates())
+    if followed is not None:
+        return {"runs": followed.summaries(store, reviews, project=project, status=status, limit=limit)}
+    return {"runs": _summaries(store, store.list_runs(project, limit, status), reviews, None)}
+
+
+def _summaries(
+    store: RunStore, records: Sequence[RunRecord], reviews: Mapping[str, int], followed: FollowedRuns | None
+) -> list[dict[str, Any]]:
+    """The RunSummary of each run."""
+    outcomes = store.outcomes([record.run_id for record in records])
     summaries = []
     for record in records:
         done = outcomes[record.run_id]
@@ -145,19 +155,57 @@ def runs_view(
             statuses = followed.statuses(store, record, done)
         else:
             statuses = task_statuses(record.task_ids, done, store.events(record.run_id)).statuses
-        summaries.append(_summary(record, statuses, done, reviews[record.run_id]))
-    return {"runs": summaries}
+        summaries.append(_summary(record, statuses, done, reviews.get(record.run_id, 0)))
+    return summaries
 
 
 class FollowedRuns:
-    """The task states of the running runs last shown, each brought up to date by the events written since (a
-    run's whole history is replayed once per session of the run, not on every look). Thread-safe."""
+    """What the runs list keeps between looks (thread-safe): the summary of each run that does not run, by its
+    version (:meth:`~orchestration.store.RunStore.run_version`: a run unchanged is not read again), and the task
+    states of each running run, brought up to date by the events written since (its history is replayed once per
+    session of the run, not on every look)."""
 
-    def __init__(self, kept: int = 64) -> None:
+    def __init__(self, kept: int = 1000) -> None:
         self.kept = kept
+        """How many runs of each kind are kept (the runs list shows at most 1000)."""
         self._runs: OrderedDict[str, tuple[int, int, TaskStates]] = OrderedDict()
-        """By run: its sessions, the last event replayed, its task states."""
+        """By running run: its sessions, the last event replayed, its task states."""
+        self._stopped: OrderedDict[str, tuple[tuple[Any, ...], dict[str, Any]]] = OrderedDict()
+        """By run that does not run: its version and its summary then."""
         self._lock = threading.Lock()
+
+    def summaries(
+        self,
+        store: RunStore,
+        reviews: Mapping[str, int],
+        *,
+        project: str | None,
+        status: RunStatus | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """The RunSummary of each of the newest runs, built only for runs that changed (or run) since the last look."""
+        versions = store.run_versions(project, limit, status)  # read first: a summary is never older than its key
+        kept: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            for run_id, version in versions.items():
+                found = self._stopped.get(run_id)
+                if found is not None and found[0] == version:
+                    kept[run_id] = found[1]
+        records = []
+        for run_id in versions:
+            if run_id not in kept:
+                with contextlib.suppress(UnknownRunError):  # deleted meanwhile
+                    records.append(store.get_run(run_id))
+        built = _summaries(store, records, reviews, self)
+        with self._lock:
+            for record, summary in zip(records, built, strict=True):
+                kept[record.run_id] = summary
+                if record.status is not RunStatus.RUNNING:
+                    self._stopped[record.run_id] = (versions[record.run_id], summary)
+                    self._stopped.move_to_end(record.run_id)
+            while len(self._stopped) > self.kept:
+                self._stopped.popitem(last=False)
+        return [kept[run_id] for run_id in versions if run_id in kept]
 
     def statuses(self, store: RunStore, record: RunRecord, outcomes: Sequence[Outcome]) -> dict[str, str]:
         """Each task's status now, a copy (``outcomes`` are used only when the run is new here, or resumed)."""

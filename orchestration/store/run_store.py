@@ -305,6 +305,39 @@ class _Fence:
             raise LeaseLostError(run_id, token, _lease(run_id, connection.execute(_SELECT_LEASE, (run_id,)).fetchone()))
 
 
+_SELECT_VERSION = (
+    "SELECT run_id, file, status, finished_at, sessions, lease_token,"
+    " (SELECT MAX(seq) FROM events WHERE events.run_id = runs.run_id),"
+    " (SELECT MAX(rowid) FROM results WHERE results.run_id = runs.run_id),"
+    " (SELECT COUNT(*) || ' ' || MAX(seq) || ' ' || MAX(requested_at) FROM gates"
+    "  WHERE gates.run_id = runs.run_id AND decision IS NULL)"
+    " FROM runs"
+)
+"""A run's id, then its version (:meth:`RunStore.run_version`): its row's changing columns and the newest of its
+events, results and open gates, each read from an index."""
+
+
+def _newest_runs(
+    select: str, project: str | None, limit: int | None, status: RunStatus | None
+) -> tuple[str, list[Any]]:
+    """``select`` over the runs table, newest first, of ``project`` and with ``status`` when given, at most
+    ``limit``."""
+    sql = select
+    conditions: list[str] = []
+    params: list[Any] = []
+    for column, value in (("project", project), ("status", status)):
+        if value is not None:
+            conditions.append(f"{column} = ?")
+            params.append(str(value))
+    if conditions:
+        sql += " WHERE " + " AND ".join(conditions)
+    sql += " ORDER BY started_at DESC, rowid DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return sql, params
+
+
 def _location(file: Path | None) -> str | None:
     return str(file.absolute()) if file else None
 
@@ -720,21 +753,20 @@ class RunStore:
         runs."""
         if not self.path.exists():
             return []
-        sql = "SELECT * FROM runs"
-        conditions: list[str] = []
-        params: list[Any] = []
-        for column, value in (("project", project), ("status", status)):
-            if value is not None:
-                conditions.append(f"{column} = ?")
-                params.append(str(value))
-        if conditions:
-            sql += " WHERE " + " AND ".join(conditions)
-        sql += " ORDER BY started_at DESC, rowid DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
+        sql, params = _newest_runs("SELECT * FROM runs", project, limit, status)
         with self._open() as connection:
             return [_run_record(row) for row in connection.execute(sql, params)]
+
+    def run_versions(
+        self, project: str | None = None, limit: int | None = None, status: RunStatus | None = None
+    ) -> dict[str, tuple[Any, ...]]:
+        """:meth:`run_version` of the runs :meth:`list_runs` lists (newest first), by run id: nothing of a run's
+        row is parsed."""
+        if not self.path.exists():
+            return {}
+        sql, params = _newest_runs(_SELECT_VERSION, project, limit, status)
+        with self._open() as connection:
+            return {row[0]: tuple(row[1:]) for row in connection.execute(sql, params)}
 
     def resolve_run_id(self, ref: str) -> str:
         """The id of the run ``ref`` names: a run id, ``latest`` (the newest run) or a unique prefix of a run id.
@@ -770,18 +802,10 @@ class RunStore:
         read at two times: nothing of the run changed between them), its first item the run's file; cheap: read from
         the indexes. Raise :class:`UnknownRunError` when there is no such run."""
         with self._open() as connection:
-            row = connection.execute(
-                "SELECT file, status, finished_at, sessions, lease_token,"
-                " (SELECT MAX(seq) FROM events WHERE events.run_id = runs.run_id),"
-                " (SELECT MAX(rowid) FROM results WHERE results.run_id = runs.run_id),"
-                " (SELECT COUNT(*) || ' ' || MAX(seq) || ' ' || MAX(requested_at) FROM gates"
-                "  WHERE gates.run_id = runs.run_id AND decision IS NULL)"
-                " FROM runs WHERE run_id = ?",
-                (run_id,),
-            ).fetchone()
+            row = connection.execute(_SELECT_VERSION + " WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             raise UnknownRunError(f"no run '{run_id}' in {self.path}")
-        return tuple(row)
+        return tuple(row[1:])
 
     def run_status(self, run_id: str) -> RunStatus:
         """The run's status alone (nothing else of its row is read or parsed); raise :class:`UnknownRunError` when

@@ -1,17 +1,18 @@
 """``GET /api/runs/{run_id}``: the documented RunDetail, built once per change of the run, with an ETag that gets
-304 while nothing of the run changed."""
+304 while nothing of the run changed; ``GET /api/runs`` builds the summaries of the runs that changed only."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import anyio
 
 from orchestration import ProjectOrchestrator
 from orchestration.serve.details import RunDetails
-from orchestration.serve.views import run_view
+from orchestration.serve.views import FollowedRuns, run_view, runs_view
 from orchestration.store import RunStore
 from tests.serve.conftest import GATED, Served, project, start, wait_for_run, wait_for_status, write_project
 from tests.serve.test_events import CHAIN, run_in
@@ -63,3 +64,24 @@ def test_if_none_match_gets_304_until_the_run_changes(served: Served) -> None:
         assert final.json() == run_view(RunStore(served.store), run_id)
         assert client.get(f"/api/runs/{run_id}", headers={"If-None-Match": final.headers["ETag"]}).status_code == 304
         assert client.get("/api/runs/nope").status_code == 404
+
+
+def test_the_runs_list_rebuilds_only_the_runs_that_changed(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    run_in(store, "r1")
+    run_in(store, "r2")
+    followed = FollowedRuns()
+
+    def listed() -> list[dict[str, Any]]:
+        shown: list[dict[str, Any]] = runs_view(store, project=None, status=None, limit=50, followed=followed)["runs"]
+        assert shown == runs_view(store, project=None, status=None, limit=50)["runs"]  # as built from scratch
+        return shown
+
+    first = listed()
+    assert [run["run_id"] for run in first] == ["r2", "r1"]
+    assert listed() == first
+    store.delete_runs(["r1"])
+    assert [run["run_id"] for run in listed()] == ["r2"]  # a deleted run is not shown from what was kept
+    run_in(store, "r1", CHAIN[:2])  # the same id again, another project: a new version
+    again = listed()
+    assert [run["run_id"] for run in again] == ["r1", "r2"] and again[0]["tasks"] == 2
