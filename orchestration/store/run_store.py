@@ -383,6 +383,7 @@ class RunStore:
         self._readers: dict[int, sqlite3.Connection] = {}
         """Each thread's reading connection (autocommit: a read sees what was committed when it began)."""
         self._readers_lock = threading.Lock()
+        self._readers_pid = os.getpid()
         self._schema_ready = False
         """Whether the file's tables are up to date (checked on the first read: once per store)."""
         self._fences: dict[str, _Fence] = {}
@@ -730,6 +731,8 @@ class RunStore:
         first). A read costs its queries only: no connection to open, no schema to check."""
         if not self.path.exists():
             raise FileNotFoundError(f"no run store at {self.path}")
+        if self._readers_pid != os.getpid():  # a forked child: its parent's connections are not its to use
+            self._readers, self._readers_pid = {}, os.getpid()
         thread = threading.get_ident()
         connection = self._readers.get(thread)
         if connection is None:
