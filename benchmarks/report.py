@@ -340,14 +340,14 @@ def _serve_section(results: Path) -> list[str]:
         f"with no watcher (the server idle), one, and {n}; runs interleaved, {sizes['repeats']} of each. An "
         "event's **lag** is when its last byte reached the watcher minus its `timestamp` (taken when the run "
         "process emitted it, just before the group commit that makes it visible: the lag is that commit, the "
-        "server's poll (every 0.25 s when it has nothing to send) and query, the send and the read), over the "
+        "server's read of the run (one for all its watchers: again at once after a read that found events, 0.25 s "
+        "after one that found none), the send and the read), over the "
         "events after the gate; **delivered events/s**: those deliveries, all watchers together, over the time "
         "from the first of them to the last delivery; **needed**: what keeping up with the run would have taken. "
         "Every watcher's ids are checked against the store. The client reads only the `id:` lines of what "
         "arrives (the timestamps come from the store by id), so that its parsing does not set the pace.",
     ]
     if "server_busy_share" in many:
-        behind = ""
         if many["delivered_per_s"] < many["needed_per_s"] * 0.9:
             behind = (
                 f"The server could not keep up: it delivered {many['delivered_per_s']:,.0f} events/s to the {n} "
@@ -356,6 +356,20 @@ def _serve_section(results: Path) -> list[str]:
                 f"through the run (median {many['lag_median_first_tenth_ms'] / 1000:,.1f} s over its first tenth, "
                 f"{many['lag_median_last_tenth_ms'] / 1000:,.1f} s over its last) and the watchers received its last "
                 f"event {many['last_delivery_after_run_s']:,.0f} s after it ended. "
+            )
+            if many["server_busy_share"] < 0.5:
+                behind += (
+                    f"The server was not what held it back (it was busy {many['server_busy_share']:.0%} of the "
+                    "time): the client reading the streams and the run shared the cores with the other work of "
+                    "the machine. "
+                )
+        else:
+            behind = (
+                f"The server kept up: it delivered {many['delivered_per_s']:,.0f} events/s to the {n} watchers "
+                f"together, {many['delivered_per_s'] / many['needed_per_s']:.0%} of what the run's pace needed (median "
+                f"lag {many['lag_median_first_tenth_ms']:,.0f} ms over the run's first tenth, "
+                f"{many['lag_median_last_tenth_ms']:,.0f} ms over its last; the last event arrived "
+                f"{many['last_delivery_after_run_s']:,.1f} s after the run ended). "
             )
         parts += [
             "",
@@ -370,18 +384,28 @@ def _serve_section(results: Path) -> list[str]:
         "first one request at a time (on new connections, and on one kept alive), then open-loop: each request sent "
         "at its scheduled time on a new connection whatever the others do, its latency counted from that time to "
         f"the answer's last byte; no answer within {sizes['timeout_s']:g} s of its time is an error (the server "
-        "still works on it). **started late**: how far behind schedule the client itself started a request. A "
-        "kept-alive connection slower than new ones by ~40 ms is Nagle's algorithm meeting delayed ACKs (a response "
-        "written in two pieces on a socket without `TCP_NODELAY`).",
+        "still works on it). **started late**: how far behind schedule the client itself started a request. The "
+        "run view carries an ETag, but this client sends no `If-None-Match`: every answer is the whole view (built "
+        "once, then kept while the run is unchanged).",
     ]
+    late = max((figures["client_started_late_p99_ms"] for figures in document["latency"].values()), default=0.0)
+    if late > sizes["timeout_s"] * 1000 / 2:
+        parts[-1] += (
+            f" The client fell behind its own schedule (requests started up to {late / 1000:,.1f} s late, p99): "
+            "reading the answers at that rate was more than this one client process could do here, so the loaded "
+            "figures measure the client as much as the server."
+        )
     for title, header, rows in serve_tables(document):
         parts += ["", f"### {title}", "", _markdown_table(header, rows)]
+    before = results.parent.parent / "serve_before.md"
+    if before.exists():  # the figures of an earlier version, kept for comparison
+        parts += ["", before.read_text().strip()]
     return parts
 
 
 def write_markdown(document: dict[str, Any], path: Path, notes: Path | None = None) -> None:
     """``RESULTS.md``: machine, versions, date, the tables, the pacing figures of ``results/reliability.json``,
-    the serve figures of ``results/serve.json``, the engine profile and the notes on it."""
+    the serve figures of ``results/serve.json`` (and ``serve_before.md``), the engine profile and the notes on it."""
     info = document["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     parts = [

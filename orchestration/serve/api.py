@@ -9,12 +9,14 @@ from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sse_starlette import EventSourceResponse
 
 from orchestration.results import RunStatus
 from orchestration.serve import sse, views
+from orchestration.serve.details import RunDetails
+from orchestration.serve.feeds import RunFeeds
 from orchestration.serve.projects import list_projects
 from orchestration.serve.runs import RunManager
 from orchestration.store import Decision, DecisionKind, GateError, GateStage
@@ -74,6 +76,9 @@ def api_router(
     """Every ``/api`` route; the server's token guards all but ``/api/health`` (:class:`~.auth.TokenAuth`)."""
     router = APIRouter(prefix="/api")
     store = manager.store
+    feeds = RunFeeds(store, poll_s)
+    details = RunDetails(store)
+    followed = views.FollowedRuns()
 
     @router.get("/health")
     def health() -> dict[str, str]:
@@ -97,11 +102,17 @@ def api_router(
         project: str | None = None, status: RunStatus | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 50
     ) -> dict[str, Any]:
         """The newest runs of the store, whoever runs them."""
-        return views.runs_view(store, project=project, status=status, limit=limit)
+        return views.runs_view(store, project=project, status=status, limit=limit, followed=followed)
 
-    @router.get("/runs/{run_id}")
-    def run(run_id: str) -> dict[str, Any]:
-        return views.run_view(store, run_id)
+    @router.get("/runs/{run_id}", response_class=Response, responses={200: {"content": {"application/json": {}}}})
+    def run(run_id: str, if_none_match: Annotated[str | None, Header()] = None) -> Response:
+        """The RunDetail, with an ETag: sent back in ``If-None-Match``, it gets 304 while nothing of the run
+        changed."""
+        version, etag = details.version(run_id)
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        if if_none_match is not None and etag in (tag.strip() for tag in if_none_match.split(",")):
+            return Response(status_code=304, headers=headers)
+        return Response(details.body(run_id, version), media_type="application/json", headers=headers)
 
     @router.get("/runs/{run_id}/results")
     def results(run_id: str) -> dict[str, Any]:
@@ -180,9 +191,9 @@ def api_router(
     ) -> EventSourceResponse:
         """The run's events as SSE, from the first (or after ``Last-Event-ID`` / ``after``); ends after the run
         stopped."""
-        await anyio.to_thread.run_sync(store.get_run, run_id)
+        await anyio.to_thread.run_sync(store.run_status, run_id)  # 404 for an unknown run
         start = last_event_id if last_event_id is not None else after or 0
-        return sse.stream(sse.run_events(store, run_id, start, poll_s=poll_s), ping_s=ping_s)
+        return sse.stream(sse.run_events(feeds.feed(run_id), start), ping_s=ping_s)
 
     @router.get("/events")
     async def all_events(

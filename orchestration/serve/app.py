@@ -76,7 +76,8 @@ def create_app(
             CORSMiddleware,
             allow_origins=list(cors_origins),
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "If-None-Match"],
+            expose_headers=["ETag"],
         )
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="page")
     return app

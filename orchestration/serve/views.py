@@ -8,8 +8,10 @@ fall back to their results. Everything shown was redacted on its way into the st
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,10 +29,13 @@ from orchestration.store import Gate, RunRecord, RunStore, StoredEvent, UnknownR
 
 __all__ = [
     "TASK_STATUSES",
+    "FollowedRuns",
+    "RunDetail",
     "TaskStates",
     "event_json",
     "issue_json",
     "results_view",
+    "run_detail",
     "run_view",
     "runs_view",
     "task_statuses",
@@ -98,67 +103,174 @@ class TaskStates:
     latest: dict[str, StoredEvent]
     """Each task's last event that set its status."""
 
+    def replay(self, events: Iterable[StoredEvent]) -> None:
+        """Move the tasks on by ``events`` (the run's, in order, after those replayed so far)."""
+        statuses, started, latest = self.statuses, self.started, self.latest
+        for event in events:
+            if event.kind == EventKind.RUN_STARTED:
+                for task_id, status in statuses.items():
+                    if status != "success":
+                        statuses[task_id] = "pending"
+            elif event.task_id is not None and (now := event.data.get("status")) in TASK_STATUSES:
+                statuses[event.task_id] = str(now)
+                latest[event.task_id] = event
+                if event.kind == EventKind.TASK_STARTED:
+                    started[event.task_id] = event
+
 
 def task_statuses(task_ids: Sequence[str], outcomes: Iterable[Outcome], events: Iterable[StoredEvent]) -> TaskStates:
     """Each task's status (and the events that say when it started and what set its status)."""
     statuses = dict.fromkeys(task_ids, "pending")
     for task_id, status, _ in outcomes:  # the latest result of each task: the status of runs without events
         statuses[task_id] = str(status)
-    started: dict[str, StoredEvent] = {}
-    latest: dict[str, StoredEvent] = {}
-    for event in events:
-        if event.kind == EventKind.RUN_STARTED:
-            for task_id, status in statuses.items():
-                if status != "success":
-                    statuses[task_id] = "pending"
-        elif event.task_id is not None and (now := event.data.get("status")) in TASK_STATUSES:
-            statuses[event.task_id] = str(now)
-            latest[event.task_id] = event
-            if event.kind == EventKind.TASK_STARTED:
-                started[event.task_id] = event
-    return TaskStates(statuses, started, latest)
+    states = TaskStates(statuses, {}, {})
+    states.replay(events)
+    return states
 
 
-def runs_view(store: RunStore, *, project: str | None, status: RunStatus | None, limit: int) -> dict[str, Any]:
-    """``GET /api/runs``: the newest runs (of ``project``, with ``status``), as RunSummary."""
-    records = store.list_runs(project, limit, status)
-    outcomes = store.outcomes([record.run_id for record in records])
+def runs_view(
+    store: RunStore,
+    *,
+    project: str | None,
+    status: RunStatus | None,
+    limit: int,
+    followed: FollowedRuns | None = None,
+) -> dict[str, Any]:
+    """``GET /api/runs``: the newest runs (of ``project``, with ``status``), as RunSummary. ``followed`` keeps what
+    it can from one call to the next: the summaries of runs that do not run (while their version is the same), the
+    task states of those that do (only their new events are read)."""
     reviews = Counter(gate.run_id for gate in store.open_gates())
+    if followed is not None:
+        return {"runs": followed.summaries(store, reviews, project=project, status=status, limit=limit)}
+    return {"runs": _summaries(store, store.list_runs(project, limit, status), reviews, None)}
+
+
+def _summaries(
+    store: RunStore, records: Sequence[RunRecord], reviews: Mapping[str, int], followed: FollowedRuns | None
+) -> list[dict[str, Any]]:
+    """The RunSummary of each run."""
+    outcomes = store.outcomes([record.run_id for record in records])
     summaries = []
     for record in records:
-        events = store.events(record.run_id) if record.status is RunStatus.RUNNING else ()
-        states = task_statuses(record.task_ids, outcomes[record.run_id], events)
-        summaries.append(_summary(record, states.statuses, outcomes[record.run_id], reviews[record.run_id]))
-    return {"runs": summaries}
+        done = outcomes[record.run_id]
+        if record.status is not RunStatus.RUNNING:
+            statuses = task_statuses(record.task_ids, done, ()).statuses
+        elif followed is not None:
+            statuses = followed.statuses(store, record, done)
+        else:
+            statuses = task_statuses(record.task_ids, done, store.events(record.run_id)).statuses
+        summaries.append(_summary(record, statuses, done, reviews.get(record.run_id, 0)))
+    return summaries
+
+
+class FollowedRuns:
+    """What the runs list keeps between looks (thread-safe): the summary of each run that does not run, by its
+    version (:meth:`~orchestration.store.RunStore.run_version`: a run unchanged is not read again), and the task
+    states of each running run, brought up to date by the events written since (its history is replayed once per
+    session of the run, not on every look)."""
+
+    def __init__(self, kept: int = 1000) -> None:
+        self.kept = kept
+        """How many runs of each kind are kept (the runs list shows at most 1000)."""
+        self._runs: OrderedDict[str, tuple[int, int, TaskStates]] = OrderedDict()
+        """By running run: its sessions, the last event replayed, its task states."""
+        self._stopped: OrderedDict[str, tuple[tuple[Any, ...], dict[str, Any]]] = OrderedDict()
+        """By run that does not run: its version and its summary then."""
+        self._lock = threading.Lock()
+
+    def summaries(
+        self,
+        store: RunStore,
+        reviews: Mapping[str, int],
+        *,
+        project: str | None,
+        status: RunStatus | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """The RunSummary of each of the newest runs, built only for runs that changed (or run) since the last look."""
+        versions = store.run_versions(project, limit, status)  # read first: a summary is never older than its key
+        kept: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            for run_id, version in versions.items():
+                found = self._stopped.get(run_id)
+                if found is not None and found[0] == version:
+                    kept[run_id] = found[1]
+        records = []
+        for run_id in versions:
+            if run_id not in kept:
+                with contextlib.suppress(UnknownRunError):  # deleted meanwhile
+                    records.append(store.get_run(run_id))
+        built = _summaries(store, records, reviews, self)
+        with self._lock:
+            for record, summary in zip(records, built, strict=True):
+                kept[record.run_id] = summary
+                if record.status is not RunStatus.RUNNING:
+                    self._stopped[record.run_id] = (versions[record.run_id], summary)
+                    self._stopped.move_to_end(record.run_id)
+            while len(self._stopped) > self.kept:
+                self._stopped.popitem(last=False)
+        return [kept[run_id] for run_id in versions if run_id in kept]
+
+    def statuses(self, store: RunStore, record: RunRecord, outcomes: Sequence[Outcome]) -> dict[str, str]:
+        """Each task's status now, a copy (``outcomes`` are used only when the run is new here, or resumed)."""
+        with self._lock:
+            sessions, seq, states = self._runs.pop(record.run_id, (0, 0, None))
+            if states is None or sessions != record.sessions:
+                states, seq = task_statuses(record.task_ids, outcomes, ()), 0
+            events = store.events(record.run_id, seq)
+            states.replay(events)
+            self._runs[record.run_id] = (record.sessions, events[-1].seq if events else seq, states)
+            while len(self._runs) > self.kept:
+                self._runs.popitem(last=False)
+            return dict(states.statuses)
 
 
 def run_view(store: RunStore, run_id: str) -> dict[str, Any]:
     """``GET /api/runs/{run_id}``: the RunDetail (raise :class:`UnknownRunError`)."""
+    detail = run_detail(store, run_id)
+    return {**detail.head(), "tasks": detail.tasks, "cost_by_agent": detail.cost_by_agent}
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    """A run's RunDetail in parts: what depends on the store (:func:`run_detail`), and :meth:`head`, which also
+    depends on the time while the run runs (its ``duration_s``)."""
+
+    record: RunRecord
+    statuses: dict[str, str]
+    outcomes: Sequence[Outcome]
+    open_reviews: int
+    tasks: list[dict[str, Any]]
+    cost_by_agent: dict[str, float]
+
+    def head(self) -> dict[str, Any]:
+        """The RunSummary, then ``inputs`` and ``sessions``: every field before ``tasks``."""
+        record = self.record
+        summary = _summary(record, self.statuses, self.outcomes, self.open_reviews)
+        return {**summary, "inputs": record.inputs, "sessions": record.sessions}
+
+
+def run_detail(store: RunStore, run_id: str) -> RunDetail:
+    """The parts of the run's RunDetail (raise :class:`UnknownRunError`)."""
     stored = store.load_run(run_id)
     record = stored.record
     outcomes = store.outcomes([run_id])[run_id]
     states = task_statuses(record.task_ids, outcomes, store.events(run_id))
     statuses = states.statuses
     gates = {gate.task_id: gate for gate in store.open_gates(run_id)}
-    spec = _spec(record.file)
+    project = _project(record.file)
     rows = []
     known = set(record.task_ids)  # then the tasks the run added: instances of mapped tasks (for_each)
     for task_id in [*record.task_ids, *(t for t in stored.tasks if t not in known)]:
         status = statuses.get(task_id, "pending")
         result = stored.tasks[task_id].result if task_id in stored.tasks and status in _FINAL else None
-        rows.append(_task_row(record, task_id, status, result, states, gates.get(task_id), spec))
+        rows.append(_task_row(record, task_id, status, result, states, gates.get(task_id), project))
     by_agent: dict[str, float] = {}
     for task in stored.tasks.values():  # what the latest result of each task cost, by agent
         if task.result.cost_usd is not None:
             agent = task.result.agent or "?"
             by_agent[agent] = by_agent.get(agent, 0.0) + task.result.cost_usd
-    return {
-        **_summary(record, statuses, outcomes, len(gates)),
-        "inputs": record.inputs,
-        "sessions": record.sessions,
-        "tasks": rows,
-        "cost_by_agent": by_agent,
-    }
+    return RunDetail(record, statuses, outcomes, len(gates), rows, by_agent)
 
 
 def results_view(store: RunStore, run_id: str) -> dict[str, Any]:
@@ -181,8 +293,9 @@ def task_view(store: RunStore, run_id: str, task_id: str) -> dict[str, Any]:
     result = stored.result if stored is not None and status in _FINAL else None
     gates = store.gates_of(run_id, task_id)
     gate = gates[-1] if gates and gates[-1].open else None
-    spec = _spec(record.file)
-    task = _task_of(spec, task_id)
+    project = _project(record.file)
+    task = project.task(task_id) if project is not None else None
+    spec = project.spec if project is not None else None
     output_format = stored.output_format if stored is not None else (task.output_format if task else None)
     return {
         "task_id": task_id,
@@ -237,15 +350,16 @@ def _task_row(
     result: ExecutionResult | None,
     states: TaskStates,
     gate: Gate | None,
-    spec: ProjectSpec | None,
+    project: _Project | None,
 ) -> dict[str, Any]:
     latest = states.latest.get(task_id)
+    task = project.task(task_id) if project is not None else None
     waiting_since = None
     if status == "waiting":
         waiting_since = _iso(gate.requested_at) if gate is not None else _event_time(latest)
     return {
         "task_id": task_id,
-        "agent": _agent(result, latest, _task_of(spec, task_id), spec),
+        "agent": _agent(result, latest, task, project.spec if project is not None else None),
         "depends_on": _depends_on(record, task_id),
         "status": status,
         "started_at": _started(task_id, status, result, states),
@@ -299,20 +413,24 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
-def _task_of(spec: ProjectSpec | None, task_id: str) -> AgentTask | None:
-    """The task ``task_id`` is, or (an instance of a mapped task, ``classify[17]``) is an instance of."""
-    if spec is None:
-        return None
-    task_id = mapped_task_of(task_id) or task_id
-    return next((task for task in spec.tasks if task.id == task_id), None)
-
-
 def _depends_on(record: RunRecord, task_id: str) -> list[str]:
     """A task's dependencies; an instance's are its mapped task's."""
     return record.depends_on.get(mapped_task_of(task_id) or task_id, [])
 
 
-def _spec(file: Path | None) -> ProjectSpec | None:
+@dataclass(frozen=True)
+class _Project:
+    """A run's project file as it is now, its tasks by id."""
+
+    spec: ProjectSpec
+    tasks: dict[str, AgentTask]
+
+    def task(self, task_id: str) -> AgentTask | None:
+        """The task ``task_id`` is, or (an instance of a mapped task, ``classify[17]``) is an instance of."""
+        return self.tasks.get(mapped_task_of(task_id) or task_id)
+
+
+def _project(file: Path | None) -> _Project | None:
     """The project file a run recorded, as it is now (for what the store does not keep: a task's agent before it
     runs, its output schema); ``None`` when it is gone or does not parse."""
     if file is None:
@@ -325,11 +443,12 @@ def _spec(file: Path | None) -> ProjectSpec | None:
 
 
 @lru_cache(maxsize=32)
-def _parsed(file: Path, _mtime_ns: int, _size: int) -> ProjectSpec | None:
+def _parsed(file: Path, _mtime_ns: int, _size: int) -> _Project | None:
     from orchestration.issues import ProjectValidationError
     from orchestration.loader import load_project_file
 
     try:
-        return load_project_file(file)[0]
+        spec = load_project_file(file)[0]
     except ProjectValidationError:
         return None
+    return _Project(spec, {task.id: task for task in spec.tasks})

@@ -21,10 +21,11 @@ from functools import lru_cache
 from typing import Any
 
 from orchestration.events import EventKind, RunEvent
+from orchestration.models import ExecutionResult
 from orchestration.store.codec import to_json
 from orchestration.store.writer import Statement
 
-__all__ = ["EVENTS_SCHEMA", "StoredEvent", "boundary_statement", "event_statement", "read_events"]
+__all__ = ["EVENTS_SCHEMA", "INSERT_EVENT", "StoredEvent", "boundary_statement", "event_row", "read_events"]
 
 EVENTS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -41,7 +42,7 @@ CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, seq);
 follower resuming after one never misses a later event. ``events_by_run`` keeps a run's rows together: a commit
 appends to one place of it."""
 
-_INSERT = "INSERT INTO events (run_id, kind, task_id, timestamp, data) VALUES (?, ?, ?, ?, ?)"
+INSERT_EVENT = "INSERT INTO events (run_id, kind, task_id, timestamp, data) VALUES (?, ?, ?, ?, ?)"
 
 _STATUS_OF = {
     EventKind.TASK_STARTED: "running",
@@ -69,10 +70,16 @@ class StoredEvent:
     (``endpoint_paced``), ``run_status`` (``run_finished``)."""
 
 
-def event_statement(event: RunEvent) -> Statement | None:
-    """The insert of ``event``; ``None`` for ``run_started`` and ``run_finished`` (written with the run's row)."""
+def event_row(event: RunEvent) -> tuple[str, str, str | None, float, str] | None:
+    """The row of ``event`` (for :data:`INSERT_EVENT`); ``None`` for ``run_started`` and ``run_finished`` (written
+    with the run's row). A task's events (two per task) come first and cost the least."""
     kind = event.kind
-    if event.gate is not None:
+    result = event.result
+    if result is not None:
+        text = _result_data(event.agent, result)
+    elif kind is EventKind.TASK_STARTED:
+        text = _started(event.agent, "running")
+    elif event.gate is not None:
         data: dict[str, Any] = {
             "agent": event.agent,
             "status": _STATUS_OF.get(kind),
@@ -107,17 +114,14 @@ def event_statement(event: RunEvent) -> Statement | None:
     elif kind is EventKind.RUN_STARTED or kind is EventKind.RUN_FINISHED:
         return None
     else:
-        text = _task_data(event)
-    return _INSERT, (event.run_id, str(kind), event.task_id, event.timestamp, text)
+        text = _started(event.agent, _STATUS_OF.get(kind))
+    return event.run_id, str(kind), event.task_id, event.timestamp, text  # str: a StrEnum would be adapted per row
 
 
-def _task_data(event: RunEvent) -> str:
-    """A task event's data, written by hand: twice per task, where ``json.dumps`` would cost several times more
-    (ids, names and numbers only: nothing to redact)."""
-    result = event.result
-    if result is None:
-        return _started(event.agent, _STATUS_OF.get(event.kind))
-    text = f'{_field("agent", event.agent)}"status":"{result.status}","attempts":{int(result.attempts)}'
+def _result_data(agent: str | None, result: ExecutionResult) -> str:
+    """A task's final event's data, written by hand (where ``json.dumps`` would cost several times more): ids,
+    names and numbers only, nothing to redact."""
+    text = _head(agent, str(result.status), result.attempts)  # str(): a StrEnum's f-string goes through format()
     if result.cost_usd is not None:
         text += f',"cost_usd":{_number(result.cost_usd)}'
     if result.duration_s is not None:
@@ -128,7 +132,13 @@ def _task_data(event: RunEvent) -> str:
         text += ',"cache_hit":true'
         if result.cache.saved_usd is not None:
             text += f',"saved_usd":{_number(result.cache.saved_usd)}'
-    return "{" + text + "}"
+    return text + "}"
+
+
+@lru_cache(maxsize=1024)
+def _head(agent: str | None, status: str, attempts: int) -> str:
+    """``{"agent":...,"status":...,"attempts":n``: the same for most tasks of an agent."""
+    return f'{{{_field("agent", agent)}"status":"{status}","attempts":{int(attempts)}'
 
 
 @lru_cache(maxsize=1024)
@@ -149,7 +159,7 @@ def _number(value: float) -> str:
 
 def boundary_statement(run_id: str, kind: EventKind, timestamp: float, data: Mapping[str, Any]) -> Statement:
     """The insert of a session's ``run_started`` or ``run_finished``."""
-    return _INSERT, (run_id, str(kind), None, timestamp, to_json(dict(data)))
+    return INSERT_EVENT, (run_id, str(kind), None, timestamp, to_json(dict(data)))
 
 
 def read_events(connection: sqlite3.Connection, run_id: str | None, after: int, limit: int | None) -> list[StoredEvent]:

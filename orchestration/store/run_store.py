@@ -10,7 +10,7 @@ flight at the crash (or whose commit was still to come) have no record and are e
 again on resume: model calls are at-least-once for them.
 
 Writes are committed in groups, one per turn of the event loop (:mod:`.writer`); reads
-open their own short-lived connection (WAL lets them run beside the writer), so another
+use a connection of their thread's own, kept open (WAL lets them run beside the writer), so another
 process can follow a run as it executes (:meth:`RunStore.poll`). Each result row also keeps
 the task's rendered messages as sent (redacted), for ``orchestrate show``.
 
@@ -27,8 +27,9 @@ import json
 import os
 import secrets
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, closing, contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -42,7 +43,14 @@ from orchestration.models import ExecutionResult, ExecutionStatus, OutputFormat,
 from orchestration.results import RunStatus
 from orchestration.store import answers, gates
 from orchestration.store.codec import to_json as _json
-from orchestration.store.events import EVENTS_SCHEMA, StoredEvent, boundary_statement, event_statement, read_events
+from orchestration.store.events import (
+    EVENTS_SCHEMA,
+    INSERT_EVENT,
+    StoredEvent,
+    boundary_statement,
+    event_row,
+    read_events,
+)
 from orchestration.store.gates import Decision, Gate, GateConflictError, GateRequest, GateStage, UnknownGateError
 from orchestration.store.lease import (
     HEARTBEATS_PER_LEASE,
@@ -311,6 +319,39 @@ class _Fence:
             raise LeaseLostError(run_id, token, _lease(run_id, connection.execute(_SELECT_LEASE, (run_id,)).fetchone()))
 
 
+_SELECT_VERSION = (
+    "SELECT run_id, file, status, finished_at, sessions, lease_token,"
+    " (SELECT MAX(seq) FROM events WHERE events.run_id = runs.run_id),"
+    " (SELECT MAX(rowid) FROM results WHERE results.run_id = runs.run_id),"
+    " (SELECT COUNT(*) || ' ' || MAX(seq) || ' ' || MAX(requested_at) FROM gates"
+    "  WHERE gates.run_id = runs.run_id AND decision IS NULL)"
+    " FROM runs"
+)
+"""A run's id, then its version (:meth:`RunStore.run_version`): its row's changing columns and the newest of its
+events, results and open gates, each read from an index."""
+
+
+def _newest_runs(
+    select: str, project: str | None, limit: int | None, status: RunStatus | None
+) -> tuple[str, list[Any]]:
+    """``select`` over the runs table, newest first, of ``project`` and with ``status`` when given, at most
+    ``limit``."""
+    sql = select
+    conditions: list[str] = []
+    params: list[Any] = []
+    for column, value in (("project", project), ("status", status)):
+        if value is not None:
+            conditions.append(f"{column} = ?")
+            params.append(str(value))
+    if conditions:
+        sql += " WHERE " + " AND ".join(conditions)
+    sql += " ORDER BY started_at DESC, rowid DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return sql, params
+
+
 def _location(file: Path | None) -> str | None:
     return str(file.absolute()) if file else None
 
@@ -353,6 +394,12 @@ class RunStore:
         self.lease_s = default_lease_s() if lease_s is None else lease_s
         self.heartbeat_s = self.lease_s / HEARTBEATS_PER_LEASE if heartbeat_s is None else heartbeat_s
         self._writer: SqliteWriter | None = None
+        self._readers: dict[int, sqlite3.Connection] = {}
+        """Each thread's reading connection (autocommit: a read sees what was committed when it began)."""
+        self._readers_lock = threading.Lock()
+        self._readers_pid = os.getpid()
+        self._schema_ready = False
+        """Whether the file's tables are up to date (checked on the first read: once per store)."""
         self._fences: dict[str, _Fence] = {}
         """The lease this store holds of each run it opened (until the run's end), as the guard of its writes."""
 
@@ -556,9 +603,9 @@ class RunStore:
         """Queue ``event`` for the next commit of its run's writes (an :class:`~orchestration.events.EventBus`
         callback of the session running the run; ``run_started`` and ``run_finished`` are written by
         :meth:`begin_run` and :meth:`end_run`). Refused with the session's other writes once its lease was lost."""
-        statement = event_statement(event)
-        if statement is not None:
-            self.writer.submit([statement], None, self._fences.get(event.run_id))
+        row = event_row(event)
+        if row is not None:
+            self.writer.append(INSERT_EVENT, row, self._fences.get(event.run_id))
 
     # -- budgets (:mod:`orchestration.budget`): each call's reservation, then what it spent ----
 
@@ -698,24 +745,48 @@ class RunStore:
         ``on_timeout``, actor ``timeout``; return those gates. Any process may call it, for any run."""
         if not self.path.exists():
             return []
-        return self.writer.transaction(lambda connection: gates.expire_gates(connection, now or utc_now()))
+        now = now or utc_now()
+        with self._open() as connection:  # read first: a page polling the reviews takes no write lock for nothing
+            if not any(gate.expired(now) for gate in gates.open_gates(connection)):
+                return []
+        return self.writer.transaction(lambda connection: gates.expire_gates(connection, now))
 
     def close(self) -> None:
-        """Commit what is queued and close the writing connection (call it outside a run)."""
+        """Commit what is queued and close the writing connection and the reading ones (call it outside a run;
+        reading after it opens new ones)."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        with self._readers_lock:
+            readers, self._readers = self._readers, {}
+        for connection in readers.values():
+            connection.close()
 
-    # -- reading (anywhere), deleting (outside a run): short-lived connections ------------
+    # -- reading (anywhere), deleting (outside a run): a connection per thread ------------
 
     @contextmanager
     def _open(self) -> Iterator[sqlite3.Connection]:
+        """This thread's reading connection (opened on its first read, the schema brought up to date on the store's
+        first). A read costs its queries only: no connection to open, no schema to check."""
         if not self.path.exists():
             raise FileNotFoundError(f"no run store at {self.path}")
-        with closing(connect(self.path)) as connection:
+        if self._readers_pid != os.getpid():  # a forked child: its parent's connections are not its to use
+            self._readers, self._readers_pid = {}, os.getpid()
+        thread = threading.get_ident()
+        connection = self._readers.get(thread)
+        if connection is None:
+            connection = connect(self.path, check_same_thread=False)  # closed by close(), from any thread
             connection.row_factory = sqlite3.Row
-            _setup(connection)
-            yield connection
+            try:
+                if not self._schema_ready:
+                    _setup(connection)
+                    self._schema_ready = True
+            except BaseException:
+                connection.close()
+                raise
+            with self._readers_lock:
+                self._readers[thread] = connection
+        yield connection
 
     def list_runs(
         self, project: str | None = None, limit: int | None = None, status: RunStatus | None = None
@@ -724,21 +795,20 @@ class RunStore:
         runs."""
         if not self.path.exists():
             return []
-        sql = "SELECT * FROM runs"
-        conditions: list[str] = []
-        params: list[Any] = []
-        for column, value in (("project", project), ("status", status)):
-            if value is not None:
-                conditions.append(f"{column} = ?")
-                params.append(str(value))
-        if conditions:
-            sql += " WHERE " + " AND ".join(conditions)
-        sql += " ORDER BY started_at DESC, rowid DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
+        sql, params = _newest_runs("SELECT * FROM runs", project, limit, status)
         with self._open() as connection:
             return [_run_record(row) for row in connection.execute(sql, params)]
+
+    def run_versions(
+        self, project: str | None = None, limit: int | None = None, status: RunStatus | None = None
+    ) -> dict[str, tuple[Any, ...]]:
+        """:meth:`run_version` of the runs :meth:`list_runs` lists (newest first), by run id: nothing of a run's
+        row is parsed."""
+        if not self.path.exists():
+            return {}
+        sql, params = _newest_runs(_SELECT_VERSION, project, limit, status)
+        with self._open() as connection:
+            return {row[0]: tuple(row[1:]) for row in connection.execute(sql, params)}
 
     def resolve_run_id(self, ref: str) -> str:
         """The id of the run ``ref`` names: a run id, ``latest`` (the newest run) or a unique prefix of a run id.
@@ -768,6 +838,25 @@ class RunStore:
         """The run's row; raise :class:`UnknownRunError` (a ``KeyError``) when there is none."""
         with self._open() as connection:
             return self._run_row(connection, run_id)
+
+    def run_version(self, run_id: str) -> tuple[Any, ...]:
+        """A value that changes whenever the run's row, results, events or open review gates change (equal values
+        read at two times: nothing of the run changed between them), its first item the run's file; cheap: read from
+        the indexes. Raise :class:`UnknownRunError` when there is no such run."""
+        with self._open() as connection:
+            row = connection.execute(_SELECT_VERSION + " WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise UnknownRunError(f"no run '{run_id}' in {self.path}")
+        return tuple(row[1:])
+
+    def run_status(self, run_id: str) -> RunStatus:
+        """The run's status alone (nothing else of its row is read or parsed); raise :class:`UnknownRunError` when
+        there is no such run."""
+        with self._open() as connection:
+            row = connection.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise UnknownRunError(f"no run '{run_id}' in {self.path}")
+        return RunStatus(row[0])
 
     def _run_row(self, connection: sqlite3.Connection, run_id: str) -> RunRecord:
         row = connection.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()

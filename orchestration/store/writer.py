@@ -4,7 +4,8 @@ A write queued from the event loop is committed by a callback that runs once the
 current turn of the loop is over, together with every other write queued in that
 turn; the callback then tells each writer (``on_commit``, or the event a writer awaits).
 A write may name a guard (:data:`Guard`), a check run once per commit inside its transaction:
-a run's fencing token, say, checked once for every result of the group.
+a run's fencing token, say, checked once for every result of the group. Rows that commute with every other
+write (a run's events: :meth:`SqliteWriter.append`) are inserted first, many rows a statement.
 A commit never waits on a disk: in WAL mode with
 ``synchronous=NORMAL`` a commit only appends to the log (the log is synced at
 checkpoints), and a killed process still loses nothing committed.
@@ -22,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
@@ -73,6 +75,29 @@ def _use_wal(connection: sqlite3.Connection, *, patience_s: float = 30.0) -> Non
             time.sleep(0.01)
 
 
+_ROWS_AT_ONCE = (128, 16, 4)
+"""The sizes of the multi-row inserts of appended rows (few sizes: each statement is parsed once, then cached);
+128 rows of up to 7 values stay under SQLite's oldest limit of 999 parameters."""
+
+
+def _insert_rows(connection: sqlite3.Connection, sql: str, rows: list[Sequence[Any]]) -> None:
+    """Insert ``rows`` by ``sql`` (an INSERT of one row, its VALUES tuple last), in order: by multi-row inserts of
+    :data:`_ROWS_AT_ONCE` rows (about half the cost of a statement per row), the rest one by one."""
+    done = 0
+    for size in _ROWS_AT_ONCE:
+        while len(rows) - done >= size:
+            connection.execute(_rows_sql(sql, size), [value for row in rows[done : done + size] for value in row])
+            done += size
+    connection.executemany(sql, rows[done:])
+
+
+@lru_cache(maxsize=64)
+def _rows_sql(sql: str, count: int) -> str:
+    """``sql`` inserting ``count`` rows at once."""
+    values = sql[sql.rindex("VALUES") + len("VALUES") :].strip()
+    return sql + f", {values}" * (count - 1)
+
+
 CallSoon = Callable[[Callable[[], None]], object]
 """An event loop's "run this after the current turn"."""
 
@@ -96,6 +121,8 @@ class _Batch:
     """The writes one thread queued for its next commit, and who waits for it."""
 
     statements: list[Statement] = field(default_factory=list)
+    rows: dict[str, list[Sequence[Any]]] = field(default_factory=dict)
+    """Appended rows by statement (:meth:`SqliteWriter.append`), inserted before ``statements``."""
     callbacks: list[OnCommit] = field(default_factory=list)
     guards: dict[Guard, None] = field(default_factory=dict)
     """The checks of its writes, each once (in the order first named)."""
@@ -146,6 +173,34 @@ class SqliteWriter:
             self._scheduled[thread] = call_soon  # (a loop that ended before doing so is replaced)
         call_soon(self.commit_pending)
         return batch
+
+    def append(self, sql: str, row: Sequence[Any], guard: Guard | None = None) -> None:
+        """Queue the insert of ``row`` by ``sql`` (an INSERT of one row, its VALUES tuple last) for the commit after
+        the current turn of this thread's event loop (at once outside one), as :meth:`submit` would, cheaper: for rows
+        whose order matters only among the rows of the same ``sql`` (an event log), and that no other write depends
+        on. The rows of a commit are inserted before its other statements, in the order appended, several rows a
+        statement."""
+        call_soon = _call_soon()
+        thread = threading.get_ident()
+        with self._lock:  # _queue's work, inlined: twice per task
+            batch = self._pending.get(thread)
+            if batch is None:
+                batch = self._pending[thread] = _Batch()
+            rows = batch.rows.get(sql)
+            if rows is None:
+                batch.rows[sql] = [row]
+            else:
+                rows.append(row)
+            if guard is not None:
+                batch.guards[guard] = None
+            if call_soon is not None and self._scheduled.get(thread) == call_soon:
+                return  # this loop commits the batch after this turn already
+            if call_soon is not None:
+                self._scheduled[thread] = call_soon
+        if call_soon is None:
+            self.commit_pending()
+        else:
+            call_soon(self.commit_pending)
 
     def submit(
         self, statements: Sequence[Statement], on_commit: OnCommit | None = None, guard: Guard | None = None
@@ -208,28 +263,32 @@ class SqliteWriter:
             batch = self._pending.pop(thread, None)
             if batch is None:
                 return
-            batch.error = self._commit(batch.statements, batch.guards)
+            batch.error = self._commit(batch.statements, batch.rows, batch.guards)
         for callback in batch.callbacks:
             callback(batch.error)
         if batch.committed is not None:
             batch.committed.set()
 
-    def _commit(self, statements: list[Statement], guards: dict[Guard, None]) -> Exception | None:
-        if not statements:
+    def _commit(
+        self, statements: list[Statement], rows: dict[str, list[Sequence[Any]]], guards: dict[Guard, None]
+    ) -> Exception | None:
+        if not statements and not rows:
             return None
         try:
             connection = self._connect()
         except (sqlite3.Error, OSError) as exc:
             return exc
         try:
-            if len(statements) == 1 and not guards:  # one statement is one transaction: the common case, one step
+            if len(statements) == 1 and not guards and not rows:  # one statement is one transaction: one step
                 connection.execute(*statements[0])
             else:
                 connection.execute("BEGIN IMMEDIATE")
                 for guard in guards:
                     guard(connection)
-                for sql, rows in groupby(statements, key=itemgetter(0)):  # runs of one statement: executemany
-                    connection.executemany(sql, [params for _, params in rows])
+                for sql, appended in rows.items():
+                    _insert_rows(connection, sql, appended)
+                for sql, group in groupby(statements, key=itemgetter(0)):  # runs of one statement: executemany
+                    connection.executemany(sql, [params for _, params in group])
                 connection.execute("COMMIT")
             self.commits += 1
         except Exception as exc:  # handed to every writer of the batch

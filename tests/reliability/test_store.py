@@ -6,6 +6,7 @@ import asyncio
 import json
 import sqlite3
 import threading
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -400,3 +401,53 @@ async def test_a_new_store_waits_for_a_reader_that_holds_it_before_switching_to_
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.get_run("r1").status == RunStatus.RUNNING
     store.close()
+
+
+def test_appended_rows_share_the_turns_commit_in_order_before_its_statements(tmp_path: Path) -> None:
+    def setup(connection: sqlite3.Connection) -> None:
+        connection.executescript("CREATE TABLE log (seq INTEGER PRIMARY KEY AUTOINCREMENT, x INTEGER);")
+        connection.execute("CREATE TABLE t (x INTEGER)")
+
+    writer = SqliteWriter(tmp_path / "w.db", setup)
+    insert = "INSERT INTO log (x) VALUES (?)"
+    refused = sqlite3.IntegrityError("refused")
+
+    def refuse(connection: sqlite3.Connection) -> None:
+        raise refused
+
+    async def one_turn(guard: Callable[[sqlite3.Connection], None] | None) -> list[BaseException | None]:
+        committed: list[BaseException | None] = []
+        writer.append(insert, (1,), guard)
+        writer.submit([("INSERT INTO t (x) VALUES (?)", (10,))], committed.append)
+        writer.append(insert, (2,))
+        writer.submit([("INSERT INTO t (x) VALUES (?)", (20,))], committed.append)
+        writer.append(insert, (3,))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return committed
+
+    assert asyncio.run(one_turn(None)) == [None, None] and writer.commits == 1  # one transaction for all five
+    assert asyncio.run(one_turn(refuse)) == [refused, refused]  # a guard named by a row guards the whole group
+    writer.append(insert, (4,))  # outside an event loop: committed at once
+    with closing(sqlite3.connect(tmp_path / "w.db")) as connection:
+        assert [row[0] for row in connection.execute("SELECT x FROM log ORDER BY seq")] == [1, 2, 3, 4]
+        assert [row[0] for row in connection.execute("SELECT x FROM t ORDER BY rowid")] == [10, 20]
+    writer.close()
+
+
+def test_many_appended_rows_keep_their_order(tmp_path: Path) -> None:
+    def setup(connection: sqlite3.Connection) -> None:
+        connection.execute("CREATE TABLE log (seq INTEGER PRIMARY KEY AUTOINCREMENT, x INTEGER, y TEXT)")
+
+    writer = SqliteWriter(tmp_path / "w.db", setup)
+
+    async def one_turn() -> None:
+        for x in range(151):  # rows inserted many at once (128, 16, 4) and the rest one by one
+            writer.append("INSERT INTO log (x, y) VALUES (?, ?)", (x, f"row {x}"))
+        await writer.flush()
+
+    asyncio.run(one_turn())
+    with closing(sqlite3.connect(tmp_path / "w.db")) as connection:
+        rows = connection.execute("SELECT x, y FROM log ORDER BY seq").fetchall()
+    assert rows == [(x, f"row {x}") for x in range(151)] and writer.commits == 1
+    writer.close()
