@@ -7,7 +7,8 @@ It speaks three APIs on one port, told apart by path:
 - ``anthropic``: ``POST /v1/messages`` (plain, or SSE events when ``"stream": true``;
   a forced tool call is answered with a ``tool_use`` block), base URL ``server.anthropic_base_url``;
 - ``gemini``: ``POST /{version}/models/{model}:generateContent`` and
-  ``:streamGenerateContent?alt=sse``, base URL ``server.gemini_base_url``.
+  ``:streamGenerateContent?alt=sse``, base URL ``server.gemini_base_url``;
+- the batch APIs of OpenAI and Anthropic (:attr:`FakeProviderServer.batches`, :mod:`tests.fakes.batches`).
 
 The server runs its own asyncio loop in a daemon thread, so any test (sync, asyncio or
 trio) can start it; it handles HTTP/1.1 keep-alive and hundreds of concurrent requests.
@@ -57,6 +58,7 @@ from collections.abc import Callable
 from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
+from tests.fakes.batches import FakeBatches
 from tests.fakes.scripted import Api, Fault, RecordedRequest, Reply, Response, TruncateMode, UsageStyle
 from tests.fakes.wire_formats import (
     error_body,
@@ -104,6 +106,8 @@ class FakeProviderServer:
         self.handler = handler
         """Decides the response of requests no queue answers."""
         self.requests: list[RecordedRequest] = []
+        self.batches = FakeBatches()
+        """The batch jobs (OpenAI ``/v1/batches``, Anthropic ``/v1/messages/batches``): :mod:`tests.fakes.batches`."""
         self._queues: dict[Api | None, deque[Response]] = {
             "openai": deque(),
             "anthropic": deque(),
@@ -253,9 +257,16 @@ class FakeProviderServer:
             name, _, value = header.decode("latin-1").partition(":")
             headers[name.strip().lower()] = value.strip()
         raw = await _read_body(reader, headers)
+        keep_alive = headers.get("connection", "").lower() != "close"
+        batch = self.batches.handle(method, urlsplit(target).path, headers, raw)
+        if batch is not None:
+            status, body = batch
+            await _write_head(writer, status, {"content-type": "application/json", "content-length": str(len(body))})
+            writer.write(body)
+            await writer.drain()
+            return keep_alive
         request = _parse_request(method, target, headers, raw)
         response = self._record_and_choose(request)
-        keep_alive = headers.get("connection", "").lower() != "close"
         try:
             if isinstance(response, Fault):
                 return await self._send_fault(request, response, reader, writer) and keep_alive
