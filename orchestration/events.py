@@ -18,6 +18,7 @@ from orchestration.models import ExecutionResult
 if TYPE_CHECKING:  # anyio imports its memory streams on first use: only runs with a subscriber pay for them
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+    from orchestration.batching import BatchProgress
     from orchestration.budget import BudgetStatus
     from orchestration.store.gates import Gate
 
@@ -31,6 +32,10 @@ class EventKind(StrEnum):
     TASK_FAILED = "task_failed"
     TASK_SKIPPED = "task_skipped"
     TASK_CANCELLED = "task_cancelled"
+    TASK_BATCHED = "task_batched"
+    """A task's request joined a batch job (it waits without a slot)."""
+    BATCH_STATUS = "batch_status"
+    """A batch job was submitted, or its state or counts at the provider changed (``batch``)."""
     REVIEW_REQUESTED = "review_requested"
     """A task's review gate opened: the task waits for a decision (``gate``)."""
     REVIEW_DECIDED = "review_decided"
@@ -61,6 +66,8 @@ class RunEvent:
     """The review gate a ``review_requested`` or ``review_decided`` event is about."""
     budget: BudgetStatus | None = None
     """The budget account a ``budget_warning`` or ``budget_exhausted`` event is about."""
+    batch: BatchProgress | None = None
+    """The batch job a ``batch_status`` event is about."""
 
 
 EventCallback = Callable[[RunEvent], None]
