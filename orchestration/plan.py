@@ -7,7 +7,9 @@ that would be called a stand-in of the expected length (the plan then says ``est
 counted with the model's tokenizer where one is available offline (:mod:`llm_abstractions.tokens`), else
 estimated. Output tokens are a range: the median and 90th percentile of the task's past answers in the store
 (else its agent's), capped by ``max_tokens``; without history, ``max_tokens`` itself. Costs are priced with
-genai-prices; a model without a known price has none.
+genai-prices; a model without a known price has none. A task that would go by batch (:mod:`orchestration.batching`)
+is priced at batch prices, and says how long its answer may take: from the collection window to the provider's
+batch window (or ``max_wait_s``, when shorter).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from llm_abstractions import Usage
+from llm_abstractions.batch import BatchLlm
 from llm_abstractions.pricing import cost_usd
 from llm_abstractions.tokens import count_input_tokens
 from orchestration.answer_cache import CacheMode, mode_of, request_key, sample_indices
@@ -49,6 +52,8 @@ class TaskPlan:
     estimated: bool = False
     """The input tokens are an estimate (no tokenizer, or upstream outputs that do not exist yet)."""
     notes: list[str] = field(default_factory=list)
+    batch_wait_s: Range | None = None
+    """For a task that would go by batch: how long its answer may take, at least and at most (seconds)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -59,6 +64,7 @@ class TaskPlan:
             "cost_usd": list(self.cost_usd) if self.cost_usd is not None else None,
             "estimated": self.estimated,
             "notes": self.notes,
+            "batch": {"wait_s": list(self.batch_wait_s)} if self.batch_wait_s is not None else None,
         }
 
 
@@ -202,10 +208,20 @@ def _plan_call(
             plan.input_tokens += sum(attachment_tokens(a) for a in attached)
             plan.estimated = True
             plan.notes.append("images and PDFs counted at their upper bound")
-    pricing = executor.llm_for(task.agent).pricing_provider
+    llm = executor.llm_for(task.agent)
+    if task.batch and isinstance(llm, BatchLlm):
+        settings = project.spec.defaults.batch
+        plan.batch_wait_s = (settings.window_s, min(settings.max_wait_s, settings.window_s + llm.batch_window_s))
+        plan.notes.append("by batch: at batch prices, answered within the provider's batch window")
+    pricing = llm.pricing_provider
     if pricing and expected is not None:
-        low = cost_usd(pricing, agent.model, Usage(input_tokens=plan.input_tokens, output_tokens=expected[0]))
-        high = cost_usd(pricing, agent.model, Usage(input_tokens=plan.input_tokens, output_tokens=expected[1]))
+        batch = plan.batch_wait_s is not None
+        low = cost_usd(
+            pricing, agent.model, Usage(input_tokens=plan.input_tokens, output_tokens=expected[0]), batch=batch
+        )
+        high = cost_usd(
+            pricing, agent.model, Usage(input_tokens=plan.input_tokens, output_tokens=expected[1]), batch=batch
+        )
         if low is not None and high is not None:
             plan.cost_usd = (low, high)
     return plan

@@ -84,7 +84,8 @@ def _print(planned: RunPlan) -> None:
         tokens_in = "-" if task.input_tokens is None else f"{'~' if task.estimated else ''}{task.input_tokens}"
         tokens_out = "-" if task.output_tokens is None else _span(task.output_tokens)
         cost = _money(task.cost_usd) if task.action == "call" else "0"
-        table.add_row(task_id, task.agent, task.action, tokens_in, tokens_out, cost)
+        action = f"{task.action} (batch)" if task.batch_wait_s is not None else task.action
+        table.add_row(task_id, task.agent, action, tokens_in, tokens_out, cost)
     console().print(table)
     total, per_agent = planned.totals()
     for name, totals in [*sorted(per_agent.items()), ("total", total)]:
@@ -94,7 +95,22 @@ def _print(planned: RunPlan) -> None:
             f"{_span(totals.output_tokens)} output tokens, ${_money(totals.cost_usd)}{unpriced}"
         )
         typer.echo(line)
+    waits = [task.batch_wait_s for task in planned.tasks.values() if task.batch_wait_s is not None]
+    if waits:
+        low, high = min(w[0] for w in waits), max(w[1] for w in waits)
+        typer.echo(
+            f"batch: {len(waits)} calls at batch prices; their answers come after {_duration(low)} to {_duration(high)}"
+            " (most batch jobs end within an hour)"
+        )
     typer.echo("~: estimated; no model was called")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:g} s"
+    if seconds < 7200:
+        return f"{seconds / 60:g} min"
+    return f"{seconds / 3600:g} h"
 
 
 def _span(values: tuple[int, int]) -> str:
