@@ -54,6 +54,9 @@ class FakeBatches:
         self.hold = False
         """Keep every job in progress until :meth:`release`."""
         self.expire_after: int | None = None
+        self.ack_delay_s = 0.0
+        """How long the answer to a job's creation is held back (the job exists at once): a client killed meanwhile
+        never learns its id."""
         self._files: dict[str, bytes] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Condition()
@@ -61,9 +64,12 @@ class FakeBatches:
     # -- for tests ----------------------------------------------------------------------------
 
     def release(self) -> None:
-        """Let held jobs end at their next status read."""
+        """End every held job now (as if it finished while nobody polled it)."""
         with self._lock:
             self.hold = False
+            for job in self.jobs.values():
+                job.polls = max(job.polls, self.polls_before_done + 1)
+                self._advance(job)
 
     def wait_for_jobs(self, count: int, timeout: float = 10.0) -> list[FakeJob]:
         with self._lock:
@@ -77,6 +83,11 @@ class FakeBatches:
             return [custom_id for job in self.jobs.values() for custom_id, _ in job.requests]
 
     # -- routing ------------------------------------------------------------------------------
+
+    def delay_of(self, method: str, path: str) -> float:
+        """How long to hold back the answer to this request."""
+        creates = method == "POST" and path.rstrip("/") in ("/v1/batches", "/v1/messages/batches")
+        return self.ack_delay_s if creates else 0.0
 
     def handle(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, bytes] | None:
         """The status and body of a batch request; ``None``: not one."""
@@ -93,11 +104,11 @@ class FakeBatches:
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids)}"
 
-    def _advance(self, job: FakeJob) -> None:
-        """One status read: a job past its in-progress reads ends (or expires)."""
+    def _advance(self, job: FakeJob, *, read: bool = False) -> None:
+        """A job past its in-progress status reads (``read``: one more) ends, or expires."""
         if job.state != "in_progress":
             return
-        job.polls += 1
+        job.polls += read
         if self.hold or job.polls <= self.polls_before_done:
             return
         ids = [custom_id for custom_id, _ in job.requests]
@@ -167,7 +178,7 @@ class FakeBatches:
             if job.state == "in_progress":
                 job.state, job.ended_at = "cancelled", int(time.time())
             return 200, _json(self._openai_batch(job))
-        self._advance(job)
+        self._advance(job, read=True)
         return 200, _json(self._openai_batch(job))
 
     def _openai_batch(self, job: FakeJob) -> dict[str, Any]:
@@ -238,7 +249,7 @@ class FakeBatches:
             return 200, _json(self._anthropic_batch(job))
         if rest[1:] == ["results"]:
             return 200, "".join(json.dumps(line) + "\n" for line in self._anthropic_results(job)).encode()
-        self._advance(job)
+        self._advance(job, read=True)
         return 200, _json(self._anthropic_batch(job))
 
     def _anthropic_results(self, job: FakeJob) -> list[dict[str, Any]]:

@@ -261,6 +261,7 @@ class FakeProviderServer:
         batch = self.batches.handle(method, urlsplit(target).path, headers, raw)
         if batch is not None:
             status, body = batch
+            await _pause(reader, self.batches.delay_of(method, urlsplit(target).path))
             await _write_head(writer, status, {"content-type": "application/json", "content-length": str(len(body))})
             writer.write(body)
             await writer.drain()
