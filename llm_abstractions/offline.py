@@ -185,7 +185,12 @@ class OfflineLlm(BatchLlm):
             return BatchStatus(BatchState.CANCELLED, {"total": total})
         if time.monotonic() < job.ends_at:
             return BatchStatus(BatchState.IN_PROGRESS, {"total": total, "processing": total})
-        return BatchStatus(BatchState.ENDED, {"total": total, "succeeded": total})
+        marker = self.settings.fail_if_contains
+        prompts = [
+            _prompt_and_system([Message.model_validate(m) for m in line.body["messages"]])[0] for line in job.lines
+        ]
+        failed = sum(marker in prompt for prompt in prompts) if marker is not None else 0
+        return BatchStatus(BatchState.ENDED, {"total": total, "succeeded": total - failed, "failed": failed})
 
     async def batch_results(self, batch_id: str) -> dict[str, BatchOutcome]:
         await anyio.lowlevel.checkpoint()

@@ -3,6 +3,7 @@ state, fallbacks, per-request errors, cancellation, validation."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from orchestration import ProjectOrchestrator, ProjectSpec
 from orchestration.cli.app import app
 from orchestration.events import EventKind, RunEvent
 from orchestration.models import ExecutionStatus
+from orchestration.serve.views import event_json
 from orchestration.store import RunStore
 
 pytestmark = pytest.mark.anyio
@@ -63,6 +65,10 @@ async def test_300_tasks_go_in_one_job_each_once_with_their_own_answers(tmp_path
     statuses = [e.batch for e in events if e.kind is EventKind.BATCH_STATUS]
     assert statuses[0] is not None and statuses[0].state == "in_progress" and statuses[0].tasks == 300
     assert statuses[-1] is not None and statuses[-1].state == "ended"
+    stored = RunStore(tmp_path / "runs.db").events(orchestrator.run_id)  # what watch and serve read
+    assert [e.data["status"] for e in stored if e.kind == EventKind.TASK_BATCHED] == ["batched"] * 300
+    last = event_json([e for e in stored if e.kind == EventKind.BATCH_STATUS][-1])["batch"]
+    assert last["state"] == "ended" and last["tasks"] == 300 and last["counts"]["succeeded"] == 300
 
 
 async def test_a_batched_task_holds_no_slot() -> None:
@@ -134,3 +140,18 @@ def test_batch_settings_and_agents_without_a_batch_api_are_refused(tmp_path: Pat
     result = CliRunner().invoke(app, ["validate", str(project)])
     assert result.exit_code == 2
     assert "defaults.batch.fallback" in result.output and "defaults.batch.min_size" in result.output
+
+
+def test_the_offline_example_runs_by_batch_and_results_and_show_name_the_job(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "batch_project.yaml"
+    results, store = tmp_path / "results.json", str(tmp_path / "runs.db")
+    run = CliRunner().invoke(app, ["run", str(example), "--results", str(results), "--store", store])
+    assert run.exit_code == 0, run.output
+    assert "(bulk, 12 tasks): in_progress" in run.output and "(bulk, 12 tasks): ended" in run.output
+    document = json.loads(results.read_text())["results"]
+    jobs = {document[f"review_{i}"]["batch"]["id"] for i in range(1, 13)}
+    assert len(jobs) == 1 and document["digest"]["batch"] is None
+    assert document["review_3"]["output"].startswith("Summary: Summarise this review")
+    assert document["review_3"]["batch"]["submitted_at"] <= document["review_3"]["batch"]["finished_at"]
+    shown = CliRunner().invoke(app, ["show", "latest", "review_3", "--store", store])
+    assert f"batch:          {jobs.pop()} (submitted" in shown.output

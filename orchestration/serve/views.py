@@ -36,7 +36,7 @@ __all__ = [
     "task_view",
 ]
 
-TASK_STATUSES = ("pending", "running", "waiting", "success", "failed", "skipped", "cancelled")
+TASK_STATUSES = ("pending", "running", "waiting", "batched", "success", "failed", "skipped", "cancelled")
 """A task's status on the page and in the API."""
 
 _FINAL = frozenset({"success", "failed", "skipped", "cancelled"})
@@ -50,6 +50,7 @@ _EVENT_FIELDS = (
     "gate",
     "endpoint",
     "pace",
+    "batch",
     "run_status",
 )
 
