@@ -247,7 +247,7 @@ class ReviewerVerdict(BaseModel):
 class BatchRecord(BaseModel):
     """The batch job a task's answer came from."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     id: str
     """The job's id at the provider."""
