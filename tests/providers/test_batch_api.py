@@ -14,7 +14,7 @@ from tests.fakes.provider_server import FakeProviderServer, Fault
 
 pytestmark = pytest.mark.anyio
 
-BATCH_PROVIDERS = [("gpt", "gpt-4.1-mini")]
+BATCH_PROVIDERS = [("gpt", "gpt-4.1-mini"), ("claude", "claude-sonnet-4-6")]
 
 
 def _client(provider: str, model: str, server: FakeProviderServer) -> BatchLlm:

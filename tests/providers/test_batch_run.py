@@ -19,7 +19,7 @@ from tests.fakes.provider_server import FakeProviderServer, Fault
 
 pytestmark = pytest.mark.anyio
 
-BATCH_PROVIDERS = ("gpt",)
+BATCH_PROVIDERS = ("gpt", "claude")
 PRICING = {"gpt": "openai", "claude": "anthropic"}
 
 

@@ -4,12 +4,15 @@ without submitting anything twice (the fake server counts jobs)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from orchestration.store import LEASE_ENV, RunStatus, RunStore
 from tests.fakes.agents import agent_settings
@@ -23,8 +26,8 @@ REPO = Path(__file__).resolve().parents[2]
 TASKS = 20
 
 
-def project_file(tmp_path: Path, server: FakeProviderServer) -> Path:
-    agent = ", ".join(f"{key}: '{value}'" for key, value in agent_settings("gpt", server).items())
+def project_file(tmp_path: Path, server: FakeProviderServer, provider: str) -> Path:
+    agent = ", ".join(f"{key}: '{value}'" for key, value in agent_settings(provider, server).items())
     lines = [
         "name: patient",
         f"agents:\n  bulk: {{{agent}, batch: true}}",
@@ -52,51 +55,58 @@ def wait_for_the_acknowledgement(store: Path, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if store.exists():
-            with sqlite3.connect(store) as connection:
+            with sqlite3.connect(store) as connection, contextlib.suppress(sqlite3.OperationalError):  # no table yet
                 if connection.execute("SELECT 1 FROM batch_jobs WHERE batch_id IS NOT NULL").fetchone():
                     return
         time.sleep(0.02)
     raise AssertionError("the job's acknowledgement never reached the store")
 
 
-def resume_and_check(server: FakeProviderServer, store: RunStore) -> None:
+def resume_and_check(server: FakeProviderServer, store: RunStore, jobs: int = 1) -> None:
     wait_until_the_lease_expired(store, "b")
     server.batches.release()  # the job ends while no process runs
     assert orchestrate("resume", "b", "--store", str(store.path)).wait(timeout=60) == 0
-    assert len(server.batches.jobs) == 1 and sorted(server.batches.lines()) == sorted(f"t{i}" for i in range(TASKS))
+    assert len(server.batches.jobs) == jobs
+    assert sorted(server.batches.lines()) == sorted([f"t{i}" for i in range(TASKS)] * jobs)
     assert server.requests == []  # nothing went in real time either
     record = store.get_run("b")
     assert record.status is RunStatus.SUCCESS and record.sessions == 2
     results = store.load_results("b")
-    job = next(iter(server.batches.jobs))
+    job = list(server.batches.jobs)[-1]
     for i in range(TASKS):
         result = results[f"t{i}"]
         assert result.output == f"echo: item {i}" and result.batch is not None and result.batch.id == job
 
 
+@pytest.mark.parametrize("provider", ["gpt", "claude"])
 def test_kill_9_after_submission_then_resume_collects_the_job_it_submitted(
-    fake_server: FakeProviderServer, tmp_path: Path
+    fake_server: FakeProviderServer, tmp_path: Path, provider: str
 ) -> None:
     fake_server.batches.hold = True
     store = RunStore(tmp_path / "runs.db")
-    process = orchestrate("run", str(project_file(tmp_path, fake_server)), "--run-id", "b", "--store", str(store.path))
+    project = project_file(tmp_path, fake_server, provider)
+    process = orchestrate("run", str(project), "--run-id", "b", "--store", str(store.path))
     wait_for_the_acknowledgement(store.path)
     process.kill()
     process.wait(timeout=30)
     resume_and_check(fake_server, store)
 
 
+@pytest.mark.parametrize(("provider", "jobs"), [("gpt", 1), ("claude", 2)])
 def test_kill_9_before_the_acknowledgement_then_resume_finds_the_job_by_its_label(
-    fake_server: FakeProviderServer, tmp_path: Path
+    fake_server: FakeProviderServer, tmp_path: Path, provider: str, jobs: int
 ) -> None:
+    """OpenAI keeps the job's label in its metadata: the job is found again. Message Batches keep none: the requests
+    are submitted again (the documented duplicate)."""
     fake_server.batches.hold = True
     fake_server.batches.ack_delay_s = 60.0
     store = RunStore(tmp_path / "runs.db")
-    process = orchestrate("run", str(project_file(tmp_path, fake_server)), "--run-id", "b", "--store", str(store.path))
+    project = project_file(tmp_path, fake_server, provider)
+    process = orchestrate("run", str(project), "--run-id", "b", "--store", str(store.path))
     fake_server.batches.wait_for_jobs(1, timeout=30)  # created at the provider; its id not yet told
     process.kill()
     process.wait(timeout=30)
     with sqlite3.connect(store.path) as connection:
         assert connection.execute("SELECT batch_id, state FROM batch_jobs").fetchall() == [(None, "submitting")]
     fake_server.batches.ack_delay_s = 0.0
-    resume_and_check(fake_server, store)
+    resume_and_check(fake_server, store, jobs)
