@@ -1,5 +1,6 @@
-"""The batch endpoints of the fake provider server: OpenAI (files and ``/v1/batches``) and Anthropic
-(``/v1/messages/batches``), driven by the real SDKs.
+"""The batch endpoints of the fake provider server: OpenAI (files and ``/v1/batches``), Anthropic
+(``/v1/messages/batches``) and Gemini (``models/{model}:batchGenerateContent`` with inline requests, ``batches/{id}``),
+driven by the real SDKs.
 
 A job is answered in progress for its first ``polls_before_done`` status reads (or, with ``hold``, until
 :meth:`FakeBatches.release`), then ends: each request is answered as the real-time endpoint would (an echo), or with
@@ -86,13 +87,19 @@ class FakeBatches:
 
     def delay_of(self, method: str, path: str) -> float:
         """How long to hold back the answer to this request."""
-        creates = method == "POST" and path.rstrip("/") in ("/v1/batches", "/v1/messages/batches")
+        creates = method == "POST" and (
+            path.rstrip("/") in ("/v1/batches", "/v1/messages/batches") or path.endswith(":batchGenerateContent")
+        )
         return self.ack_delay_s if creates else 0.0
 
     def handle(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, bytes] | None:
         """The status and body of a batch request; ``None``: not one."""
         parts = path.strip("/").split("/")
         with self._lock:
+            if "x-goog-api-key" in headers:  # google-genai: its paths overlap OpenAI's (``/v1/batches``)
+                if len(parts) >= 2 and (parts[1] == "batches" or ":batchGenerateContent" in path):
+                    return self._gemini_batches(method, parts[1:], raw)
+                return None
             if parts[:2] == ["v1", "files"]:
                 return self._openai_files(method, parts[2:], headers, raw)
             if parts[:2] == ["v1", "batches"]:
@@ -119,7 +126,7 @@ class FakeBatches:
         job.ended_at = int(time.time())
 
     def _submitted(self, api: Api, requests: list[tuple[str, dict[str, Any]]], metadata: dict[str, str]) -> FakeJob:
-        prefix = "batch_" if api == "openai" else "msgbatch_"
+        prefix = {"openai": "batch_", "anthropic": "msgbatch_", "gemini": "batches/fake"}[api]
         job = FakeJob(self._new_id(prefix), api, requests, metadata, int(time.time()))
         self.jobs[job.id] = job
         self._lock.notify_all()
@@ -233,6 +240,55 @@ class FakeBatches:
         batch["request_counts"] = {"total": len(job.requests), "completed": len(output), "failed": failed}
         return batch
 
+    # -- Gemini -------------------------------------------------------------------------------------
+
+    def _gemini_batches(self, method: str, rest: list[str], raw: bytes) -> tuple[int, bytes]:
+        """``rest``: the path after the version (``models/m:batchGenerateContent``, ``batches``, ``batches/id``)."""
+        if method == "POST" and rest[-1].endswith(":batchGenerateContent"):
+            batch = json.loads(raw)["batch"]
+            model = rest[-1].split(":")[0]  # the answers name it, as generateContent's do
+            requests = [
+                (r["metadata"]["custom_id"], {"model": model, **r["request"]})
+                for r in batch["inputConfig"]["requests"]["requests"]
+            ]
+            created = self._submitted("gemini", requests, {"displayName": batch.get("displayName", "")})
+            return 200, _json(self._gemini_batch(created))
+        if method == "GET" and rest == ["batches"]:
+            return 200, _json({"operations": [self._gemini_batch(job) for job in reversed(self.jobs.values())]})
+        name = "/".join(rest[:2]).split(":")[0]
+        job = self.jobs.get(name)
+        if job is None:
+            return 404, _json({"error": {"code": 404, "message": "no such batch", "status": "NOT_FOUND"}})
+        if method == "POST" and rest[-1].endswith(":cancel"):
+            if job.state == "in_progress":
+                job.state, job.ended_at = "cancelled", int(time.time())
+            return 200, _json({})
+        self._advance(job, read=True)
+        return 200, _json(self._gemini_batch(job))
+
+    def _gemini_batch(self, job: FakeJob) -> dict[str, Any]:
+        metadata: dict[str, Any] = {
+            "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch",
+            "model": "models/gemini-fake",
+            "displayName": job.metadata.get("displayName"),
+            "state": _gemini_state(job),
+            "createTime": _iso(job.created_at),
+        }
+        if job.state != "in_progress":
+            answers = []
+            for custom_id, body in job.requests:
+                if custom_id not in job.answered:
+                    continue
+                status, answer = self._answer(job, custom_id, body)
+                if status == 200:
+                    answers.append({"response": answer, "metadata": {"custom_id": custom_id}})
+                else:
+                    error = {"code": _RPC_OF_HTTP.get(status, 2), "message": answer["error"]["message"]}
+                    answers.append({"error": error, "metadata": {"custom_id": custom_id}})
+            metadata["output"] = {"inlinedResponses": {"inlinedResponses": answers}}
+            metadata["endTime"] = _iso(job.ended_at or job.created_at)
+        return {"name": job.id, "metadata": metadata, "done": job.state != "in_progress"}
+
     # -- Anthropic -------------------------------------------------------------------------------
 
     def _anthropic_batches(self, method: str, rest: list[str], raw: bytes) -> tuple[int, bytes]:
@@ -287,6 +343,15 @@ class FakeBatches:
             "archived_at": None,
             "results_url": f"/v1/messages/batches/{job.id}/results" if job.state != "in_progress" else None,
         }
+
+
+_RPC_OF_HTTP = {400: 3, 401: 16, 403: 7, 404: 5, 429: 8, 500: 13, 503: 14, 504: 4}
+
+
+def _gemini_state(job: FakeJob) -> str:
+    return {"in_progress": "BATCH_STATE_RUNNING", "ended": "BATCH_STATE_SUCCEEDED"}.get(
+        job.state, f"BATCH_STATE_{job.state.upper()}"
+    )
 
 
 def _file(file_id: str, size: int) -> dict[str, Any]:

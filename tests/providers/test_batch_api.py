@@ -10,16 +10,18 @@ import pytest
 from llm_abstractions import InvalidRequestError, LlmResponse, Message, RateLimitedError, create_llm
 from llm_abstractions.batch import BatchLlm, BatchState, custom_id_of, supports_batch
 from llm_abstractions.config import LlmConfig
+from tests.fakes.agents import base_url_for
 from tests.fakes.provider_server import FakeProviderServer, Fault
 
 pytestmark = pytest.mark.anyio
 
-BATCH_PROVIDERS = [("gpt", "gpt-4.1-mini"), ("claude", "claude-sonnet-4-6")]
+BATCH_PROVIDERS = [("gpt", "gpt-4.1-mini"), ("claude", "claude-sonnet-4-6"), ("gemini", "gemini-2.5-flash")]
 
 
 def _client(provider: str, model: str, server: FakeProviderServer) -> BatchLlm:
-    base_url = server.openai_base_url if provider == "gpt" else server.anthropic_base_url
-    llm = create_llm(LlmConfig(name="b", provider=provider, model=model, api_key="k", base_url=base_url))
+    llm = create_llm(
+        LlmConfig(name="b", provider=provider, model=model, api_key="k", base_url=base_url_for(provider, server))
+    )
     assert isinstance(llm, BatchLlm)
     return llm
 
@@ -37,7 +39,9 @@ async def test_a_job_is_in_progress_then_ends_with_answers_and_typed_errors_by_c
     async with _client(provider, model, fake_server) as llm:
         batch_id = await llm.submit_batch(_lines(llm, ["b1", "b2", "b3"]), label="job-1")
         first = await llm.batch_status(batch_id)
-        assert first.state is BatchState.IN_PROGRESS and first.counts["total"] == 3
+        assert first.state is BatchState.IN_PROGRESS
+        if provider != "gemini":  # google-genai reads no counts of a Gemini API job (its batchStats)
+            assert first.counts["total"] == 3
         done = await llm.batch_status(batch_id)
         assert done.state is BatchState.ENDED
         results = await llm.batch_results(batch_id)
@@ -69,7 +73,7 @@ async def test_a_cancelled_job_answers_nothing_and_a_label_finds_its_job(
     fake_server.batches.hold = True
     async with _client(provider, model, fake_server) as llm:
         batch_id = await llm.submit_batch(_lines(llm, ["c1"]), label="job-3")
-        if provider == "gpt":
+        if provider != "claude":  # Message Batches keep no label
             assert await llm.find_batch("job-3") == batch_id
             assert await llm.find_batch("job-4") is None
         await llm.cancel_batch(batch_id)

@@ -16,11 +16,12 @@ from orchestration.cli.app import app
 from orchestration.models import ExecutionResult, ExecutionStatus, ProjectSpec
 from tests.fakes.agents import MODEL_OF, agent_settings
 from tests.fakes.provider_server import FakeProviderServer, Fault
+from tests.reliability.fault_plan import last_user_text
 
 pytestmark = pytest.mark.anyio
 
-BATCH_PROVIDERS = ("gpt", "claude")
-PRICING = {"gpt": "openai", "claude": "anthropic"}
+BATCH_PROVIDERS = ("gpt", "claude", "gemini")
+PRICING = {"gpt": "openai", "claude": "anthropic", "gemini": "google"}
 
 
 def _spec(server: FakeProviderServer, provider: str, count: int, **batch: Any) -> ProjectSpec:
@@ -57,7 +58,7 @@ async def test_answers_and_per_request_errors_reach_their_tasks_at_batch_prices(
     assert refused.error.type == "invalid_request" and "bad item" in refused.error.message
     retried = results["t2"]  # rate limited inside the job: retried in real time (fallback: realtime)
     assert retried.succeeded and retried.batch is None and retried.attempts == 2
-    assert [r.json["messages"][0]["content"] for r in fake_server.requests] == ["item 2"]
+    assert [last_user_text(r) for r in fake_server.requests] == ["item 2"]
 
 
 @pytest.mark.parametrize("provider", BATCH_PROVIDERS)
@@ -68,7 +69,7 @@ async def test_an_expired_job_sends_its_unfinished_requests_in_real_time(
     results = await _run(_spec(fake_server, provider, 3))
     assert all(r.succeeded for r in results.values())
     assert results["t0"].batch is not None and results["t1"].batch is None and results["t2"].batch is None
-    assert sorted(r.json["messages"][0]["content"] for r in fake_server.requests) == ["item 1", "item 2"]
+    assert sorted(last_user_text(r) for r in fake_server.requests) == ["item 1", "item 2"]
 
 
 @pytest.mark.parametrize("provider", BATCH_PROVIDERS)

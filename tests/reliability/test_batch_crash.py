@@ -78,7 +78,7 @@ def resume_and_check(server: FakeProviderServer, store: RunStore, jobs: int = 1)
         assert result.output == f"echo: item {i}" and result.batch is not None and result.batch.id == job
 
 
-@pytest.mark.parametrize("provider", ["gpt", "claude"])
+@pytest.mark.parametrize("provider", ["gpt", "claude", "gemini"])
 def test_kill_9_after_submission_then_resume_collects_the_job_it_submitted(
     fake_server: FakeProviderServer, tmp_path: Path, provider: str
 ) -> None:
@@ -92,12 +92,12 @@ def test_kill_9_after_submission_then_resume_collects_the_job_it_submitted(
     resume_and_check(fake_server, store)
 
 
-@pytest.mark.parametrize(("provider", "jobs"), [("gpt", 1), ("claude", 2)])
+@pytest.mark.parametrize(("provider", "jobs"), [("gpt", 1), ("claude", 2), ("gemini", 1)])
 def test_kill_9_before_the_acknowledgement_then_resume_finds_the_job_by_its_label(
     fake_server: FakeProviderServer, tmp_path: Path, provider: str, jobs: int
 ) -> None:
-    """OpenAI keeps the job's label in its metadata: the job is found again. Message Batches keep none: the requests
-    are submitted again (the documented duplicate)."""
+    """OpenAI (metadata) and Gemini (display name) keep the job's label: the job is found again. Message Batches
+    keep none: the requests are submitted again (the documented duplicate)."""
     fake_server.batches.hold = True
     fake_server.batches.ack_delay_s = 60.0
     store = RunStore(tmp_path / "runs.db")
