@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -40,7 +40,15 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
-from llm_abstractions import BaseLlm, GenerationOptions, LlmError, LlmResponse, Message, ProviderUnavailableError
+from llm_abstractions import (
+    BaseLlm,
+    GenerationOptions,
+    LlmError,
+    LlmResponse,
+    Message,
+    ProviderUnavailableError,
+    redact,
+)
 from llm_abstractions.batch import BatchLine, BatchLlm, BatchOutcome, BatchState, BatchStatus, custom_id_of
 from llm_abstractions.wrappers.wrapper import WrapperLlm
 from orchestration.log import get_logger
@@ -240,7 +248,20 @@ class Batches:
     # -- jobs ------------------------------------------------------------------------------------
 
     async def submit(self, agent: str, llm: BatchLlm, group: Sequence[_Member]) -> None:
-        """Commit the job with its members, submit it, then poll it to its end."""
+        """Commit the job with its members, submit it, then poll it to its end; what goes wrong unexpectedly (a
+        provider's bug, the store refusing a write) fails the job's tasks, not the run."""
+        try:
+            await self._submit(agent, llm, group)
+        except Exception as exc:
+            self._failed([m.waiter for m in group], exc)
+
+    def _failed(self, waiters: Iterable[_Waiter], exc: Exception) -> None:
+        _log.warning("batch_job_failed", error=f"{type(exc).__name__}: {redact(str(exc))}")
+        error = LlmError(redact(f"the batch job failed: {type(exc).__name__}: {exc}"))
+        for waiter in waiters:
+            waiter.deliver(error)
+
+    async def _submit(self, agent: str, llm: BatchLlm, group: Sequence[_Member]) -> None:
         job = StoredJob(
             job_id=f"orchestrate-{self.run_id}-{secrets.token_hex(4)}",
             run_id=self.run_id,
@@ -288,7 +309,14 @@ class Batches:
             for custom_id, task_id in job.members.items():
                 self._attached[task_id] = waiters[custom_id]
             self._live[job.job_id] = (job, llm)
-            self.start(self._poll, job, llm, waiters)
+            self.start(self._watch, job, llm, waiters)
+
+    async def _watch(self, job: StoredJob, llm: BatchLlm, waiters: dict[str, _Waiter]) -> None:
+        """Poll a re-attached job; what goes wrong unexpectedly fails its tasks, not the run."""
+        try:
+            await self._poll(job, llm, waiters)
+        except Exception as exc:
+            self._failed(waiters.values(), exc)
 
     async def _poll(self, job: StoredJob, llm: BatchLlm, waiters: dict[str, _Waiter]) -> None:
         """Read the job's status until it is final, then hand each member its answer (or the fallback)."""

@@ -155,3 +155,15 @@ def test_the_offline_example_runs_by_batch_and_results_and_show_name_the_job(tmp
     assert document["review_3"]["batch"]["submitted_at"] <= document["review_3"]["batch"]["finished_at"]
     shown = CliRunner().invoke(app, ["show", "latest", "review_3", "--store", store])
     assert f"batch:          {jobs.pop()} (submitted" in shown.output
+
+
+async def test_a_job_that_outlives_max_wait_s_is_cancelled_and_its_requests_go_in_real_time() -> None:
+    agent = {**BULK, "batch_latency_ms": 60_000}
+    events: list[RunEvent] = []
+    orchestrator = ProjectOrchestrator(_spec(2, agent=agent, batch={"max_wait_s": 0.3}))
+    orchestrator.on_event(events.append)
+    results = await orchestrator.run()
+    assert all(r.succeeded and r.batch is None for r in results.values())
+    assert results["doc_1"].output == "A: doc 1"
+    last = [e.batch for e in events if e.batch is not None][-1]
+    assert last is not None and last.state == "cancelled" and OfflineLlm._jobs[str(last.batch_id)].cancelled

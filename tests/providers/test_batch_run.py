@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agent_registry import AgentRegistry
+from llm_abstractions import Usage
 from llm_abstractions.pricing import cost_usd
 from orchestration import ProjectOrchestrator
 from orchestration.cli.app import app
@@ -112,3 +113,31 @@ def test_plan_prices_batch_tasks_at_batch_prices_and_says_how_long_they_may_take
     text = CliRunner().invoke(app, ["plan", str(path), "--store", str(tmp_path / "runs.db")]).output
     assert "call (batch)" in text and "batch: 1 calls at batch prices" in text
     assert fake_server.requests == [] and fake_server.batches.jobs == {}
+
+
+async def test_budgets_reserve_batch_requests_at_batch_prices(fake_server: FakeProviderServer) -> None:
+    """Three worst cases at batch prices fit a cap of 1.8 standard ones: the three requests are reserved at once and
+    go in one job (at standard prices each would wait for the one before to settle: three jobs)."""
+    spec = _spec(fake_server, "gpt", 3)
+    worst = cost_usd("openai", MODEL_OF["gpt"], Usage(input_tokens=0, output_tokens=10_000))
+    assert worst is not None
+    data = spec.model_dump(exclude_unset=True, by_alias=True)
+    data["defaults"]["budget"] = {"max_cost_usd": worst * 1.8}
+    for task in data["tasks"]:
+        task["options"] = {"max_tokens": 10_000}
+    results = await _run(ProjectSpec.model_validate(data))
+    assert all(r.succeeded and r.batch is not None for r in results.values())
+    assert len(fake_server.batches.jobs) == 1 and len(fake_server.batches.lines()) == 3
+
+
+async def test_the_answer_cache_answers_batch_tasks_without_a_job(
+    fake_server: FakeProviderServer, tmp_path: Any
+) -> None:
+    from orchestration.store import RunStore
+
+    spec = _spec(fake_server, "gpt", 3)
+    first = await ProjectOrchestrator(spec, registry=AgentRegistry(), store=RunStore(tmp_path / "r.db")).run()
+    again = await ProjectOrchestrator(spec, registry=AgentRegistry(), store=RunStore(tmp_path / "r.db")).run()
+    assert len(fake_server.batches.jobs) == 1 and fake_server.requests == []
+    assert all(r.cache is not None and r.cache.hit for r in again.values())
+    assert [r.output for r in again.values()] == [r.output for r in first.values()]
