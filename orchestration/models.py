@@ -8,7 +8,7 @@ from enum import StrEnum
 from functools import partial
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from agent_registry import BudgetLimits
@@ -369,6 +369,12 @@ class BatchDefaults(BaseModel):
     fallback: BatchFallback = BatchFallback.REALTIME
     poll_s: float | None = Field(default=None, gt=0)
     """How often a job's status is read at first (backing off from there); ``None``: the provider's cadence."""
+
+    @model_validator(mode="after")
+    def _sizes_in_order(self) -> BatchDefaults:
+        if self.min_size > self.max_size:
+            raise ValueError(f"min_size ({self.min_size}) must not exceed max_size ({self.max_size})")
+        return self
 
 
 class ProjectDefaults(BaseModel):

@@ -140,6 +140,12 @@ def test_batch_settings_and_agents_without_a_batch_api_are_refused(tmp_path: Pat
     result = CliRunner().invoke(app, ["validate", str(project)])
     assert result.exit_code == 2
     assert "defaults.batch.fallback" in result.output and "defaults.batch.min_size" in result.output
+    project.write_text("defaults: {batch: {min_size: 50, max_size: 10}}\ntasks:\n  - {id: a, description: hi}\n")
+    result = CliRunner().invoke(app, ["validate", str(project)])
+    assert result.exit_code == 2 and "min_size (50) must not exceed max_size (10)" in result.output
+    project.write_text("tasks:\n  - {id: step, type: python, call: 'json:dumps', batch: true}\n")
+    result = CliRunner().invoke(app, ["validate", str(project)])
+    assert result.exit_code == 2 and "a code step calls no model" in result.output
 
 
 def test_the_offline_example_runs_by_batch_and_results_and_show_name_the_job(tmp_path: Path) -> None:
