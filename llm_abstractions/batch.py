@@ -15,6 +15,7 @@ Requests a job did not finish (it expired or was cancelled first) are absent fro
 
 from __future__ import annotations
 
+import json
 import re
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
@@ -79,6 +80,11 @@ class BatchLine:
 
     custom_id: str
     body: dict[str, Any]
+
+    @property
+    def digest(self) -> str:
+        """A digest of the request body: the same request, the same digest."""
+        return sha256(json.dumps(self.body, sort_keys=True, default=str).encode()).hexdigest()
 
 
 class BatchLlm(BaseLlm):

@@ -8,15 +8,17 @@ submitted as one job, or, smaller than ``min_size``, goes in real time (``fallba
 (``fallback: wait``, up to ``max_wait_s``). Each request carries its task's id as its custom id
 (:func:`~llm_abstractions.batch.custom_id_of`), and answers are matched back by it.
 
-Durability: the job and its members are committed to the run store (:mod:`orchestration.store.batches`) before the
-job is submitted, labelled with the job's own id (the provider's metadata where it keeps one). A resumed run
-re-attaches to the run's open jobs before its tasks start (:meth:`Batches.running`): a job the provider
-acknowledged is polled (its results collected at once if it ended while no process ran); a job whose
-acknowledgement never reached the store (a crash between the commit and the provider's answer) is looked up by its
-label (:meth:`~llm_abstractions.batch.BatchLlm.find_batch`: OpenAI's metadata, the offline provider); where the
-provider cannot find it, the job is abandoned and its requests are submitted again, so a crash in that window may
-make the provider run those requests twice. Its tasks, once they run again, wait for the job's answers instead
-of submitting their requests again.
+Durability: the job and its members (each request's custom id, task and digest) are committed to the run store
+(:mod:`orchestration.store.batches`) before the job is submitted, labelled with the job's own id (the provider's
+metadata where it keeps one). A resumed run re-attaches to the run's open jobs before its tasks start
+(:meth:`Batches.running`): a job the provider acknowledged is polled (its results collected at once if it ended while
+no process ran); a job whose acknowledgement never reached the store (a crash between the commit and the provider's
+answer) is looked up by its label (:meth:`~llm_abstractions.batch.BatchLlm.find_batch`: OpenAI's metadata, Gemini's
+display name, the offline provider); where the provider cannot find it (Anthropic), the job is abandoned and its
+requests are submitted again, so a crash in that window may make the provider run those requests twice. Its tasks,
+once they run again, wait for the job's answers instead of submitting their requests again (a task whose request
+changed since sends the new one). A job collected just before a crash, whose answers did not all reach their tasks'
+results, is read again on resume.
 
 One poller per job reads its status at the provider's cadence (:attr:`~llm_abstractions.batch.BatchLlm.batch_poll_s`),
 backing off by half each time up to ten times that, and hands each member its answer. A request that failed inside
@@ -196,8 +198,8 @@ class Batches:
         self._llm_for = llm_for
         self._on_batched, self._on_unbatched, self._on_progress = on_batched, on_unbatched, on_progress
         self._collectors: dict[str, _Collector] = {}
-        self._attached: dict[str, _Waiter] = {}
-        """Waiters of tasks in jobs of an earlier session (re-attached), by task id."""
+        self._attached: dict[str, tuple[_Waiter, str]] = {}
+        """Waiters of tasks in jobs of an earlier session (re-attached), with their requests' digests, by task id."""
         self._live: dict[str, tuple[StoredJob, BatchLlm]] = {}
         """Open jobs, by job id."""
         self._group: anyio.abc.TaskGroup | None = None
@@ -226,11 +228,13 @@ class Batches:
         self, agent: str, task_id: str, messages: Sequence[Message], options: GenerationOptions | None
     ) -> tuple[BatchOutcome | _Fallback, BatchRecord | None]:
         """The answer of ``task_id``'s request from a job: this session's, or one it re-attached to."""
-        waiter = self._attached.pop(task_id, None)
+        llm = self._llm_for(agent)
+        assert isinstance(llm, BatchLlm)
+        line = llm.batch_line(custom_id_of(task_id), messages, options)
+        attached = self._attached.pop(task_id, None)
+        waiter = attached[0] if attached is not None and attached[1] == line.digest else None  # same request only
         if waiter is None:
-            llm = self._llm_for(agent)
-            assert isinstance(llm, BatchLlm)
-            member = _Member(task_id, llm.batch_line(custom_id_of(task_id), messages, options))
+            member = _Member(task_id, line)
             collector = self._collectors.get(agent)
             if collector is None:
                 collector = self._collectors[agent] = _Collector(self, agent, llm)
@@ -269,6 +273,7 @@ class Batches:
             provider=llm.provider,
             created_at=utc_now(),
             members={m.line.custom_id: m.task_id for m in group},
+            digests={m.line.custom_id: m.line.digest for m in group},
         )
         waiters = {m.line.custom_id: m.waiter for m in group}
         if self.store is not None:
@@ -291,7 +296,10 @@ class Batches:
         if self.store is None:
             return
         for job in await anyio.to_thread.run_sync(self.store.open_batches, self.run_id):
-            llm = self._llm_for(job.agent)
+            try:
+                llm: BaseLlm | None = self._llm_for(job.agent)
+            except Exception:  # the agent is gone from the project
+                llm = None
             if not isinstance(llm, BatchLlm):  # the agent changed since
                 self._end(job, "abandoned")
                 continue
@@ -307,7 +315,7 @@ class Batches:
                 await self.store.batch_acknowledged(job)
             waiters = {custom_id: _Waiter() for custom_id in job.members}
             for custom_id, task_id in job.members.items():
-                self._attached[task_id] = waiters[custom_id]
+                self._attached[task_id] = waiters[custom_id], job.digests[custom_id]
             self._live[job.job_id] = (job, llm)
             self.start(self._watch, job, llm, waiters)
 

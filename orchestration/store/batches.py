@@ -3,7 +3,9 @@ its requests belongs to, committed before the job is submitted (:mod:`orchestrat
 
 A job's row is written ``submitting`` with its members; once the provider acknowledged it, its id is added
 (``submitted``); once its results were collected (or it was given up), it is ``collected``, ``cancelled`` or
-``abandoned``. A resumed run re-attaches to the jobs of its run still ``submitting`` or ``submitted``.
+``abandoned``. A resumed run re-attaches to the jobs of its run still ``submitting`` or ``submitted``, and to the
+``collected`` ones with a member whose task has no success recorded (a crash after the job was collected, before
+its tasks' results were committed: the answers are read again, not asked again).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ CREATE TABLE IF NOT EXISTS batch_members (
     job_id TEXT NOT NULL,
     custom_id TEXT NOT NULL,
     task_id TEXT NOT NULL,
+    digest TEXT NOT NULL,
     PRIMARY KEY (job_id, custom_id)
 );
 """
@@ -61,6 +64,9 @@ class StoredJob:
     created_at: datetime
     members: dict[str, str] = field(default_factory=dict)
     """Task id by custom id."""
+    digests: dict[str, str] = field(default_factory=dict)
+    """The digest of each request (:attr:`~llm_abstractions.batch.BatchLine.digest`) by custom id: a resumed task
+    takes a job's answer only for the request it sends now."""
     batch_id: str | None = None
     """The provider's id, once it acknowledged the job."""
     state: str = "submitting"
@@ -77,7 +83,10 @@ def job_statements(job: StoredJob) -> list[Statement]:
         )
     ]
     statements += [
-        ("INSERT INTO batch_members (job_id, custom_id, task_id) VALUES (?, ?, ?)", (job.job_id, custom_id, task_id))
+        (
+            "INSERT INTO batch_members (job_id, custom_id, task_id, digest) VALUES (?, ?, ?, ?)",
+            (job.job_id, custom_id, task_id, job.digests[custom_id]),
+        )
         for custom_id, task_id in job.members.items()
     ]
     return statements
@@ -99,15 +108,21 @@ def ended_statement(job: StoredJob) -> Statement:
 
 
 def open_jobs(connection: sqlite3.Connection, run_id: str) -> list[StoredJob]:
-    """The jobs of ``run_id`` whose results were not collected, oldest first, with their members."""
+    """The jobs of ``run_id`` whose results were not collected, or were but did not all reach their tasks' results
+    (a member's task has no success recorded), oldest first, with their members."""
     rows = connection.execute(
-        "SELECT job_id, agent, provider, batch_id, state, created_at, submitted_at FROM batch_jobs"
-        " WHERE run_id = ? AND state IN (?, ?) ORDER BY created_at",
+        "SELECT job_id, agent, provider, batch_id, state, created_at, submitted_at FROM batch_jobs j"
+        " WHERE run_id = ? AND (state IN (?, ?) OR (state = 'collected' AND EXISTS ("
+        "  SELECT 1 FROM batch_members m WHERE m.job_id = j.job_id AND NOT EXISTS ("
+        "   SELECT 1 FROM results r WHERE r.run_id = j.run_id AND r.task_id = m.task_id AND r.status = 'success'))))"
+        " ORDER BY created_at",
         (run_id, *OPEN),
     ).fetchall()
     jobs = []
     for job_id, agent, provider, batch_id, state, created_at, submitted_at in rows:
-        members = connection.execute("SELECT custom_id, task_id FROM batch_members WHERE job_id = ?", (job_id,))
+        members = connection.execute(
+            "SELECT custom_id, task_id, digest FROM batch_members WHERE job_id = ?", (job_id,)
+        ).fetchall()
         jobs.append(
             StoredJob(
                 job_id,
@@ -115,7 +130,8 @@ def open_jobs(connection: sqlite3.Connection, run_id: str) -> list[StoredJob]:
                 agent,
                 provider,
                 datetime.fromisoformat(created_at),
-                dict(members.fetchall()),
+                {custom_id: task_id for custom_id, task_id, _ in members},
+                {custom_id: digest for custom_id, _, digest in members},
                 batch_id,
                 state,
                 datetime.fromisoformat(submitted_at) if submitted_at else None,

@@ -110,3 +110,26 @@ def test_kill_9_before_the_acknowledgement_then_resume_finds_the_job_by_its_labe
         assert connection.execute("SELECT batch_id, state FROM batch_jobs").fetchall() == [(None, "submitting")]
     fake_server.batches.ack_delay_s = 0.0
     resume_and_check(fake_server, store, jobs)
+
+
+def test_a_task_whose_request_changed_before_the_resume_sends_the_new_one(
+    fake_server: FakeProviderServer, tmp_path: Path
+) -> None:
+    fake_server.batches.hold = True
+    store = RunStore(tmp_path / "runs.db")
+    project = project_file(tmp_path, fake_server, "gpt")
+    process = orchestrate("run", str(project), "--run-id", "b", "--store", str(store.path))
+    wait_for_the_acknowledgement(store.path)
+    process.kill()
+    process.wait(timeout=30)
+    project.write_text(project.read_text().replace("'item 0'", "'item zero'"))
+    wait_until_the_lease_expired(store, "b")
+    fake_server.batches.release()
+    assert orchestrate("resume", "b", "--store", str(store.path)).wait(timeout=60) == 0
+    first, second = fake_server.batches.jobs.values()
+    assert len(first.requests) == TASKS and [custom_id for custom_id, _ in second.requests] == ["t0"]
+    results = store.load_results("b")
+    assert results["t0"].output == "echo: item zero" and results["t0"].batch is not None
+    assert (
+        results["t0"].batch.id == second.id and results["t1"].batch is not None and results["t1"].batch.id == first.id
+    )
