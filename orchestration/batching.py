@@ -90,7 +90,8 @@ class BatchProgress:
     agent: str
     provider: str
     state: str
-    """``collecting`` is not one: ``submitted``, then the provider's states (``in_progress``, ``ended``, ...)."""
+    """A :class:`~llm_abstractions.batch.BatchState`: ``in_progress`` once submitted, then ``ended``, ``expired``,
+    ``cancelled`` or ``failed``."""
     tasks: int
     batch_id: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
