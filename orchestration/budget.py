@@ -239,16 +239,27 @@ class BudgetLedger:
 class BudgetedLlm(WrapperLlm):
     """A model whose every call reserves its worst case in ``ledger`` first, and settles after."""
 
-    def __init__(self, wrapped: BaseLlm, ledger: BudgetLedger, agent: str, provider: str, pricing: str | None) -> None:
+    def __init__(
+        self,
+        wrapped: BaseLlm,
+        ledger: BudgetLedger,
+        agent: str,
+        provider: str,
+        pricing: str | None,
+        *,
+        batch: bool = False,
+    ) -> None:
+        """``batch``: ``wrapped`` answers through a batch API, whose prices its calls reserve and settle at."""
         super().__init__(wrapped)
         self.ledger = ledger
         self.agent = agent
         self._provider = provider
         self._pricing = pricing
+        self._batch = batch
 
     def _cost(self, usage: Usage) -> float:
         """What ``usage`` costs (cache reads and writes at their prices)."""
-        return (cost_usd(self._pricing, self.config.model, usage) or 0.0) if self._pricing else 0.0
+        return (cost_usd(self._pricing, self.config.model, usage, batch=self._batch) or 0.0) if self._pricing else 0.0
 
     def worst_case(self, messages: Sequence[Message], options: GenerationOptions) -> tuple[float, int]:
         """The most a call can spend: (USD, tokens)."""

@@ -18,6 +18,7 @@ from orchestration.models import ExecutionResult
 if TYPE_CHECKING:  # anyio imports its memory streams on first use: only runs with a subscriber pay for them
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+    from orchestration.batching import BatchProgress
     from orchestration.budget import BudgetStatus
     from orchestration.store.gates import Gate
 
@@ -34,6 +35,10 @@ class EventKind(StrEnum):
     TASK_EXPANDED = "task_expanded"
     """A mapped task's items are known (``for_each``): ``items`` instances of it are to run (ids ``<id>[<key>]``;
     instances kept from an earlier session of the run are not counted); each then has events of its own."""
+    TASK_BATCHED = "task_batched"
+    """A task's request joined a batch job (it waits without a slot)."""
+    BATCH_STATUS = "batch_status"
+    """A batch job was submitted, or its state or counts at the provider changed (``batch``)."""
     REVIEW_REQUESTED = "review_requested"
     """A task's review gate opened: the task waits for a decision (``gate``)."""
     REVIEW_DECIDED = "review_decided"
@@ -66,6 +71,8 @@ class RunEvent:
     """The budget account a ``budget_warning`` or ``budget_exhausted`` event is about."""
     items: int | None = None
     """A ``task_expanded`` event: how many instances of the mapped task are to run."""
+    batch: BatchProgress | None = None
+    """The batch job a ``batch_status`` event is about."""
 
 
 EventCallback = Callable[[RunEvent], None]

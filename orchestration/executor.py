@@ -12,7 +12,10 @@ streamed so that time to first token is measured; json tasks are validated (with
 call) by ``generate_json``. A task's attachments go with its prompt, checked against its agent's
 provider before any call (a refusal fails the task, ``invalid_request``, with no request sent).
 Whatever happens becomes an ``ExecutionResult``, whose ``request`` holds the attachments' references
-only (name, type, size, digest: never their bytes). A code step
+only (name, type, size, digest: never their bytes). A batch task's chain starts with its agent behind
+:class:`~orchestration.batching.BatchedLlm` (its request goes through a batch job of the run's
+:class:`~orchestration.batching.Batches`); an answer from a job is priced at batch prices and its result names the
+job (``batch``). A code step
 (``type: python``) is handed to :func:`orchestration.code_steps.run_step` instead.
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -49,12 +53,14 @@ from llm_abstractions.structured import generate_json
 from llm_abstractions.wrappers import CircuitBreakerLlm, LimitedLlm, StreamedLlm, TimeoutLlm, estimate_tokens
 from orchestration.answer_cache import AnswerCache, CacheMode
 from orchestration.attachments import refused_attachments
+from orchestration.batching import BatchedLlm, Batches, BatchPath, Ticket, current_ticket
 from orchestration.budget import BudgetedLlm
 from orchestration.call_chain import CallChain, ChainLink
 from orchestration.code_steps import run_step
 from orchestration.endpoints import Endpoints, PaceCallback
 from orchestration.models import (
     AttemptRecord,
+    BatchRecord,
     CacheInfo,
     ErrorInfo,
     ExecutionResult,
@@ -95,11 +101,13 @@ class TaskExecutor:
         self.cache = cache
         self.budget = budget
         self.endpoints = Endpoints(registry, on_pace=on_pace)
+        self.batches: Batches | None = None
+        """The run's batch jobs; ``None``: batch tasks go in real time."""
         self._created: dict[str, BaseLlm] = {}
         """Clients this executor created (closed by :meth:`aclose`); instances given to the registry are not."""
         self._guarded: dict[str, BaseLlm] = {}
-        self._chains: dict[tuple[str, int], CallChain] = {}
-        self._building: dict[tuple[str, int], anyio.Event] = {}
+        self._chains: dict[tuple[str, int, bool], CallChain] = {}
+        self._building: dict[tuple[str, int, bool], anyio.Event] = {}
         """Chains being built, each set once its building ended (so its waiters wake in one turn)."""
 
     def llm_for(self, agent: str) -> BaseLlm:
@@ -135,14 +143,24 @@ class TaskExecutor:
             llm = self._guarded[agent] = client
         return llm
 
-    async def chain_for(self, agent: str, retries: int) -> CallChain:
-        """``agent``, then its fallbacks, each retried on its own (shared by tasks with these settings).
+    def batched_llm(self, agent: str, batches: Batches) -> BaseLlm:
+        """``agent``'s guarded client behind the batch path of ``batches`` (within the budget, at batch prices)."""
+        path: BaseLlm = BatchPath(batches, agent, self.llm_for(agent))
+        if self.budget is not None and self.budget.limits(agent):
+            config = self.registry.get(agent)
+            path = BudgetedLlm(path, self.budget, agent, config.agent_type, path.pricing_provider, batch=True)
+        return BatchedLlm(self.guarded_llm(agent), path, batches.settings.fallback)
+
+    async def chain_for(self, agent: str, retries: int, batch: bool = False) -> CallChain:
+        """``agent``, then its fallbacks, each retried on its own (shared by tasks with these settings); ``batch``:
+        ``agent`` sends through the run's batch jobs (:meth:`batched_llm`), its fallbacks in real time.
 
         Built once, and its clients prepared (SDK imported, client built) before the first call,
         so that no call timeout counts that work. A chain whose building fails is not kept: each
         later task builds it again and meets the same error.
         """
-        key = (agent, retries)
+        batches = self.batches if batch else None
+        key = (agent, retries, batches is not None)
         while (chain := self._chains.get(key)) is None:
             building = self._building.get(key)
             if building is not None:  # another task builds it: wait with all the others, then look again
@@ -150,12 +168,13 @@ class TaskExecutor:
                 continue
             self._building[key] = built = anyio.Event()
             try:
-                chain = CallChain(
-                    [
-                        ChainLink(name, self.guarded_llm(name), retries, self.registry.get(name).retry)
-                        for name in dict.fromkeys([agent, *self.registry.get(agent).fallbacks])
-                    ]
-                )
+                links = [
+                    ChainLink(name, self.guarded_llm(name), retries, self.registry.get(name).retry)
+                    for name in dict.fromkeys([agent, *self.registry.get(agent).fallbacks])
+                ]
+                if batches is not None:
+                    links[0] = replace(links[0], llm=self.batched_llm(agent, batches))
+                chain = CallChain(links)
                 await chain.prepare()
                 self._chains[key] = chain
             finally:
@@ -249,7 +268,7 @@ class TaskExecutor:
                 self.check_attachments(task, messages)
             # Building the chain creates and prepares the clients (SDK import, client set-up):
             # a failure there fails this task only, and the next task tries again.
-            chain = await self.chain_for(task.agent, task.retries)
+            chain = await self.chain_for(task.agent, task.retries, task.batch)
             cache = self.cache
             if (
                 cache is not None
@@ -262,6 +281,10 @@ class TaskExecutor:
                 if mode.writes:
                     outcome = partial(outcome, cache_key=key)
             call = partial(_call, chain, task, options, attempts)
+            ticket = Ticket(task.id) if task.batch and self.batches is not None else None
+            current_ticket.set(ticket)  # read by this task's chain only (a worker's next task sets its own)
+            if ticket is not None:
+                outcome = partial(outcome, batch=ticket)
             with anyio.fail_after(task.timeout_s) if task.timeout_s else _NO_DEADLINE:
                 if task.task.output_format is OutputFormat.JSON:
                     answer = await generate_json(call, messages, task.task.output_schema)
@@ -292,8 +315,10 @@ class TaskExecutor:
         json_repair: str | None = None,
         request: list[Message] | None = None,
         cache_key: str | None = None,
+        batch: Ticket | None = None,
     ) -> ExecutionResult:
-        """The task's record: a success without ``error``; ``response`` gives its output, usage and cost."""
+        """The task's record: a success without ``error``; ``response`` gives its output, usage and cost (at batch
+        prices when a batch job answered: ``batch``'s record)."""
         agent = self.registry.get(attempts[-1].agent if attempts else task.agent)
         provider: str = agent.agent_type
         model = agent.model
@@ -304,6 +329,7 @@ class TaskExecutor:
             if error is None:
                 provider, time_to_first_token_s = response.provider, response.time_to_first_token_s
         pricing = self.llm_for(agent.name).pricing_provider if usage is not None else None
+        record: BatchRecord | None = batch.record if batch is not None and response is not None else None
         return ExecutionResult(
             task_id=task.id,
             status=ExecutionStatus.SUCCESS if error is None else ExecutionStatus.FAILED,
@@ -319,13 +345,16 @@ class TaskExecutor:
             completed_at=utc_now(),
             duration_s=time.perf_counter() - start,
             usage=usage,
-            cost_usd=cost_usd(pricing, model, usage) if pricing and usage is not None else None,
+            cost_usd=cost_usd(pricing, model, usage, batch=record is not None)
+            if pricing and usage is not None
+            else None,
             time_to_first_token_s=time_to_first_token_s,
             finish_reason=finish_reason,
             metadata=task.task.metadata,
             json_repair=json_repair,
             request=_without_attachment_bytes(request),
             cache=CacheInfo(hit=False, key=cache_key) if cache_key is not None else None,
+            batch=record,
         )
 
 

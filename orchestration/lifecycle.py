@@ -5,8 +5,9 @@
     BLOCKED ──ready──▶ READY ──start──▶ RUNNING ──answer──▶ COMMITTING ──durable──▶ SUCCESS
        │                                   ├──error───────────────────────────────▶ FAILED
        │                                   │          output file not written (COMMITTING) ─▶ FAILED
-       │                                   └──gated answer──▶ WAITING ──approve/edit──▶ COMMITTING
-       │                                                         └──reject/timeout──────▶ FAILED
+       │                                   ├──gated answer──▶ WAITING ──approve/edit──▶ COMMITTING
+       │                                   │                     └──reject/timeout──────▶ FAILED
+       │                                   └──request in a batch job──▶ BATCHED ──answered──▶ RUNNING
        ├──its condition (when) is false ───────────────────────────────────────────▶ SKIPPED
        ├──its condition cannot be evaluated ───────────────────────────────────────▶ FAILED
        ├──its dependencies did not end as its trigger rule needs ──────────────────▶ SKIPPED
@@ -83,6 +84,8 @@ class TaskState(StrEnum):
     """Holding a slot: its model is being called."""
     WAITING = "waiting"
     """Answered; its answer waits for a review decision (polled from the run store)."""
+    BATCHED = "batched"
+    """Its request waits in a batch job (collected, submitted or polled); it holds no concurrency slot."""
     COMMITTING = "committing"
     """Answered; its result is being made durable before its dependents may start."""
     EXPANDED = "expanded"
@@ -105,7 +108,10 @@ TRANSITIONS: Mapping[TaskState, frozenset[TaskState]] = {
         {TaskState.READY, TaskState.EXPANDED, TaskState.SKIPPED, TaskState.FAILED, TaskState.CANCELLED}
     ),
     TaskState.READY: frozenset({TaskState.RUNNING, TaskState.CANCELLED}),
-    TaskState.RUNNING: frozenset({TaskState.COMMITTING, TaskState.WAITING, TaskState.FAILED, TaskState.CANCELLED}),
+    TaskState.RUNNING: frozenset(
+        {TaskState.COMMITTING, TaskState.WAITING, TaskState.BATCHED, TaskState.FAILED, TaskState.CANCELLED}
+    ),
+    TaskState.BATCHED: frozenset({TaskState.RUNNING, TaskState.CANCELLED}),
     TaskState.WAITING: frozenset({TaskState.RUNNING, TaskState.COMMITTING, TaskState.FAILED, TaskState.CANCELLED}),
     TaskState.COMMITTING: frozenset({TaskState.SUCCESS, TaskState.FAILED}),
     TaskState.EXPANDED: frozenset({TaskState.SUCCESS, TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED}),
@@ -118,6 +124,7 @@ TRANSITIONS: Mapping[TaskState, frozenset[TaskState]] = {
 
 _EVENT_OF = {
     TaskState.RUNNING: EventKind.TASK_STARTED,
+    TaskState.BATCHED: EventKind.TASK_BATCHED,
     TaskState.SUCCESS: EventKind.TASK_SUCCEEDED,
     TaskState.FAILED: EventKind.TASK_FAILED,
     TaskState.SKIPPED: EventKind.TASK_SKIPPED,
@@ -174,6 +181,7 @@ class TaskLifecycle:
         self._store = store
         self._fingerprints = fingerprints or [None] * len(tasks)
         kept = kept or {}
+        self._index = {task.id: index for index, task in enumerate(tasks)}
         self._states = [TaskState.SUCCESS if task.id in kept else TaskState.BLOCKED for task in tasks]
 
     def state(self, index: int) -> TaskState:
@@ -401,13 +409,29 @@ class TaskLifecycle:
         return gate
 
     on_waiting: Callable[[int], None] | None = None
-    """Told each time a task starts waiting for a review decision (the scheduler gives its slot away)."""
+    """Told each time a task starts waiting for a review decision or a batch job (the scheduler gives its slot
+    away)."""
+
+    def batched(self, task_id: str) -> None:
+        """RUNNING → BATCHED: the task's request waits in a batch job (:mod:`orchestration.batching`); its slot is
+        given away."""
+        index = self._index[task_id]
+        self._move(index, TaskState.BATCHED)
+        if self.on_waiting is not None:
+            self.on_waiting(index)
+
+    def unbatched(self, task_id: str) -> None:
+        """BATCHED → RUNNING: the job answered (or the request goes in real time); no event."""
+        index = self._index[task_id]
+        if self._states[index] is TaskState.BATCHED:
+            self._move(index, TaskState.RUNNING)
 
     def waiting_only(self) -> bool:
         """Whether every task that could progress waits for a review decision (none ready, running or
         committing, at least one waiting)."""
         states = set(self._states)
-        return TaskState.WAITING in states and not states & {TaskState.READY, TaskState.RUNNING, TaskState.COMMITTING}
+        progressing = {TaskState.READY, TaskState.RUNNING, TaskState.BATCHED, TaskState.COMMITTING}
+        return TaskState.WAITING in states and not states & progressing
 
     def _announce(self, kind: EventKind, index: int, gate: Gate) -> None:
         if self._events.active:
@@ -435,7 +459,8 @@ class TaskLifecycle:
         if state not in TRANSITIONS[current]:
             raise IllegalTransitionError(f"task '{self.tasks[index].id}' cannot go from {current} to {state}")
         self._states[index] = state
-        kind = _EVENT_OF.get(state) if current is not TaskState.WAITING or state is not TaskState.RUNNING else None
+        back_to_work = state is TaskState.RUNNING and current in (TaskState.WAITING, TaskState.BATCHED)
+        kind = None if back_to_work else _EVENT_OF.get(state)
         if kind is not None and self._events.active:
             task = self.tasks[index]
             agent = result.agent if result is not None else task.agent

@@ -8,7 +8,7 @@ from enum import StrEnum
 from functools import partial
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from agent_registry import BudgetLimits
@@ -20,6 +20,9 @@ __all__ = [
     "AgentTask",
     "AttachmentSource",
     "AttemptRecord",
+    "BatchDefaults",
+    "BatchFallback",
+    "BatchRecord",
     "Dependency",
     "ErrorInfo",
     "ExecutionResult",
@@ -191,6 +194,9 @@ class AgentTask(BaseModel):
     folder (never outside it unless ``--allow-outside``)."""
     metadata: dict[str, Any] = {}
     """Anything of yours; copied into the task's result."""
+    batch: bool | None = None
+    """Send this task's request through its agent's batch API (``true``) or in real time (``false``); ``None``: as
+    its agent says (``batch: true`` on the agent)."""
 
     @property
     def is_step(self) -> bool:
@@ -266,6 +272,17 @@ class ReviewerVerdict(BaseModel):
     attempts: int = 0
 
 
+class BatchRecord(BaseModel):
+    """The batch job a task's answer came from."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    id: str
+    """The job's id at the provider."""
+    submitted_at: UtcDatetime | None = None
+    finished_at: UtcDatetime | None = None
+
+
 class ReviewRecord(BaseModel):
     """How a task's review gate was decided."""
 
@@ -326,6 +343,8 @@ class ExecutionResult(BaseModel):
     """The answer cache's part: a hit (``cost_usd`` 0, no usage; the call's usage is here), or the key a model's
     answer was kept under."""
     output_path: str | None = None
+    batch: BatchRecord | None = None
+    """The batch job that answered (``cost_usd`` is then at batch prices); ``None``: answered in real time."""
     """The file the output was written to (the task's ``output_file``), absolute."""
     request: list[Message] | None = Field(default=None, exclude=True)
     """The messages as sent (rendered prompts; not serialized: the run store keeps them, redacted)."""
@@ -367,6 +386,41 @@ class MappedResult(ExecutionResult):
     """Each instance's result (``status``, ``error``, ``output``...); not in the repr (100,000 results would be)."""
 
 
+class BatchFallback(StrEnum):
+    """What a group too small for a batch, or a request a job did not finish, does."""
+
+    REALTIME = "realtime"
+    """Goes in real time."""
+    WAIT = "wait"
+    """Waits for the next batch (a small group waits up to ``max_wait_s`` for more requests)."""
+
+
+class BatchDefaults(BaseModel):
+    """How ready requests of batch agents are grouped into jobs (``defaults.batch``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    max_wait_s: float = Field(default=86400.0, gt=0)
+    """How long a request may wait in all (collected, then in a job) before the job is cancelled and the request
+    goes to the fallback."""
+    min_size: int = Field(default=1, ge=1)
+    """A group smaller than this after its window goes to the fallback instead of a job."""
+    max_size: int = Field(default=10000, ge=1, le=50000)
+    """A group is submitted as soon as it has this many requests (providers take 50,000 at most; Anthropic
+    100,000)."""
+    window_s: float = Field(default=30.0, ge=0)
+    """How long ready requests are collected, from the first one, before they are submitted."""
+    fallback: BatchFallback = BatchFallback.REALTIME
+    poll_s: float | None = Field(default=None, gt=0)
+    """How often a job's status is read at first (backing off from there); ``None``: the provider's cadence."""
+
+    @model_validator(mode="after")
+    def _sizes_in_order(self) -> BatchDefaults:
+        if self.min_size > self.max_size:
+            raise ValueError(f"min_size ({self.min_size}) must not exceed max_size ({self.max_size})")
+        return self
+
+
 class ProjectDefaults(BaseModel):
     """Project-wide defaults."""
 
@@ -388,6 +442,8 @@ class ProjectDefaults(BaseModel):
     """The answer cache of tasks (and agents) that set none."""
     budget: ProjectBudget | None = None
     """Caps on what the run spends (``--budget-usd`` replaces ``max_cost_usd``); ``None``: no cap."""
+    batch: BatchDefaults = BatchDefaults.model_construct()
+    """How the requests of batch agents are grouped into jobs."""
 
 
 class ProjectSpec(BaseModel):

@@ -418,7 +418,8 @@ class ProjectOrchestrator:
         )
         if isinstance(lifecycle, FanOutLifecycle):
             lifecycle.attach(scheduler, agent_groups)
-        lifecycle.on_waiting = scheduler.lend  # a task waiting for a review holds no slot
+        lifecycle.on_waiting = scheduler.lend  # a task waiting for a review or a batch job holds no slot
+        batches = self._batches(project, executor, lifecycle, run_id)
         lifecycle.tracing = tracing
         fail_fast = defaults.fail_fast if self.fail_fast is None else self.fail_fast
         lease: AbstractAsyncContextManager[None] = store.heartbeat(run_id) if store is not None else nullcontext()
@@ -430,7 +431,7 @@ class ProjectOrchestrator:
         steps = any(t.step is not None for t in project.tasks)
         with span as run_span, import_path(project.folder) if steps else nullcontext():
             try:
-                async with lease:  # a lease taken over stops the run (LeaseLostError)
+                async with lease, batches:  # a lease taken over stops the run (LeaseLostError)
                     if self.wait_for_reviews:
                         await scheduler.run(lifecycle, fail_fast=fail_fast)
                     else:
@@ -454,6 +455,29 @@ class ProjectOrchestrator:
         else:
             self.results = {t.id: self.results[t.id] for t in project.tasks}
         return self.results
+
+    def _batches(
+        self, project: Project, executor: TaskExecutor, lifecycle: TaskLifecycle, run_id: str
+    ) -> AbstractAsyncContextManager[None]:
+        """The run's batch jobs (:mod:`orchestration.batching`), when a task goes by batch: the context they run in."""
+        if not any(task.batch for task in project.tasks):
+            return nullcontext()
+        from orchestration.batching import Batches, BatchProgress
+
+        def progress(job: BatchProgress) -> None:
+            if self.events.active:
+                self.events.emit(RunEvent(EventKind.BATCH_STATUS, run_id, agent=job.agent, batch=job))
+
+        executor.batches = Batches(
+            run_id,
+            project.spec.defaults.batch,
+            executor.llm_for,
+            store=self.store,
+            on_batched=lifecycle.batched,
+            on_unbatched=lifecycle.unbatched,
+            on_progress=progress,
+        )
+        return executor.batches.running()
 
     async def _run_until_waiting(self, scheduler: DagScheduler, lifecycle: TaskLifecycle, *, fail_fast: bool) -> None:
         """``scheduler.run``, cancelled once every task that could progress waits for a review decision

@@ -10,7 +10,9 @@ estimated; with ``count_tokens`` (``--count-tokens``) by the provider's free tok
 none, its offline tokenizer is exact already): the only requests a plan ever sends, and only when asked. Output
 tokens are a range: the median and 90th percentile of the task's past answers in the store
 (else its agent's), capped by ``max_tokens``; without history, ``max_tokens`` itself. Costs are priced with
-genai-prices; a model without a known price has none.
+genai-prices; a model without a known price has none. A task that would go by batch (:mod:`orchestration.batching`)
+is priced at batch prices, and says how long its answer may take: from the collection window to the provider's
+batch window (or ``max_wait_s``, when shorter).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from llm_abstractions import LlmError, Message, Usage
+from llm_abstractions.batch import BatchLlm
 from llm_abstractions.pricing import cost_usd
 from llm_abstractions.tokens import count_input_tokens
 from orchestration.answer_cache import CacheMode, mode_of, request_key, sample_indices
@@ -58,6 +61,8 @@ class TaskPlan:
     notes: list[str] = field(default_factory=list)
     calls: int = 1
     """Calls the task makes (a mapped task's: one per item to run); tokens and cost are theirs together."""
+    batch_wait_s: Range | None = None
+    """For a task that would go by batch: how long its answer may take, at least and at most (seconds)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -70,6 +75,7 @@ class TaskPlan:
             "input_counted_by": self.counted_by,
             "notes": self.notes,
             "calls": self.calls,
+            "batch": {"wait_s": list(self.batch_wait_s)} if self.batch_wait_s is not None else None,
         }
 
 
@@ -222,10 +228,20 @@ async def _plan_call(
             plan.input_tokens, plan.counted_by = counted, "provider"
         else:
             _count_offline(plan, agent.agent_type, agent.model, messages)
-    pricing = executor.llm_for(task.agent).pricing_provider
+    llm = executor.llm_for(task.agent)
+    if task.batch and isinstance(llm, BatchLlm):
+        settings = project.spec.defaults.batch
+        plan.batch_wait_s = (settings.window_s, min(settings.max_wait_s, settings.window_s + llm.batch_window_s))
+        plan.notes.append("by batch: at batch prices, answered within the provider's batch window")
+    pricing = llm.pricing_provider
     if pricing and expected is not None:
-        low = cost_usd(pricing, agent.model, Usage(input_tokens=plan.input_tokens, output_tokens=expected[0]))
-        high = cost_usd(pricing, agent.model, Usage(input_tokens=plan.input_tokens, output_tokens=expected[1]))
+        batch = plan.batch_wait_s is not None
+        low = cost_usd(
+            pricing, agent.model, Usage(input_tokens=plan.input_tokens, output_tokens=expected[0]), batch=batch
+        )
+        high = cost_usd(
+            pricing, agent.model, Usage(input_tokens=plan.input_tokens, output_tokens=expected[1]), batch=batch
+        )
         if low is not None and high is not None:
             plan.cost_usd = (low, high)
     return plan

@@ -10,6 +10,7 @@ from typing import Any
 from agent_registry import AgentConfig, AgentConfigError, AgentRegistry, StructuredFile, UnknownAgentError
 from llm_abstractions import BaseLlm, GenerationOptions, LlmConfig, UnknownProviderError, get_llm_class
 from llm_abstractions.attachments import Attachment, AttachmentError
+from llm_abstractions.batch import supports_batch
 from llm_abstractions.structured import schema_problem
 from orchestration.attachments import (
     AttachmentRoots,
@@ -69,6 +70,8 @@ class CompiledTask:
     """Set on the instances of a mapped task (made at run time): the item each one is for."""
     per_item: Mapping[str, str] | None = None
     """An instance's per-item dependencies: task id -> the id of its instance of the same item."""
+    batch: bool = False
+    """Its request goes through its agent's batch API (:mod:`orchestration.batching`)."""
     parents: list[int] = field(default_factory=list)
     children: list[int] = field(default_factory=list)
     id: str = field(init=False)
@@ -366,6 +369,11 @@ def _compile(
                 issues.add("a code step has no request to review: use stage: after", task.id, "review.stage")
             review = None
         timeout_s = task.timeout_s or spec.defaults.timeout_s
+        batch = config is not None and not is_step and (config.batch if task.batch is None else task.batch)
+        if batch and (problem := _batch_problem(registry, agent)):
+            issues.add(problem, task.id, "batch" if task.batch else "agent")
+        elif task.batch and is_step:
+            issues.add("a code step calls no model: it cannot go by batch (remove batch)", task.id, "batch")
         compiled.append(
             CompiledTask(
                 task,
@@ -382,6 +390,7 @@ def _compile(
                 condition=condition,
                 output_file=output_file,
                 step=step,
+                batch=batch,
             )
         )
 
@@ -694,6 +703,21 @@ class _OptionChecks:
         if cls.option_problems.__func__ is BaseLlm.option_problems.__func__:  # type: ignore[attr-defined]
             return None  # the default finds nothing: no need to merge each task's options
         return cls, config, base
+
+
+def _batch_problem(registry: AgentRegistry, agent: str) -> str | None:
+    """Why ``agent``'s requests cannot go by batch (its provider has no batch API); ``None``: they can."""
+    llm = registry.llm_instance(agent)
+    if llm is not None:
+        cls: type[BaseLlm] = type(llm)
+    else:
+        try:
+            cls = get_llm_class(registry.get(agent).agent_type)
+        except UnknownProviderError:
+            return None  # reported with the agent
+    if supports_batch(cls):
+        return None
+    return f"agent '{agent}' ({cls.provider}) has no batch API: set batch: false, or use a provider that has one"
 
 
 def _is_acyclic(tasks: list[CompiledTask]) -> bool:

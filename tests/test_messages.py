@@ -84,8 +84,8 @@ tasks:
         "5: agent 'r', field 'latency_ms': Input should be greater than or equal to 0",
         "6: agent 's': latency_ms range must be [low, high] with low <= high",
         "7: agent 't', field 'latencyms': unknown setting; allowed: latency_ms, latency_by_prompt_ms, seed, response,"
-        " fail_if_contains, type, model, api_key, base_url, timeout_s, options, retry, fallbacks, limits, cache,"
-        " budget",
+        " fail_if_contains, batch_latency_ms, type, model, api_key, base_url, timeout_s, options, retry, fallbacks,"
+        " limits, cache, budget, batch",
     ]
     for internal in ("constrained-float", "tuple[", "Value error", "function-after"):
         assert not any(internal in line for line in found)
@@ -112,7 +112,7 @@ def test_add_task_says_the_field_in_our_words() -> None:
     top_k, colour = (str(issue) for issue in caught.value.issues)
     assert top_k == "task 'a', field 'options.top_k': Input should be greater than 0"
     assert colour.startswith("task 'a', field 'colour': unknown field; allowed: id, description, agent, depends_on,")
-    assert colour.endswith(", metadata")
+    assert colour.endswith(", metadata, batch")
 
 
 def test_an_unknown_default_agent_is_reported_once_on_the_defaults_section(tmp_path: Path) -> None:

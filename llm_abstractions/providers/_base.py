@@ -51,6 +51,7 @@ __all__ = ["SdkLlm", "closing_shielded"]
 
 ClientT = TypeVar("ClientT")
 ResponseT = TypeVar("ResponseT")
+_T = TypeVar("_T")
 
 _UNREADABLE = (AttributeError, TypeError, KeyError, IndexError, ValueError)
 """What reading a response that does not have the API's shape raises: bad JSON, fields missing or mistyped."""
@@ -178,12 +179,39 @@ class SdkLlm(BaseLlm, Generic[ClientT, ResponseT]):
 
     async def _single(self, messages: Sequence[Message], options: GenerationOptions) -> AsyncGenerator[LlmChunk]:
         response, headers = await self._complete(messages, options)
+        yield self._whole(response, headers)
+
+    def _whole(self, response: ResponseT, headers: Mapping[str, str] | None = None) -> LlmChunk:
+        """A complete response as its one chunk; a malformed response without a finish reason."""
         with self._reading():
             chunk = self._chunk_of(response)
         chunk.rate_limits = rate_limits_from_headers(headers)
         if chunk.finish_reason is None:
             raise self._malformed("the answer has no finish reason")
-        yield chunk
+        return chunk
+
+    async def _answer_of(self, read: Callable[[], ResponseT]) -> LlmResponse:
+        """The answer of a response read back later (a line of a batch job's results), made as :meth:`_generate`
+        makes a real-time one: a malformed response, a filtered answer, raise their typed errors."""
+
+        async def whole() -> AsyncGenerator[LlmChunk]:
+            with self._reading():
+                response = read()
+            yield self._whole(response)
+
+        return await collect_stream(self._guarded(whole()), provider=self.provider, model=self.model_name)
+
+    async def _sdk_call(self, call: Awaitable[_T]) -> _T:
+        """Await an SDK call other than a generation (a batch job's), its exceptions mapped to typed errors."""
+        try:
+            return await call
+        except LlmError:
+            raise
+        except Exception as exc:
+            error = self._map_error(exc) or transport_error(exc, provider=self.provider)
+            if error is None:
+                raise
+            raise error from exc
 
     @contextmanager
     def _reading(self, arrived: Callable[[], bool] = _always) -> Iterator[None]:

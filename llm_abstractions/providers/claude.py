@@ -14,6 +14,10 @@ The answer is made of text blocks and the output tool's input only, streamed or 
 server tools (``server_tool_use``, ``web_search_tool_result``...) and thinking never leak into it.
 A refusal is a filtered answer, reported with Anthropic's ``stop_details``.
 
+Batch jobs (:class:`~llm_abstractions.batch.BatchLlm`) go through Message Batches (``messages.batches``): each
+request's ``params`` are the real-time request; results are read by ``custom_id``. Message Batches keep no metadata,
+so a job whose id never reached the caller cannot be found again (:meth:`ClaudeLlm.find_batch` finds nothing).
+
 Attachments (:data:`ANTHROPIC_ATTACHMENT_LIMITS`) go before the text of their message: an image as an ``image``
 block, a PDF as a ``document`` block titled with its name, each with a ``base64`` or ``url`` source, text files
 inlined as for every provider.
@@ -43,11 +47,12 @@ from llm_abstractions.attachments import (
     inline_text_attachments,
     inlined_text,
 )
+from llm_abstractions.batch import BatchLine, BatchLlm, BatchOutcome, BatchState, BatchStatus
 from llm_abstractions.config import LlmConfig
 from llm_abstractions.errors import LlmError
 from llm_abstractions.messages import GenerationOptions, LlmChunk, Message, Usage
 from llm_abstractions.providers._base import SdkLlm, closing_shielded
-from llm_abstractions.providers._http_errors import stainless_error
+from llm_abstractions.providers._http_errors import error_for_status, stainless_error
 from llm_abstractions.providers._sdk import import_sdk
 from llm_abstractions.rate_limits import rate_limits_from_headers
 
@@ -223,7 +228,20 @@ def _text(message: AnthropicMessage) -> str:
     )
 
 
-class ClaudeLlm(SdkLlm["AsyncAnthropic", "AnthropicMessage"]):
+_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+"""The HTTP status each Anthropic error type stands for (a batch request's error carries the type only)."""
+
+
+class ClaudeLlm(SdkLlm["AsyncAnthropic", "AnthropicMessage"], BatchLlm):
     """Anthropic Claude models over the messages API."""
 
     provider = "claude"
@@ -364,3 +382,58 @@ class ClaudeLlm(SdkLlm["AsyncAnthropic", "AnthropicMessage"]):
         import anthropic
 
         return stainless_error(anthropic, exc, provider=self.provider)
+
+    # -- Message Batches --------------------------------------------------------------------------
+
+    batch_poll_s = 60.0
+
+    def _batch_body(self, messages: Sequence[Message], options: GenerationOptions) -> dict[str, Any]:
+        body = self._request(messages, options)
+        body.update(body.pop("extra_body", {}))
+        return body
+
+    async def submit_batch(self, lines: Sequence[BatchLine], *, label: str) -> str:
+        """Message Batches keep no metadata: ``label`` is not sent (:meth:`find_batch` cannot find a job)."""
+        requests = [{"custom_id": line.custom_id, "params": line.body} for line in lines]
+        batch = await self._sdk_call(self.client.messages.batches.create(requests=requests))  # type: ignore[arg-type]
+        return batch.id
+
+    async def batch_status(self, batch_id: str) -> BatchStatus:
+        batch = await self._sdk_call(self.client.messages.batches.retrieve(batch_id))
+        counts = batch.request_counts
+        numbers = {
+            "total": counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired,
+            "processing": counts.processing,
+            "succeeded": counts.succeeded,
+            "failed": counts.errored,
+            "cancelled": counts.canceled,
+            "expired": counts.expired,
+        }
+        if batch.processing_status != "ended":
+            state = BatchState.IN_PROGRESS
+        elif batch.cancel_initiated_at is not None:
+            state = BatchState.CANCELLED
+        else:
+            state = BatchState.EXPIRED if counts.expired else BatchState.ENDED
+        return BatchStatus(state, numbers)
+
+    async def batch_results(self, batch_id: str) -> dict[str, BatchOutcome]:
+        async def read() -> dict[str, BatchOutcome]:
+            outcomes: dict[str, BatchOutcome] = {}
+            async for line in await self.client.messages.batches.results(batch_id):
+                result = line.result
+                if result.type == "succeeded":
+                    try:
+                        outcomes[line.custom_id] = await self._answer_of(lambda: result.message)  # noqa: B023
+                    except LlmError as exc:
+                        outcomes[line.custom_id] = exc
+                elif result.type == "errored":
+                    error = result.error.error
+                    status = _ERROR_STATUS.get(error.type, 500)
+                    outcomes[line.custom_id] = error_for_status(status, error.message, provider=self.provider)
+            return outcomes
+
+        return await self._sdk_call(read())
+
+    async def cancel_batch(self, batch_id: str) -> None:
+        await self._sdk_call(self.client.messages.batches.cancel(batch_id))

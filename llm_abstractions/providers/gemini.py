@@ -8,6 +8,10 @@ retry connection errors by itself). System messages become ``system_instruction`
 options map to ``temperature``, ``max_output_tokens``, ``top_p``, ``top_k``,
 ``stop_sequences`` and ``seed``; a JSON schema becomes ``response_json_schema``.
 
+Batch jobs (:class:`~llm_abstractions.batch.BatchLlm`) go through batch mode (``client.aio.batches``) with inline
+requests: each is the real-time request with its custom id in its ``metadata`` (which the answers echo: they are
+matched by it), the job's label is its ``display_name`` (how :meth:`GeminiLlm.find_batch` finds it again).
+
 Attachments (:data:`GEMINI_ATTACHMENT_LIMITS`) go before the text of their message: bytes as ``inline_data``
 parts (``Part.from_bytes``), URLs as ``file_data`` parts (``Part.from_uri``).
 """
@@ -17,9 +21,11 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from llm_abstractions.attachments import MB, PDF, Attachment, AttachmentLimits
+from llm_abstractions.batch import BatchLine, BatchLlm, BatchOutcome, BatchState, BatchStatus
 from llm_abstractions.errors import LlmError
 from llm_abstractions.messages import GenerationOptions, LlmChunk, Message, Usage
 from llm_abstractions.providers._base import SdkLlm, closing_shielded
@@ -148,7 +154,21 @@ class _Clients:
     http: httpx2.AsyncClient
 
 
-class GeminiLlm(SdkLlm[_Clients, "GenerateContentResponse"]):
+_BATCH_STATES = {
+    "JOB_STATE_SUCCEEDED": BatchState.ENDED,
+    "JOB_STATE_PARTIALLY_SUCCEEDED": BatchState.ENDED,
+    "JOB_STATE_FAILED": BatchState.FAILED,
+    "JOB_STATE_CANCELLED": BatchState.CANCELLED,
+    "JOB_STATE_EXPIRED": BatchState.EXPIRED,
+}
+"""Final job states; the others (pending, running, cancelling...) are in progress."""
+_HTTP_OF_RPC = {3: 400, 4: 504, 5: 404, 7: 403, 8: 429, 9: 400, 11: 400, 13: 500, 14: 503, 16: 401}
+"""The HTTP status of a ``google.rpc.Code`` (a batch request's error carries that code)."""
+CUSTOM_ID_KEY = "custom_id"
+"""The metadata key of a batch request's custom id."""
+
+
+class GeminiLlm(SdkLlm[_Clients, "GenerateContentResponse"], BatchLlm):
     """Google Gemini models over the Gemini API."""
 
     provider = "gemini"
@@ -270,3 +290,72 @@ class GeminiLlm(SdkLlm[_Clients, "GenerateContentResponse"]):
                 status = 401
             return error_for_status(status, message, provider=self.provider, headers=headers)
         return None
+
+    # -- batch mode ---------------------------------------------------------------------------------
+
+    batch_poll_s = 30.0
+
+    def _batch_body(self, messages: Sequence[Message], options: GenerationOptions) -> dict[str, Any]:
+        request = self._request(messages, options)
+        return {"contents": request["contents"], "config": request["config"]}
+
+    async def submit_batch(self, lines: Sequence[BatchLine], *, label: str) -> str:
+        from google.genai import types
+
+        requests = [types.InlinedRequest(**line.body, metadata={CUSTOM_ID_KEY: line.custom_id}) for line in lines]
+        batches = self.client.genai.aio.batches
+        job = await self._sdk_call(
+            batches.create(model=self.model_name or "", src=requests, config={"display_name": label})
+        )
+        if not job.name:
+            raise self._malformed("the batch job has no name")
+        return job.name
+
+    async def find_batch(self, label: str) -> str | None:
+        async def find() -> str | None:
+            seen = 0
+            async for job in await self.client.genai.aio.batches.list(config={"page_size": 100}):
+                if job.display_name == label:
+                    return job.name
+                seen += 1
+                if seen >= 1000:  # jobs are listed newest first: one of ours is among the latest
+                    break
+            return None
+
+        return await self._sdk_call(find())
+
+    async def batch_status(self, batch_id: str) -> BatchStatus:
+        job = await self._sdk_call(self.client.genai.aio.batches.get(name=batch_id))
+        state = _BATCH_STATES.get(str(job.state.value) if job.state else "", BatchState.IN_PROGRESS)
+        counts: dict[str, int] = {}
+        responses = job.dest.inlined_responses if job.dest is not None else None
+        if responses:
+            failed = sum(1 for r in responses if r.error is not None)
+            counts = {"succeeded": len(responses) - failed, "failed": failed}
+        message = job.error.message if job.error is not None else None
+        return BatchStatus(state, counts, message)
+
+    async def batch_results(self, batch_id: str) -> dict[str, BatchOutcome]:
+        job = await self._sdk_call(self.client.genai.aio.batches.get(name=batch_id))
+        outcomes: dict[str, BatchOutcome] = {}
+        for answer in (job.dest.inlined_responses if job.dest is not None else None) or []:
+            custom_id = (answer.metadata or {}).get(CUSTOM_ID_KEY)
+            if custom_id is None:  # never matched by position
+                continue
+            if answer.error is not None:
+                status = _HTTP_OF_RPC.get(answer.error.code or 13, 500)
+                message = answer.error.message or "the request failed"
+                outcomes[custom_id] = error_for_status(status, message, provider=self.provider)
+            elif answer.response is not None:
+                try:
+                    outcomes[custom_id] = await self._answer_of(partial(_itself, answer.response))
+                except LlmError as exc:
+                    outcomes[custom_id] = exc
+        return outcomes
+
+    async def cancel_batch(self, batch_id: str) -> None:
+        await self._sdk_call(self.client.genai.aio.batches.cancel(name=batch_id))
+
+
+def _itself(response: GenerateContentResponse) -> GenerateContentResponse:
+    return response

@@ -8,6 +8,11 @@ has no ``top_k``. A JSON schema becomes ``response_format`` ``json_schema``. A r
 (``message.refusal``) is a filtered answer. Usage is read from the standard ``usage``
 (streams: whichever event has it, asked for with ``include_usage``), else Groq's ``x_groq.usage``.
 
+Batch jobs (:class:`~llm_abstractions.batch.BatchLlm`) go through the Batch API: the lines are uploaded as a
+JSONL file (``purpose: batch``), the job created on ``/v1/chat/completions`` with a 24 h window and the caller's
+label in its metadata (``orchestrate_job``: how :meth:`GptLlm.find_batch` finds it again); results are read from
+its output and error files, by ``custom_id``.
+
 Attachments (:data:`OPENAI_ATTACHMENT_LIMITS`) go before the text of their message: an image as an
 ``image_url`` part (a ``data:`` URL of its bytes, or its own URL), a PDF as a ``file`` part
 (``filename`` and ``file_data``, a ``data:`` URL: chat completions takes no file URLs).
@@ -15,20 +20,23 @@ Attachments (:data:`OPENAI_ATTACHMENT_LIMITS`) go before the text of their messa
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llm_abstractions.attachments import IMAGE_TYPES, MB, PDF, Attachment, AttachmentLimits
+from llm_abstractions.batch import BatchLine, BatchLlm, BatchOutcome, BatchState, BatchStatus
 from llm_abstractions.errors import LlmError
 from llm_abstractions.messages import GenerationOptions, LlmChunk, Message, Usage
 from llm_abstractions.providers._base import SdkLlm, closing_shielded
-from llm_abstractions.providers._http_errors import stainless_error
+from llm_abstractions.providers._http_errors import error_for_status, stainless_error
 from llm_abstractions.providers._sdk import import_sdk
 from llm_abstractions.rate_limits import rate_limits_from_headers
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
-    from openai.types import CompletionUsage
+    from openai.types import Batch, CompletionUsage
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 __all__ = ["OPENAI_ATTACHMENT_LIMITS", "GptLlm", "openai_finish_reason"]
@@ -110,7 +118,20 @@ def _finish(reason: str | None, refusal: str) -> tuple[str | None, str | None]:
     return finish, reason if finish == "content_filter" else None
 
 
-class GptLlm(SdkLlm["AsyncOpenAI", "ChatCompletion"]):
+_BATCH_STATES = {
+    "completed": BatchState.ENDED,
+    "expired": BatchState.EXPIRED,
+    "cancelled": BatchState.CANCELLED,
+    "failed": BatchState.FAILED,
+}
+"""Final job states; the others (``validating``, ``in_progress``, ``finalizing``, ``cancelling``) are in progress."""
+_UNFINISHED = frozenset({"batch_expired", "batch_cancelled"})
+"""Error codes of the lines a job did not get to before it expired or was cancelled."""
+LABEL_KEY = "orchestrate_job"
+"""The metadata key of a job's label."""
+
+
+class GptLlm(SdkLlm["AsyncOpenAI", "ChatCompletion"], BatchLlm):
     """OpenAI GPT models over the chat completions API."""
 
     provider = "gpt"
@@ -215,3 +236,88 @@ class GptLlm(SdkLlm["AsyncOpenAI", "ChatCompletion"]):
         import openai
 
         return stainless_error(openai, exc, provider=self.provider)
+
+    # -- the Batch API --------------------------------------------------------------------------
+
+    batch_poll_s = 30.0
+
+    def _batch_body(self, messages: Sequence[Message], options: GenerationOptions) -> dict[str, Any]:
+        body = self._request(messages, options)
+        body.update(body.pop("extra_body", {}))
+        return body
+
+    async def submit_batch(self, lines: Sequence[BatchLine], *, label: str) -> str:
+        jsonl = "".join(
+            json.dumps(
+                {"custom_id": line.custom_id, "method": "POST", "url": "/v1/chat/completions", "body": line.body}
+            )
+            + "\n"
+            for line in lines
+        )
+        client = self.client
+        uploaded = await self._sdk_call(client.files.create(file=(f"{label}.jsonl", jsonl.encode()), purpose="batch"))
+        batch = await self._sdk_call(
+            client.batches.create(
+                input_file_id=uploaded.id,
+                endpoint="/v1/chat/completions",
+                completion_window="24h",
+                metadata={LABEL_KEY: label},
+            )
+        )
+        return batch.id
+
+    async def find_batch(self, label: str) -> str | None:
+        async def find() -> str | None:
+            seen = 0
+            async for batch in self.client.batches.list(limit=100):
+                if (batch.metadata or {}).get(LABEL_KEY) == label:
+                    return batch.id
+                seen += 1
+                if seen >= 1000:  # jobs are listed newest first: one of ours is among the latest
+                    break
+            return None
+
+        return await self._sdk_call(find())
+
+    async def batch_status(self, batch_id: str) -> BatchStatus:
+        batch = await self._sdk_call(self.client.batches.retrieve(batch_id))
+        return _status(batch)
+
+    async def batch_results(self, batch_id: str) -> dict[str, BatchOutcome]:
+        from openai.types.chat import ChatCompletion
+
+        client = self.client
+        batch = await self._sdk_call(client.batches.retrieve(batch_id))
+        outcomes: dict[str, BatchOutcome] = {}
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if not file_id:
+                continue
+            content = await self._sdk_call(client.files.content(file_id))
+            for text in content.text.splitlines():
+                if not text.strip():
+                    continue
+                line = json.loads(text)
+                error, response = line.get("error"), line.get("response") or {}
+                status, body = int(response.get("status_code") or 0), response.get("body") or {}
+                if error and error.get("code") in _UNFINISHED:
+                    continue
+                if error or status >= 400:
+                    detail = (body.get("error") or error or {}).get("message") or "the request failed"
+                    outcomes[line["custom_id"]] = error_for_status(status or 400, detail, provider=self.provider)
+                    continue
+                try:
+                    outcomes[line["custom_id"]] = await self._answer_of(partial(ChatCompletion.model_validate, body))
+                except LlmError as exc:
+                    outcomes[line["custom_id"]] = exc
+        return outcomes
+
+    async def cancel_batch(self, batch_id: str) -> None:
+        await self._sdk_call(self.client.batches.cancel(batch_id))
+
+
+def _status(batch: Batch) -> BatchStatus:
+    counts = batch.request_counts
+    numbers = {"total": counts.total, "succeeded": counts.completed, "failed": counts.failed} if counts else {}
+    errors = batch.errors.data if batch.errors is not None and batch.errors.data else []
+    message = "; ".join(e.message or e.code or "" for e in errors) or None
+    return BatchStatus(_BATCH_STATES.get(batch.status, BatchState.IN_PROGRESS), numbers, message)

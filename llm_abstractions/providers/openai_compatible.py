@@ -66,6 +66,7 @@ class OpenAICompatibleLlm(GptLlm):
     settings_model = OpenAICompatibleSettings
     settings: OpenAICompatibleSettings
     max_tokens_parameter = "max_tokens"
+    has_batch_api = False  # few compatible servers have /v1/batches
 
     @staticmethod
     def preset_of(config: LlmConfig) -> Preset | None:

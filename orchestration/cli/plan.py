@@ -98,6 +98,8 @@ def _print(planned: RunPlan) -> None:
         tokens_out = "-" if task.output_tokens is None else _span(task.output_tokens)
         cost = _money(task.cost_usd) if task.action == "call" else "0"
         action = f"{task.action} x{task.calls}" if task.calls != 1 else task.action  # a mapped task's items
+        if task.batch_wait_s is not None:
+            action += " (batch)"
         table.add_row(task_id, task.agent, action, tokens_in, tokens_out, cost)
     console().print(table)
     total, per_agent = planned.totals()
@@ -111,7 +113,22 @@ def _print(planned: RunPlan) -> None:
     counted = sum(task.counted_by == "provider" for task in planned.tasks.values())
     if counted:
         typer.echo(f"input tokens of {counted} tasks counted by the providers' token-counting endpoints (free)")
+    waits = [task.batch_wait_s for task in planned.tasks.values() if task.batch_wait_s is not None]
+    if waits:
+        low, high = min(w[0] for w in waits), max(w[1] for w in waits)
+        typer.echo(
+            f"batch: {len(waits)} calls at batch prices; their answers come after {_duration(low)} to {_duration(high)}"
+            " (most batch jobs end within an hour)"
+        )
     typer.echo("~: estimated; no model was called")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:g} s"
+    if seconds < 7200:
+        return f"{seconds / 60:g} min"
+    return f"{seconds / 3600:g} h"
 
 
 def _span(values: tuple[int, int]) -> str:

@@ -34,6 +34,15 @@ _WHY_PACED = {
 }
 
 
+def describe_batch(job: Mapping[str, Any]) -> str:
+    """A batch job in a line: its id at the provider, agent, tasks, state and the provider's counts."""
+    counts = ", ".join(f"{count} {name}" for name, count in (job.get("counts") or {}).items() if count)
+    name = job.get("batch_id") or job["job_id"]
+    return f"batch job {name} ({job['agent']}, {job['tasks']} tasks): {job['state']}" + (
+        f"; {counts}" if counts else ""
+    )
+
+
 def describe_pace(endpoint: str, pace: PacingStatus) -> str:
     """One line on an endpoint's pace, e.g. ``gpt api.openai.com/v1 paced at 2,940 requests/min (...)``."""
     if pace.reason is PaceReason.UNLIMITED:
@@ -68,6 +77,10 @@ class ProgressView:
         """Failed tasks whose error was printed as it happened (the summary does not repeat it)."""
         self.counts: Counter[ExecutionStatus] = Counter()
         self.running: dict[str, float] = {}
+        self.batched: set[str] = set()
+        """Tasks whose requests wait in batch jobs."""
+        self.jobs: dict[str, dict[str, Any]] = {}
+        """Each batch job's latest state (a ``batch_status`` event's ``batch``), by job id."""
         self.paced: dict[str, PacingStatus] = {}
         """Each endpoint's latest pace."""
         self.started = time.monotonic()
@@ -101,6 +114,11 @@ class ProgressView:
             self.per_task = self.per_task and self.total <= LINE_PER_TASK_UP_TO
             if self.live is None and self.per_task:
                 self._write(f"{event.task_id}: {event.items} items to run")
+        elif event.kind is EventKind.TASK_BATCHED and event.task_id is not None:
+            self.running.pop(event.task_id, None)
+            self.batched.add(event.task_id)
+        elif event.batch is not None:
+            self.batch_job(event.batch.as_json())
         elif event.pace is not None and event.endpoint is not None:
             before = self.paced.get(event.endpoint)
             self.paced[event.endpoint] = event.pace
@@ -122,6 +140,7 @@ class ProgressView:
         elif event.result is not None:
             result = event.result
             self.running.pop(result.task_id, None)
+            self.batched.discard(result.task_id)
             self.counts[result.status] += 1
             if self.live is not None:
                 return
@@ -132,6 +151,15 @@ class ProgressView:
             elif (now := time.monotonic()) >= self.next_summary:
                 self.next_summary = now + SUMMARY_EVERY_S
                 self._write(self._summary_line(now))
+
+    def batch_job(self, job: Mapping[str, Any]) -> None:
+        """Show where a batch job is (a ``batch_status`` event's ``batch``: live, or read from the store)."""
+        if job["state"] == "in_progress":
+            self.jobs[str(job["job_id"])] = dict(job)
+        else:
+            self.jobs.pop(str(job["job_id"]), None)
+        if self.live is None:
+            self._write(describe_batch(job))
 
     def model_load(self, event: LoadEvent) -> None:
         """Show local models loading: the first task of a local agent waits for it."""
@@ -156,7 +184,8 @@ class ProgressView:
     def _summary_line(self, now: float) -> str:
         counts = ", ".join(f"{self.counts[s]} {s.value}" for s in _STYLE if self.counts[s])
         done = sum(self.counts.values())
-        return f"[{done}/{self.total}] {counts}; {len(self.running)} running; {now - self.started:.1f}s"
+        batched = f" {len(self.batched)} batched;" if self.batched else ""
+        return f"[{done}/{self.total}] {counts}; {len(self.running)} running;{batched} {now - self.started:.1f}s"
 
     def __rich__(self) -> RenderableType:
         from rich.markup import escape
@@ -172,6 +201,8 @@ class ProgressView:
             table.add_row(f"  [cyan]{task_id}[/]", f"{now - since:.1f}s", "", "")
         if len(self.running) > 10:
             table.add_row(f"  ... and {len(self.running) - 10} more", "", "", "")
+        for job in self.jobs.values():
+            table.add_row(f"  [magenta]{escape(describe_batch(job))}[/]", "", "", "")
         for endpoint, pace in self.paced.items():
             if pace.reason is not PaceReason.UNLIMITED:
                 table.add_row(f"  [blue]{escape(describe_pace(endpoint, pace))}[/]", "", "", "")

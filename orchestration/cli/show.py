@@ -9,6 +9,7 @@ import typer
 from orchestration.cli.common import RunRefArg, StoreOpt
 
 if TYPE_CHECKING:
+    from orchestration.models import BatchRecord
     from orchestration.store import StoredTask
 
 __all__ = ["show"]
@@ -35,6 +36,13 @@ def show(
             fail_invalid([f"task '{task_id}' of run '{run_id}' has no result yet"])
         fail_invalid([f"run '{run_id}' has no task '{task_id}'; its tasks: {', '.join(task_ids)}"])
     typer.echo(_render(run_id, stored))
+
+
+def _batch(batch: BatchRecord) -> str:
+    """The job that answered, submitted and finished when (its cost is at batch prices)."""
+    submitted = batch.submitted_at.isoformat() if batch.submitted_at else "-"
+    finished = batch.finished_at.isoformat() if batch.finished_at else "-"
+    return f"{batch.id} (submitted {submitted}, finished {finished}; batch prices)"
 
 
 def _render(run_id: str, stored: StoredTask) -> str:
@@ -68,6 +76,7 @@ def _render(run_id: str, stored: StoredTask) -> str:
         ("first token", f"{result.time_to_first_token_s:.3f}s" if result.time_to_first_token_s is not None else None),
         ("usage", f"{result.usage.input_tokens} in, {result.usage.output_tokens} out tokens" if result.usage else None),
         ("cost", f"${result.cost_usd:.6f}" if result.cost_usd is not None else None),
+        ("batch", _batch(result.batch) if result.batch is not None else None),
         ("finish reason", result.finish_reason),
         ("metadata", json.dumps(result.metadata, ensure_ascii=False) if result.metadata else None),
     ]

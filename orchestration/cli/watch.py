@@ -11,7 +11,7 @@ from orchestration.cli.common import ExitCode, StoreOpt
 if TYPE_CHECKING:
     from orchestration.cli.progress import ProgressView
     from orchestration.models import ExecutionResult
-    from orchestration.store import StoredTask
+    from orchestration.store import StoredEvent, StoredTask
 
 __all__ = ["watch"]
 
@@ -45,13 +45,14 @@ def watch(
     if record.status is RunStatus.RUNNING:
         view.started -= (utc_now() - record.started_at).total_seconds()
         console.print(f"watching run {run_id} ({record.project}): {len(order)} tasks", markup=False)
-        last = 0
+        last = seen = 0
         try:
             with view:
                 while True:
                     for _, task in rows:
                         _feed(view, results, task, run_id, order)
                     last = rows[-1][0] if rows else last
+                    seen = _feed_batches(view, run_store.events(run_id, seen), seen, results)
                     if record.status is not RunStatus.RUNNING:
                         break
                     time.sleep(interval)
@@ -74,6 +75,20 @@ def _task_of(task_id: str) -> str:
     from orchestration.items import mapped_task_of
 
     return mapped_task_of(task_id) or task_id
+
+
+def _feed_batches(view: ProgressView, events: list[StoredEvent], seen: int, results: dict[str, ExecutionResult]) -> int:
+    """Show the stored events of batched tasks (not finished yet) and batch jobs; the last event's number (or
+    ``seen``)."""
+    from orchestration.events import EventKind
+
+    for event in events:
+        if event.kind == EventKind.TASK_BATCHED and event.task_id is not None and event.task_id not in results:
+            view.running.pop(event.task_id, None)
+            view.batched.add(event.task_id)
+        elif event.kind == EventKind.BATCH_STATUS and isinstance(event.data.get("batch"), dict):
+            view.batch_job(event.data["batch"])
+    return events[-1].seq if events else seen
 
 
 def _feed(

@@ -42,7 +42,7 @@ __all__ = [
     "task_view",
 ]
 
-TASK_STATUSES = ("pending", "running", "waiting", "success", "failed", "skipped", "cancelled")
+TASK_STATUSES = ("pending", "running", "waiting", "batched", "success", "failed", "skipped", "cancelled")
 """A task's status on the page and in the API."""
 
 _FINAL = frozenset({"success", "failed", "skipped", "cancelled"})
@@ -59,6 +59,7 @@ _EVENT_FIELDS = (
     "endpoint",
     "pace",
     "budget",
+    "batch",
     "run_status",
 )
 

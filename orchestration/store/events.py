@@ -47,6 +47,7 @@ INSERT_EVENT = "INSERT INTO events (run_id, kind, task_id, timestamp, data) VALU
 _STATUS_OF = {
     EventKind.TASK_STARTED: "running",
     EventKind.REVIEW_REQUESTED: "waiting",
+    EventKind.TASK_BATCHED: "batched",
 }
 """The task's status an event without a result puts it in (a final event carries its result's)."""
 
@@ -66,8 +67,9 @@ class StoredEvent:
     data: dict[str, Any]
     """What else the event says, only the fields it has: ``agent``, ``status``, ``attempts``, ``cost_usd``,
     ``duration_s``, ``error_type``, ``cache_hit`` and ``saved_usd`` (task events; an answer from the answer cache),
-    ``gate`` (review events), ``endpoint`` and ``pace``
-    (``endpoint_paced``), ``run_status`` (``run_finished``)."""
+    ``gate`` (review events), ``endpoint`` and ``pace`` (``endpoint_paced``), ``batch`` (``batch_status``: the job, its
+    provider id, agent, provider, state, number of tasks and the provider's counts), ``run_status``
+    (``run_finished``)."""
 
 
 def event_row(event: RunEvent) -> tuple[str, str, str | None, float, str] | None:
@@ -111,6 +113,8 @@ def event_row(event: RunEvent) -> tuple[str, str, str | None, float, str] | None
                 }
             }
         )
+    elif event.batch is not None:
+        text = to_json({"batch": event.batch.as_json()})
     elif kind is EventKind.RUN_STARTED or kind is EventKind.RUN_FINISHED:
         return None
     else:

@@ -41,7 +41,7 @@ from llm_abstractions import Message, redact, redact_value
 from orchestration.events import EventKind, RunEvent
 from orchestration.models import ExecutionResult, ExecutionStatus, OutputFormat, utc_now
 from orchestration.results import RunStatus
-from orchestration.store import answers, gates
+from orchestration.store import answers, batches, gates
 from orchestration.store.codec import to_json as _json
 from orchestration.store.events import (
     EVENTS_SCHEMA,
@@ -214,6 +214,7 @@ def _setup(connection: sqlite3.Connection) -> None:
     connection.executescript(gates.GATES_SCHEMA)  # stores written before review gates gain the table
     connection.executescript(answers.ANSWERS_SCHEMA)  # and before the answer cache
     connection.executescript(EVENTS_SCHEMA)  # and before events were kept, this one
+    connection.executescript(batches.BATCHES_SCHEMA)  # and before batch jobs
     if not any(row[3] == "pk" for row in connection.execute("PRAGMA index_list(results)")):
         connection.execute(_RESULTS_INDEX)
     _add_column(connection, "runs", "agents_file")  # stores written before runs recorded their agents file
@@ -663,6 +664,27 @@ class RunStore:
         spent[""] = (sum(usd for usd, _ in spent.values()), sum(tokens for _, tokens in spent.values()))
         return spent
 
+    # -- batch jobs (:mod:`.batches`): committed before they are submitted ----
+
+    async def begin_batch(self, job: batches.StoredJob) -> None:
+        """Commit ``job`` and its members before it is submitted (refused once this session lost the run's lease)."""
+        await self.writer.commit(batches.job_statements(job), self._fences.get(job.run_id))
+
+    async def batch_acknowledged(self, job: batches.StoredJob) -> None:
+        """Commit the provider's id of ``job``."""
+        await self.writer.commit([batches.acknowledged_statement(job)], self._fences.get(job.run_id))
+
+    def batch_ended(self, job: batches.StoredJob) -> None:
+        """Record that ``job`` was collected, cancelled or abandoned (with the next commit)."""
+        self.writer.submit([batches.ended_statement(job)], None, self._fences.get(job.run_id))
+
+    def open_batches(self, run_id: str) -> list[batches.StoredJob]:
+        """The batch jobs of ``run_id`` whose results were not collected (a resumed run re-attaches to them)."""
+        if not self.path.exists():
+            return []
+        with self._open() as connection:
+            return batches.open_jobs(connection, run_id)
+
     # -- the answer cache (:mod:`.answers`): shared by every run of the store ----
 
     def answer_reader(self) -> answers.AnswerReader:
@@ -976,8 +998,8 @@ class RunStore:
         return next((run for run in self.list_runs(project) if not run.finished), None)
 
     def delete_runs(self, run_ids: Iterable[str]) -> None:
-        """Remove these runs, their results, events and review gates in one transaction, then give the space back
-        (VACUUM)."""
+        """Remove these runs, their results, events, review gates, spend and batch jobs in one transaction, then
+        give the space back (VACUUM)."""
         params = [(run_id,) for run_id in run_ids]
         with self._open() as connection:
             connection.execute("BEGIN IMMEDIATE")
@@ -986,6 +1008,10 @@ class RunStore:
                 connection.executemany("DELETE FROM events WHERE run_id = ?", params)
                 connection.executemany("DELETE FROM gates WHERE run_id = ?", params)
                 connection.executemany("DELETE FROM spend WHERE run_id = ?", params)
+                connection.executemany(
+                    "DELETE FROM batch_members WHERE job_id IN (SELECT job_id FROM batch_jobs WHERE run_id = ?)", params
+                )
+                connection.executemany("DELETE FROM batch_jobs WHERE run_id = ?", params)
                 connection.executemany("DELETE FROM runs WHERE run_id = ?", params)
             except BaseException:
                 connection.execute("ROLLBACK")

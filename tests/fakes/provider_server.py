@@ -7,7 +7,8 @@ It speaks three APIs on one port, told apart by path:
 - ``anthropic``: ``POST /v1/messages`` (plain, or SSE events when ``"stream": true``;
   a forced tool call is answered with a ``tool_use`` block), base URL ``server.anthropic_base_url``;
 - ``gemini``: ``POST /{version}/models/{model}:generateContent`` and
-  ``:streamGenerateContent?alt=sse``, base URL ``server.gemini_base_url``.
+  ``:streamGenerateContent?alt=sse``, base URL ``server.gemini_base_url``;
+- the batch APIs of OpenAI and Anthropic (:attr:`FakeProviderServer.batches`, :mod:`tests.fakes.batches`).
 
 The free token-counting endpoints answer too: Anthropic's ``POST /v1/messages/count_tokens``
 (``{"input_tokens": n}``) and Gemini's ``:countTokens`` (``{"totalTokens": n}``); ``n`` is the reply's
@@ -64,6 +65,7 @@ from collections.abc import Callable
 from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
+from tests.fakes.batches import FakeBatches
 from tests.fakes.prompt_cache import PromptCache
 from tests.fakes.scripted import Api, Fault, RecordedRequest, Reply, Response, TruncateMode, UsageStyle
 from tests.fakes.wire_formats import (
@@ -115,6 +117,8 @@ class FakeProviderServer:
         self.prompt_cache: PromptCache | None = None
         """Simulates the providers' prompt caches in the usage of replies; ``None``: no cache counts."""
         self.requests: list[RecordedRequest] = []
+        self.batches = FakeBatches()
+        """The batch jobs (OpenAI ``/v1/batches``, Anthropic ``/v1/messages/batches``): :mod:`tests.fakes.batches`."""
         self._queues: dict[Api | None, deque[Response]] = {
             "openai": deque(),
             "anthropic": deque(),
@@ -264,11 +268,19 @@ class FakeProviderServer:
             name, _, value = header.decode("latin-1").partition(":")
             headers[name.strip().lower()] = value.strip()
         raw = await _read_body(reader, headers)
+        keep_alive = headers.get("connection", "").lower() != "close"
+        batch = self.batches.handle(method, urlsplit(target).path, headers, raw)
+        if batch is not None:
+            status, body = batch
+            await _pause(reader, self.batches.delay_of(method, urlsplit(target).path))
+            await _write_head(writer, status, {"content-type": "application/json", "content-length": str(len(body))})
+            writer.write(body)
+            await writer.drain()
+            return keep_alive
         request = _parse_request(method, target, headers, raw)
         response = self._record_and_choose(request)
         if isinstance(response, Reply) and self.prompt_cache is not None and not request.counts_tokens:
             response = self.prompt_cache.apply(request, response)
-        keep_alive = headers.get("connection", "").lower() != "close"
         try:
             if isinstance(response, Fault):
                 return await self._send_fault(request, response, reader, writer) and keep_alive

@@ -4,13 +4,14 @@ export const STATUS_MARK = {
   pending: "○",
   running: "◔",
   waiting: "‖",
+  batched: "⧗",
   success: "✓",
   failed: "✕",
   skipped: "–",
   cancelled: "⊘",
 };
 
-export const TASK_STATUSES = ["pending", "running", "waiting", "success", "failed", "skipped", "cancelled"];
+export const TASK_STATUSES = ["pending", "running", "waiting", "batched", "success", "failed", "skipped", "cancelled"];
 
 /**
  * `h("button", {class: "x", "data-action": "approve", onclick: f}, "Approve")`: an element with attributes,

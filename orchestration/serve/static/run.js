@@ -28,6 +28,7 @@ const KIND_STATUS = {
   task_skipped: "skipped",
   task_cancelled: "cancelled",
   review_requested: "waiting",
+  task_batched: "batched",
 };
 const FINAL_KINDS = new Set(["task_succeeded", "task_failed", "task_skipped", "task_cancelled"]);
 /** Whether a run goes on (one "waiting" was stopped at a review gate by --no-wait: it is resumed). */
