@@ -311,6 +311,9 @@ def _compile(
                 issues.add("call is for code steps: set type: python (or remove call)", task.id, "call")
             if task.params:
                 issues.add("params are given to code steps (type: python) only", task.id, "params")
+            for name in ("remote", "resources"):
+                if getattr(task, name) is not None:
+                    issues.add(f"{name} is for code steps (type: python); agents set remote themselves", task.id, name)
             if "description" not in task.model_fields_set:
                 issues.add("a model task needs a description (its prompt)", task.id, "description")
             prompt = compiled_template(task.description, task, "description")
