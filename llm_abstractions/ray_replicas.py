@@ -88,6 +88,8 @@ class ReplicatedLlm(WrapperLlm):
 
     def __init__(self, wrapped: BaseLlm, settings: ReplicaSettings) -> None:
         super().__init__(wrapped)
+        # the answers are the wrapped provider's (results, messages): this pool is its own kind of client only here
+        self.provider = wrapped.provider  # type: ignore[misc]
         self.placement = settings
         self._replicas: list[_Replica] = []
         self._starting: asyncio.Future[None] | None = None
