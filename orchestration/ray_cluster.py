@@ -62,11 +62,16 @@ class RayCluster:
         ray = import_ray(local=self.address is None)
         if ray.is_initialized():
             return
-        options: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
-        if self.address is None:  # a cluster of our own: reachable from this machine only
-            options |= {"num_cpus": self.num_cpus, "include_dashboard": False, "_node_ip_address": "127.0.0.1"}
+        options: dict[str, Any] = {"address": self.address, "log_to_driver": False, "configure_logging": False}
+        if self.address is None:  # a cluster of our own (never one found running): reachable from this machine only
+            options |= {
+                "address": "local",
+                "num_cpus": self.num_cpus,
+                "include_dashboard": False,
+                "_node_ip_address": "127.0.0.1",
+            }
         try:
-            ray.init(address=self.address, **options)
+            ray.init(**options)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = self.address or "a local cluster"
             raise RayUnavailableError(f"cannot connect to Ray ({where}): {exc}") from None
