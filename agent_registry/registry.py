@@ -16,6 +16,7 @@ from agent_registry.files import FileFormatError, StructuredFile, read_structure
 from agent_registry.problems import FieldProblem, field_problems
 from llm_abstractions import BaseLlm, UnknownProviderError, get_llm_class
 from llm_abstractions.factory import BUILTIN_PROVIDERS
+from llm_abstractions.wrappers import WrapperLlm
 
 __all__ = [
     "AgentConfigError",
@@ -258,6 +259,8 @@ class AgentRegistry:
         """Problems that would make this agent's calls fail (missing key, runtime...)."""
         llm = self.llm_instance(name)
         if llm is not None:
+            while isinstance(llm, WrapperLlm):  # a wrapper's config is its model's: checked by the model's class
+                llm = llm.wrapped
             return type(llm).check_config(llm.config)
         config = self.get(name)
         return get_llm_class(config.agent_type).check_config(config.llm_config())

@@ -90,6 +90,7 @@ class ReplicatedLlm(WrapperLlm):
         super().__init__(wrapped)
         # the answers are the wrapped provider's (results, messages): this pool is its own kind of client only here
         self.provider = wrapped.provider  # type: ignore[misc]
+        self.cacheable = wrapped.cacheable  # type: ignore[misc]
         self.placement = settings
         self._replicas: list[_Replica] = []
         self._starting: asyncio.Future[None] | None = None
