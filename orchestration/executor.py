@@ -44,7 +44,6 @@ from llm_abstractions import (
 )
 from llm_abstractions.attachments import AttachmentError
 from llm_abstractions.errors import REFUSED_BEFORE_SENDING
-from llm_abstractions.local import LocalLlm
 from llm_abstractions.pricing import cost_usd
 from llm_abstractions.structured import generate_json
 from llm_abstractions.wrappers import CircuitBreakerLlm, LimitedLlm, StreamedLlm, TimeoutLlm, estimate_tokens
@@ -115,8 +114,8 @@ class TaskExecutor:
         if llm is None:
             config = self.registry.get(agent)
             llm = create_llm(config.llm_config())
-            if self.ray is not None and (config.remote or isinstance(llm, LocalLlm)):
-                llm = _replicated(llm, config)
+            if self.ray is not None:
+                llm = _on_ray(llm, config)
             self._created[agent] = llm
         return llm
 
@@ -342,10 +341,14 @@ class TaskExecutor:
         )
 
 
-def _replicated(llm: BaseLlm, config: AgentConfig) -> BaseLlm:
-    """``llm`` served by ``config.replicas`` Ray actors (its ``num_gpus`` each, else the runtime's need)."""
+def _on_ray(llm: BaseLlm, config: AgentConfig) -> BaseLlm:
+    """The client of ``config``'s agent in a run on Ray: a local model, or an agent with ``remote: true``, served by
+    ``config.replicas`` Ray actors (its ``num_gpus`` each, else the runtime's need); any other, ``llm`` itself."""
+    from llm_abstractions.local import LocalLlm
     from llm_abstractions.ray_replicas import ReplicaSettings, ReplicatedLlm
 
+    if not (config.remote or isinstance(llm, LocalLlm)):
+        return llm
     gpus = config.num_gpus
     if gpus is None:
         gpus = llm.gpus_per_replica if isinstance(llm, LocalLlm) else 0
