@@ -5,7 +5,8 @@ Each replica is an async Ray actor (:class:`LlmReplica`) holding one client of t
 for an API agent (``remote: true``) its SDK client. The driver sends each call to the replica with the fewest calls
 in flight and streams the chunks back as they are made (time to first token is measured on the driver, as for any
 stream). A replica that dies is restarted by Ray (``max_restarts``); the calls it had in flight fail with a retryable
-:class:`~llm_abstractions.errors.ProviderUnavailableError`, and the replica takes no new call until it answers
+:class:`~llm_abstractions.errors.ReplicaLostError` (``provider_unavailable``, not counted by the endpoint's circuit
+breaker: the other replicas are fine), and the replica takes no new call until it answers
 again, so the retries go to the others. Limits, breaker and budget wrap this client in the driver, as any other.
 
 Ray is imported by :meth:`ReplicatedLlm.prepare` only (the ``ray`` extra).
@@ -22,7 +23,7 @@ from typing import Any
 
 from llm_abstractions.base import BaseLlm, _per_call
 from llm_abstractions.config import LlmConfig
-from llm_abstractions.errors import LlmError, ProviderUnavailableError
+from llm_abstractions.errors import LlmError, ProviderUnavailableError, ReplicaLostError
 from llm_abstractions.local.registry import get_runner, register_runner
 from llm_abstractions.local.runner import LocalRunner
 from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, Message
@@ -149,7 +150,7 @@ class ReplicatedLlm(WrapperLlm):
             )
         return min(up, key=lambda replica: replica.in_flight)
 
-    def _lost(self, replica: _Replica, exc: Exception) -> ProviderUnavailableError:
+    def _lost(self, replica: _Replica, exc: Exception) -> ReplicaLostError:
         """``replica`` died: no calls until it answers again (Ray restarts it); the error for the call it broke."""
         if replica.up:
             replica.up = False
@@ -157,7 +158,7 @@ class ReplicatedLlm(WrapperLlm):
             self._revivals.add(revival)
             revival.add_done_callback(self._revivals.discard)
         message = f"replica {replica.index} of '{self.config.name}' died ({type(exc).__name__}); retry on another"
-        return ProviderUnavailableError(message, provider=self.wrapped.provider, retryable=True)
+        return ReplicaLostError(message, provider=self.wrapped.provider)
 
     async def _revive(self, replica: _Replica) -> None:
         import ray

@@ -42,7 +42,7 @@ def spec(tmp_path: Path, *, step_s: float, max_tokens: int) -> ProjectSpec:
         "max_restarts": 1,
         "options": {"max_tokens": max_tokens},
         "retry": {"retries": 3, "initial_backoff_s": 0.01, "max_backoff_s": 0.01},
-        "limits": {"circuit_failure_threshold": 50},
+        "limits": {"circuit_failure_threshold": 1},  # a lost replica must not open the circuit
     }
     tasks = [{"id": f"t{i}", "description": f"task {i}"} for i in range(TASKS)]
     return ProjectSpec.model_validate(
@@ -99,6 +99,7 @@ async def test_a_killed_replica_is_restarted_and_its_calls_retried_on_the_other(
     assert len(results) == TASKS and all(r.succeeded for r in results.values())
     retried = [r for r in results.values() if r.attempts > 1]
     assert retried, "no call was in flight on the killed replica"
+    assert not [a for r in results.values() for a in r.attempt_log if a.error_type == "circuit_open"]
     for result in retried:
         assert result.attempt_log[0].error_type == "provider_unavailable"
         assert int((result.output or "0").split()[0]) != victim  # answered elsewhere
