@@ -7,6 +7,7 @@ socket paths must stay under 107 bytes); usage stats are off.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -17,6 +18,7 @@ import pytest
 
 # Read by Ray when it is imported: a local cluster on loopback only, sockets under a short folder, no usage stats.
 FOLDER = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+atexit.register(shutil.rmtree, FOLDER, True)  # also when no test here runs
 SETTINGS = {"RAY_TMPDIR": FOLDER, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 os.environ.update(SETTINGS)
 
@@ -47,4 +49,3 @@ def ray_cluster() -> Iterator[Cluster]:
         yield Cluster(address, {**os.environ, **SETTINGS})
     finally:
         ray.shutdown()
-        shutil.rmtree(FOLDER, ignore_errors=True)
