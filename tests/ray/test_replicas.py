@@ -107,3 +107,39 @@ async def test_a_killed_replica_is_restarted_and_its_calls_retried_on_the_other(
     assert sorted(stored) == sorted(results)  # none lost
     finished = [e for e in store.events("kill") if e.kind == "task_succeeded"]
     assert sorted(str(e.task_id) for e in finished) == sorted(results)  # none recorded twice
+
+
+def test_which_clients_become_replicas_and_what_each_holds(ray_cluster: Cluster, tmp_path: Path) -> None:
+    """On Ray: local models always (vLLM holding ``tensor_parallel_size`` GPUs unless ``num_gpus`` says), API agents
+    only with ``remote: true``; without Ray nothing is wrapped. Nothing is started here (no GPU needed)."""
+    from agent_registry import AgentConfig, AgentRegistry
+    from llm_abstractions.ray_replicas import ReplicatedLlm
+    from orchestration.executor import TaskExecutor
+    from orchestration.remote_steps import RemoteSteps
+
+    agents: dict[str, dict[str, object]] = {
+        "tp2": {"type": "vllm", "model": str(tmp_path), "tensor_parallel_size": 2, "replicas": 3},
+        "half": {"type": "vllm", "model": str(tmp_path), "num_gpus": 0.5, "max_restarts": -1},
+        "mlx": {"type": "mlx", "model": str(tmp_path)},
+        "api": {"type": "offline"},
+        "egress": {"type": "offline", "remote": True, "replicas": 2},
+    }
+    registry = AgentRegistry([AgentConfig.model_validate({"name": name, **fields}) for name, fields in agents.items()])
+    on_ray = TaskExecutor(registry, ray=RemoteSteps(None))
+    placements = {}
+    for name in agents:
+        llm = on_ray.llm_for(name)
+        placements[name] = (
+            (llm.placement.replicas, llm.placement.num_gpus, llm.placement.max_restarts)
+            if isinstance(llm, ReplicatedLlm)
+            else None
+        )
+    assert placements == {
+        "tp2": (3, 2, 3),
+        "half": (1, 0.5, -1),
+        "mlx": (1, 0, 3),
+        "api": None,
+        "egress": (2, 0, 3),
+    }
+    here = TaskExecutor(registry)
+    assert not any(isinstance(here.llm_for(name), ReplicatedLlm) for name in agents)
