@@ -3,8 +3,9 @@
 Each replica is an async Ray actor (:class:`LlmReplica`) holding one client of the model: for a local model
 (``mlx``, ``vllm``) its runner, loaded once and batching the replica's concurrent requests as it does in-process;
 for an API agent (``remote: true``) its SDK client. The driver sends each call to the replica with the fewest calls
-in flight and streams the chunks back as they are made (time to first token is measured on the driver, as for any
-stream). A replica that dies is restarted by Ray (``max_restarts``); the calls it had in flight fail with a retryable
+in flight and streams the chunks back: the first at once (time to first token is measured on the driver, as for any
+stream), the others in batches of what was made within :data:`BATCH_S`. A replica that dies is restarted by Ray
+(``max_restarts``); the calls it had in flight fail with a retryable
 :class:`~llm_abstractions.errors.ReplicaLostError` (``provider_unavailable``, not counted by the endpoint's circuit
 breaker: the other replicas are fine), and the replica takes no new call until it answers
 again, so the retries go to the others. Limits, breaker and budget wrap this client in the driver, as any other.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +32,10 @@ from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, 
 from llm_abstractions.streaming import collect_stream
 from llm_abstractions.wrappers.wrapper import WrapperLlm
 
-__all__ = ["LlmReplica", "ReplicaSettings", "ReplicatedLlm"]
+__all__ = ["BATCH_S", "LlmReplica", "ReplicaSettings", "ReplicatedLlm"]
+
+BATCH_S = 0.02
+"""After a stream's first chunk, a replica sends the chunks made within this many seconds together."""
 
 
 class LlmReplica:
@@ -46,12 +51,24 @@ class LlmReplica:
         await self.llm.prepare()
         return os.getpid()
 
-    async def stream(self, messages: Sequence[Message], options: GenerationOptions | None) -> AsyncIterator[LlmChunk]:
-        """One call's chunks (a Ray streaming generator: each chunk reaches the driver as it is made)."""
+    async def stream(
+        self, messages: Sequence[Message], options: GenerationOptions | None
+    ) -> AsyncIterator[list[LlmChunk]]:
+        """One call's chunks, as a Ray streaming generator: the first chunk alone as soon as it is made (time to first
+        token), then the chunks made within :data:`BATCH_S` of the last item sent, together (one Ray object per
+        item: a token each would cost the driver about a millisecond apiece)."""
         chunks = self.llm.stream_content_async(messages, options)
+        batch: list[LlmChunk] = []
+        due = 0.0
         try:
             async for chunk in chunks:
-                yield chunk
+                batch.append(chunk)
+                now = time.monotonic()
+                if now >= due:
+                    yield batch
+                    batch, due = [], now + BATCH_S
+            if batch:
+                yield batch
         finally:  # a call cancelled by the driver stops its generation here too
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
@@ -181,7 +198,8 @@ class ReplicatedLlm(WrapperLlm):
         finished = False
         try:
             async for ref in chunks:
-                yield await ref
+                for chunk in await ref:
+                    yield chunk
             finished = True
         except ray.exceptions.RayTaskError as exc:
             finished = True
