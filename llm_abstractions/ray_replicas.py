@@ -44,10 +44,15 @@ class LlmReplica:
     def __init__(self, llm_class: type[BaseLlm], config: LlmConfig, runners: Mapping[str, type[LocalRunner]]) -> None:
         for name, runner in runners.items():  # the driver's runners, also those registered at run time
             register_runner(name, runner)
+        self.problems = llm_class.check_config(config)
+        """What this machine lacks for the model (its runtime, its files): the driver checked only the settings."""
         self.llm = llm_class(config)
 
     async def start(self) -> int:
-        """Get the client ready (load the model); return this replica's process id."""
+        """Get the client ready (load the model); return this replica's process id. Raise
+        ``ProviderUnavailableError`` (not retryable) for what this machine lacks."""
+        if self.problems:
+            raise ProviderUnavailableError("; ".join(self.problems), provider=self.llm.provider, retryable=False)
         await self.llm.prepare()
         return os.getpid()
 
@@ -136,7 +141,9 @@ class ReplicatedLlm(WrapperLlm):
         try:
             await asyncio.shield(self._starting)
         except Exception as exc:
-            message = f"starting the replicas of '{self.config.name}' on Ray failed: {type(exc).__name__}: {exc}"
+            cause = getattr(exc, "cause", exc)  # a replica's own error, out of Ray's RayTaskError
+            why = cause.message if isinstance(cause, LlmError) else f"{type(cause).__name__}: {cause}"
+            message = f"starting the replicas of '{self.config.name}' on Ray failed: {why}"
             raise ProviderUnavailableError(message, provider=self.wrapped.provider, retryable=False) from None
 
     async def _start(self) -> None:
@@ -145,6 +152,14 @@ class ReplicatedLlm(WrapperLlm):
         from llm_abstractions.local.local_llm import LocalLlm
 
         wrapped = self.wrapped
+        gpus = ray.cluster_resources().get("GPU", 0)  # type: ignore[no-untyped-call]
+        if self.placement.num_gpus > gpus:  # the replica could never be placed: say so instead of waiting for ever
+            raise ProviderUnavailableError(
+                f"a replica needs {self.placement.num_gpus:g} GPUs and the Ray cluster has {gpus:g} (set num_gpus, or"
+                " add GPU machines to the cluster)",
+                provider=wrapped.provider,
+                retryable=False,
+            )
         runners = {wrapped.runner_name: get_runner(wrapped.runner_name)} if isinstance(wrapped, LocalLlm) else {}
         actor_class = ray.remote(LlmReplica).options(
             num_gpus=self.placement.num_gpus,

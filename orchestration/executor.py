@@ -62,7 +62,7 @@ from orchestration.models import (
     OutputFormat,
     utc_now,
 )
-from orchestration.project import CompiledTask
+from orchestration.project import CompiledTask, served_on_ray
 from orchestration.templates import TemplateError
 
 if TYPE_CHECKING:
@@ -114,8 +114,8 @@ class TaskExecutor:
         if llm is None:
             config = self.registry.get(agent)
             llm = create_llm(config.llm_config())
-            if self.ray is not None:
-                llm = _on_ray(llm, config)
+            if self.ray is not None and served_on_ray(self.registry, agent):
+                llm = _replicated(llm, config)
             self._created[agent] = llm
         return llm
 
@@ -341,14 +341,11 @@ class TaskExecutor:
         )
 
 
-def _on_ray(llm: BaseLlm, config: AgentConfig) -> BaseLlm:
-    """The client of ``config``'s agent in a run on Ray: a local model, or an agent with ``remote: true``, served by
-    ``config.replicas`` Ray actors (its ``num_gpus`` each, else the runtime's need); any other, ``llm`` itself."""
+def _replicated(llm: BaseLlm, config: AgentConfig) -> BaseLlm:
+    """``llm`` served by ``config.replicas`` Ray actors (its ``num_gpus`` each, else the runtime's need)."""
     from llm_abstractions.local import LocalLlm
     from llm_abstractions.ray_replicas import ReplicaSettings, ReplicatedLlm
 
-    if not (config.remote or isinstance(llm, LocalLlm)):
-        return llm
     gpus = config.num_gpus
     if gpus is None:
         gpus = llm.gpus_per_replica if isinstance(llm, LocalLlm) else 0

@@ -211,6 +211,7 @@ class ProjectOrchestrator:
             attachment_dirs=self.attachment_dirs,
             folder=self.file.parent if self.file is not None else None,
             allow_outside=self.allow_outside,
+            on_ray=self.on_ray,
         )
         if check_agents:
             self._project = project
@@ -349,15 +350,16 @@ class ProjectOrchestrator:
         await anyio.to_thread.run_sync(_restore_output_files, project, self.resume_plan.kept)
         return await self._run(project, run_id, self.resume_plan.kept)
 
-    def on_ray(self, project: Project) -> bool:
-        """Whether runs of ``project`` use Ray (:attr:`executor`, else its ``defaults.executor``)."""
-        return (self.executor or project.spec.defaults.executor) == Executor.RAY
+    @property
+    def on_ray(self) -> bool:
+        """Whether runs use Ray (:attr:`executor`, else the project's ``defaults.executor``)."""
+        return (self.executor or self.spec.defaults.executor) == Executor.RAY
 
     async def _run(
         self, project: Project, run_id: str, kept: Mapping[str, ExecutionResult]
     ) -> dict[str, ExecutionResult]:
         """:meth:`_run_tasks`, on the Ray cluster while it runs when the run uses Ray."""
-        if not self.on_ray(project):
+        if not self.on_ray:
             return await self._run_tasks(project, run_id, kept, None)
         from orchestration.ray_cluster import RayCluster
         from orchestration.remote_steps import RemoteSteps

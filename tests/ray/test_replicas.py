@@ -143,3 +143,36 @@ def test_which_clients_become_replicas_and_what_each_holds(ray_cluster: Cluster,
     }
     here = TaskExecutor(registry)
     assert not any(isinstance(here.llm_for(name), ReplicatedLlm) for name in agents)
+
+
+async def test_a_local_model_on_ray_is_checked_by_its_replicas(ray_cluster: Cluster, tmp_path: Path) -> None:
+    """On Ray the driver checks a local agent's settings only: its runtime and files are the replicas' machines'
+    to have, and a replica that lacks them fails the calls with what it lacks (no retry)."""
+    from orchestration.issues import ProjectValidationError
+
+    missing = str(tmp_path / "no-such-model")
+    fields = {
+        "name": "elsewhere",
+        "agents": {"gpu": {"type": "vllm", "model": missing, "max_model_len": 256}},
+        "defaults": {"agent": "gpu"},
+        "tasks": [{"id": "a", "description": "hi"}, {"id": "b", "description": "ho"}],
+    }
+    with pytest.raises(ProjectValidationError, match="does not exist"):
+        ProjectOrchestrator(ProjectSpec.model_validate(fields)).validate()
+    bad_settings = {**fields, "agents": {"gpu": {"type": "vllm", "model": missing, "max_model_len": -1}}}
+    with pytest.raises(ProjectValidationError, match="max_model_len"):
+        ProjectOrchestrator(ProjectSpec.model_validate(bad_settings), executor="ray").validate()
+
+    greedy = {**fields, "agents": {"gpu": {"type": "vllm", "model": missing, "num_gpus": 64}}}
+    results = await ProjectOrchestrator(ProjectSpec.model_validate(greedy), executor="ray").run()
+    for result in results.values():  # a replica the cluster cannot place fails at once, not after a wait for ever
+        assert result.error is not None and result.error.type == "provider_unavailable"
+        assert "a replica needs 64 GPUs and the Ray cluster has" in result.error.message
+
+    on_cpu = {**fields, "agents": {"gpu": {"type": "vllm", "model": missing, "num_gpus": 0}}}
+    results = await ProjectOrchestrator(ProjectSpec.model_validate(on_cpu), executor="ray").run()
+    for result in results.values():
+        assert result.error is not None and result.error.type == "provider_unavailable"
+        assert result.error.message.startswith("starting the replicas of 'gpu' on Ray failed: ")
+        assert f"model path '{missing}' does not exist" in result.error.message
+        assert result.attempts == 1
