@@ -30,6 +30,8 @@ __all__ = [
     "NoWaitOpt",
     "OtelOpt",
     "QuietOpt",
+    "RayAddressOpt",
+    "RayOpt",
     "RefreshCacheOpt",
     "ResultsOpt",
     "RunRefArg",
@@ -41,6 +43,7 @@ __all__ = [
     "open_run",
     "open_runs",
     "parse_inputs",
+    "ray_options",
     "stderr_console",
     "store_path",
 ]
@@ -99,6 +102,23 @@ OtelOpt = Annotated[
 ]
 
 
+RayOpt = Annotated[
+    bool,
+    typer.Option(
+        "--ray",
+        help="Run on Ray (the ray extra): code steps as Ray tasks, local models as pools of Ray actors; a local"
+        " cluster is started for the run (and stopped after it) unless --ray-address names one.",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="The Ray cluster to run on (implies --ray): auto (the one 'ray start' runs here), ray://HOST:10001,"
+        " or HOST:PORT.",
+    ),
+]
 BudgetOpt = Annotated[
     float | None,
     typer.Option(
@@ -230,6 +250,13 @@ def load_registry(file: Path | None, agents_file: Path | None) -> AgentRegistry:
         return AgentRegistry.default(agents_file)
     except AgentConfigError as exc:
         fail_invalid([str(issue) for issue in exc.issues])
+
+
+def ray_options(ray: bool, address: str | None) -> dict[str, Any]:
+    """``load_orchestrator``'s keywords for ``--ray`` / ``--ray-address`` (none: as the file's ``defaults``)."""
+    if not ray and address is None:
+        return {}
+    return {"executor": "ray", "ray_address": address}
 
 
 def apply_cache_flags(orchestrator: ProjectOrchestrator, no_cache: bool, refresh_cache: bool) -> None:
