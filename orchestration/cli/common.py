@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -43,6 +45,7 @@ __all__ = [
     "open_run",
     "open_runs",
     "parse_inputs",
+    "ray_address_argument",
     "ray_options",
     "stderr_console",
     "store_path",
@@ -107,7 +110,8 @@ RayOpt = Annotated[
     typer.Option(
         "--ray",
         help="Run on Ray (the ray extra): code steps as Ray tasks, local models as pools of Ray actors; a local"
-        " cluster is started for the run (and stopped after it) unless --ray-address names one.",
+        " cluster is started for the run (and stopped after it) unless an address follows (--ray ADDRESS, the same"
+        " as --ray-address ADDRESS).",
     ),
 ]
 RayAddressOpt = Annotated[
@@ -250,6 +254,30 @@ def load_registry(file: Path | None, agents_file: Path | None) -> AgentRegistry:
         return AgentRegistry.default(agents_file)
     except AgentConfigError as exc:
         fail_invalid([str(issue) for issue in exc.issues])
+
+
+_RAY_ADDRESS = re.compile(r"auto|ray://\S+|[\w.-]+:\d+")
+
+
+def ray_address_argument(args: Sequence[str]) -> list[str]:
+    """``args`` with ``--ray ADDRESS`` and ``--ray=ADDRESS`` written as ``--ray-address ADDRESS``: the issue's
+    ``--ray [ADDRESS]`` (Typer's options take a value always or never). A word after ``--ray`` is its address only
+    when it reads as one (``auto``, ``ray://...``, ``HOST:PORT``) and names no file, so ``--ray project.yaml`` keeps
+    ``project.yaml`` as the file."""
+    out: list[str] = []
+    words = iter(args)
+    for word in words:
+        if word.startswith("--ray="):
+            out += ["--ray-address", word.removeprefix("--ray=")]
+        elif word == "--ray":
+            following = next(words, None)
+            if following is not None and _RAY_ADDRESS.fullmatch(following) and not Path(following).exists():
+                out += ["--ray-address", following]
+            else:
+                out += [word] if following is None else [word, following]
+        else:
+            out.append(word)
+    return out
 
 
 def ray_options(ray: bool, address: str | None) -> dict[str, Any]:
