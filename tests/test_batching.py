@@ -28,7 +28,6 @@ BULK = {"type": "offline", "batch": True, "batch_latency_ms": 50, "response": "A
 def _spec(
     count: int, *, batch: dict[str, Any] | None = None, agent: dict[str, Any] | None = None, **defaults: Any
 ) -> ProjectSpec:
-    # A for_each version of this project (one task mapped over 300 documents) goes here once for_each lands.
     tasks: list[dict[str, Any]] = [{"id": f"doc_{i}", "agent": "bulk", "description": f"doc {i}"} for i in range(count)]
     tasks.append({"id": "final", "agent": "now", "batch": False, "description": "done", "depends_on": ["doc_0"]})
     return ProjectSpec.model_validate(
@@ -48,20 +47,32 @@ def _members(store: Path) -> list[tuple[str, str, str]]:
         ).fetchall()
 
 
-async def test_300_tasks_go_in_one_job_each_once_with_their_own_answers(tmp_path: Path) -> None:
-    orchestrator = ProjectOrchestrator(_spec(300), store=RunStore(tmp_path / "runs.db"))
+async def test_300_mapped_instances_go_in_one_job_each_once_with_their_own_answers(tmp_path: Path) -> None:
+    spec = ProjectSpec.model_validate(
+        {
+            "inputs": {"docs": [f"doc {i}" for i in range(300)]},
+            "agents": {"bulk": BULK, "now": {"type": "offline", "response": "{{ prompt }}"}},
+            "defaults": {"batch": {"window_s": 0.2, "poll_s": 0.02}},
+            "tasks": [
+                {"id": "doc", "agent": "bulk", "for_each": "{{ inputs.docs }}", "description": "{{ item }}"},
+                {"id": "final", "agent": "now", "depends_on": ["doc"], "description": "{{ tasks.doc.outputs[17] }}"},
+            ],
+        }
+    )
+    orchestrator = ProjectOrchestrator(spec, store=RunStore(tmp_path / "runs.db"))
     events: list[RunEvent] = []
     orchestrator.on_event(events.append)
     results = await orchestrator.run()
+    instances = [f"doc[{i}]" for i in range(300)]
     assert all(r.status is ExecutionStatus.SUCCESS for r in results.values())
-    for i in range(300):
-        assert results[f"doc_{i}"].output == f"A: doc {i}"
-    batch_ids = {results[f"doc_{i}"].batch.id for i in range(300)}  # type: ignore[union-attr]
-    assert len(batch_ids) == 1 and results["final"].batch is None
+    for i, instance in enumerate(instances):
+        assert results[instance].output == f"A: doc {i}"
+    batch_ids = {results[instance].batch.id for instance in instances}  # type: ignore[union-attr]
+    assert len(batch_ids) == 1 and results["final"].batch is None and results["final"].output == "A: doc 17"
     members = _members(tmp_path / "runs.db")
-    assert sorted(task for _, task, _ in members) == sorted(f"doc_{i}" for i in range(300))
+    assert sorted(task for _, task, _ in members) == sorted(instances)
     assert {state for _, _, state in members} == {"collected"}
-    assert sum(e.kind is EventKind.TASK_BATCHED for e in events) == 300
+    assert sorted(e.task_id for e in events if e.kind is EventKind.TASK_BATCHED) == sorted(instances)
     statuses = [e.batch for e in events if e.kind is EventKind.BATCH_STATUS]
     assert statuses[0] is not None and statuses[0].state == "in_progress" and statuses[0].tasks == 300
     assert statuses[-1] is not None and statuses[-1].state == "ended"
@@ -155,11 +166,16 @@ def test_the_offline_example_runs_by_batch_and_results_and_show_name_the_job(tmp
     assert run.exit_code == 0, run.output
     assert "(bulk, 12 tasks): in_progress" in run.output and "(bulk, 12 tasks): ended" in run.output
     document = json.loads(results.read_text())["results"]
-    jobs = {document[f"review_{i}"]["batch"]["id"] for i in range(1, 13)}
+    jobs = {document[f"review[{i}]"]["batch"]["id"] for i in range(12)}
     assert len(jobs) == 1 and document["digest"]["batch"] is None
-    assert document["review_3"]["output"].startswith("Summary: Summarise this review")
-    assert document["review_3"]["batch"]["submitted_at"] <= document["review_3"]["batch"]["finished_at"]
-    shown = CliRunner().invoke(app, ["show", "latest", "review_3", "--store", store])
+    assert document["review[2]"]["output"] == (
+        "Summary: Summarise this review of a solar-powered e-bike: the panel charges slowly in winter."
+    )
+    assert document["review[2]"]["batch"]["submitted_at"] <= document["review[2]"]["batch"]["finished_at"]
+    assert document["digest"]["output"].rstrip().endswith(
+        "- Summary: Summarise this review of a solar-powered e-bike: the kickstand broke."
+    )
+    shown = CliRunner().invoke(app, ["show", "latest", "review[2]", "--store", store])
     assert f"batch:          {jobs.pop()} (submitted" in shown.output
 
 

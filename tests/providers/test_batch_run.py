@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from agent_registry import AgentRegistry
 from llm_abstractions import Usage
+from llm_abstractions.batch import custom_id_of
 from llm_abstractions.pricing import cost_usd
 from orchestration import ProjectOrchestrator
 from orchestration.cli.app import app
@@ -141,3 +142,38 @@ async def test_the_answer_cache_answers_batch_tasks_without_a_job(
     assert len(fake_server.batches.jobs) == 1 and fake_server.requests == []
     assert all(r.cache is not None and r.cache.hit for r in again.values())
     assert [r.output for r in again.values()] == [r.output for r in first.values()]
+
+
+async def test_a_300_item_mapped_task_goes_in_one_job_with_one_request_per_instance(
+    fake_server: FakeProviderServer,
+) -> None:
+    """``for_each`` over 300 documents on a batch agent, through the OpenAI SDK: one job holding exactly one request
+    per instance (its id as the custom id), each instance's own answer, the downstream task reading them all."""
+    agent = agent_settings("gpt", fake_server, batch=True)
+    spec = ProjectSpec.model_validate(
+        {
+            "inputs": {"docs": [f"doc {i}" for i in range(300)]},
+            "agents": {"bulk": agent, "now": agent_settings("gpt", fake_server)},
+            "defaults": {"batch": {"window_s": 0.2, "poll_s": 0.01}},
+            "tasks": [
+                {"id": "classify", "agent": "bulk", "for_each": "{{ inputs.docs }}", "description": "{{ item }}"},
+                {
+                    "id": "final",
+                    "agent": "now",
+                    "depends_on": ["classify"],
+                    "description": "{{ tasks.classify.outputs | join('|') }}",
+                },
+            ],
+        }
+    )
+    results = await _run(spec)
+    instances = [f"classify[{i}]" for i in range(300)]
+    assert len(fake_server.batches.jobs) == 1
+    assert sorted(fake_server.batches.lines()) == sorted(custom_id_of(i) for i in instances)  # once each
+    (job,) = fake_server.batches.jobs
+    for i, instance in enumerate(instances):
+        result = results[instance]
+        assert result.succeeded and result.output == f"echo: doc {i}"
+        assert result.batch is not None and result.batch.id == job
+    assert results["classify"].succeeded and results["final"].batch is None
+    assert [last_user_text(r) for r in fake_server.requests] == ["|".join(f"echo: doc {i}" for i in range(300))]
