@@ -88,6 +88,14 @@ async def test_a_batched_task_holds_no_slot() -> None:
     assert len({results[f"doc_{i}"].batch.id for i in range(5)}) == 1  # type: ignore[union-attr]
 
 
+async def test_a_batched_task_holds_no_slot_of_its_agents_max_concurrent() -> None:
+    """``limits.max_concurrent`` bounds the agent's real-time calls, not how many requests wait in its jobs."""
+    agent = {**BULK, "limits": {"max_concurrent": 2}}
+    results = await ProjectOrchestrator(_spec(50, agent=agent)).run()
+    assert all(r.succeeded for r in results.values())
+    assert len({results[f"doc_{i}"].batch.id for i in range(50)}) == 1  # type: ignore[union-attr]
+
+
 async def test_max_size_splits_a_group_into_jobs() -> None:
     results = await ProjectOrchestrator(_spec(25, batch={"max_size": 10})).run()
     jobs = {results[f"doc_{i}"].batch.id for i in range(25)}  # type: ignore[union-attr]
@@ -172,8 +180,10 @@ def test_the_offline_example_runs_by_batch_and_results_and_show_name_the_job(tmp
         "Summary: Summarise this review of a solar-powered e-bike: the panel charges slowly in winter."
     )
     assert document["review[2]"]["batch"]["submitted_at"] <= document["review[2]"]["batch"]["finished_at"]
-    assert document["digest"]["output"].rstrip().endswith(
-        "- Summary: Summarise this review of a solar-powered e-bike: the kickstand broke."
+    assert (
+        document["digest"]["output"]
+        .rstrip()
+        .endswith("- Summary: Summarise this review of a solar-powered e-bike: the kickstand broke.")
     )
     shown = CliRunner().invoke(app, ["show", "latest", "review[2]", "--store", store])
     assert f"batch:          {jobs.pop()} (submitted" in shown.output
