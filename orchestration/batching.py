@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -129,11 +130,13 @@ class _Waiter:
             self.done.set()
 
 
-@dataclass
+@dataclass(eq=False)
 class _Member:
     task_id: str
     line: BatchLine
     waiter: _Waiter = field(default_factory=_Waiter)
+    withdrawn: bool = False
+    """Its task was cancelled before its job was committed: the request is not submitted."""
 
 
 class _Collector:
@@ -141,17 +144,30 @@ class _Collector:
 
     def __init__(self, batches: Batches, agent: str, llm: BatchLlm) -> None:
         self.batches, self.agent, self.llm = batches, agent, llm
-        self.pending: list[_Member] = []
+        self.pending: dict[_Member, None] = {}
+        """In the order they came (a dict: a cancelled task's request leaves in O(1))."""
         self.full = anyio.Event()
         self.collecting = False
 
     def add(self, member: _Member) -> None:
-        self.pending.append(member)
-        if len(self.pending) >= self.batches.settings.max_size:
-            self.full.set()
+        self.pending[member] = None
+        self._check_full()
         if not self.collecting:
             self.collecting = True
             self.batches.start(self._collect)
+
+    def withdraw(self, member: _Member) -> None:
+        """``member``'s task was cancelled: its request leaves the group (or the job about to be committed)."""
+        member.withdrawn = True
+        self.pending.pop(member, None)
+
+    def _check_full(self) -> None:
+        if len(self.pending) >= self.batches.settings.max_size:
+            self.full.set()
+
+    def _take(self) -> list[_Member]:
+        """The oldest pending requests, as many as the next job holds."""
+        return list(islice(self.pending, self.batches.settings.max_size))
 
     async def _collect(self) -> None:
         settings = self.batches.settings
@@ -160,19 +176,19 @@ class _Collector:
             while self.pending:
                 with anyio.move_on_after(settings.window_s):
                     await self.full.wait()
-                group = self.pending[: settings.max_size]
+                group = self._take()
                 if len(group) < settings.min_size:
                     if settings.fallback is BatchFallback.REALTIME:
                         for member in group:
+                            del self.pending[member]
                             member.waiter.deliver(FALLBACK)
-                        del self.pending[: len(group)]
                         continue
                     if time.monotonic() - first < settings.max_wait_s:
                         continue  # wait for more requests
-                del self.pending[: len(group)]
+                for member in group:
+                    del self.pending[member]
                 self.full = anyio.Event()
-                if len(self.pending) >= settings.max_size:
-                    self.full.set()
+                self._check_full()
                 first = time.monotonic()
                 self.batches.start(self.batches.submit, self.agent, self.llm, group)
         finally:
@@ -234,6 +250,8 @@ class Batches:
         line = llm.batch_line(custom_id_of(task_id), messages, options)
         attached = self._attached.pop(task_id, None)
         waiter = attached[0] if attached is not None and attached[1] == line.digest else None  # same request only
+        member: _Member | None = None
+        collector: _Collector | None = None
         if waiter is None:
             member = _Member(task_id, line)
             collector = self._collectors.get(agent)
@@ -246,6 +264,8 @@ class Batches:
         try:
             await waiter.done.wait()
         finally:
+            if collector is not None and member is not None and not waiter.done.is_set():  # cancelled while waiting
+                collector.withdraw(member)
             if self._on_unbatched is not None:
                 self._on_unbatched(task_id)
         return waiter.outcome, waiter.record
@@ -267,6 +287,9 @@ class Batches:
             waiter.deliver(error)
 
     async def _submit(self, agent: str, llm: BatchLlm, group: Sequence[_Member]) -> None:
+        group = [m for m in group if not m.withdrawn]
+        if not group:
+            return
         job = StoredJob(
             job_id=f"orchestrate-{self.run_id}-{secrets.token_hex(4)}",
             run_id=self.run_id,

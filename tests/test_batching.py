@@ -12,11 +12,13 @@ import anyio
 import pytest
 from typer.testing import CliRunner
 
+from llm_abstractions import LlmConfig, LlmResponse, Message
 from llm_abstractions.offline import OfflineLlm
 from orchestration import ProjectOrchestrator, ProjectSpec
+from orchestration.batching import Batches
 from orchestration.cli.app import app
 from orchestration.events import EventKind, RunEvent
-from orchestration.models import ExecutionStatus
+from orchestration.models import BatchDefaults, ExecutionStatus
 from orchestration.serve.views import event_json
 from orchestration.store import RunStore
 
@@ -72,7 +74,7 @@ async def test_300_mapped_instances_go_in_one_job_each_once_with_their_own_answe
     members = _members(tmp_path / "runs.db")
     assert sorted(task for _, task, _ in members) == sorted(instances)
     assert {state for _, _, state in members} == {"collected"}
-    assert sorted(e.task_id for e in events if e.kind is EventKind.TASK_BATCHED) == sorted(instances)
+    assert sorted(str(e.task_id) for e in events if e.kind is EventKind.TASK_BATCHED) == sorted(instances)
     statuses = [e.batch for e in events if e.kind is EventKind.BATCH_STATUS]
     assert statuses[0] is not None and statuses[0].state == "in_progress" and statuses[0].tasks == 300
     assert statuses[-1] is not None and statuses[-1].state == "ended"
@@ -199,3 +201,32 @@ async def test_a_job_that_outlives_max_wait_s_is_cancelled_and_its_requests_go_i
     assert results["doc_1"].output == "A: doc 1"
     last = [e.batch for e in events if e.batch is not None][-1]
     assert last is not None and last.state == "cancelled" and OfflineLlm._jobs[str(last.batch_id)].cancelled
+
+
+async def test_a_task_cancelled_while_its_request_waits_in_the_collector_is_not_submitted() -> None:
+    """Cancelled before its job is committed (fail_fast, a cancelled run, its timeout): its request leaves the group,
+    which fills up with the next ones."""
+    llm = OfflineLlm(LlmConfig(name="bulk", provider="offline", model="m"))
+    run_id = f"cancelled-{len(OfflineLlm._jobs)}"  # the simulated jobs of this process are shared by all tests
+    batches = Batches(run_id, BatchDefaults(window_s=3600, max_size=3, poll_s=0.01), lambda agent: llm)
+    answers: dict[str, str] = {}
+
+    async def answer(task_id: str, scope: anyio.CancelScope | None = None) -> None:
+        with scope or anyio.CancelScope():
+            outcome, _ = await batches.answer("bulk", task_id, [Message.user(task_id)], None)
+            assert isinstance(outcome, LlmResponse)
+            answers[task_id] = outcome.text
+
+    with anyio.fail_after(10):
+        async with batches.running(), anyio.create_task_group() as group:
+            cancelled = anyio.CancelScope()
+            group.start_soon(answer, "doc_0")
+            group.start_soon(answer, "doc_1", cancelled)
+            await anyio.wait_all_tasks_blocked()
+            cancelled.cancel()
+            await anyio.wait_all_tasks_blocked()
+            group.start_soon(answer, "doc_2")
+            group.start_soon(answer, "doc_3")
+    (job,) = [job for job in OfflineLlm._jobs.values() if job.label.startswith(f"orchestrate-{run_id}-")]
+    assert [line.custom_id for line in job.lines] == ["doc_0", "doc_2", "doc_3"]
+    assert answers == {"doc_0": "doc_0", "doc_2": "doc_2", "doc_3": "doc_3"}
