@@ -37,7 +37,6 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -66,6 +65,8 @@ __all__ = ["BatchProgress", "BatchedLlm", "Batches", "Ticket", "current_ticket"]
 _log = get_logger(__name__)
 
 _BACKOFF = 1.5
+_FILL = 0.95
+"""A job's input is filled up to this share of the provider's limit (the requests' sizes are estimates)."""
 _MAX_POLL_FACTOR = 10.0
 
 
@@ -137,6 +138,10 @@ class _Member:
     waiter: _Waiter = field(default_factory=_Waiter)
     withdrawn: bool = False
     """Its task was cancelled before its job was committed: the request is not submitted."""
+    size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.size = self.line.size
 
 
 class _Collector:
@@ -146,11 +151,16 @@ class _Collector:
         self.batches, self.agent, self.llm = batches, agent, llm
         self.pending: dict[_Member, None] = {}
         """In the order they came (a dict: a cancelled task's request leaves in O(1))."""
+        self.size = 0
+        """The pending requests' bytes."""
+        self.max_requests = min(batches.settings.max_size, llm.batch_max_requests or batches.settings.max_size)
+        self.max_bytes = int(llm.batch_max_bytes * _FILL) if llm.batch_max_bytes is not None else None
         self.full = anyio.Event()
         self.collecting = False
 
     def add(self, member: _Member) -> None:
         self.pending[member] = None
+        self.size += member.size
         self._check_full()
         if not self.collecting:
             self.collecting = True
@@ -159,15 +169,31 @@ class _Collector:
     def withdraw(self, member: _Member) -> None:
         """``member``'s task was cancelled: its request leaves the group (or the job about to be committed)."""
         member.withdrawn = True
-        self.pending.pop(member, None)
+        if member in self.pending:
+            self._remove([member])
 
     def _check_full(self) -> None:
-        if len(self.pending) >= self.batches.settings.max_size:
+        if len(self.pending) >= self.max_requests or (self.max_bytes is not None and self.size >= self.max_bytes):
             self.full.set()
 
     def _take(self) -> list[_Member]:
-        """The oldest pending requests, as many as the next job holds."""
-        return list(islice(self.pending, self.batches.settings.max_size))
+        """The oldest pending requests, as many as the next job holds: ``max_size`` and the provider's limits on a
+        job's requests and bytes (a request larger than the limit alone goes alone, and the provider refuses it)."""
+        group: list[_Member] = []
+        size = 0
+        for member in self.pending:
+            if len(group) >= self.max_requests:
+                break
+            if self.max_bytes is not None and group and size + member.size > self.max_bytes:
+                break
+            group.append(member)
+            size += member.size
+        return group
+
+    def _remove(self, group: Iterable[_Member]) -> None:
+        for member in group:
+            del self.pending[member]
+            self.size -= member.size
 
     async def _collect(self) -> None:
         settings = self.batches.settings
@@ -179,14 +205,13 @@ class _Collector:
                 group = self._take()
                 if len(group) < settings.min_size:
                     if settings.fallback is BatchFallback.REALTIME:
+                        self._remove(group)
                         for member in group:
-                            del self.pending[member]
                             member.waiter.deliver(FALLBACK)
                         continue
                     if time.monotonic() - first < settings.max_wait_s:
                         continue  # wait for more requests
-                for member in group:
-                    del self.pending[member]
+                self._remove(group)
                 self.full = anyio.Event()
                 self._check_full()
                 first = time.monotonic()

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from agent_registry import AgentRegistry
 from llm_abstractions import Usage
 from llm_abstractions.batch import custom_id_of
+from llm_abstractions.factory import get_llm_class
 from llm_abstractions.pricing import cost_usd
 from orchestration import ProjectOrchestrator
 from orchestration.cli.app import app
@@ -177,3 +178,22 @@ async def test_a_300_item_mapped_task_goes_in_one_job_with_one_request_per_insta
         assert result.batch is not None and result.batch.id == job
     assert results["classify"].succeeded and results["final"].batch is None
     assert [last_user_text(r) for r in fake_server.requests] == ["|".join(f"echo: doc {i}" for i in range(300))]
+
+
+@pytest.mark.parametrize(("provider", "limit"), [("gpt", "bytes"), ("claude", "requests"), ("gemini", "bytes")])
+async def test_jobs_are_split_to_fit_the_providers_limits(
+    fake_server: FakeProviderServer, provider: str, limit: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider refuses a job over its limits (the fake server with the same, small ones): a group larger than
+    them goes in several jobs, each within them, every request once."""
+    llm_class = get_llm_class(provider)
+    if limit == "bytes":
+        monkeypatch.setattr(llm_class, "batch_max_bytes", 2000)
+        fake_server.batches.max_bytes = 2000
+    else:
+        monkeypatch.setattr(llm_class, "batch_max_requests", 4)
+        fake_server.batches.max_requests = 4
+    results = await _run(_spec(fake_server, provider, 20))
+    assert all(r.succeeded and r.batch is not None for r in results.values())
+    assert fake_server.batches.refused == 0 and len(fake_server.batches.jobs) >= 3
+    assert sorted(fake_server.batches.lines()) == sorted(f"t{i}" for i in range(20))
