@@ -2,10 +2,13 @@
 
 A task whose request goes by batch (its agent's ``batch: true``, unless the task says ``batch: false``) is called
 through :class:`BatchedLlm`, the first link of its call chain. Its request joins its agent's collector (one per
-agent: model and endpoint) and the task becomes ``batched``, giving its concurrency slot away. A collector gathers
-ready requests for ``defaults.batch.window_s`` from the first one, or until ``max_size``; then the group is
-submitted as one job, or, smaller than ``min_size``, goes in real time (``fallback: realtime``) or waits for more
-(``fallback: wait``, up to ``max_wait_s``). Each request carries its task's id as its custom id
+agent: model and endpoint) and the task becomes ``batched``, giving its concurrency slots (the run's and its agent's
+``max_concurrent``) away. A collector gathers ready requests for ``defaults.batch.window_s`` from the first one, or
+until ``max_size`` (or the provider's limits on a job's requests and bytes:
+:attr:`~llm_abstractions.batch.BatchLlm.batch_max_requests`, ``batch_max_bytes``); then the group is submitted as one
+job, or, smaller than ``min_size``, goes in real time (``fallback: realtime``) or waits for more (``fallback: wait``,
+up to ``max_wait_s``). A task cancelled while its request waits in the collector takes it out (it is not submitted).
+Each request carries its task's id as its custom id
 (:func:`~llm_abstractions.batch.custom_id_of`), and answers are matched back by it.
 
 Durability: the job and its members (each request's custom id, task and digest) are committed to the run store
