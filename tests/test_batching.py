@@ -230,3 +230,16 @@ async def test_a_task_cancelled_while_its_request_waits_in_the_collector_is_not_
     (job,) = [job for job in OfflineLlm._jobs.values() if job.label.startswith(f"orchestrate-{run_id}-")]
     assert [line.custom_id for line in job.lines] == ["doc_0", "doc_2", "doc_3"]
     assert answers == {"doc_0": "doc_0", "doc_2": "doc_2", "doc_3": "doc_3"}
+
+
+async def test_a_task_that_times_out_in_the_collector_is_left_out_of_the_job() -> None:
+    spec = _spec(3, batch={"window_s": 1.0})
+    data = spec.model_dump(exclude_unset=True, by_alias=True)
+    data["tasks"][1]["timeout_s"] = 0.1  # doc_1: cancelled by its timeout long before the window closes
+    orchestrator = ProjectOrchestrator(ProjectSpec.model_validate(data))
+    jobs: list[str] = []
+    orchestrator.on_event(lambda e: jobs.append(str(e.batch.batch_id)) if e.batch and e.batch.batch_id else None)
+    results = await orchestrator.run()
+    assert results["doc_1"].error is not None and results["doc_1"].error.type == "timeout"
+    assert results["doc_0"].succeeded and results["doc_2"].succeeded
+    assert [line.custom_id for line in OfflineLlm._jobs[jobs[0]].lines] == ["doc_0", "doc_2"]
