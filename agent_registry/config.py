@@ -90,6 +90,18 @@ class AgentConfig(BaseModel):
     """This agent's own caps within the run's budget."""
     batch: bool = False
     """Send this agent's requests through its provider's batch API (half the price, answers within 24 h)."""
+    remote: bool = False
+    """In a run on Ray: make this agent's calls from Ray actors (its network egress from the cluster); its limits,
+    breaker and budget stay in the orchestrator's process. Local models (``mlx``, ``vllm``) run on Ray anyway."""
+    replicas: int = Field(default=1, ge=1)
+    """In a run on Ray: how many Ray actors serve this agent (each a loaded local model, or a client); each call goes
+    to the replica with the fewest calls in flight."""
+    num_gpus: float | None = Field(default=None, ge=0)
+    """In a run on Ray: GPUs each replica holds; ``None``: the runtime's need (vLLM: ``tensor_parallel_size``,
+    others none)."""
+    max_restarts: int = Field(default=3, ge=-1)
+    """In a run on Ray: how often Ray restarts a replica that died (``-1``: always); calls in flight on it fail as
+    retryable and are retried on another replica."""
 
     @field_validator("api_key")
     @classmethod

@@ -16,6 +16,7 @@ from agent_registry.files import FileFormatError, StructuredFile, read_structure
 from agent_registry.problems import FieldProblem, field_problems
 from llm_abstractions import BaseLlm, UnknownProviderError, get_llm_class
 from llm_abstractions.factory import BUILTIN_PROVIDERS
+from llm_abstractions.wrappers import WrapperLlm
 
 __all__ = [
     "AgentConfigError",
@@ -276,10 +277,14 @@ class AgentRegistry:
             registry.load_file(path)
         return registry
 
-    def check(self, name: str) -> builtins.list[str]:
-        """Problems that would make this agent's calls fail (missing key, runtime...)."""
+    def check(self, name: str, *, here: bool = True) -> builtins.list[str]:
+        """Problems that would make this agent's calls fail (missing key, runtime...); ``here=False``: its calls are
+        made on other machines (Ray replicas), so only what does not depend on this one (its settings)."""
         llm = self.llm_instance(name)
         if llm is not None:
-            return type(llm).check_config(llm.config)
-        config = self.get(name)
-        return get_llm_class(config.agent_type).check_config(config.llm_config())
+            while isinstance(llm, WrapperLlm):  # a wrapper's config is its model's: checked by the model's class
+                llm = llm.wrapped
+            llm_class, config = type(llm), llm.config
+        else:
+            llm_class, config = get_llm_class(self.get(name).agent_type), self.get(name).llm_config()
+        return llm_class.check_config(config) if here else llm_class.check_settings(config)

@@ -1,10 +1,10 @@
 """Spend-control figures: what the answer cache costs per task, and what it saves on a second run.
 
 1. Lookup cost. What the executor adds to a task with the cache on, before any call: the request's key
-   (:func:`orchestration.answer_cache.request_key`, sha256 of the canonical JSON of the request) and its lookup in
-   the store (:class:`orchestration.store.answers.AnswerReader`), for tasks of a project whose prompts are about
-   ``--prompt-chars`` long, in a store already holding ``--entries`` answers: every key a hit, then every key a
-   miss. Medians over the repetitions, in µs per task.
+   (:func:`orchestration.answer_cache.request_key`, sha256 of the request: canonical JSON, the texts as they are)
+   and its lookup in the store (:class:`orchestration.store.answers.AnswerReader`), for tasks of a project whose
+   prompts are about ``--prompt-chars`` long, in a store already holding ``--entries`` answers: every key a hit,
+   then every key a miss. Medians over the repetitions, in µs per task.
 2. Savings. ``examples/research_pipeline.yaml`` (Gemini, Claude, OpenAI agents) run twice on the same store against
    the fake provider server (the test suite's, on 127.0.0.1, through the real SDKs), its agents' endpoints and keys
    pointed there; answers of about ``--answer-words`` words (the fake's tokens). Reported per run: requests the

@@ -296,11 +296,12 @@ def _cache_section(results: Path) -> list[str]:
         "## Spend control: the answer cache",
         "",
         f"`python benchmarks/cache_bench.py`, {document['when']}, on {info['cpu']}, {info['cores']} cores, Python "
-        f"{document['python']} (load average {load} before it, from other work). The lookup: what the executor adds "
-        "to a task with the cache on, before any call: the request's key (sha256 of the canonical JSON of the "
-        "request) and its lookup in the store's `answers` table. The savings: the example run twice on one store "
-        "against the fake provider server (real SDKs, 127.0.0.1); its cost at the usage the server reported, priced "
-        "with genai-prices; the second run makes no request (the first run's wall time is mostly the three SDKs' "
+        f"{document['python']} (load average {load} before it, from other work). "
+        "The lookup: what the executor adds to a task with the cache on, before any call: the request's key "
+        "(sha256 of the canonical JSON of the request, the messages' texts hashed as they are) and its lookup"
+        " in the store's `answers` table. The savings: the example run twice on one store against the fake "
+        "provider server (real SDKs, 127.0.0.1); its cost at the usage the server reported, priced with "
+        "genai-prices; the second run makes no request (the first run's wall time is mostly the three SDKs' "
         "imports and clients).",
     ]
     for title, header, rows in cache_tables(document):

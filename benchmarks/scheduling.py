@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -81,7 +82,7 @@ def measure(quick: bool, contenders: list[str], only: str | None = None) -> dict
     entries = []
     with tempfile.TemporaryDirectory(prefix="orchestrate-bench-") as tmp:
         for workload, repetitions in suite.workloads:
-            if only and only not in workload.name:
+            if only and not re.search(only, workload.name):
                 continue
             path = Path(tmp) / f"{workload.name}.json"
             workload.save(path)
@@ -117,7 +118,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scheduling", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a smaller suite, about a minute")
     parser.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated subset, in run order")
-    parser.add_argument("--only", help="only workloads whose name contains this text")
+    parser.add_argument(
+        "--only",
+        help="only workloads whose name matches this regular expression (re.search: a plain text matches "
+        "names that contain it; 'zero-1000$' that one alone)",
+    )
     parser.add_argument("--json", type=Path, help="where to write the results (default: benchmarks/results/)")
     parser.add_argument("--no-profile", action="store_true", help="full mode: skip the engine profile")
     parser.add_argument("--render", type=Path, help="print (and for a full run, write RESULTS.md from) saved results")

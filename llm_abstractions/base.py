@@ -59,6 +59,12 @@ class BaseLlm(ABC):
     @classmethod
     def check_config(cls, config: LlmConfig) -> list[str]:
         """Problems that would make calls fail (missing key, missing runtime...), before any run."""
+        return cls.check_settings(config)
+
+    @classmethod
+    def check_settings(cls, config: LlmConfig) -> list[str]:
+        """The part of :meth:`check_config` that does not depend on this machine (the settings are valid): what is
+        checked here of a model whose calls are made elsewhere (Ray replicas, which check the rest themselves)."""
         cls.settings_model.model_validate(config.settings)
         return []
 

@@ -30,6 +30,7 @@ __all__ = [
     "OutputTruncatedError",
     "ProviderUnavailableError",
     "RateLimitedError",
+    "ReplicaLostError",
 ]
 
 
@@ -131,6 +132,11 @@ class RateLimitedError(LlmError):
 class ProviderUnavailableError(LlmError):
     type_name = ErrorType.PROVIDER_UNAVAILABLE
     default_retryable = True
+
+
+class ReplicaLostError(ProviderUnavailableError):
+    """One replica of a model served by several died with the call in flight; the others still serve, so a retry
+    goes to one of them. It says nothing of the endpoint's health: it does not count towards its circuit breaker."""
 
 
 class LlmTimeoutError(LlmError):

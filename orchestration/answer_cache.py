@@ -1,15 +1,15 @@
 """The answer cache's rules: which tasks use it, the key of a request, and which answers are kept.
 
-A request's key is the sha256 of the canonical JSON of everything that can change its answer: every agent of the
-task's chain (provider, model, base URL, provider settings but ``prompt_cache``, which changes the price, not the
-answer), the rendered messages (system prompt included, and
-each attachment's digest or URL), the
-options as sent (the agent's with the task's applied, seed included), the output format and schema, and a
-*sample index*. Tasks of one run whose requests are alike (same agent, templates, options and output) get the
-indices 0, 1, 2, ... in task-id order, so five tasks asking the same question at temperature 0.9 still make five
-calls, and a rerun gets the same five answers back in the same places. The instances of a mapped task
-(``for_each``) add their key to their task's index (``"0:17"``): two items that render the same request are still
-two calls.
+A request's key is the sha256 of everything that can change its answer: every agent of the task's chain (provider,
+model, base URL, provider settings but ``prompt_cache``, which changes the price, not the answer), the rendered
+messages (system prompt included, and each attachment's digest or URL), the options as sent (the agent's with the
+task's applied, seed included), the output format and schema, and a *sample index*. All but the messages' texts go
+in as canonical JSON; each text follows it as UTF-8 bytes behind its length (hashed as it is: escaping a long
+prompt for JSON would cost several times its hashing; keys of version 1, all JSON, no longer match). Tasks of one
+run whose requests are alike (same agent, templates, options and output) get the indices 0, 1, 2, ... in task-id
+order, so five tasks asking the same question at temperature 0.9 still make five calls, and a rerun gets the same
+five answers back in the same places. The instances of a mapped task (``for_each``) add their key to their task's
+index (``"0:17"``): two items that render the same request are still two calls.
 
 Modes (``cache`` of a task, else of its agent, else ``defaults.cache``; the CLI's ``--no-cache`` and
 ``--refresh-cache`` override them all): ``true`` use and keep answers, ``read`` use them but keep none,
@@ -105,16 +105,23 @@ def request_key(
     """The key of ``task``'s request (``messages`` with ``options``, the ``sample``-th alike request)."""
     agent = registry.get(task.agent)
     chain = [registry.get(name) for name in dict.fromkeys([task.agent, *agent.fallbacks])]
-    return _digest(
-        {
-            "v": 1,
-            "agents": [[a.agent_type, a.model, a.base_url, _answer_settings(a.provider_settings)] for a in chain],
-            "messages": [[m.role, m.content, [a.sha256 or a.url for a in m.attachments]] for m in messages],
-            "options": agent.options.merged(options).model_dump(mode="json", exclude_none=True),
-            "output": [str(task.task.output_format), task.task.output_schema],
-            "sample": sample,
-        }
+    digest = hashlib.sha256(
+        _canonical(
+            {
+                "v": 2,
+                "agents": [[a.agent_type, a.model, a.base_url, _answer_settings(a.provider_settings)] for a in chain],
+                "messages": [[m.role, [a.sha256 or a.url for a in m.attachments]] for m in messages],
+                "options": agent.options.merged(options).model_dump(mode="json", exclude_none=True),
+                "output": [str(task.task.output_format), task.task.output_schema],
+                "sample": sample,
+            }
+        ).encode()
     )
+    for message in messages:  # the header fixes how many texts follow; each is length-prefixed
+        text = message.content.encode()
+        digest.update(b"\n%d:" % len(text))
+        digest.update(text)
+    return digest.hexdigest()
 
 
 def _answer_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -214,6 +221,9 @@ def _hit_result(
     )
 
 
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def _digest(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(_canonical(value).encode()).hexdigest()

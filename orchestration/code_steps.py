@@ -29,7 +29,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -60,12 +60,16 @@ __all__ = [
     "CALL_PATTERN",
     "PYTHON_AGENT",
     "CodeStep",
+    "RemoteStepError",
     "RetryableStepError",
     "StepContext",
     "StepImportError",
+    "StepInvoker",
     "call_ref",
     "check_call",
+    "describe_error",
     "import_path",
+    "invoke_here",
     "resolve_call",
     "run_step",
     "step_context",
@@ -84,6 +88,20 @@ class RetryableStepError(LlmError):
 
     type_name = ErrorType.CODE_ERROR
     default_retryable = True
+
+
+class RemoteStepError(LlmError):
+    """A code step's function raised where it ran (a Ray worker); the message tells the exception as
+    :func:`describe_error` does."""
+
+    type_name = ErrorType.CODE_ERROR
+
+
+def describe_error(exc: BaseException) -> str:
+    """How a code step's exception is told in its result: ``Type: message``."""
+    if isinstance(exc, RemoteStepError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
 
 
 class StepImportError(ValueError):
@@ -230,7 +248,14 @@ def _output(task: CompiledTask, value: Any) -> tuple[str, Any]:
     raise _OutputError(ErrorType.CODE_ERROR, message)
 
 
-async def _invoke(step: CodeStep, context: StepContext) -> Any:
+StepInvoker = Callable[["CompiledTask", StepContext], Awaitable[Any]]
+"""Calls a code step's function with its context, somewhere: in this process (:func:`invoke_here`) or on Ray."""
+
+
+async def invoke_here(task: CompiledTask, context: StepContext) -> Any:
+    """Call ``task``'s function in this process: an async one on the event loop, a sync one in a worker thread."""
+    step = task.step
+    assert step is not None
     function = step.function
     assert function is not None, "a code step compiled without importing its function cannot run"
     if step.is_async:
@@ -241,11 +266,11 @@ async def _invoke(step: CodeStep, context: StepContext) -> Any:
     return value
 
 
-async def _attempt(task: CompiledTask, step: CodeStep, context: StepContext, attempts: list[AttemptRecord]) -> Any:
+async def _attempt(task: CompiledTask, invoke: StepInvoker, context: StepContext, attempts: list[AttemptRecord]) -> Any:
     """One call of the step's function, appended to ``attempts``."""
     start = time.perf_counter()
     try:
-        value = await _invoke(step, context)
+        value = await invoke(task, context)
     except Exception:
         attempts.append(
             AttemptRecord(agent=task.agent, error_type=ErrorType.CODE_ERROR, duration_s=time.perf_counter() - start)
@@ -260,12 +285,16 @@ def _retryable(exc: LlmError) -> bool:
 
 
 async def _call(
-    task: CompiledTask, step: CodeStep, context: StepContext, settings: RetrySettings, attempts: list[AttemptRecord]
+    task: CompiledTask,
+    invoke: StepInvoker,
+    context: StepContext,
+    settings: RetrySettings,
+    attempts: list[AttemptRecord],
 ) -> Any:
     """The function's return value, retried after a :class:`RetryableStepError` as the task's retries allow."""
     started = time.monotonic()
     try:
-        return await _attempt(task, step, context, attempts)
+        return await _attempt(task, invoke, context, attempts)
     except LlmError as exc:
         if task.retries == 0 or not exc.retryable:
             raise
@@ -274,7 +303,7 @@ async def _call(
 
     return await retry_after_failure(
         error,
-        partial(_attempt, task, step, context, attempts),
+        partial(_attempt, task, invoke, context, attempts),
         retries=task.retries,
         settings=settings,
         retryable=_retryable,
@@ -299,8 +328,12 @@ async def run_step(
     *,
     started_at: datetime,
     settings: RetrySettings,
+    invoke: StepInvoker = invoke_here,
 ) -> ExecutionResult:
-    """Call ``task``'s function (a code step) to a final result; never raises except on cancellation."""
+    """Call ``task``'s function (a code step) to a final result; never raises except on cancellation.
+
+    ``invoke`` makes each call (:func:`invoke_here`, or Ray's :meth:`~orchestration.remote_steps.RemoteSteps.invoke`);
+    retries, the timeout and the result are made here either way."""
     step = task.step
     assert step is not None
     start = time.perf_counter()
@@ -311,7 +344,7 @@ async def run_step(
     context = step_context(task, inputs, upstream)
     try:
         with anyio.move_on_after(task.timeout_s) as deadline:
-            value = await _call(task, step, context, settings, attempts)
+            value = await _call(task, invoke, context, settings, attempts)
         if deadline.cancelled_caught:
             error = ErrorInfo(type=ErrorType.TIMEOUT, message=f"task timed out after {task.timeout_s} s")
         else:
@@ -319,7 +352,7 @@ async def run_step(
     except _OutputError as exc:
         error = ErrorInfo(type=exc.error_type, message=redact(exc.message))
     except Exception as exc:
-        error = ErrorInfo(type=ErrorType.CODE_ERROR, message=redact(f"{type(exc).__name__}: {exc}"))
+        error = ErrorInfo(type=ErrorType.CODE_ERROR, message=redact(describe_error(exc)))
     return ExecutionResult(
         task_id=task.id,
         status=ExecutionStatus.SUCCESS if error is None else ExecutionStatus.FAILED,

@@ -56,7 +56,7 @@ from orchestration.attachments import refused_attachments
 from orchestration.batching import BatchedLlm, Batches, BatchPath, Ticket, current_ticket
 from orchestration.budget import BudgetedLlm
 from orchestration.call_chain import CallChain, ChainLink
-from orchestration.code_steps import run_step
+from orchestration.code_steps import invoke_here, run_step
 from orchestration.endpoints import Endpoints, PaceCallback
 from orchestration.models import (
     AttemptRecord,
@@ -68,11 +68,13 @@ from orchestration.models import (
     OutputFormat,
     utc_now,
 )
-from orchestration.project import CompiledTask
+from orchestration.project import CompiledTask, served_on_ray
 from orchestration.templates import TemplateError
 
 if TYPE_CHECKING:
+    from agent_registry import AgentConfig
     from orchestration.budget import BudgetLedger
+    from orchestration.remote_steps import RemoteSteps
     from orchestration.telemetry import Tracing
 
 __all__ = ["TaskExecutor"]
@@ -92,11 +94,15 @@ class TaskExecutor:
         tracing: Tracing | None = None,
         cache: AnswerCache | None = None,
         budget: BudgetLedger | None = None,
+        ray: RemoteSteps | None = None,
     ) -> None:
         """``on_pace``: told when an endpoint's pace changes (see :class:`~orchestration.endpoints.Endpoints`);
         ``tracing``: each model call becomes a span; ``cache``: the run's answer cache; ``budget``: the run's
-        budget, which each call of a capped agent reserves its worst case in first."""
+        budget, which each call of a capped agent reserves its worst case in first; ``ray``: the run is on Ray:
+        code steps run there (unless ``remote: false``), and local models and ``remote`` agents are served by Ray
+        actors (:class:`~llm_abstractions.ray_replicas.ReplicatedLlm`)."""
         self.registry = registry
+        self.ray = ray
         self.tracing = tracing
         self.cache = cache
         self.budget = budget
@@ -114,7 +120,11 @@ class TaskExecutor:
         """The client of ``agent``: the instance the registry holds for it, else one created on first use."""
         llm = self.registry.llm_instance(agent) or self._created.get(agent)
         if llm is None:
-            llm = self._created[agent] = create_llm(self.registry.get(agent).llm_config())
+            config = self.registry.get(agent)
+            llm = create_llm(config.llm_config())
+            if self.ray is not None and served_on_ray(self.registry, agent):
+                llm = _replicated(llm, config)
+            self._created[agent] = llm
         return llm
 
     def guarded_llm(self, agent: str) -> BaseLlm:
@@ -244,7 +254,8 @@ class TaskExecutor:
         started_at = started_at or utc_now()
         if task.step is not None:
             settings = self.registry.get(task.agent).retry
-            return await run_step(task, inputs, upstream, started_at=started_at, settings=settings)
+            invoke = self.ray.invoke if self.ray is not None and task.task.remote is not False else invoke_here
+            return await run_step(task, inputs, upstream, started_at=started_at, settings=settings, invoke=invoke)
         start = time.perf_counter()
         attempts: list[AttemptRecord] = []
         options = task.options
@@ -356,6 +367,17 @@ class TaskExecutor:
             cache=CacheInfo(hit=False, key=cache_key) if cache_key is not None else None,
             batch=record,
         )
+
+
+def _replicated(llm: BaseLlm, config: AgentConfig) -> BaseLlm:
+    """``llm`` served by ``config.replicas`` Ray actors (its ``num_gpus`` each, else the runtime's need)."""
+    from llm_abstractions.local import LocalLlm
+    from llm_abstractions.ray_replicas import ReplicaSettings, ReplicatedLlm
+
+    gpus = config.num_gpus
+    if gpus is None:
+        gpus = llm.gpus_per_replica if isinstance(llm, LocalLlm) else 0
+    return ReplicatedLlm(llm, ReplicaSettings(config.replicas, gpus, config.max_restarts))
 
 
 def _without_attachment_bytes(messages: list[Message] | None) -> list[Message] | None:

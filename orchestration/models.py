@@ -27,12 +27,14 @@ __all__ = [
     "ErrorInfo",
     "ExecutionResult",
     "ExecutionStatus",
+    "Executor",
     "MappedResult",
     "OutputFormat",
     "ProjectDefaults",
     "ProjectSpec",
     "ReviewRecord",
     "StepFunction",
+    "StepResources",
     "TaskType",
     "TriggerRule",
     "TruncationPolicy",
@@ -61,6 +63,13 @@ utc_now: Callable[[], datetime] = partial(datetime.now, UTC)
 class OutputFormat(StrEnum):
     TEXT = "text"
     JSON = "json"
+
+
+class Executor(StrEnum):
+    """Where a run's work runs (``defaults.executor``)."""
+
+    LOCAL = "local"
+    RAY = "ray"
 
 
 class TaskType(StrEnum):
@@ -128,6 +137,17 @@ class Dependency(BaseModel):
     ``task`` of the same item (and reads it as ``tasks.<task>``), not for all of them."""
 
 
+class StepResources(BaseModel):
+    """What a code step run on Ray asks the cluster for (``resources:``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    num_cpus: float = Field(default=1, ge=0)
+    """CPU cores the step holds while it runs (Ray's ``num_cpus``)."""
+    memory_gb: float | None = Field(default=None, gt=0)
+    """Memory the step holds, in GiB (Ray's ``memory``); ``None``: none reserved."""
+
+
 class AgentTask(BaseModel):
     """One unit of work: a prompt for an agent (or a Python function: a code step), run once its dependencies
     have ended as its trigger rule needs (by default: all succeeded)."""
@@ -184,6 +204,11 @@ class AgentTask(BaseModel):
     thread."""
     params: dict[str, Any] = {}
     """A code step's own parameters, given to its function as ``context.params``."""
+    remote: bool | None = None
+    """A code step in a run on Ray (``--ray``, ``defaults.executor: ray``): ``true`` or ``None`` runs it as a Ray task,
+    ``false`` keeps it in the orchestrator's process. Without Ray every step runs in-process."""
+    resources: StepResources | None = None
+    """What a code step run on Ray holds while it runs (``num_cpus``, ``memory_gb``); ``None``: one CPU."""
     when: str | bool | None = None
     """A condition: a template expression over ``inputs`` and ``tasks`` (e.g. ``"{{ tasks.triage.parsed.urgent
     }}"``), read when the dependencies allow the task to run; false: the task is skipped (``condition_false``)."""
@@ -444,6 +469,9 @@ class ProjectDefaults(BaseModel):
     """Caps on what the run spends (``--budget-usd`` replaces ``max_cost_usd``); ``None``: no cap."""
     batch: BatchDefaults = BatchDefaults.model_construct()
     """How the requests of batch agents are grouped into jobs."""
+    executor: Executor = Executor.LOCAL
+    """Where the work runs: ``local`` (this process) or ``ray`` (a Ray cluster: code steps as Ray tasks, local models
+    as Ray actors; ``--ray`` asks for it too)."""
 
 
 class ProjectSpec(BaseModel):

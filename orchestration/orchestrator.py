@@ -42,7 +42,15 @@ from orchestration.issues import ProjectValidationError
 from orchestration.items import mapped_task_of
 from orchestration.lifecycle import TaskLifecycle
 from orchestration.loader import load_project_file, task_issues
-from orchestration.models import AgentTask, AttemptRecord, ErrorInfo, ExecutionResult, ProjectSpec, StepFunction
+from orchestration.models import (
+    AgentTask,
+    AttemptRecord,
+    ErrorInfo,
+    ExecutionResult,
+    Executor,
+    ProjectSpec,
+    StepFunction,
+)
 from orchestration.output_files import OutputFileError, OutputFiles, resolve_output_path
 from orchestration.project import CompiledTask, Project, compile_project
 from orchestration.reviewers import OnReview, ReviewHooks
@@ -52,6 +60,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
     from orchestration.budget import BudgetLedger, BudgetStatus
+    from orchestration.remote_steps import RemoteSteps
     from orchestration.store import Gate, ResumePlan, RunStore
     from orchestration.telemetry import Tracing
 
@@ -94,6 +103,8 @@ class ProjectOrchestrator:
         otel: bool | TracerProvider | None = None,
         attachment_dirs: Sequence[str | Path] = (),
         allow_outside: bool = False,
+        executor: Literal["local", "ray"] | None = None,
+        ray_address: str | None = None,
     ) -> None:
         """``llms``: model instances to use for agents by name (an agent not configured otherwise is made
         from its instance); the registry given (by default agents from the environment and the agents
@@ -105,7 +116,10 @@ class ProjectOrchestrator:
         the global one for ``True``; ``None``: as ``ORCHESTRATE_OTEL`` says. ``attachment_dirs``: folders task
         attachments may come from besides the project file's (by default only paths inside that folder, or inside
         the working directory for a project without a file, are read). ``allow_outside``: tasks' output files
-        may be written outside the project's folder (the project file's, else the current one).
+        may be written outside the project's folder (the project file's, else the current one). ``executor``:
+        ``"ray"`` runs the work on a Ray cluster (:mod:`orchestration.ray_cluster`; the ``ray`` extra), ``"local"``
+        in this process; ``None``: as the project's ``defaults.executor`` says. ``ray_address``: the cluster
+        (``"auto"``, ``"ray://host:port"``); ``None``: a local cluster started for each run (stopped after it).
 
         A project with code steps (``type: python``) imports their modules when validated, with the project's
         folder first on ``sys.path``; while it runs the folder stays there (taken off again afterwards)."""
@@ -120,6 +134,8 @@ class ProjectOrchestrator:
         self.max_concurrency = max_concurrency
         self.fail_fast = fail_fast
         self.file = file
+        self.executor = executor
+        self.ray_address = ray_address
         self._source: Any = None
         self._project: Project | None = None
         self.events = EventBus()
@@ -197,6 +213,7 @@ class ProjectOrchestrator:
             attachment_dirs=self.attachment_dirs,
             folder=self.file.parent if self.file is not None else None,
             allow_outside=self.allow_outside,
+            on_ray=self.on_ray,
         )
         if check_agents:
             self._project = project
@@ -343,11 +360,28 @@ class ProjectOrchestrator:
         await anyio.to_thread.run_sync(_restore_output_files, project, self.resume_plan.kept)
         return await self._run(project, run_id, self.resume_plan.kept)
 
+    @property
+    def on_ray(self) -> bool:
+        """Whether runs use Ray (:attr:`executor`, else the project's ``defaults.executor``)."""
+        return (self.executor or self.spec.defaults.executor) == Executor.RAY
+
     async def _run(
         self, project: Project, run_id: str, kept: Mapping[str, ExecutionResult]
     ) -> dict[str, ExecutionResult]:
+        """:meth:`_run_tasks`, on the Ray cluster while it runs when the run uses Ray."""
+        if not self.on_ray:
+            return await self._run_tasks(project, run_id, kept, None)
+        from orchestration.ray_cluster import RayCluster
+        from orchestration.remote_steps import RemoteSteps
+
+        async with RayCluster(self.ray_address):
+            return await self._run_tasks(project, run_id, kept, RemoteSteps(project.folder))
+
+    async def _run_tasks(
+        self, project: Project, run_id: str, kept: Mapping[str, ExecutionResult], ray: RemoteSteps | None
+    ) -> dict[str, ExecutionResult]:
         """Run the tasks not in ``kept`` (succeeded already) under ``run_id``, holding the run's lease in the store
-        (taken by ``begin_run``, renewed by a heartbeat, released by ``end_run``)."""
+        (taken by ``begin_run``, renewed by a heartbeat, released by ``end_run``); ``ray``: on Ray."""
         from orchestration.store import RunStatus
 
         self.run_id = run_id
@@ -356,7 +390,7 @@ class ProjectOrchestrator:
         task_prints: list[str] = []
         durations: list[float | None] | None = None
         tracing = self._tracing()
-        executor = TaskExecutor(project.registry, on_pace=self._paced, tracing=tracing)
+        executor = TaskExecutor(project.registry, on_pace=self._paced, tracing=tracing, ray=ray)
         try:
             executor.budget = await self._ledger(project, executor, run_id)
         except BaseException:

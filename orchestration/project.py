@@ -37,7 +37,7 @@ from orchestration.output_files import OutputFileError, resolve_output_path
 from orchestration.review import GateStage, ReviewSpec
 from orchestration.templates import ITEM_NAMES, PromptTemplate, TemplateError, has_template_syntax
 
-__all__ = ["CompiledTask", "Project", "compile_project"]
+__all__ = ["CompiledTask", "Project", "compile_project", "served_on_ray"]
 
 
 @dataclass(slots=True)
@@ -214,6 +214,7 @@ def compile_project(
     attachment_dirs: Sequence[Path] = (),
     folder: Path | None = None,
     allow_outside: bool = False,
+    on_ray: bool = False,
 ) -> Project:
     """Validate ``spec`` against ``registry``; raise :class:`ProjectValidationError` listing every issue.
 
@@ -224,7 +225,9 @@ def compile_project(
     ``folder``: where attachment paths start, output files go, files of items (``for_each``) are read and code
     steps' modules are imported from (default: the source file's folder, else the current one); attachments must
     stay in it or in one of ``attachment_dirs``; ``allow_outside``: output files may lead outside it. Code steps'
-    functions are imported (their modules' code runs) unless ``check_agents`` is false.
+    functions are imported (their modules' code runs) unless ``check_agents`` is false. ``on_ray``: the run is on
+    Ray, so the agents whose calls Ray replicas make (local models, ``remote: true``) are checked here for their
+    settings only (a runtime or model files missing on this machine are the replicas' to report).
     """
     if folder is None:
         folder = source.path.parent if source is not None else Path.cwd()
@@ -232,8 +235,8 @@ def compile_project(
     roots = AttachmentRoots.of(folder, attachment_dirs)
     if any(task.is_step for task in spec.tasks):
         with import_path(folder):
-            return _compile(spec, registry, inputs, source, check_agents, llms, roots, folder, allow_outside)
-    return _compile(spec, registry, inputs, source, check_agents, llms, roots, folder, allow_outside)
+            return _compile(spec, registry, inputs, source, check_agents, llms, roots, folder, allow_outside, on_ray)
+    return _compile(spec, registry, inputs, source, check_agents, llms, roots, folder, allow_outside, on_ray)
 
 
 def _compile(
@@ -246,6 +249,7 @@ def _compile(
     roots: AttachmentRoots,
     folder: Path,
     allow_outside: bool,
+    on_ray: bool,
 ) -> Project:
     issues = _Issues(source)
     issues.set_positions(spec.tasks)
@@ -332,6 +336,9 @@ def _compile(
                 issues.add("call is for code steps: set type: python (or remove call)", task.id, "call")
             if task.params:
                 issues.add("params are given to code steps (type: python) only", task.id, "params")
+            for name in ("remote", "resources"):
+                if getattr(task, name) is not None:
+                    issues.add(f"{name} is for code steps (type: python); agents set remote themselves", task.id, name)
             if "description" not in task.model_fields_set:
                 issues.add("a model task needs a description (its prompt)", task.id, "description")
             prompt = compiled_template(task.description, task, "description")
@@ -453,11 +460,26 @@ def _compile(
     project = Project(spec, registry, compiled, index, all_inputs, file, folder, allow_outside)
     if check_agents and not issues.items:
         for name in sorted(project.used_agents()):
-            for problem in registry.check(name):
+            here = not (on_ray and served_on_ray(registry, name))
+            for problem in registry.check(name, here=here):
                 issues.add(problem, agent=name)
     if issues.items:
         raise ProjectValidationError(issues.items)
     return project
+
+
+def served_on_ray(registry: AgentRegistry, name: str) -> bool:
+    """Whether agent ``name``'s calls are made by Ray replicas in a run on Ray: a local model (``mlx``, ``vllm``, a
+    :class:`~llm_abstractions.local.LocalLlm`) or ``remote: true``; never a model instance passed in."""
+    if registry.llm_instance(name) is not None:
+        return False
+    config = registry.get(name)
+    if config.remote:
+        return True
+    from llm_abstractions import get_llm_class
+    from llm_abstractions.local import LocalLlm
+
+    return issubclass(get_llm_class(config.agent_type), LocalLlm)
 
 
 def _checked_template(

@@ -374,3 +374,21 @@ async def test_a_steps_answer_can_wait_for_review_and_a_reviewer_agent(tmp_path:
     assert judged_result.review.actor == "reviewer:judge" and len(judged) == 1 and "42" in judged[0]
     assert edited.output == "edited 7" and edited.review is not None and edited.review.actor == "alice"
     store.close()
+
+
+def test_a_run_without_ray_never_imports_ray(tmp_path: Path) -> None:
+    """Ray is the ``ray`` extra: a run that does not ask for it (no ``--ray``, ``defaults.executor: local``) leaves
+    it unimported, code steps and all."""
+    write_module(tmp_path, "plain_steps", "def hello(context):\n    return 'hello'\n")
+    project = tmp_path / "plain.yaml"
+    project.write_text("name: plain\ntasks:\n  - {id: hello, call: 'plain_steps:hello', remote: true}\n")
+    script = (
+        "import sys, anyio\n"
+        "from orchestration import ProjectOrchestrator\n"
+        f"run = ProjectOrchestrator.from_file({str(project)!r})\n"
+        "assert anyio.run(run.run)['hello'].output == 'hello'\n"
+        "print('ray' in sys.modules, any(name.startswith('ray.') for name in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]

@@ -85,7 +85,7 @@ tasks:
         "6: agent 's': latency_ms range must be [low, high] with low <= high",
         "7: agent 't', field 'latencyms': unknown setting; allowed: latency_ms, latency_by_prompt_ms, seed, response,"
         " fail_if_contains, batch_latency_ms, type, model, api_key, base_url, timeout_s, options, retry, fallbacks,"
-        " limits, cache, budget, batch",
+        " limits, cache, budget, batch, remote, replicas, num_gpus, max_restarts",
     ]
     for internal in ("constrained-float", "tuple[", "Value error", "function-after"):
         assert not any(internal in line for line in found)

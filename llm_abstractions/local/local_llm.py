@@ -71,6 +71,11 @@ class LocalLlm(StreamingLlm):
         return self.default_options.merged(self.config.options)
 
     @property
+    def gpus_per_replica(self) -> float:
+        """GPUs one replica of this model holds on Ray when its agent does not say (``num_gpus``)."""
+        return 0
+
+    @property
     def device_options(self) -> dict[str, Any]:
         """Keyword arguments of the runner's ``load``: the validated settings."""
         return self.settings.model_dump()

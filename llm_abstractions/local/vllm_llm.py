@@ -32,3 +32,8 @@ class VllmLlm(LocalLlm):
     settings: VllmSettings
     runtime_modules: ClassVar[tuple[str, ...]] = ("vllm",)
     install_command = 'pip install "orchestrate-llm[vllm]"  (Linux with an NVIDIA GPU and CUDA)'
+
+    @property
+    def gpus_per_replica(self) -> float:
+        """One GPU per tensor-parallel rank: a replica holds them all (its ranks run inside it)."""
+        return self.settings.tensor_parallel_size

@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from llm_abstractions.base import BaseLlm
-from llm_abstractions.errors import CircuitOpenError, LlmError, RateLimitedError
+from llm_abstractions.errors import CircuitOpenError, LlmError, RateLimitedError, ReplicaLostError
 from llm_abstractions.messages import GenerationOptions, LlmChunk, LlmResponse, Message
 from llm_abstractions.wrappers.wrapper import WrapperLlm
 
@@ -30,8 +30,8 @@ class CircuitState(StrEnum):
 
 
 def counts_as_failure(exc: LlmError) -> bool:
-    """Provider-side trouble: retryable errors other than rate limits and open circuits."""
-    return exc.retryable and not isinstance(exc, RateLimitedError | CircuitOpenError)
+    """Provider-side trouble: retryable errors other than rate limits, open circuits and a lost replica."""
+    return exc.retryable and not isinstance(exc, RateLimitedError | CircuitOpenError | ReplicaLostError)
 
 
 class CircuitBreaker:

@@ -8,6 +8,7 @@ help would import rich's markdown and traceback renderers first, about 100 ms).
 from __future__ import annotations
 
 import json
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -162,7 +163,8 @@ def agents_list(
 
 def main() -> None:
     """Console-script entry point."""
+    from orchestration.cli.common import ray_address_argument
     from orchestration.cli.streams import protect_standard_streams
 
     protect_standard_streams()
-    app()
+    app(ray_address_argument(sys.argv[1:]))

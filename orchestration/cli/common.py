@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -30,6 +32,8 @@ __all__ = [
     "NoWaitOpt",
     "OtelOpt",
     "QuietOpt",
+    "RayAddressOpt",
+    "RayOpt",
     "RefreshCacheOpt",
     "ResultsOpt",
     "RunRefArg",
@@ -41,6 +45,8 @@ __all__ = [
     "open_run",
     "open_runs",
     "parse_inputs",
+    "ray_address_argument",
+    "ray_options",
     "stderr_console",
     "store_path",
 ]
@@ -99,6 +105,24 @@ OtelOpt = Annotated[
 ]
 
 
+RayOpt = Annotated[
+    bool,
+    typer.Option(
+        "--ray",
+        help="Run on Ray (the ray extra): code steps as Ray tasks, local models as pools of Ray actors; a local"
+        " cluster is started for the run (and stopped after it) unless an address follows (--ray ADDRESS, the same"
+        " as --ray-address ADDRESS).",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="The Ray cluster to run on (implies --ray): auto (the one 'ray start' runs here), ray://HOST:10001,"
+        " or HOST:PORT.",
+    ),
+]
 BudgetOpt = Annotated[
     float | None,
     typer.Option(
@@ -230,6 +254,37 @@ def load_registry(file: Path | None, agents_file: Path | None) -> AgentRegistry:
         return AgentRegistry.default(agents_file)
     except AgentConfigError as exc:
         fail_invalid([str(issue) for issue in exc.issues])
+
+
+_RAY_ADDRESS = re.compile(r"auto|ray://\S+|[\w.-]+:\d+")
+
+
+def ray_address_argument(args: Sequence[str]) -> list[str]:
+    """``args`` with ``--ray ADDRESS`` and ``--ray=ADDRESS`` written as ``--ray-address ADDRESS``: the issue's
+    ``--ray [ADDRESS]`` (Typer's options take a value always or never). A word after ``--ray`` is its address only
+    when it reads as one (``auto``, ``ray://...``, ``HOST:PORT``) and names no file, so ``--ray project.yaml`` keeps
+    ``project.yaml`` as the file."""
+    out: list[str] = []
+    words = iter(args)
+    for word in words:
+        if word.startswith("--ray="):
+            out += ["--ray-address", word.removeprefix("--ray=")]
+        elif word == "--ray":
+            following = next(words, None)
+            if following is not None and _RAY_ADDRESS.fullmatch(following) and not Path(following).exists():
+                out += ["--ray-address", following]
+            else:
+                out += [word] if following is None else [word, following]
+        else:
+            out.append(word)
+    return out
+
+
+def ray_options(ray: bool, address: str | None) -> dict[str, Any]:
+    """``load_orchestrator``'s keywords for ``--ray`` / ``--ray-address`` (none: as the file's ``defaults``)."""
+    if not ray and address is None:
+        return {}
+    return {"executor": "ray", "ray_address": address}
 
 
 def apply_cache_flags(orchestrator: ProjectOrchestrator, no_cache: bool, refresh_cache: bool) -> None:

@@ -26,6 +26,8 @@ from orchestration.cli.common import (
     NoWaitOpt,
     OtelOpt,
     QuietOpt,
+    RayAddressOpt,
+    RayOpt,
     RefreshCacheOpt,
     ResultsOpt,
     StoreOpt,
@@ -33,6 +35,7 @@ from orchestration.cli.common import (
     load_orchestrator,
     open_store,
     parse_inputs,
+    ray_options,
     store_path,
 )
 
@@ -118,6 +121,8 @@ def run(
     budget_usd: BudgetOpt = None,
     attachment_dirs: AttachmentDirsOpt = None,
     allow_outside: AllowOutsideOpt = False,
+    ray: RayOpt = False,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Run a project file (recorded in the run store, so that it can be resumed).
 
@@ -134,6 +139,7 @@ def run(
         store=open_store(store_path(store, file)),
         attachment_dirs=attachment_dirs or (),
         allow_outside=allow_outside,
+        **ray_options(ray, ray_address),
     )
     orchestrator.wait_for_reviews = not no_wait
     apply_cache_flags(orchestrator, no_cache, refresh_cache)
@@ -242,12 +248,13 @@ def _exit_if_refused(exc: BaseException) -> None:
     budget a task's calls could exceed), also inside a task group's exception group: say so and exit."""
     from orchestration.cli.common import fail_invalid, stderr_console
     from orchestration.issues import ProjectValidationError
+    from orchestration.ray_cluster import RayUnavailableError
     from orchestration.store import LeaseLostError, RunOwnedError
 
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
             _exit_if_refused(inner)
-    elif isinstance(exc, RunOwnedError):
+    elif isinstance(exc, RunOwnedError | RayUnavailableError):
         fail_invalid([str(exc)])
     elif isinstance(exc, ProjectValidationError):
         fail_invalid([str(issue) for issue in exc.issues])

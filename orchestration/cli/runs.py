@@ -23,12 +23,15 @@ from orchestration.cli.common import (
     NoWaitOpt,
     OtelOpt,
     QuietOpt,
+    RayAddressOpt,
+    RayOpt,
     RefreshCacheOpt,
     ResultsOpt,
     RunRefArg,
     StoreOpt,
     apply_cache_flags,
     open_store,
+    ray_options,
 )
 from orchestration.cli.run import configure_cli_logging, execute_run
 from orchestration.export_format import ExportFormat
@@ -54,6 +57,8 @@ def resume(
     budget_usd: BudgetOpt = None,
     attachment_dirs: AttachmentDirsOpt = None,
     allow_outside: AllowOutsideOpt = False,
+    ray: RayOpt = False,
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Continue a run: rerun only the tasks that did not succeed, with the project file as it is now.
 
@@ -74,6 +79,7 @@ def resume(
         store=run_store,
         attachment_dirs=attachment_dirs or (),
         allow_outside=allow_outside,
+        **ray_options(ray, ray_address),
     )
     orchestrator.wait_for_reviews = not no_wait
     apply_cache_flags(orchestrator, no_cache, refresh_cache)

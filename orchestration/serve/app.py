@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
 
 from orchestration.issues import ProjectValidationError, ValidationIssue
 from orchestration.serve import sse
@@ -69,6 +70,9 @@ def create_app(
     app.state.runs = manager
     app.include_router(api_router(manager, version=version, poll_s=poll_s, ping_s=ping_s))
     _add_error_answers(app)
+    # A large run's detail is megabytes of JSON that compresses tenfold; event streams are never compressed
+    # (``text/event-stream`` is among GZipMiddleware's excluded types: a compressor would hold events back).
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(TokenAuth, token=token)  # outside the body limit: no body is read without the token
     if cors_origins:  # outside the token check: a preflight carries no token

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pydantic_core
 
 from llm_abstractions import Message, redact, redact_value
 from orchestration.events import EventKind, RunEvent
@@ -261,10 +262,11 @@ def _result_json(result: ExecutionResult) -> str:
 
 
 def _request_json(request: list[Message] | None) -> str | None:
-    """The messages as sent, as a JSON list of ``{role, content}`` with their contents redacted."""
+    """The messages as sent, as a JSON list of ``{role, content}`` with their contents redacted (pydantic-core's
+    encoder: a fifth of ``json.dumps``'s time on a task's short request)."""
     if request is None:
         return None
-    return json.dumps([_message_json(m) for m in request], ensure_ascii=False)
+    return pydantic_core.to_json([_message_json(m) for m in request]).decode()
 
 
 def _message_json(message: Message) -> dict[str, Any]:

@@ -220,3 +220,26 @@ def test_only_the_model_s_own_complete_answers_are_kept() -> None:
     assert not keeps(answer.model_copy(update={"status": ExecutionStatus.FAILED}))
     assert not keeps(answer.model_copy(update={"cache": CacheInfo(hit=True, key="k")}))
     assert not keeps(answer.model_copy(update={"cache": None}))
+
+
+def test_a_key_tells_apart_texts_that_move_between_messages() -> None:
+    from llm_abstractions import Message
+    from orchestration.answer_cache import request_key
+
+    spec = ProjectSpec.model_validate(
+        {
+            "agents": {"w": {"type": "gpt", "model": "gpt-4.1-mini", "api_key": "k"}},
+            "tasks": [{"id": "a", "agent": "w", "description": "x"}],
+        }
+    )
+    project = ProjectOrchestrator(spec, registry=AgentRegistry()).validate(check_agents=False)
+    task = project.tasks[0]
+
+    def key(*texts: str, sample: int = 0) -> str:
+        messages = [
+            Message(role="system" if i == 0 and len(texts) > 1 else "user", content=t) for i, t in enumerate(texts)
+        ]
+        return request_key(project.registry, task, messages, task.options, sample)
+
+    assert key("ab", "c") == key("ab", "c")
+    assert len({key("ab", "c"), key("a", "bc"), key("abc"), key("ab", "c", sample=1), key("ab", "d")}) == 5

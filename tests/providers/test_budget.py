@@ -176,8 +176,9 @@ def test_cache_hits_spend_nothing(fake_server: FakeProviderServer, tmp_path: Pat
         {"agents": {"writer": agent_settings("gpt", fake_server)}, "defaults": {"agent": "writer"}, "tasks": tasks}
     )
     anyio.run(ProjectOrchestrator(spec, store=tmp_path / "runs.db").run)
-    tight = spec.model_copy(update={"defaults": spec.defaults.model_copy(update={"budget": {"max_cost_usd": 0.0}})})
-    tight = ProjectSpec.model_validate(tight.model_dump())
+    data = spec.model_dump()
+    data["defaults"]["budget"] = {"max_cost_usd": 0.0}
+    tight = ProjectSpec.model_validate(data)
     orch = ProjectOrchestrator(tight, store=tmp_path / "runs.db")
     results = anyio.run(orch.run)
     assert results["t"].succeeded and results["t"].cache is not None and results["t"].cache.hit

@@ -19,6 +19,7 @@ from llm_abstractions import (
     RateLimitedError,
     Usage,
 )
+from llm_abstractions.errors import ReplicaLostError
 from llm_abstractions.wrappers import (
     CircuitBreaker,
     CircuitBreakerLlm,
@@ -137,12 +138,18 @@ async def test_circuit_opens_after_repeated_failures_and_one_trial_decides() -> 
     assert (await llm.generate_content_async(HELLO)).text == "ok"
 
 
-async def test_rate_limits_and_request_errors_do_not_open_the_circuit() -> None:
+async def test_rate_limits_request_errors_and_lost_replicas_do_not_open_the_circuit() -> None:
     breaker = CircuitBreaker(failure_threshold=2, cooldown_s=10.0)
-    errors = [RateLimitedError("slow down"), InvalidRequestError("bad"), RateLimitedError("slow down")]
+    errors = [
+        RateLimitedError("slow down"),
+        InvalidRequestError("bad"),
+        ReplicaLostError("replica 0 died"),
+        RateLimitedError("slow down"),
+        ReplicaLostError("replica 1 died"),
+    ]
     llm = CircuitBreakerLlm(scripted("a", *errors), breaker)
     for _ in errors:
-        with pytest.raises((RateLimitedError, InvalidRequestError)):
+        with pytest.raises((RateLimitedError, InvalidRequestError, ReplicaLostError)):
             await llm.generate_content_async(HELLO)
     assert breaker.state is CircuitState.CLOSED
 

@@ -85,3 +85,18 @@ def test_the_runs_list_rebuilds_only_the_runs_that_changed(tmp_path: Path) -> No
     run_in(store, "r1", CHAIN[:2])  # the same id again, another project: a new version
     again = listed()
     assert [run["run_id"] for run in again] == ["r1", "r2"] and again[0]["tasks"] == 2
+
+
+def test_large_answers_are_compressed_and_event_streams_are_not(served: Served) -> None:
+    tasks = [{"id": f"t{i}", "description": f"task {i}"} for i in range(40)]
+    with served.client() as client:
+        run_id = start(client, project=project("compressed", tasks))
+        done = wait_for_run(client, run_id, "success")
+        raw = client.get(f"/api/runs/{run_id}", headers={"Accept-Encoding": "gzip"})
+        assert raw.headers["Content-Encoding"] == "gzip" and raw.json() == done
+        assert int(raw.headers["Content-Length"]) < len(json.dumps(done)) / 3
+        plain = client.get(f"/api/runs/{run_id}", headers={"Accept-Encoding": "identity"})
+        assert "Content-Encoding" not in plain.headers and plain.json() == done
+        with client.stream("GET", f"/api/runs/{run_id}/events", headers={"Accept-Encoding": "gzip"}) as stream:
+            assert "Content-Encoding" not in stream.headers
+            assert stream.headers["Content-Type"].startswith("text/event-stream")
