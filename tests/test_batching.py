@@ -54,7 +54,7 @@ async def test_300_mapped_instances_go_in_one_job_each_once_with_their_own_answe
         {
             "inputs": {"docs": [f"doc {i}" for i in range(300)]},
             "agents": {"bulk": BULK, "now": {"type": "offline", "response": "{{ prompt }}"}},
-            "defaults": {"batch": {"window_s": 0.2, "poll_s": 0.02}},
+            "defaults": {"batch": {"window_s": 60, "max_size": 300, "poll_s": 0.02}},  # one job, however slow
             "tasks": [
                 {"id": "doc", "agent": "bulk", "for_each": "{{ inputs.docs }}", "description": "{{ item }}"},
                 {"id": "final", "agent": "now", "depends_on": ["doc"], "description": "{{ tasks.doc.outputs[17] }}"},

@@ -48,7 +48,7 @@ async def test_answers_and_per_request_errors_reach_their_tasks_at_batch_prices(
 ) -> None:
     fake_server.batches.faults["t1"] = Fault.bad_request("bad item")
     fake_server.batches.faults["t2"] = Fault.rate_limited()
-    results = await _run(_spec(fake_server, provider, 4))
+    results = await _run(_spec(fake_server, provider, 4, window_s=60, max_size=4))
     assert len(fake_server.batches.jobs) == 1 and sorted(fake_server.batches.lines()) == ["t0", "t1", "t2", "t3"]
     for task_id in ("t0", "t3"):
         result = results[task_id]
@@ -120,7 +120,7 @@ def test_plan_prices_batch_tasks_at_batch_prices_and_says_how_long_they_may_take
 async def test_budgets_reserve_batch_requests_at_batch_prices(fake_server: FakeProviderServer) -> None:
     """Three worst cases at batch prices fit a cap of 1.8 standard ones: the three requests are reserved at once and
     go in one job (at standard prices each would wait for the one before to settle: three jobs)."""
-    spec = _spec(fake_server, "gpt", 3)
+    spec = _spec(fake_server, "gpt", 3, window_s=60, max_size=3)
     worst = cost_usd("openai", MODEL_OF["gpt"], Usage(input_tokens=0, output_tokens=10_000))
     assert worst is not None
     data = spec.model_dump(exclude_unset=True, by_alias=True)
@@ -137,7 +137,7 @@ async def test_the_answer_cache_answers_batch_tasks_without_a_job(
 ) -> None:
     from orchestration.store import RunStore
 
-    spec = _spec(fake_server, "gpt", 3)
+    spec = _spec(fake_server, "gpt", 3, window_s=60, max_size=3)
     first = await ProjectOrchestrator(spec, registry=AgentRegistry(), store=RunStore(tmp_path / "r.db")).run()
     again = await ProjectOrchestrator(spec, registry=AgentRegistry(), store=RunStore(tmp_path / "r.db")).run()
     assert len(fake_server.batches.jobs) == 1 and fake_server.requests == []
@@ -155,7 +155,7 @@ async def test_a_300_item_mapped_task_goes_in_one_job_with_one_request_per_insta
         {
             "inputs": {"docs": [f"doc {i}" for i in range(300)]},
             "agents": {"bulk": agent, "now": agent_settings("gpt", fake_server)},
-            "defaults": {"batch": {"window_s": 0.2, "poll_s": 0.01}},
+            "defaults": {"batch": {"window_s": 60, "max_size": 300, "poll_s": 0.01}},  # one job, however slow
             "tasks": [
                 {"id": "classify", "agent": "bulk", "for_each": "{{ inputs.docs }}", "description": "{{ item }}"},
                 {

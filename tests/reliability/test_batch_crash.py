@@ -38,7 +38,7 @@ def project_file(tmp_path: Path, server: FakeProviderServer, provider: str, *, m
     lines = [
         "name: patient",
         f"agents:\n  bulk: {{{agent}, batch: true}}",
-        "defaults: {agent: bulk, batch: {window_s: 0.2, poll_s: 0.05}}",
+        f"defaults: {{agent: bulk, batch: {{window_s: 60, max_size: {TASKS}, poll_s: 0.05}}}}",  # one job, however slow
         "tasks:",
         *tasks,
     ]
@@ -131,7 +131,8 @@ def test_a_task_whose_request_changed_before_the_resume_sends_the_new_one(
     wait_for_the_acknowledgement(store.path)
     process.kill()
     process.wait(timeout=30)
-    project.write_text(project.read_text().replace("'item 0'", "'item zero'"))
+    changed = project.read_text().replace("'item 0'", "'item zero'")
+    project.write_text(changed.replace("window_s: 60", "window_s: 0.2"))  # the resume's one new request goes at once
     wait_until_the_lease_expired(store, "b")
     fake_server.batches.release()
     assert orchestrate("resume", "b", "--store", str(store.path)).wait(timeout=60) == 0
