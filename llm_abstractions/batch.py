@@ -86,6 +86,22 @@ class BatchLine:
         """A digest of the request body: the same request, the same digest."""
         return sha256(json.dumps(self.body, sort_keys=True, default=str).encode()).hexdigest()
 
+    @property
+    def size(self) -> int:
+        """About how many bytes the line adds to a job's input (its custom id and body as JSON, ASCII-escaped, and
+        an allowance for the provider's envelope): at least what the providers' SDKs send."""
+        return len(json.dumps([self.custom_id, self.body], default=_json_value)) + _ENVELOPE_BYTES
+
+
+_ENVELOPE_BYTES = 256
+"""What a provider's wrapping of one line adds at most (``"method": "POST", "url": ...``, ``"metadata": ...``)."""
+
+
+def _json_value(value: Any) -> Any:
+    """A request body's SDK object (google-genai's ``types``) as the JSON its SDK sends."""
+    dump = getattr(value, "model_dump", None)
+    return dump(mode="json", exclude_none=True) if dump is not None else str(value)
+
 
 class BatchLlm(BaseLlm):
     """A provider with a batch API (see the module's description)."""
@@ -96,6 +112,11 @@ class BatchLlm(BaseLlm):
     """How often the provider suggests polling a job's status (the first interval; callers back off from it)."""
     batch_window_s: ClassVar[float] = 24 * 3600.0
     """How long the provider takes at most before a job expires."""
+    batch_max_requests: ClassVar[int | None] = None
+    """The most requests the provider takes in one job (``None``: no limit)."""
+    batch_max_bytes: ClassVar[int | None] = None
+    """The largest input the provider takes for one job, in bytes (``None``: no limit); callers fill a job up to
+    a margin below it (see :attr:`BatchLine.size`)."""
 
     def batch_line(
         self, custom_id: str, messages: Sequence[Message], options: GenerationOptions | None = None

@@ -2,10 +2,13 @@
 
 A task whose request goes by batch (its agent's ``batch: true``, unless the task says ``batch: false``) is called
 through :class:`BatchedLlm`, the first link of its call chain. Its request joins its agent's collector (one per
-agent: model and endpoint) and the task becomes ``batched``, giving its concurrency slot away. A collector gathers
-ready requests for ``defaults.batch.window_s`` from the first one, or until ``max_size``; then the group is
-submitted as one job, or, smaller than ``min_size``, goes in real time (``fallback: realtime``) or waits for more
-(``fallback: wait``, up to ``max_wait_s``). Each request carries its task's id as its custom id
+agent: model and endpoint) and the task becomes ``batched``, giving its concurrency slots (the run's and its agent's
+``max_concurrent``) away. A collector gathers ready requests for ``defaults.batch.window_s`` from the first one, or
+until ``max_size`` (or the provider's limits on a job's requests and bytes:
+:attr:`~llm_abstractions.batch.BatchLlm.batch_max_requests`, ``batch_max_bytes``); then the group is submitted as one
+job, or, smaller than ``min_size``, goes in real time (``fallback: realtime``) or waits for more (``fallback: wait``,
+up to ``max_wait_s``). A task cancelled while its request waits in the collector takes it out (it is not submitted).
+Each request carries its task's id as its custom id
 (:func:`~llm_abstractions.batch.custom_id_of`), and answers are matched back by it.
 
 Durability: the job and its members (each request's custom id, task and digest) are committed to the run store
@@ -65,6 +68,8 @@ __all__ = ["BatchProgress", "BatchedLlm", "Batches", "Ticket", "current_ticket"]
 _log = get_logger(__name__)
 
 _BACKOFF = 1.5
+_FILL = 0.95
+"""A job's input is filled up to this share of the provider's limit (the requests' sizes are estimates)."""
 _MAX_POLL_FACTOR = 10.0
 
 
@@ -129,11 +134,17 @@ class _Waiter:
             self.done.set()
 
 
-@dataclass
+@dataclass(eq=False)
 class _Member:
     task_id: str
     line: BatchLine
     waiter: _Waiter = field(default_factory=_Waiter)
+    withdrawn: bool = False
+    """Its task was cancelled before its job was committed: the request is not submitted."""
+    size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.size = self.line.size
 
 
 class _Collector:
@@ -141,17 +152,51 @@ class _Collector:
 
     def __init__(self, batches: Batches, agent: str, llm: BatchLlm) -> None:
         self.batches, self.agent, self.llm = batches, agent, llm
-        self.pending: list[_Member] = []
+        self.pending: dict[_Member, None] = {}
+        """In the order they came (a dict: a cancelled task's request leaves in O(1))."""
+        self.size = 0
+        """The pending requests' bytes."""
+        self.max_requests = min(batches.settings.max_size, llm.batch_max_requests or batches.settings.max_size)
+        self.max_bytes = int(llm.batch_max_bytes * _FILL) if llm.batch_max_bytes is not None else None
         self.full = anyio.Event()
         self.collecting = False
 
     def add(self, member: _Member) -> None:
-        self.pending.append(member)
-        if len(self.pending) >= self.batches.settings.max_size:
-            self.full.set()
+        self.pending[member] = None
+        self.size += member.size
+        self._check_full()
         if not self.collecting:
             self.collecting = True
             self.batches.start(self._collect)
+
+    def withdraw(self, member: _Member) -> None:
+        """``member``'s task was cancelled: its request leaves the group (or the job about to be committed)."""
+        member.withdrawn = True
+        if member in self.pending:
+            self._remove([member])
+
+    def _check_full(self) -> None:
+        if len(self.pending) >= self.max_requests or (self.max_bytes is not None and self.size >= self.max_bytes):
+            self.full.set()
+
+    def _take(self) -> list[_Member]:
+        """The oldest pending requests, as many as the next job holds: ``max_size`` and the provider's limits on a
+        job's requests and bytes (a request larger than the limit alone goes alone, and the provider refuses it)."""
+        group: list[_Member] = []
+        size = 0
+        for member in self.pending:
+            if len(group) >= self.max_requests:
+                break
+            if self.max_bytes is not None and group and size + member.size > self.max_bytes:
+                break
+            group.append(member)
+            size += member.size
+        return group
+
+    def _remove(self, group: Iterable[_Member]) -> None:
+        for member in group:
+            del self.pending[member]
+            self.size -= member.size
 
     async def _collect(self) -> None:
         settings = self.batches.settings
@@ -160,19 +205,18 @@ class _Collector:
             while self.pending:
                 with anyio.move_on_after(settings.window_s):
                     await self.full.wait()
-                group = self.pending[: settings.max_size]
+                group = self._take()
                 if len(group) < settings.min_size:
                     if settings.fallback is BatchFallback.REALTIME:
+                        self._remove(group)
                         for member in group:
                             member.waiter.deliver(FALLBACK)
-                        del self.pending[: len(group)]
                         continue
                     if time.monotonic() - first < settings.max_wait_s:
                         continue  # wait for more requests
-                del self.pending[: len(group)]
+                self._remove(group)
                 self.full = anyio.Event()
-                if len(self.pending) >= settings.max_size:
-                    self.full.set()
+                self._check_full()
                 first = time.monotonic()
                 self.batches.start(self.batches.submit, self.agent, self.llm, group)
         finally:
@@ -234,6 +278,8 @@ class Batches:
         line = llm.batch_line(custom_id_of(task_id), messages, options)
         attached = self._attached.pop(task_id, None)
         waiter = attached[0] if attached is not None and attached[1] == line.digest else None  # same request only
+        member: _Member | None = None
+        collector: _Collector | None = None
         if waiter is None:
             member = _Member(task_id, line)
             collector = self._collectors.get(agent)
@@ -246,6 +292,8 @@ class Batches:
         try:
             await waiter.done.wait()
         finally:
+            if collector is not None and member is not None and not waiter.done.is_set():  # cancelled while waiting
+                collector.withdraw(member)
             if self._on_unbatched is not None:
                 self._on_unbatched(task_id)
         return waiter.outcome, waiter.record
@@ -267,6 +315,9 @@ class Batches:
             waiter.deliver(error)
 
     async def _submit(self, agent: str, llm: BatchLlm, group: Sequence[_Member]) -> None:
+        group = [m for m in group if not m.withdrawn]
+        if not group:
+            return
         job = StoredJob(
             job_id=f"orchestrate-{self.run_id}-{secrets.token_hex(4)}",
             run_id=self.run_id,

@@ -365,6 +365,7 @@ class FanOutLifecycle(TaskLifecycle):
             parents.append([m.first + position for m in parent_maps if position < len(m.ids)])
         self._prints.extend([None] * len(ids))
         self._nodes.extend([task] * len(ids))
+        self._index.update(zip(ids, range(first, first + len(ids)), strict=True))  # for batched(): by instance id
         self._move(mapped.task, TaskState.EXPANDED)
         if self._events.active:
             self._events.emit(RunEvent(EventKind.TASK_EXPANDED, self.run_id, task.id, task.agent, items=to_run))

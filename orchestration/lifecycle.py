@@ -403,22 +403,23 @@ class TaskLifecycle:
         self._move(index, TaskState.WAITING)
         self._announce(EventKind.REVIEW_REQUESTED, index, gate)
         if gate.open and self.on_waiting is not None:
-            self.on_waiting(index)
+            self.on_waiting(index, False)
         gate = await gating.wait_for_decision(store, gate)
         self._announce(EventKind.REVIEW_DECIDED, index, gate)
         return gate
 
-    on_waiting: Callable[[int], None] | None = None
-    """Told each time a task starts waiting for a review decision or a batch job (the scheduler gives its slot
-    away)."""
+    on_waiting: Callable[[int, bool], None] | None = None
+    """Told each time a task starts waiting for a review decision (``False``: it keeps its agent's slot) or a batch
+    job (``True``: it gives its agent's ``max_concurrent`` slot away too); the scheduler gives its slot away."""
 
     def batched(self, task_id: str) -> None:
-        """RUNNING → BATCHED: the task's request waits in a batch job (:mod:`orchestration.batching`); its slot is
-        given away."""
+        """RUNNING → BATCHED: the task's request waits in a batch job (:mod:`orchestration.batching`); its slot and
+        its agent's are given away (a real-time call it makes later still counts against ``max_concurrent``, at the
+        agent's endpoint)."""
         index = self._index[task_id]
         self._move(index, TaskState.BATCHED)
         if self.on_waiting is not None:
-            self.on_waiting(index)
+            self.on_waiting(index, True)
 
     def unbatched(self, task_id: str) -> None:
         """BATCHED → RUNNING: the job answered (or the request goes in real time); no event."""

@@ -17,8 +17,9 @@ task stays O(1) amortised.
 ``max_concurrency`` workers pull from the heap, so there is no superstep barrier and no
 task object per node. Optional per-group limits (an agent's ``max_concurrent``) park a
 ready task until its group has room. A node that waits on something other than work (a
-review decision) gives its slot away with :meth:`DagScheduler.lend`: an extra worker starts,
-and the waiting node's worker retires when the node is done (it keeps its group's slot).
+review decision, a batch job) gives its slot away with :meth:`DagScheduler.lend`: an extra worker starts,
+and the waiting node's worker retires when the node is done; it keeps its group's slot while it waits for a
+review, and gives it away too while it waits in a batch job.
 
 The DAG may grow while it runs (:meth:`DagScheduler.grow`): a node that learns of new work (a mapped
 task whose items became known) adds nodes and edges to nodes that have not finished, and more workers start
@@ -157,6 +158,8 @@ class DagScheduler:
         self._lifecycle: Lifecycle | None = None
         self._lent: set[int] = set()
         """Nodes whose worker was replaced while they wait (:meth:`lend`): it retires when they finish."""
+        self._group_lent: set[int] = set()
+        """Nodes that gave their group's slot away while they wait (:meth:`lend` with ``group``)."""
 
     @property
     def ranks(self) -> Sequence[float]:
@@ -348,13 +351,18 @@ class DagScheduler:
         if outcome is _FAILED and self._fail_fast and self._scope is not None:
             self._scope.cancel()
 
-    def lend(self, node: int) -> None:
+    def lend(self, node: int, group: bool = False) -> None:
         """``node`` (running) waits without working: start another worker in its place; ``node``'s worker
-        retires once ``node`` finishes, so the number of working nodes stays ``max_concurrency``."""
-        if self._tasks is None or self._lifecycle is None or node in self._lent:
+        retires once ``node`` finishes, so the number of working nodes stays ``max_concurrency``. With ``group``,
+        ``node`` gives its group's slot away too (a parked node of its group may start)."""
+        if self._tasks is None or self._lifecycle is None:
             return
-        self._lent.add(node)
-        self._start_worker(self._tasks, self._lifecycle)
+        if group and self._limited and node not in self._group_lent:
+            self._group_lent.add(node)
+            self._wake(self._free_slot(node))
+        if node not in self._lent:
+            self._lent.add(node)
+            self._start_worker(self._tasks, self._lifecycle)
 
     @property
     def size(self) -> int:
@@ -458,7 +466,12 @@ class DagScheduler:
                 return
             if clock is not None:
                 self._observe(node, clock() - started)
-            woken = self._free_slot(node) if self._limited else 0
+            woken = 0
+            if self._limited:
+                if node in self._group_lent:
+                    self._group_lent.discard(node)
+                else:
+                    woken = self._free_slot(node)
             if succeeded:
                 woken += self._finish(node, _SUCCEEDED, lifecycle)
             else:

@@ -12,11 +12,13 @@ import anyio
 import pytest
 from typer.testing import CliRunner
 
+from llm_abstractions import LlmConfig, LlmResponse, Message
 from llm_abstractions.offline import OfflineLlm
 from orchestration import ProjectOrchestrator, ProjectSpec
+from orchestration.batching import Batches
 from orchestration.cli.app import app
 from orchestration.events import EventKind, RunEvent
-from orchestration.models import ExecutionStatus
+from orchestration.models import BatchDefaults, ExecutionStatus
 from orchestration.serve.views import event_json
 from orchestration.store import RunStore
 
@@ -28,7 +30,6 @@ BULK = {"type": "offline", "batch": True, "batch_latency_ms": 50, "response": "A
 def _spec(
     count: int, *, batch: dict[str, Any] | None = None, agent: dict[str, Any] | None = None, **defaults: Any
 ) -> ProjectSpec:
-    # A for_each version of this project (one task mapped over 300 documents) goes here once for_each lands.
     tasks: list[dict[str, Any]] = [{"id": f"doc_{i}", "agent": "bulk", "description": f"doc {i}"} for i in range(count)]
     tasks.append({"id": "final", "agent": "now", "batch": False, "description": "done", "depends_on": ["doc_0"]})
     return ProjectSpec.model_validate(
@@ -48,20 +49,32 @@ def _members(store: Path) -> list[tuple[str, str, str]]:
         ).fetchall()
 
 
-async def test_300_tasks_go_in_one_job_each_once_with_their_own_answers(tmp_path: Path) -> None:
-    orchestrator = ProjectOrchestrator(_spec(300), store=RunStore(tmp_path / "runs.db"))
+async def test_300_mapped_instances_go_in_one_job_each_once_with_their_own_answers(tmp_path: Path) -> None:
+    spec = ProjectSpec.model_validate(
+        {
+            "inputs": {"docs": [f"doc {i}" for i in range(300)]},
+            "agents": {"bulk": BULK, "now": {"type": "offline", "response": "{{ prompt }}"}},
+            "defaults": {"batch": {"window_s": 60, "max_size": 300, "poll_s": 0.02}},  # one job, however slow
+            "tasks": [
+                {"id": "doc", "agent": "bulk", "for_each": "{{ inputs.docs }}", "description": "{{ item }}"},
+                {"id": "final", "agent": "now", "depends_on": ["doc"], "description": "{{ tasks.doc.outputs[17] }}"},
+            ],
+        }
+    )
+    orchestrator = ProjectOrchestrator(spec, store=RunStore(tmp_path / "runs.db"))
     events: list[RunEvent] = []
     orchestrator.on_event(events.append)
     results = await orchestrator.run()
+    instances = [f"doc[{i}]" for i in range(300)]
     assert all(r.status is ExecutionStatus.SUCCESS for r in results.values())
-    for i in range(300):
-        assert results[f"doc_{i}"].output == f"A: doc {i}"
-    batch_ids = {results[f"doc_{i}"].batch.id for i in range(300)}  # type: ignore[union-attr]
-    assert len(batch_ids) == 1 and results["final"].batch is None
+    for i, instance in enumerate(instances):
+        assert results[instance].output == f"A: doc {i}"
+    batch_ids = {results[instance].batch.id for instance in instances}  # type: ignore[union-attr]
+    assert len(batch_ids) == 1 and results["final"].batch is None and results["final"].output == "A: doc 17"
     members = _members(tmp_path / "runs.db")
-    assert sorted(task for _, task, _ in members) == sorted(f"doc_{i}" for i in range(300))
+    assert sorted(task for _, task, _ in members) == sorted(instances)
     assert {state for _, _, state in members} == {"collected"}
-    assert sum(e.kind is EventKind.TASK_BATCHED for e in events) == 300
+    assert sorted(str(e.task_id) for e in events if e.kind is EventKind.TASK_BATCHED) == sorted(instances)
     statuses = [e.batch for e in events if e.kind is EventKind.BATCH_STATUS]
     assert statuses[0] is not None and statuses[0].state == "in_progress" and statuses[0].tasks == 300
     assert statuses[-1] is not None and statuses[-1].state == "ended"
@@ -75,6 +88,14 @@ async def test_a_batched_task_holds_no_slot() -> None:
     """With one slot, every task still joins the same job: each gives its slot away while it waits."""
     results = await ProjectOrchestrator(_spec(5), max_concurrency=1).run()
     assert len({results[f"doc_{i}"].batch.id for i in range(5)}) == 1  # type: ignore[union-attr]
+
+
+async def test_a_batched_task_holds_no_slot_of_its_agents_max_concurrent() -> None:
+    """``limits.max_concurrent`` bounds the agent's real-time calls, not how many requests wait in its jobs."""
+    agent = {**BULK, "limits": {"max_concurrent": 2}}
+    results = await ProjectOrchestrator(_spec(50, agent=agent)).run()
+    assert all(r.succeeded for r in results.values())
+    assert len({results[f"doc_{i}"].batch.id for i in range(50)}) == 1  # type: ignore[union-attr]
 
 
 async def test_max_size_splits_a_group_into_jobs() -> None:
@@ -155,11 +176,18 @@ def test_the_offline_example_runs_by_batch_and_results_and_show_name_the_job(tmp
     assert run.exit_code == 0, run.output
     assert "(bulk, 12 tasks): in_progress" in run.output and "(bulk, 12 tasks): ended" in run.output
     document = json.loads(results.read_text())["results"]
-    jobs = {document[f"review_{i}"]["batch"]["id"] for i in range(1, 13)}
+    jobs = {document[f"review[{i}]"]["batch"]["id"] for i in range(12)}
     assert len(jobs) == 1 and document["digest"]["batch"] is None
-    assert document["review_3"]["output"].startswith("Summary: Summarise this review")
-    assert document["review_3"]["batch"]["submitted_at"] <= document["review_3"]["batch"]["finished_at"]
-    shown = CliRunner().invoke(app, ["show", "latest", "review_3", "--store", store])
+    assert document["review[2]"]["output"] == (
+        "Summary: Summarise this review of a solar-powered e-bike: the panel charges slowly in winter."
+    )
+    assert document["review[2]"]["batch"]["submitted_at"] <= document["review[2]"]["batch"]["finished_at"]
+    assert (
+        document["digest"]["output"]
+        .rstrip()
+        .endswith("- Summary: Summarise this review of a solar-powered e-bike: the kickstand broke.")
+    )
+    shown = CliRunner().invoke(app, ["show", "latest", "review[2]", "--store", store])
     assert f"batch:          {jobs.pop()} (submitted" in shown.output
 
 
@@ -173,3 +201,45 @@ async def test_a_job_that_outlives_max_wait_s_is_cancelled_and_its_requests_go_i
     assert results["doc_1"].output == "A: doc 1"
     last = [e.batch for e in events if e.batch is not None][-1]
     assert last is not None and last.state == "cancelled" and OfflineLlm._jobs[str(last.batch_id)].cancelled
+
+
+async def test_a_task_cancelled_while_its_request_waits_in_the_collector_is_not_submitted() -> None:
+    """Cancelled before its job is committed (fail_fast, a cancelled run, its timeout): its request leaves the group,
+    which fills up with the next ones."""
+    llm = OfflineLlm(LlmConfig(name="bulk", provider="offline", model="m"))
+    run_id = f"cancelled-{len(OfflineLlm._jobs)}"  # the simulated jobs of this process are shared by all tests
+    batches = Batches(run_id, BatchDefaults(window_s=3600, max_size=3, poll_s=0.01), lambda agent: llm)
+    answers: dict[str, str] = {}
+
+    async def answer(task_id: str, scope: anyio.CancelScope | None = None) -> None:
+        with scope or anyio.CancelScope():
+            outcome, _ = await batches.answer("bulk", task_id, [Message.user(task_id)], None)
+            assert isinstance(outcome, LlmResponse)
+            answers[task_id] = outcome.text
+
+    with anyio.fail_after(10):
+        async with batches.running(), anyio.create_task_group() as group:
+            cancelled = anyio.CancelScope()
+            group.start_soon(answer, "doc_0")
+            group.start_soon(answer, "doc_1", cancelled)
+            await anyio.wait_all_tasks_blocked()
+            cancelled.cancel()
+            await anyio.wait_all_tasks_blocked()
+            group.start_soon(answer, "doc_2")
+            group.start_soon(answer, "doc_3")
+    (job,) = [job for job in OfflineLlm._jobs.values() if job.label.startswith(f"orchestrate-{run_id}-")]
+    assert [line.custom_id for line in job.lines] == ["doc_0", "doc_2", "doc_3"]
+    assert answers == {"doc_0": "doc_0", "doc_2": "doc_2", "doc_3": "doc_3"}
+
+
+async def test_a_task_that_times_out_in_the_collector_is_left_out_of_the_job() -> None:
+    spec = _spec(3, batch={"window_s": 1.0})
+    data = spec.model_dump(exclude_unset=True, by_alias=True)
+    data["tasks"][1]["timeout_s"] = 0.1  # doc_1: cancelled by its timeout long before the window closes
+    orchestrator = ProjectOrchestrator(ProjectSpec.model_validate(data))
+    jobs: list[str] = []
+    orchestrator.on_event(lambda e: jobs.append(str(e.batch.batch_id)) if e.batch and e.batch.batch_id else None)
+    results = await orchestrator.run()
+    assert results["doc_1"].error is not None and results["doc_1"].error.type == "timeout"
+    assert results["doc_0"].succeeded and results["doc_2"].succeeded
+    assert [line.custom_id for line in OfflineLlm._jobs[jobs[0]].lines] == ["doc_0", "doc_2"]

@@ -20,6 +20,11 @@ from orchestration import ExecutionResult, ExecutionStatus
 from orchestration.cli.app import app
 from orchestration.models import ErrorInfo
 from orchestration.store import RunStatus, RunStore
+from tests.fakes.agents import agent_settings
+from tests.fakes.fixtures import fake_server
+from tests.fakes.provider_server import FakeProviderServer
+
+__all__ = ["fake_server"]
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -244,3 +249,28 @@ def test_watch_follows_a_run_of_another_process_until_it_ends(
     assert lines.wait_for("[2/2] cancelled", " stuck ")
     assert lines.wait_for("run other (project): cancelled")
     assert watch.wait(timeout=30) == 1
+
+
+def test_watch_shows_the_batch_jobs_of_a_run_of_another_process(
+    tmp_path: Path, processes: list[subprocess.Popen[str]], fake_server: FakeProviderServer
+) -> None:
+    """Its job lines come from the store's ``batch_status`` events: in progress while the provider holds the job,
+    then ended, with the instances' results."""
+    fake_server.batches.hold = True
+    agent = ", ".join(f"{key}: '{value}'" for key, value in agent_settings("gpt", fake_server).items())
+    project = tmp_path / "p.yaml"
+    project.write_text(
+        f"agents:\n  bulk: {{{agent}, batch: true}}\n"
+        "defaults: {agent: bulk, batch: {window_s: 0.1, poll_s: 0.05}}\n"
+        "tasks:\n  - {id: doc, for_each: [a, b, c], description: '{{ item }}'}\n"
+    )
+    store = str(tmp_path / "runs.db")
+    run, run_lines = orchestrate(processes, "run", str(project), "--store", store, "--run-id", "bw", "-q")
+    assert run_lines.wait_for("run bw")  # the run is in the store
+    watch, lines = orchestrate(processes, "watch", "bw", "--store", store, "--interval", "0.02")
+    assert lines.wait_for("batch job batch_", "(bulk, 3 tasks): in_progress")
+    fake_server.batches.release()
+    assert lines.wait_for("batch job batch_", "(bulk, 3 tasks): ended", "3 succeeded")
+    assert lines.wait_for("run bw (project): success")
+    assert watch.wait(timeout=30) == 0 and run.wait(timeout=30) == 0
+    assert len(fake_server.batches.jobs) == 1

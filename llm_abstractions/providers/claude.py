@@ -386,6 +386,8 @@ class ClaudeLlm(SdkLlm["AsyncAnthropic", "AnthropicMessage"], BatchLlm):
     # -- Message Batches --------------------------------------------------------------------------
 
     batch_poll_s = 60.0
+    batch_max_requests = 100_000
+    batch_max_bytes = 256 * 1000 * 1000  # the request (256 MB)
 
     def _batch_body(self, messages: Sequence[Message], options: GenerationOptions) -> dict[str, Any]:
         body = self._request(messages, options)

@@ -294,6 +294,7 @@ class GeminiLlm(SdkLlm[_Clients, "GenerateContentResponse"], BatchLlm):
     # -- batch mode ---------------------------------------------------------------------------------
 
     batch_poll_s = 30.0
+    batch_max_bytes = 20 * 1000 * 1000  # inline requests: the whole request under 20 MB (larger ones: a file)
 
     def _batch_body(self, messages: Sequence[Message], options: GenerationOptions) -> dict[str, Any]:
         request = self._request(messages, options)

@@ -240,6 +240,8 @@ class GptLlm(SdkLlm["AsyncOpenAI", "ChatCompletion"], BatchLlm):
     # -- the Batch API --------------------------------------------------------------------------
 
     batch_poll_s = 30.0
+    batch_max_requests = 50_000
+    batch_max_bytes = 200 * 1000 * 1000  # the input file (200 MB)
 
     def _batch_body(self, messages: Sequence[Message], options: GenerationOptions) -> dict[str, Any]:
         body = self._request(messages, options)

@@ -55,9 +55,15 @@ class FakeBatches:
         self.hold = False
         """Keep every job in progress until :meth:`release`."""
         self.expire_after: int | None = None
+        self.max_requests: int | None = None
+        self.max_bytes: int | None = None
+        """A job with more requests, or a larger input (OpenAI: its file; the others: the request), is refused (400),
+        as the providers refuse one over their limits."""
         self.ack_delay_s = 0.0
         """How long the answer to a job's creation is held back (the job exists at once): a client killed meanwhile
         never learns its id."""
+        self.refused = 0
+        """Jobs refused for their size."""
         self._files: dict[str, bytes] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Condition()
@@ -125,6 +131,16 @@ class FakeBatches:
             job.state, job.answered = "ended", ids
         job.ended_at = int(time.time())
 
+    def _too_large(self, api: Api, requests: list[Any], size: int) -> tuple[int, bytes] | None:
+        """The provider's refusal of a job over the limits; ``None``: within them."""
+        if (self.max_requests is not None and len(requests) > self.max_requests) or (
+            self.max_bytes is not None and size > self.max_bytes
+        ):
+            self.refused += 1
+            fault = Fault.bad_request(f"the batch of {len(requests)} requests ({size} bytes) is over the limits")
+            return fault.status, _json(error_body(api, fault))
+        return None
+
     def _submitted(self, api: Api, requests: list[tuple[str, dict[str, Any]]], metadata: dict[str, str]) -> FakeJob:
         prefix = {"openai": "batch_", "anthropic": "msgbatch_", "gemini": "batches/fake"}[api]
         job = FakeJob(self._new_id(prefix), api, requests, metadata, int(time.time()))
@@ -172,7 +188,10 @@ class FakeBatches:
     def _openai_batches(self, method: str, rest: list[str], raw: bytes) -> tuple[int, bytes]:
         if method == "POST" and not rest:
             body = json.loads(raw)
-            lines = [json.loads(line) for line in self._files[body["input_file_id"]].decode().splitlines() if line]
+            content = self._files[body["input_file_id"]]
+            lines = [json.loads(line) for line in content.decode().splitlines() if line]
+            if (refused := self._too_large("openai", lines, len(content))) is not None:
+                return refused
             created = self._submitted("openai", [(line["custom_id"], line["body"]) for line in lines], body["metadata"])
             return 200, _json(self._openai_batch(created))
         if method == "GET" and not rest:
@@ -251,6 +270,8 @@ class FakeBatches:
                 (r["metadata"]["custom_id"], {"model": model, **r["request"]})
                 for r in batch["inputConfig"]["requests"]["requests"]
             ]
+            if (refused := self._too_large("gemini", requests, len(raw))) is not None:
+                return refused
             created = self._submitted("gemini", requests, {"displayName": batch.get("displayName", "")})
             return 200, _json(self._gemini_batch(created))
         if method == "GET" and rest == ["batches"]:
@@ -294,6 +315,8 @@ class FakeBatches:
     def _anthropic_batches(self, method: str, rest: list[str], raw: bytes) -> tuple[int, bytes]:
         if method == "POST" and not rest:
             requests = [(r["custom_id"], r["params"]) for r in json.loads(raw)["requests"]]
+            if (refused := self._too_large("anthropic", requests, len(raw))) is not None:
+                return refused
             created = self._submitted("anthropic", requests, {})
             return 200, _json(self._anthropic_batch(created))
         job = self.jobs.get(rest[0]) if rest else None

@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 from agent_registry import AgentRegistry
 from llm_abstractions import Usage
+from llm_abstractions.batch import custom_id_of
+from llm_abstractions.factory import get_llm_class
 from llm_abstractions.pricing import cost_usd
 from orchestration import ProjectOrchestrator
 from orchestration.cli.app import app
@@ -46,7 +48,7 @@ async def test_answers_and_per_request_errors_reach_their_tasks_at_batch_prices(
 ) -> None:
     fake_server.batches.faults["t1"] = Fault.bad_request("bad item")
     fake_server.batches.faults["t2"] = Fault.rate_limited()
-    results = await _run(_spec(fake_server, provider, 4))
+    results = await _run(_spec(fake_server, provider, 4, window_s=60, max_size=4))
     assert len(fake_server.batches.jobs) == 1 and sorted(fake_server.batches.lines()) == ["t0", "t1", "t2", "t3"]
     for task_id in ("t0", "t3"):
         result = results[task_id]
@@ -118,7 +120,7 @@ def test_plan_prices_batch_tasks_at_batch_prices_and_says_how_long_they_may_take
 async def test_budgets_reserve_batch_requests_at_batch_prices(fake_server: FakeProviderServer) -> None:
     """Three worst cases at batch prices fit a cap of 1.8 standard ones: the three requests are reserved at once and
     go in one job (at standard prices each would wait for the one before to settle: three jobs)."""
-    spec = _spec(fake_server, "gpt", 3)
+    spec = _spec(fake_server, "gpt", 3, window_s=60, max_size=3)
     worst = cost_usd("openai", MODEL_OF["gpt"], Usage(input_tokens=0, output_tokens=10_000))
     assert worst is not None
     data = spec.model_dump(exclude_unset=True, by_alias=True)
@@ -135,9 +137,63 @@ async def test_the_answer_cache_answers_batch_tasks_without_a_job(
 ) -> None:
     from orchestration.store import RunStore
 
-    spec = _spec(fake_server, "gpt", 3)
+    spec = _spec(fake_server, "gpt", 3, window_s=60, max_size=3)
     first = await ProjectOrchestrator(spec, registry=AgentRegistry(), store=RunStore(tmp_path / "r.db")).run()
     again = await ProjectOrchestrator(spec, registry=AgentRegistry(), store=RunStore(tmp_path / "r.db")).run()
     assert len(fake_server.batches.jobs) == 1 and fake_server.requests == []
     assert all(r.cache is not None and r.cache.hit for r in again.values())
     assert [r.output for r in again.values()] == [r.output for r in first.values()]
+
+
+async def test_a_300_item_mapped_task_goes_in_one_job_with_one_request_per_instance(
+    fake_server: FakeProviderServer,
+) -> None:
+    """``for_each`` over 300 documents on a batch agent, through the OpenAI SDK: one job holding exactly one request
+    per instance (its id as the custom id), each instance's own answer, the downstream task reading them all."""
+    agent = agent_settings("gpt", fake_server, batch=True)
+    spec = ProjectSpec.model_validate(
+        {
+            "inputs": {"docs": [f"doc {i}" for i in range(300)]},
+            "agents": {"bulk": agent, "now": agent_settings("gpt", fake_server)},
+            "defaults": {"batch": {"window_s": 60, "max_size": 300, "poll_s": 0.01}},  # one job, however slow
+            "tasks": [
+                {"id": "classify", "agent": "bulk", "for_each": "{{ inputs.docs }}", "description": "{{ item }}"},
+                {
+                    "id": "final",
+                    "agent": "now",
+                    "depends_on": ["classify"],
+                    "description": "{{ tasks.classify.outputs | join('|') }}",
+                },
+            ],
+        }
+    )
+    results = await _run(spec)
+    instances = [f"classify[{i}]" for i in range(300)]
+    assert len(fake_server.batches.jobs) == 1
+    assert sorted(fake_server.batches.lines()) == sorted(custom_id_of(i) for i in instances)  # once each
+    (job,) = fake_server.batches.jobs
+    for i, instance in enumerate(instances):
+        result = results[instance]
+        assert result.succeeded and result.output == f"echo: doc {i}"
+        assert result.batch is not None and result.batch.id == job
+    assert results["classify"].succeeded and results["final"].batch is None
+    assert [last_user_text(r) for r in fake_server.requests] == ["|".join(f"echo: doc {i}" for i in range(300))]
+
+
+@pytest.mark.parametrize(("provider", "limit"), [("gpt", "bytes"), ("claude", "requests"), ("gemini", "bytes")])
+async def test_jobs_are_split_to_fit_the_providers_limits(
+    fake_server: FakeProviderServer, provider: str, limit: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider refuses a job over its limits (the fake server with the same, small ones): a group larger than
+    them goes in several jobs, each within them, every request once."""
+    llm_class = get_llm_class(provider)
+    if limit == "bytes":
+        monkeypatch.setattr(llm_class, "batch_max_bytes", 2000)
+        fake_server.batches.max_bytes = 2000
+    else:
+        monkeypatch.setattr(llm_class, "batch_max_requests", 4)
+        fake_server.batches.max_requests = 4
+    results = await _run(_spec(fake_server, provider, 20))
+    assert all(r.succeeded and r.batch is not None for r in results.values())
+    assert fake_server.batches.refused == 0 and len(fake_server.batches.jobs) >= 3
+    assert sorted(fake_server.batches.lines()) == sorted(f"t{i}" for i in range(20))

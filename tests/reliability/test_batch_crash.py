@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from llm_abstractions.batch import custom_id_of
 from orchestration.store import LEASE_ENV, RunStatus, RunStore
 from tests.fakes.agents import agent_settings
 from tests.fakes.fixtures import fake_server
@@ -26,14 +27,20 @@ REPO = Path(__file__).resolve().parents[2]
 TASKS = 20
 
 
-def project_file(tmp_path: Path, server: FakeProviderServer, provider: str) -> Path:
+def project_file(tmp_path: Path, server: FakeProviderServer, provider: str, *, mapped: bool = False) -> Path:
+    """``TASKS`` tasks ``t0``... on a batch agent, or (``mapped``) one task ``t`` mapped over ``TASKS`` items."""
     agent = ", ".join(f"{key}: '{value}'" for key, value in agent_settings(provider, server).items())
+    tasks = (
+        [f"  - {{id: t, for_each: {[f'item {i}' for i in range(TASKS)]}, description: '{{{{ item }}}}'}}"]
+        if mapped
+        else [f"  - {{id: t{i}, description: 'item {i}'}}" for i in range(TASKS)]
+    )
     lines = [
         "name: patient",
         f"agents:\n  bulk: {{{agent}, batch: true}}",
-        "defaults: {agent: bulk, batch: {window_s: 0.2, poll_s: 0.05}}",
+        f"defaults: {{agent: bulk, batch: {{window_s: 60, max_size: {TASKS}, poll_s: 0.05}}}}",  # one job, however slow
         "tasks:",
-        *[f"  - {{id: t{i}, description: 'item {i}'}}" for i in range(TASKS)],
+        *tasks,
     ]
     path = tmp_path / "patient.yaml"
     path.write_text("\n".join(lines) + "\n")
@@ -62,34 +69,36 @@ def wait_for_the_acknowledgement(store: Path, timeout: float = 30.0) -> None:
     raise AssertionError("the job's acknowledgement never reached the store")
 
 
-def resume_and_check(server: FakeProviderServer, store: RunStore, jobs: int = 1) -> None:
+def resume_and_check(server: FakeProviderServer, store: RunStore, jobs: int = 1, *, mapped: bool = False) -> None:
     wait_until_the_lease_expired(store, "b")
     server.batches.release()  # the job ends while no process runs
     assert orchestrate("resume", "b", "--store", str(store.path)).wait(timeout=60) == 0
     assert len(server.batches.jobs) == jobs
-    assert sorted(server.batches.lines()) == sorted([f"t{i}" for i in range(TASKS)] * jobs)
+    ids = [f"t[{i}]" if mapped else f"t{i}" for i in range(TASKS)]
+    assert sorted(server.batches.lines()) == sorted([custom_id_of(task_id) for task_id in ids] * jobs)
     assert server.requests == []  # nothing went in real time either
     record = store.get_run("b")
     assert record.status is RunStatus.SUCCESS and record.sessions == 2
     results = store.load_results("b")
     job = list(server.batches.jobs)[-1]
-    for i in range(TASKS):
-        result = results[f"t{i}"]
+    for i, task_id in enumerate(ids):
+        result = results[task_id]
         assert result.output == f"echo: item {i}" and result.batch is not None and result.batch.id == job
 
 
-@pytest.mark.parametrize("provider", ["gpt", "claude", "gemini"])
+@pytest.mark.parametrize(("provider", "mapped"), [("gpt", False), ("claude", False), ("gemini", False), ("gpt", True)])
 def test_kill_9_after_submission_then_resume_collects_the_job_it_submitted(
-    fake_server: FakeProviderServer, tmp_path: Path, provider: str
+    fake_server: FakeProviderServer, tmp_path: Path, provider: str, mapped: bool
 ) -> None:
+    """Also for the instances of a mapped task (``for_each``): each one waits for its answer in the same job."""
     fake_server.batches.hold = True
     store = RunStore(tmp_path / "runs.db")
-    project = project_file(tmp_path, fake_server, provider)
+    project = project_file(tmp_path, fake_server, provider, mapped=mapped)
     process = orchestrate("run", str(project), "--run-id", "b", "--store", str(store.path))
     wait_for_the_acknowledgement(store.path)
     process.kill()
     process.wait(timeout=30)
-    resume_and_check(fake_server, store)
+    resume_and_check(fake_server, store, mapped=mapped)
 
 
 @pytest.mark.parametrize(("provider", "jobs"), [("gpt", 1), ("claude", 2), ("gemini", 1)])
@@ -122,7 +131,8 @@ def test_a_task_whose_request_changed_before_the_resume_sends_the_new_one(
     wait_for_the_acknowledgement(store.path)
     process.kill()
     process.wait(timeout=30)
-    project.write_text(project.read_text().replace("'item 0'", "'item zero'"))
+    changed = project.read_text().replace("'item 0'", "'item zero'")
+    project.write_text(changed.replace("window_s: 60", "window_s: 0.2"))  # the resume's one new request goes at once
     wait_until_the_lease_expired(store, "b")
     fake_server.batches.release()
     assert orchestrate("resume", "b", "--store", str(store.path)).wait(timeout=60) == 0
