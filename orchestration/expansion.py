@@ -78,15 +78,17 @@ def instance_fingerprint(task_print: str, key: str, item: Any, index: int | None
 
 def scheduler_graph(
     project: Project, groups: Sequence[int], durations: Sequence[float | None] | None
-) -> tuple[list[list[int]], list[int], list[float | None] | None, list[TriggerRule]]:
-    """The scheduler's DAG of a project with mapped tasks: its children, groups, known durations and trigger rules.
+) -> tuple[list[list[int]], list[int], list[float | None] | None, list[TriggerRule], int]:
+    """The scheduler's DAG of a project with mapped tasks: its children, groups, known durations, trigger rules,
+    and the group of the mapped tasks' own nodes and expansion nodes.
 
     Nodes ``0..n-1`` are the tasks (a mapped task's node collects its instances), then one expansion node per
     mapped task (in :attr:`Project.mapped` order). A dependency on a mapped task waits for its node; a mapped
     task's expansion node waits for its dependencies (a per-item one: for that task's expansion node) and follows
     the mapped task's trigger rule; the mapped task's own node waits for its expansion node and all its instances
     to end (``all_done``), then the lifecycle decides how it ended (see :meth:`FanOutLifecycle.ready`). Mapped
-    tasks' own nodes and expansion nodes make a group of their own (their work is a few list operations).
+    tasks' own nodes and expansion nodes make a group of their own (their work is a few list operations: the
+    scheduler does not time them, see ``untimed``, so a project of one agent keeps its ranks static).
     """
     tasks, mapped = project.tasks, project.mapped
     n = len(tasks)
@@ -112,7 +114,7 @@ def scheduler_graph(
         known.extend([None] * len(mapped))
     triggers = [TriggerRule.ALL_DONE if task.index in expansion else task.trigger for task in tasks]
     triggers.extend(task.trigger for task in mapped)
-    return children, all_groups, known, triggers
+    return children, all_groups, known, triggers, own_group
 
 
 @dataclass(eq=False)
