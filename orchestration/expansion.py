@@ -37,7 +37,7 @@ import hashlib
 import json
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -141,8 +141,9 @@ class _Map:
     when_per_item: bool = False
     """Whether each instance reads the task's ``when`` (it reads ``item``, ``index`` or a per-item dependency); else
     it is read once, before the items."""
-    templates: tuple[dict[str, Any], dict[str, Any] | None] | None = None
-    """What its instances' templates copy of the task's (:meth:`ItemPrompt.fields_of`), once one was made."""
+    templates: tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]] | None = None
+    """What its instances' templates copy of the task's (:meth:`ItemPrompt.fields_of`), and what its instances'
+    tasks copy of the task's (:func:`_init_fields`), once one was made."""
 
 
 class FanOutLifecycle(TaskLifecycle):
@@ -435,19 +436,21 @@ class FanOutLifecycle(TaskLifecycle):
                 per_item[self.project.tasks[parent].id] = parent_map.ids[position]
         if mapped.templates is None:
             system_fields = ItemPrompt.fields_of(base.system) if base.system is not None else None
-            mapped.templates = (ItemPrompt.fields_of(base.prompt), system_fields)
-        prompt_fields, system_fields = mapped.templates
+            mapped.templates = (ItemPrompt.fields_of(base.prompt), system_fields, _init_fields(base))
+        prompt_fields, system_fields, task_fields = mapped.templates
         prompt = ItemPrompt.bind(prompt_fields, variables, per_item)
         system = ItemPrompt.bind(system_fields, variables, per_item) if system_fields is not None else None
-        condition = base.condition if mapped.when_per_item else None
-        made = replace(
-            base,
-            prompt=prompt,
-            system=system,
-            fan_out=None,
-            instance=Instance(position, key, item),
-            per_item=per_item or None,
-            condition=condition,  # one that does not read the item was read once, before the expansion
+        made = CompiledTask(  # dataclasses.replace, without reading every field of the task again
+            **{
+                **task_fields,
+                "prompt": prompt,
+                "system": system,
+                "fan_out": None,
+                "instance": Instance(position, key, item),
+                "per_item": per_item or None,
+                # a condition that does not read the item was read once, before the expansion
+                "condition": base.condition if mapped.when_per_item else None,
+            }
         )
         made.id = node_id
         self._nodes[node] = made
@@ -471,6 +474,11 @@ class FanOutLifecycle(TaskLifecycle):
         if len(ordered) < len(results):
             ordered.update((node_id, r) for node_id, r in results.items() if node_id not in ordered)
         return ordered
+
+
+def _init_fields(task: CompiledTask) -> dict[str, Any]:
+    """What :class:`CompiledTask` is made of (its fields set by its constructor), as ``task`` has them."""
+    return {f.name: getattr(task, f.name) for f in fields(CompiledTask) if f.init}
 
 
 def _when_per_item(task: CompiledTask, project: Project) -> bool:

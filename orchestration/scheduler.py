@@ -58,6 +58,8 @@ class Outcome(IntEnum):
 
 _SUCCEEDED, _SKIPPED, _FAILED = Outcome.SUCCEEDED, Outcome.SKIPPED, Outcome.FAILED
 """The members as module constants (read on every step of a run: no enum attribute lookup)."""
+_OUTCOMES = (_SUCCEEDED, _SKIPPED, _FAILED)
+"""The members by value (a tuple index, not an enum call, per node that ends)."""
 _PENDING = 3
 """A node's outcome before it ended."""
 
@@ -327,7 +329,7 @@ class DagScheduler:
         """What ``node``'s trigger rule says now: ``None`` to wait for more dependencies, ``SUCCEEDED`` to run it,
         else the outcome it is skipped with."""
         rule = self._triggers[node] if self._triggers is not None else TriggerRule.ALL_SUCCESS
-        worst = Outcome(self._worst[node])
+        worst = _OUTCOMES[self._worst[node]]
         if worst is Outcome.FAILED and rule in (TriggerRule.ALL_SUCCESS, TriggerRule.NONE_FAILED):
             return Outcome.FAILED  # no need to wait for the others
         if self._indegree[node]:
@@ -424,7 +426,7 @@ class DagScheduler:
                     all_children[parent] = [*all_children[parent], node]
                     indegree[node] += 1
                 else:
-                    self._ended_parent(node, parent, Outcome(outcomes[parent]))
+                    self._ended_parent(node, parent, _OUTCOMES[outcomes[parent]])
         woken = 0
         ended: list[tuple[int, Outcome]] = []
         for node in range(first, first + count):
