@@ -41,6 +41,8 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import anyio.lowlevel
+
 from llm_abstractions import ErrorType, redact
 from orchestration.events import EventKind, RunEvent
 from orchestration.fan_out import FanOut, ItemPrompt
@@ -297,7 +299,11 @@ class FanOutLifecycle(TaskLifecycle):
     async def run(self, index: int) -> bool:
         expansion = self._expansion(index)
         if expansion is not None:
-            return self._expand(expansion)
+            expanded = self._expand(expansion)
+            # the workers that start or wake for the new instances begin on the next turn of the loop: this one
+            # joins them there, so that their writes share group commits (see orchestration.store.writer)
+            await anyio.lowlevel.checkpoint()
+            return expanded
         mapped = self._map_of.get(index)
         if mapped is not None and self._states[index] is TaskState.EXPANDED:
             task = self.project.tasks[index]
