@@ -6,7 +6,8 @@ redirected as in CI), with an offline agent that answers at once: the figures ar
 ``written`` is N tasks, each with its item's text in its prompt, and a task depending on all of them. Each
 contender runs in a fresh interpreter (``python -m benchmarks.for_each_bench --child ...``), so that its
 peak memory is its own. Reported: validation time (loading and checking the project file), the run's wall
-time and per item, and the peak memory growth of the run (resident set, from before loading the project to
+time and per item, its CPU time (all threads) and per item (steadier than wall time on a shared machine), and
+the peak memory growth of the run (resident set, from before loading the project to
 the run's end) in all and per item.
 
 ``python -m benchmarks.for_each_bench`` (10,000 items, about a minute) or ``--items 100000`` (several minutes);
@@ -89,7 +90,7 @@ def child(contender: str, items: int) -> dict[str, Any]:
         validate_s = time.perf_counter() - start
         results = folder / "results.json"
         argv = ["run", str(path), "--results", str(results), "--store", str(folder / "runs.db")]
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         with (
             open(folder / "output.txt", "w") as output,
             contextlib.redirect_stdout(output),
@@ -102,7 +103,7 @@ def child(contender: str, items: int) -> dict[str, Any]:
                     raise RuntimeError(
                         f"orchestrate run exited {exc.code}: {(folder / 'output.txt').read_text()}"
                     ) from None
-        run_s = time.perf_counter() - start
+        run_s, run_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         document = json.loads(results.read_text())
     succeeded = sum(1 for r in document["results"].values() if r["status"] == "success")
@@ -113,6 +114,8 @@ def child(contender: str, items: int) -> dict[str, Any]:
         "validate_s": validate_s,
         "run_s": run_s,
         "us_per_item": run_s / items * 1e6,
+        "run_cpu_s": run_cpu_s,
+        "cpu_us_per_item": run_cpu_s / items * 1e6,
         "peak_growth_bytes": max(0, peak - baseline),
         "bytes_per_item": max(0, peak - baseline) / items,
         "results": len(document["results"]),
@@ -153,7 +156,10 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(document, indent=2) + "\n")
     print(f"for_each over {args.items:,} items vs the same work written out as {args.items:,} tasks")
-    header = f"{'contender':<10} {'validate':>10} {'run':>10} {'per item':>10} {'peak memory':>13} {'per item':>10}"
+    header = (
+        f"{'contender':<10} {'validate':>10} {'run':>10} {'per item':>10} {'run CPU':>10} {'per item':>10}"
+        f" {'peak memory':>13} {'per item':>10}"
+    )
     print(header)
     print("-" * len(header))
     for name, row in rows.items():
@@ -162,6 +168,7 @@ def main() -> None:
             continue
         print(
             f"{name:<10} {row['validate_s']:>9.2f}s {row['run_s']:>9.2f}s {row['us_per_item']:>8.0f}µs"
+            f" {row['run_cpu_s']:>9.2f}s {row['cpu_us_per_item']:>8.0f}µs"
             f" {row['peak_growth_bytes'] / 1e6:>10.1f} MB {row['bytes_per_item']:>8.0f} B"
         )
     print(f"written to {RESULTS.relative_to(REPO_ROOT)}")

@@ -37,9 +37,11 @@ import hashlib
 import json
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+import anyio.lowlevel
 
 from llm_abstractions import ErrorType, redact
 from orchestration.events import EventKind, RunEvent
@@ -78,15 +80,17 @@ def instance_fingerprint(task_print: str, key: str, item: Any, index: int | None
 
 def scheduler_graph(
     project: Project, groups: Sequence[int], durations: Sequence[float | None] | None
-) -> tuple[list[list[int]], list[int], list[float | None] | None, list[TriggerRule]]:
-    """The scheduler's DAG of a project with mapped tasks: its children, groups, known durations and trigger rules.
+) -> tuple[list[list[int]], list[int], list[float | None] | None, list[TriggerRule], int]:
+    """The scheduler's DAG of a project with mapped tasks: its children, groups, known durations, trigger rules,
+    and the group of the mapped tasks' own nodes and expansion nodes.
 
     Nodes ``0..n-1`` are the tasks (a mapped task's node collects its instances), then one expansion node per
     mapped task (in :attr:`Project.mapped` order). A dependency on a mapped task waits for its node; a mapped
     task's expansion node waits for its dependencies (a per-item one: for that task's expansion node) and follows
     the mapped task's trigger rule; the mapped task's own node waits for its expansion node and all its instances
     to end (``all_done``), then the lifecycle decides how it ended (see :meth:`FanOutLifecycle.ready`). Mapped
-    tasks' own nodes and expansion nodes make a group of their own (their work is a few list operations).
+    tasks' own nodes and expansion nodes make a group of their own (their work is a few list operations: the
+    scheduler does not time them, see ``untimed``, so a project of one agent keeps its ranks static).
     """
     tasks, mapped = project.tasks, project.mapped
     n = len(tasks)
@@ -112,7 +116,7 @@ def scheduler_graph(
         known.extend([None] * len(mapped))
     triggers = [TriggerRule.ALL_DONE if task.index in expansion else task.trigger for task in tasks]
     triggers.extend(task.trigger for task in mapped)
-    return children, all_groups, known, triggers
+    return children, all_groups, known, triggers, own_group
 
 
 @dataclass(eq=False)
@@ -139,8 +143,9 @@ class _Map:
     when_per_item: bool = False
     """Whether each instance reads the task's ``when`` (it reads ``item``, ``index`` or a per-item dependency); else
     it is read once, before the items."""
-    templates: tuple[dict[str, Any], dict[str, Any] | None] | None = None
-    """What its instances' templates copy of the task's (:meth:`ItemPrompt.fields_of`), once one was made."""
+    templates: tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]] | None = None
+    """What its instances' templates copy of the task's (:meth:`ItemPrompt.fields_of`), and what its instances'
+    tasks copy of the task's (:func:`_init_fields`), once one was made."""
 
 
 class FanOutLifecycle(TaskLifecycle):
@@ -294,7 +299,11 @@ class FanOutLifecycle(TaskLifecycle):
     async def run(self, index: int) -> bool:
         expansion = self._expansion(index)
         if expansion is not None:
-            return self._expand(expansion)
+            expanded = self._expand(expansion)
+            # the workers that start or wake for the new instances begin on the next turn of the loop: this one
+            # joins them there, so that their writes share group commits (see orchestration.store.writer)
+            await anyio.lowlevel.checkpoint()
+            return expanded
         mapped = self._map_of.get(index)
         if mapped is not None and self._states[index] is TaskState.EXPANDED:
             task = self.project.tasks[index]
@@ -434,19 +443,21 @@ class FanOutLifecycle(TaskLifecycle):
                 per_item[self.project.tasks[parent].id] = parent_map.ids[position]
         if mapped.templates is None:
             system_fields = ItemPrompt.fields_of(base.system) if base.system is not None else None
-            mapped.templates = (ItemPrompt.fields_of(base.prompt), system_fields)
-        prompt_fields, system_fields = mapped.templates
+            mapped.templates = (ItemPrompt.fields_of(base.prompt), system_fields, _init_fields(base))
+        prompt_fields, system_fields, task_fields = mapped.templates
         prompt = ItemPrompt.bind(prompt_fields, variables, per_item)
         system = ItemPrompt.bind(system_fields, variables, per_item) if system_fields is not None else None
-        condition = base.condition if mapped.when_per_item else None
-        made = replace(
-            base,
-            prompt=prompt,
-            system=system,
-            fan_out=None,
-            instance=Instance(position, key, item),
-            per_item=per_item or None,
-            condition=condition,  # one that does not read the item was read once, before the expansion
+        made = CompiledTask(  # dataclasses.replace, without reading every field of the task again
+            **{
+                **task_fields,
+                "prompt": prompt,
+                "system": system,
+                "fan_out": None,
+                "instance": Instance(position, key, item),
+                "per_item": per_item or None,
+                # a condition that does not read the item was read once, before the expansion
+                "condition": base.condition if mapped.when_per_item else None,
+            }
         )
         made.id = node_id
         self._nodes[node] = made
@@ -470,6 +481,11 @@ class FanOutLifecycle(TaskLifecycle):
         if len(ordered) < len(results):
             ordered.update((node_id, r) for node_id, r in results.items() if node_id not in ordered)
         return ordered
+
+
+def _init_fields(task: CompiledTask) -> dict[str, Any]:
+    """What :class:`CompiledTask` is made of (its fields set by its constructor), as ``task`` has them."""
+    return {f.name: getattr(task, f.name) for f in fields(CompiledTask) if f.init}
 
 
 def _when_per_item(task: CompiledTask, project: Project) -> bool:

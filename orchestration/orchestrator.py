@@ -440,8 +440,9 @@ class ProjectOrchestrator:
         children: list[list[int]] = [t.children for t in project.tasks]
         groups = agent_groups = [agent_index[t.agent] for t in project.tasks]
         triggers = [t.trigger for t in project.tasks]
+        untimed = None
         if mapped:  # mapped tasks (for_each): nodes that grow the DAG when their items are known
-            children, groups, durations, triggers = scheduler_graph(project, groups, durations)
+            children, groups, durations, triggers, untimed = scheduler_graph(project, groups, durations)
         scheduler = DagScheduler(
             children,
             self.max_concurrency or defaults.max_concurrency,
@@ -449,6 +450,7 @@ class ProjectOrchestrator:
             group_limits=[project.registry.get(name).limits.max_concurrent for name in agent_names],
             durations=durations,
             triggers=triggers,
+            untimed=untimed,
         )
         if isinstance(lifecycle, FanOutLifecycle):
             lifecycle.attach(scheduler, agent_groups)

@@ -629,6 +629,13 @@ def _fan_outs(
     for item in compiled:
         for message, field_name in per_item_problems(item, compiled, index):
             issues.add(message, item.id, field_name)
+        if item.fan_out is not None and item.output_file is not None and _same_file_per_item(item, compiled, issues):
+            issues.add(
+                f"output_file '{item.task.output_file}' is the same path for every item: the instances would "
+                'overwrite each other\'s file; make it read the item ("out/{{ item.id }}.md" or "out/{{ index }}.md")',
+                item.id,
+                "output_file",
+            )
     for item in compiled:
         per_item = {dep.task for dep in item.task.depends_on if isinstance(dep, Dependency) and dep.per_item}
         for template, field_name in ((item.prompt, "description"), (item.system, "system_prompt")):
@@ -660,6 +667,19 @@ def _fan_outs(
                         item.id,
                         field_name,
                     )
+
+
+def _same_file_per_item(task: CompiledTask, compiled: Sequence[CompiledTask], issues: _Issues) -> bool:
+    """Whether a mapped task's ``output_file`` names the same path for every instance: its template reads neither
+    ``item`` nor ``index`` nor a per-item dependency (its instance of the item). ``False`` when the template was
+    reported already (it did not compile)."""
+    template = task.output_file
+    assert template is not None and task.fan_out is not None
+    if not template.unknown_names.isdisjoint(ITEM_NAMES):
+        return False
+    if not template.task_refs.isdisjoint(compiled[parent].id for parent in task.fan_out.per_item):
+        return False
+    return not any(issue.task == task.id and issue.field == "output_file" for issue in issues.items)
 
 
 class _ReviewChecks:

@@ -58,27 +58,30 @@ def results_document(
     project: str, run_id: str, results: Mapping[str, ExecutionResult], status: RunStatus | None = None
 ) -> dict[str, Any]:
     """The run as a JSON-ready mapping; ``status`` defaults to what the results say (:meth:`RunStatus.of`)."""
-    return {
-        "project": project,
-        "run_id": run_id,
-        "status": (status or RunStatus.of(results)).value,
-        "results": {task_id: result.model_dump(mode="json") for task_id, result in results.items()},
-    }
+    dumped = {task_id: result.model_dump(mode="json") for task_id, result in results.items()}
+    return _document(project, run_id, results, status, dumped)
+
+
+def _document(
+    project: str, run_id: str, results: Mapping[str, ExecutionResult], status: RunStatus | None, value: Any
+) -> dict[str, Any]:
+    """The results document with ``value`` as its results (dumped, or the results themselves for pydantic)."""
+    return {"project": project, "run_id": run_id, "status": (status or RunStatus.of(results)).value, "results": value}
 
 
 def write_results(
     path: Path, project: str, run_id: str, results: Mapping[str, ExecutionResult], status: RunStatus | None = None
 ) -> None:
-    """Write the results document atomically (a crash never leaves half a file), indented by two spaces.
+    """Write the results document atomically (a crash never leaves half a file).
 
-    pydantic-core encodes it: ``json.dumps`` with ``indent`` runs its pure-Python encoder, about 45 µs per result
-    against 6."""
-    document = results_document(project, run_id, results, status)
+    The document is encoded by pydantic's serializer, results and all, in one pass: ``json.dumps`` with an indent
+    runs in pure Python, which took about a quarter of a 100,000-task ``orchestrate run``."""
+    document = _document(project, run_id, results, status, results)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(pydantic_core.to_json(document, indent=2).decode() + "\n")  # one write, not one per token
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pydantic_core.to_json(document, indent=2) + b"\n")  # one write, not one per token
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

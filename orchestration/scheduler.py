@@ -9,7 +9,8 @@ weighted by the observed mean duration of its group (its agent) — the critical
 priority; FIFO among equals. Until a group's duration is known its tasks weigh the mean of the known groups
 (all weigh 1 at the start: ranks in tasks). A task whose own duration is known in
 advance (``durations``, e.g. from an earlier run) weighs that duration instead, and
-counts as an observation of its group. Every ``n / _RERANKS`` completions, if a group's
+counts as an observation of its group. Nodes of the ``untimed`` group (a mapped task's, which only
+keep books) are never observed. Every ``n / _RERANKS`` completions, if a group's
 mean has become known or moved by more than ``_DRIFT`` since the last ranking, the ranks
 are recomputed in one O(n + e) pass: at most ``_RERANKS`` passes per run, so the work per
 task stays O(1) amortised.
@@ -58,6 +59,8 @@ class Outcome(IntEnum):
 
 _SUCCEEDED, _SKIPPED, _FAILED = Outcome.SUCCEEDED, Outcome.SKIPPED, Outcome.FAILED
 """The members as module constants (read on every step of a run: no enum attribute lookup)."""
+_OUTCOMES = (_SUCCEEDED, _SKIPPED, _FAILED)
+"""The members by value (a tuple index, not an enum call, per node that ends)."""
 _PENDING = 3
 """A node's outcome before it ended."""
 
@@ -104,9 +107,11 @@ class DagScheduler:
         durations: Sequence[float | None] | None = None,
         clock: Callable[[], float] = time.perf_counter,
         triggers: Sequence[TriggerRule] | None = None,
+        untimed: int | None = None,
     ) -> None:
         """``durations``: each node's expected duration in seconds where known, else ``None``; ``triggers``:
-        each node's trigger rule (default: all ``all_success``)."""
+        each node's trigger rule (default: all ``all_success``); ``untimed``: a group whose nodes only keep books
+        (a mapped task's nodes): they are not timed, and do not make the ranking adaptive."""
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         n = len(children)
@@ -116,7 +121,8 @@ class DagScheduler:
         group_count = max(len(group_limits), max(self._groups, default=-1) + 1, 1)
         self._group_limits: list[int | None] = [*group_limits, *[None] * (group_count - len(group_limits))]
         self._limited = any(limit is not None for limit in self._group_limits)
-        self._adaptive = len(set(self._groups)) > 1
+        self._adaptive = len(set(self._groups) - {untimed}) > 1
+        self._untimed = untimed
         self._clock = clock
         self._group_running = [0] * group_count
         self._parked: list[list[Entry]] = [[] for _ in range(group_count)]
@@ -211,6 +217,8 @@ class DagScheduler:
 
     def _observe(self, node: int, duration_s: float) -> None:
         group = self._groups[node]
+        if group == self._untimed:
+            return
         self._total_s[group] += duration_s
         self._count[group] += 1
         self._since_check += 1
@@ -324,7 +332,7 @@ class DagScheduler:
         """What ``node``'s trigger rule says now: ``None`` to wait for more dependencies, ``SUCCEEDED`` to run it,
         else the outcome it is skipped with."""
         rule = self._triggers[node] if self._triggers is not None else TriggerRule.ALL_SUCCESS
-        worst = Outcome(self._worst[node])
+        worst = _OUTCOMES[self._worst[node]]
         if worst is Outcome.FAILED and rule in (TriggerRule.ALL_SUCCESS, TriggerRule.NONE_FAILED):
             return Outcome.FAILED  # no need to wait for the others
         if self._indegree[node]:
@@ -426,7 +434,7 @@ class DagScheduler:
                     all_children[parent] = [*all_children[parent], node]
                     indegree[node] += 1
                 else:
-                    self._ended_parent(node, parent, Outcome(outcomes[parent]))
+                    self._ended_parent(node, parent, _OUTCOMES[outcomes[parent]])
         woken = 0
         ended: list[tuple[int, Outcome]] = []
         for node in range(first, first + count):

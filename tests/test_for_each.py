@@ -431,6 +431,17 @@ async def test_instances_of_alike_requests_have_their_own_cache_keys(tmp_path: P
         ),
         ({"description": "{{ tasks.other.output }}", "depends_on": ["other"]}, {}, "description", "is mapped"),
         ({"description": "{{ tasks.text.outputs }}", "depends_on": ["text"]}, {}, "description", "only a mapped"),
+        ({"for_each": [1, 2], "output_file": "out/report.md"}, {}, "output_file", "the same path for every item"),
+        (
+            {
+                "for_each": [1, 2],
+                "output_file": "out/{{ inputs.name }}-{{ tasks.text.output }}.md",
+                "depends_on": ["text"],
+            },
+            {"name": "x"},
+            "output_file",
+            "'out/{{ inputs.name }}-{{ tasks.text.output }}.md' is the same path for every item",
+        ),
         (
             {
                 "for_each": [1, 2],
@@ -470,6 +481,44 @@ def test_validation_names_the_task_field_and_line(
     assert issues, raised.value.issues
     assert any(message in i.message and i.field == field for i in issues), issues
     assert all(i.line is not None and i.file == path for i in issues)
+
+
+@pytest.mark.parametrize("output_file", ["out/{{ item }}.md", "out/{{ index }}.md", "out/{{ tasks.other.output }}.md"])
+def test_an_output_file_that_reads_the_item_is_valid(tmp_path: Path, output_file: str) -> None:
+    document = {
+        "name": "fine",
+        "tasks": [
+            {"id": "other", "description": "o", "for_each": [1, 2]},
+            {
+                "id": "subject",
+                "description": "s",
+                "for_each": [1, 2],
+                "depends_on": [{"task": "other", "per_item": True}],
+                "output_file": output_file,
+            },
+        ],
+    }
+    path = tmp_path / "project.json"
+    path.write_text(json.dumps(document))
+    ProjectOrchestrator.from_file(path, registry=AgentRegistry.default()).validate(check_agents=False)
+
+
+def test_the_cli_refuses_a_mapped_task_writing_one_file_for_every_item(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from orchestration.cli.app import app
+
+    path = tmp_path / "triage.yaml"
+    path.write_text(
+        "tasks:\n  - id: classify\n    for_each: [a, b]\n    description: 'Classify {{ item }}'\n"
+        "    output_file: reports/triage.md\n"
+    )
+    for command in ("validate", "run"):
+        result = CliRunner().invoke(app, [command, str(path)])
+        assert result.exit_code == 2, result.output
+        assert "triage.yaml:5: task 'classify', field 'output_file'" in result.output
+        assert "is the same path for every item" in result.output
+    assert not (tmp_path / "reports").exists()
 
 
 def test_validation_reads_a_large_file_quickly(tmp_path: Path) -> None:

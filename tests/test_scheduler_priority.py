@@ -118,6 +118,17 @@ async def test_observed_durations_put_the_slow_agent_first() -> None:
     assert scheduler.ranks[5] > scheduler.ranks[2]
 
 
+async def test_an_untimed_group_is_neither_observed_nor_ranked_by() -> None:
+    # group 1 keeps books only (a mapped task's nodes): its hundred-times-slower nodes are not observed, so unit ranks
+    # decide as with one group, and its weight stays the mean of the timed group's
+    durations = [1.0 if group == 0 else 100.0 for group in GROUPS]
+    recorder = Recorder(PARENTS, durations)
+    scheduler = DagScheduler(children_of(PARENTS), 1, groups=GROUPS, clock=recorder.clock, untimed=1)
+    await scheduler.run(recorder.nodes())
+    assert recorder.starts() == [0, 1, 2, 3, 5, 4]
+    assert scheduler.weights()[1] == scheduler.weights()[0]
+
+
 async def test_without_observations_unit_ranks_decide() -> None:
     recorder = Recorder(PARENTS, [1.0] * len(PARENTS))
     await DagScheduler(children_of(PARENTS), 1, clock=recorder.clock).run(recorder.nodes())  # one group
