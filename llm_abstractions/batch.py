@@ -18,22 +18,52 @@ from __future__ import annotations
 import json
 import re
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from hashlib import sha256
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from llm_abstractions.base import BaseLlm
 from llm_abstractions.errors import LlmError
 from llm_abstractions.messages import GenerationOptions, LlmResponse, Message
 
-__all__ = ["BatchLine", "BatchLlm", "BatchOutcome", "BatchState", "BatchStatus", "custom_id_of", "supports_batch"]
+__all__ = [
+    "BatchLine",
+    "BatchLlm",
+    "BatchOutcome",
+    "BatchState",
+    "BatchStatus",
+    "custom_id_of",
+    "find_labelled",
+    "supports_batch",
+]
 
 BatchOutcome = LlmResponse | LlmError
 """One request's answer in a finished job: the response, or the error a real-time call would have raised."""
 
 _CUSTOM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+_Job = TypeVar("_Job")
+
+SEARCHED_JOBS = 1000
+"""How many of a provider's latest jobs :func:`find_labelled` looks through."""
+
+
+async def find_labelled(
+    jobs: AsyncIterable[_Job], label: str, label_of: Callable[[_Job], str | None], id_of: Callable[[_Job], str | None]
+) -> str | None:
+    """The id of the job of ``jobs`` (a provider's listing, newest first) labelled ``label``; ``None`` when none of
+    the latest :data:`SEARCHED_JOBS` is (one submitted by a run that crashed is among the latest)."""
+    seen = 0
+    async for job in jobs:
+        if label_of(job) == label:
+            return id_of(job)
+        seen += 1
+        if seen >= SEARCHED_JOBS:
+            break
+    return None
 
 
 def custom_id_of(name: str) -> str:

@@ -509,7 +509,7 @@ def plan_items(project: Project, stored: StoredRun, prints: Sequence[str], plan:
     seen: dict[str, ExecutionResult] = {}
     """What sources read: results kept so far (and mapped tasks whose instances are all kept)."""
     instances: dict[int, list[str]] = {}
-    for task in _topological(project):
+    for task in project.in_dependency_order():
         if task.index in invalid:
             continue
         entry = stored.tasks.get(task.id)
@@ -583,15 +583,3 @@ def _kept_instances(
 
 def _per_item(child: CompiledTask, parent: int) -> bool:
     return child.fan_out is not None and parent in child.fan_out.per_item
-
-
-def _topological(project: Project) -> list[CompiledTask]:
-    tasks = project.tasks
-    indegree = [len(t.parents) for t in tasks]
-    order = [t for t in tasks if not t.parents]
-    for task in order:  # grows while iterating
-        for child in task.children:
-            indegree[child] -= 1
-            if indegree[child] == 0:
-                order.append(tasks[child])
-    return order

@@ -167,7 +167,7 @@ async def plan_run(
     """Tasks whose output the plan knows (kept or cached): their dependents render exactly."""
     plans: dict[str, TaskPlan] = {}
     try:
-        for task in _dependency_order(project):
+        for task in project.in_dependency_order():
             if task.id in kept:
                 plans[task.id] = TaskPlan(agent=task.agent, action="kept")
                 outputs[task.id] = kept[task.id]
@@ -345,15 +345,3 @@ def _answer(task: CompiledTask, output: str | None) -> ExecutionResult:
         except ValueError:
             parsed = None
     return ExecutionResult(task_id=task.id, status=ExecutionStatus.SUCCESS, output=output, parsed=parsed)
-
-
-def _dependency_order(project: Project) -> list[CompiledTask]:
-    tasks = project.tasks
-    indegree = [len(t.parents) for t in tasks]
-    order = [t for t in tasks if not t.parents]
-    for task in order:  # grows while iterating
-        for child in task.children:
-            indegree[child] -= 1
-            if indegree[child] == 0:
-                order.append(tasks[child])
-    return order

@@ -122,6 +122,17 @@ class Project:
     def task(self, task_id: str) -> CompiledTask:
         return self.tasks[self.index[task_id]]
 
+    def in_dependency_order(self) -> list[CompiledTask]:
+        """The tasks, each after all of its dependencies (Kahn's algorithm; validation refused cycles)."""
+        indegree = [len(t.parents) for t in self.tasks]
+        order = [t for t in self.tasks if not t.parents]
+        for task in order:  # grows while iterating
+            for child in task.children:
+                indegree[child] -= 1
+                if indegree[child] == 0:
+                    order.append(self.tasks[child])
+        return order
+
     def used_agents(self) -> set[str]:
         """Agents the tasks name (as their agent or reviewer), and their fallbacks, transitively."""
         used: set[str] = set()

@@ -153,15 +153,7 @@ class SdkLlm(BaseLlm, Generic[ClientT, ResponseT]):
     async def count_tokens_async(
         self, messages: Sequence[Message], options: GenerationOptions | None = None
     ) -> int | None:
-        try:
-            return await self._count(self._attached(messages), self.resolve_options(options))
-        except LlmError:
-            raise
-        except Exception as exc:
-            error = self._map_error(exc) or transport_error(exc, provider=self.provider)
-            if error is None:
-                raise
-            raise error from exc
+        return await self._sdk_call(self._count(self._attached(messages), self.resolve_options(options)))
 
     async def _count(self, messages: Sequence[Message], options: GenerationOptions) -> int | None:
         """The provider's count of a request's input tokens; ``None`` (the default): it has no counting endpoint."""
@@ -202,7 +194,8 @@ class SdkLlm(BaseLlm, Generic[ClientT, ResponseT]):
         return await collect_stream(self._guarded(whole()), provider=self.provider, model=self.model_name)
 
     async def _sdk_call(self, call: Awaitable[_T]) -> _T:
-        """Await an SDK call other than a generation (a batch job's), its exceptions mapped to typed errors."""
+        """Await an SDK call other than a generation (a token count, a batch job's), its exceptions mapped to typed
+        errors."""
         try:
             return await call
         except LlmError:

@@ -28,6 +28,7 @@ from llm_abstractions.rate_limits import rate_limits_from_headers
 from llm_abstractions.redaction import redact
 
 __all__ = [
+    "STATUS_OF_ERROR_TYPE",
     "error_for_status",
     "is_context_length_message",
     "parse_retry_after",
@@ -139,7 +140,7 @@ def _body_message(body: Any, fallback: str) -> str:
     return fallback
 
 
-_STATUS_OF_ERROR_TYPE = {
+STATUS_OF_ERROR_TYPE = {  # the HTTP status an error body's type stands for (OpenAI, Anthropic, vLLM)
     "invalid_request_error": 400,
     "authentication_error": 401,
     "permission_error": 403,
@@ -162,8 +163,8 @@ def _status_of_stream_error(body: Any) -> int:
     if not isinstance(inner, dict):
         return 500
     for kind in (inner.get("type"), inner.get("code")):
-        if isinstance(kind, str) and kind in _STATUS_OF_ERROR_TYPE:
-            return _STATUS_OF_ERROR_TYPE[kind]
+        if isinstance(kind, str) and kind in STATUS_OF_ERROR_TYPE:
+            return STATUS_OF_ERROR_TYPE[kind]
         if isinstance(kind, int) and 400 <= kind < 600:
             return kind
     return 500

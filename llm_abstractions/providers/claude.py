@@ -52,7 +52,7 @@ from llm_abstractions.config import LlmConfig
 from llm_abstractions.errors import LlmError
 from llm_abstractions.messages import GenerationOptions, LlmChunk, Message, Usage
 from llm_abstractions.providers._base import SdkLlm, closing_shielded
-from llm_abstractions.providers._http_errors import error_for_status, stainless_error
+from llm_abstractions.providers._http_errors import STATUS_OF_ERROR_TYPE, error_for_status, stainless_error
 from llm_abstractions.providers._sdk import import_sdk
 from llm_abstractions.rate_limits import rate_limits_from_headers
 
@@ -431,7 +431,7 @@ class ClaudeLlm(SdkLlm["AsyncAnthropic", "AnthropicMessage"], BatchLlm):
                         outcomes[line.custom_id] = exc
                 elif result.type == "errored":
                     error = result.error.error
-                    status = _ERROR_STATUS.get(error.type, 500)
+                    status = STATUS_OF_ERROR_TYPE.get(error.type, 500)
                     outcomes[line.custom_id] = error_for_status(status, error.message, provider=self.provider)
             return outcomes
 

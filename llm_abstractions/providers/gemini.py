@@ -25,7 +25,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from llm_abstractions.attachments import MB, PDF, Attachment, AttachmentLimits
-from llm_abstractions.batch import BatchLine, BatchLlm, BatchOutcome, BatchState, BatchStatus
+from llm_abstractions.batch import BatchLine, BatchLlm, BatchOutcome, BatchState, BatchStatus, find_labelled
 from llm_abstractions.errors import LlmError
 from llm_abstractions.messages import GenerationOptions, LlmChunk, Message, Usage
 from llm_abstractions.providers._base import SdkLlm, closing_shielded
@@ -314,14 +314,8 @@ class GeminiLlm(SdkLlm[_Clients, "GenerateContentResponse"], BatchLlm):
 
     async def find_batch(self, label: str) -> str | None:
         async def find() -> str | None:
-            seen = 0
-            async for job in await self.client.genai.aio.batches.list(config={"page_size": 100}):
-                if job.display_name == label:
-                    return job.name
-                seen += 1
-                if seen >= 1000:  # jobs are listed newest first: one of ours is among the latest
-                    break
-            return None
+            jobs = await self.client.genai.aio.batches.list(config={"page_size": 100})
+            return await find_labelled(jobs, label, lambda job: job.display_name, lambda job: job.name)
 
         return await self._sdk_call(find())
 

@@ -26,7 +26,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llm_abstractions.attachments import IMAGE_TYPES, MB, PDF, Attachment, AttachmentLimits
-from llm_abstractions.batch import BatchLine, BatchLlm, BatchOutcome, BatchState, BatchStatus
+from llm_abstractions.batch import BatchLine, BatchLlm, BatchOutcome, BatchState, BatchStatus, find_labelled
 from llm_abstractions.errors import LlmError
 from llm_abstractions.messages import GenerationOptions, LlmChunk, Message, Usage
 from llm_abstractions.providers._base import SdkLlm, closing_shielded
@@ -269,17 +269,9 @@ class GptLlm(SdkLlm["AsyncOpenAI", "ChatCompletion"], BatchLlm):
         return batch.id
 
     async def find_batch(self, label: str) -> str | None:
-        async def find() -> str | None:
-            seen = 0
-            async for batch in self.client.batches.list(limit=100):
-                if (batch.metadata or {}).get(LABEL_KEY) == label:
-                    return batch.id
-                seen += 1
-                if seen >= 1000:  # jobs are listed newest first: one of ours is among the latest
-                    break
-            return None
-
-        return await self._sdk_call(find())
+        jobs = self.client.batches.list(limit=100)
+        found = find_labelled(jobs, label, lambda job: (job.metadata or {}).get(LABEL_KEY), lambda job: job.id)
+        return await self._sdk_call(found)
 
     async def batch_status(self, batch_id: str) -> BatchStatus:
         batch = await self._sdk_call(self.client.batches.retrieve(batch_id))

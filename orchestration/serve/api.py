@@ -105,13 +105,20 @@ def api_router(
         return views.runs_view(store, project=project, status=status, limit=limit, followed=followed)
 
     @router.get("/runs/{run_id}", response_class=Response, responses={200: {"content": {"application/json": {}}}})
-    def run(run_id: str, if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    def run(
+        run_id: str,
+        if_none_match: Annotated[str | None, Header()] = None,
+        accept_encoding: Annotated[str | None, Header()] = None,
+    ) -> Response:
         """The RunDetail, with an ETag: sent back in ``If-None-Match``, it gets 304 while nothing of the run
-        changed."""
+        changed. Gzip-compressed when the client takes it, once per version of a finished run."""
         version, etag = details.version(run_id)
-        headers = {"ETag": etag, "Cache-Control": "no-cache"}
+        headers = {"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
         if if_none_match is not None and etag in (tag.strip() for tag in if_none_match.split(",")):
             return Response(status_code=304, headers=headers)
+        if accept_encoding is not None and "gzip" in accept_encoding.lower():
+            headers["Content-Encoding"] = "gzip"  # the GZip middleware leaves an encoded answer as it is
+            return Response(details.gzipped(run_id, version), media_type="application/json", headers=headers)
         return Response(details.body(run_id, version), media_type="application/json", headers=headers)
 
     @router.get("/runs/{run_id}/results")

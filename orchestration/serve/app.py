@@ -72,7 +72,7 @@ def create_app(
     _add_error_answers(app)
     # A large run's detail is megabytes of JSON that compresses tenfold; event streams are never compressed
     # (``text/event-stream`` is among GZipMiddleware's excluded types: a compressor would hold events back).
-    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=1)  # ~10x smaller at a fifth of level 9's time
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(TokenAuth, token=token)  # outside the body limit: no body is read without the token
     if cors_origins:  # outside the token check: a preflight carries no token

@@ -10,11 +10,12 @@ with the same ETag differs only in it).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,8 @@ class _Kept:
     """``,"tasks":[...],"cost_by_agent":{...}}``: what follows the head."""
     body: bytes | None
     """The whole answer, for a run that does not run (its head depends on nothing but the store)."""
+    gzipped: list[bytes] = field(default_factory=list)
+    """:attr:`body` gzip-compressed, once asked for (a list: the kept view itself does not change)."""
 
 
 class RunDetails:
@@ -74,6 +77,16 @@ class RunDetails:
         if kept.body is not None:
             return kept.body
         return _json(kept.detail.head())[:-1] + kept.tail
+
+    def gzipped(self, run_id: str, version: tuple[Any, ...]) -> bytes:
+        """:meth:`body` gzip-compressed: once per version for a run that does not run, else on each answer (its
+        head changes with the time). Level 1: a 10,000-task run's 3.8 MB in ~20 ms, a tenth of the size."""
+        kept = self._kept(run_id, version)
+        if kept.body is None:
+            return gzip.compress(_json(kept.detail.head())[:-1] + kept.tail, compresslevel=1, mtime=0)
+        if not kept.gzipped:  # two requests at once may both compress it: the same bytes
+            kept.gzipped.append(gzip.compress(kept.body, compresslevel=1, mtime=0))
+        return kept.gzipped[0]
 
     def _kept(self, run_id: str, version: tuple[Any, ...]) -> _Kept:
         with self._lock:

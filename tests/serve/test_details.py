@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from pathlib import Path
@@ -94,9 +95,20 @@ def test_large_answers_are_compressed_and_event_streams_are_not(served: Served) 
         done = wait_for_run(client, run_id, "success")
         raw = client.get(f"/api/runs/{run_id}", headers={"Accept-Encoding": "gzip"})
         assert raw.headers["Content-Encoding"] == "gzip" and raw.json() == done
+        assert raw.headers["Vary"] == "Accept-Encoding" and "ETag" in raw.headers
         assert int(raw.headers["Content-Length"]) < len(json.dumps(done)) / 3
         plain = client.get(f"/api/runs/{run_id}", headers={"Accept-Encoding": "identity"})
         assert "Content-Encoding" not in plain.headers and plain.json() == done
         with client.stream("GET", f"/api/runs/{run_id}/events", headers={"Accept-Encoding": "gzip"}) as stream:
             assert "Content-Encoding" not in stream.headers
             assert stream.headers["Content-Type"].startswith("text/event-stream")
+
+
+def test_a_finished_runs_detail_is_compressed_once(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "runs.db")
+    run_in(store, "r1")
+    details = RunDetails(store)
+    version, _ = details.version("r1")
+    compressed = details.gzipped("r1", version)
+    assert gzip.decompress(compressed) == details.body("r1", version)
+    assert details.gzipped("r1", version) is compressed and details.builds == 1
