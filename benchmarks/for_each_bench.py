@@ -17,7 +17,6 @@ writes ``benchmarks/results/for_each.json`` and prints a table.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import os
@@ -77,7 +76,7 @@ def write_project(contender: str, items: int, folder: Path) -> Path:
 
 def child(contender: str, items: int) -> dict[str, Any]:
     """One measured run in this (fresh) interpreter."""
-    from orchestration.cli.app import app
+    from benchmarks.contenders.engine_cli import orchestrate_run
     from orchestration.orchestrator import ProjectOrchestrator
 
     with tempfile.TemporaryDirectory(prefix="orchestrate-for-each-") as tmp:
@@ -89,20 +88,8 @@ def child(contender: str, items: int) -> dict[str, Any]:
         ProjectOrchestrator.from_file(path).validate(check_agents=False)
         validate_s = time.perf_counter() - start
         results = folder / "results.json"
-        argv = ["run", str(path), "--results", str(results), "--store", str(folder / "runs.db")]
         start, cpu_start = time.perf_counter(), time.process_time()
-        with (
-            open(folder / "output.txt", "w") as output,
-            contextlib.redirect_stdout(output),
-            contextlib.redirect_stderr(output),
-        ):
-            try:
-                app(argv, prog_name="orchestrate")
-            except SystemExit as exc:
-                if exc.code not in (0, None):
-                    raise RuntimeError(
-                        f"orchestrate run exited {exc.code}: {(folder / 'output.txt').read_text()}"
-                    ) from None
+        orchestrate_run(path, results, folder)
         run_s, run_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         document = json.loads(results.read_text())

@@ -19,7 +19,7 @@ from benchmarks.contenders import Trace
 from benchmarks.workloads import Workload
 from orchestration.cli.app import app
 
-__all__ = ["execute"]
+__all__ = ["execute", "orchestrate_run"]
 
 
 def _task_file(workload: Workload, path: Path) -> None:
@@ -42,25 +42,30 @@ def _task_file(workload: Workload, path: Path) -> None:
     path.write_text(json.dumps(document))
 
 
+def orchestrate_run(project: Path, results: Path, folder: Path) -> None:
+    """``orchestrate run PROJECT --results RESULTS`` in this process, its run store and output (stdout and
+    stderr, as in CI) in ``folder``; a failed run raises with its output."""
+    argv = ["run", str(project), "--results", str(results), "--store", str(folder / "runs.db")]
+    with (
+        open(folder / "output.txt", "w") as output,
+        contextlib.redirect_stdout(output),
+        contextlib.redirect_stderr(output),
+    ):
+        try:
+            app(argv, prog_name="orchestrate")
+        except SystemExit as exc:
+            if exc.code not in (0, None):
+                output_text = (folder / "output.txt").read_text()
+                raise RuntimeError(f"orchestrate run exited {exc.code}: {output_text}") from None
+
+
 def execute(workload: Workload) -> Trace:
     with tempfile.TemporaryDirectory(prefix="orchestrate-bench-cli-") as tmp:
         folder = Path(tmp)
         _task_file(workload, folder / "project.json")
         results = folder / "results.json"
-        argv = ["run", str(folder / "project.json"), "--results", str(results), "--store", str(folder / "runs.db")]
         start = time.perf_counter()
-        with (
-            open(folder / "output.txt", "w") as output,
-            contextlib.redirect_stdout(output),
-            contextlib.redirect_stderr(output),
-        ):
-            try:
-                app(argv, prog_name="orchestrate")
-            except SystemExit as exc:
-                if exc.code not in (0, None):
-                    raise RuntimeError(
-                        f"orchestrate run exited {exc.code}: {(folder / 'output.txt').read_text()}"
-                    ) from None
+        orchestrate_run(folder / "project.json", results, folder)
         wall = time.perf_counter() - start
         document = json.loads(results.read_text())
     starts, ends = [], []
