@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,9 @@ from agent_registry import AgentRegistry  # noqa: E402
 from llm_abstractions import LlmConfig, Message, create_llm  # noqa: E402
 from llm_abstractions.local import LoadEvent, LocalLlm, add_load_listener, remove_load_listener  # noqa: E402
 from orchestration import ProjectOrchestrator, ProjectSpec  # noqa: E402
+from tests.local.vllm_model import ENGINE, hf_model  # noqa: E402
 
-ENGINE = {"gpu_memory_utilization": 0.25, "max_model_len": 1024, "enforce_eager": True}
-
-
-@pytest.fixture(scope="module")
-def hf_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    from tests.local.tiny_models import build_tiny_hf_llama
-
-    yield build_tiny_hf_llama(tmp_path_factory.mktemp("vllm-model"))
+__all__ = ["hf_model"]
 
 
 def vllm_llm(model: Path, **options: Any) -> LocalLlm:

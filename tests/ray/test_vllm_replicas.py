@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,16 +11,10 @@ pytestmark = pytest.mark.gpu
 vllm = pytest.importorskip("vllm")
 
 from orchestration import ProjectOrchestrator, ProjectSpec  # noqa: E402
+from tests.local.vllm_model import ENGINE, hf_model  # noqa: E402
 from tests.ray.conftest import Cluster  # noqa: E402
 
-ENGINE = {"gpu_memory_utilization": 0.25, "max_model_len": 1024, "enforce_eager": True}
-
-
-@pytest.fixture(scope="module")
-def hf_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    from tests.local.tiny_models import build_tiny_hf_llama
-
-    yield build_tiny_hf_llama(tmp_path_factory.mktemp("vllm-model"))
+__all__ = ["hf_model"]
 
 
 async def test_a_vllm_agent_runs_as_a_replica_holding_a_gpu(ray_cluster: Cluster, hf_model: Path) -> None:
