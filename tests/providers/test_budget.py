@@ -23,7 +23,7 @@ from orchestration.cli.app import app
 from orchestration.store import LEASE_ENV, RunStore
 from tests.fakes.agents import MODEL_OF, agent_settings
 from tests.fakes.provider_server import FakeProviderServer, RecordedRequest, Reply
-from tests.reliability.test_crash import REPO, wait_until_the_lease_expired
+from tests.reliability.processes import REPO, wait_until_the_lease_expired
 
 O200K = bpe_openai.get_encoding("o200k_base")
 OUTPUT_TOKENS = 40

@@ -5,25 +5,21 @@ without submitting anything twice (the fake server counts jobs)."""
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from llm_abstractions.batch import custom_id_of
-from orchestration.store import LEASE_ENV, RunStatus, RunStore
+from orchestration.store import RunStatus, RunStore
 from tests.fakes.agents import agent_settings
 from tests.fakes.fixtures import fake_server
 from tests.fakes.provider_server import FakeProviderServer
-from tests.reliability.test_crash import wait_until_the_lease_expired
+from tests.reliability.processes import kill_9, orchestrate, wait_until_the_lease_expired
 
 __all__ = ["fake_server"]
 
-REPO = Path(__file__).resolve().parents[2]
 TASKS = 20
 
 
@@ -45,16 +41,6 @@ def project_file(tmp_path: Path, server: FakeProviderServer, provider: str, *, m
     path = tmp_path / "patient.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def orchestrate(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "orchestration", *args, "-q"],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, LEASE_ENV: "0.5"},
-    )
 
 
 def wait_for_the_acknowledgement(store: Path, timeout: float = 30.0) -> None:
@@ -96,8 +82,7 @@ def test_kill_9_after_submission_then_resume_collects_the_job_it_submitted(
     project = project_file(tmp_path, fake_server, provider, mapped=mapped)
     process = orchestrate("run", str(project), "--run-id", "b", "--store", str(store.path))
     wait_for_the_acknowledgement(store.path)
-    process.kill()
-    process.wait(timeout=30)
+    kill_9(process)
     resume_and_check(fake_server, store, mapped=mapped)
 
 
@@ -113,8 +98,7 @@ def test_kill_9_before_the_acknowledgement_then_resume_finds_the_job_by_its_labe
     project = project_file(tmp_path, fake_server, provider)
     process = orchestrate("run", str(project), "--run-id", "b", "--store", str(store.path))
     fake_server.batches.wait_for_jobs(1, timeout=30)  # created at the provider; its id not yet told
-    process.kill()
-    process.wait(timeout=30)
+    kill_9(process)
     with sqlite3.connect(store.path) as connection:
         assert connection.execute("SELECT batch_id, state FROM batch_jobs").fetchall() == [(None, "submitting")]
     fake_server.batches.ack_delay_s = 0.0
@@ -129,8 +113,7 @@ def test_a_task_whose_request_changed_before_the_resume_sends_the_new_one(
     project = project_file(tmp_path, fake_server, "gpt")
     process = orchestrate("run", str(project), "--run-id", "b", "--store", str(store.path))
     wait_for_the_acknowledgement(store.path)
-    process.kill()
-    process.wait(timeout=30)
+    kill_9(process)
     changed = project.read_text().replace("'item 0'", "'item zero'")
     project.write_text(changed.replace("window_s: 60", "window_s: 0.2"))  # the resume's one new request goes at once
     wait_until_the_lease_expired(store, "b")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestration.store import RunStore
-from tests.reliability.test_crash import orchestrate
+from tests.reliability.processes import orchestrate
 from tests.serve.conftest import (
     GATED,
     Served,

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from starlette.routing import BaseRoute, Route
 
-from tests.reliability.test_crash import REPO
+from tests.reliability.processes import REPO
 from tests.serve.conftest import (
     GATED,
     SECRET,
