@@ -7,7 +7,6 @@ finishes every item and the task that reads them all.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 from pathlib import Path
@@ -17,7 +16,8 @@ from orchestration.store import RunStatus, RunStore
 from tests.fakes.fixtures import fake_server
 from tests.fakes.provider_server import FakeProviderServer
 from tests.reliability.fault_plan import FaultPlan, last_user_text
-from tests.reliability.test_crash import orchestrate, wait_until_the_lease_expired
+from tests.reliability.processes import kill_9_repeatedly, orchestrate
+from tests.reliability.projects import RETRYING, gpt_project
 
 __all__ = ["fake_server"]
 
@@ -34,17 +34,11 @@ def project_file(tmp_path: Path, server: FakeProviderServer) -> Path:
     with (tmp_path / "tickets.jsonl").open("w") as tickets:
         for i in range(ITEMS):
             tickets.write(json.dumps({"id": f"k{i}", "text": f"ticket text {i}"}) + "\n")
-    lines = [
+    return gpt_project(
+        tmp_path / "mapped.yaml",
+        server,
         "name: mapped-crash",
         "inputs: {tickets: tickets.jsonl}",
-        "agents:",
-        "  llm:",
-        "    type: gpt",
-        "    model: test-model",
-        "    api_key: test-key-123456",
-        f"    base_url: {server.openai_base_url}",
-        "    timeout_s: 0.5",
-        "    retry: {retries: 8, initial_backoff_s: 0.01, max_backoff_s: 0.05}",
         "defaults: {agent: llm, max_concurrency: 8, cache: false}",
         "tasks:",
         "  - id: classify",
@@ -54,10 +48,8 @@ def project_file(tmp_path: Path, server: FakeProviderServer) -> Path:
         "  - id: report",
         "    depends_on: [classify]",
         "    description: 'report: {{ tasks.classify.outputs | length }} classified'",
-    ]
-    path = tmp_path / "mapped.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+        agent=RETRYING,
+    )
 
 
 def test_kill_9_in_the_middle_of_a_map_then_resume(fake_server: FakeProviderServer, tmp_path: Path) -> None:
@@ -66,26 +58,11 @@ def test_kill_9_in_the_middle_of_a_map_then_resume(fake_server: FakeProviderServ
     project = project_file(tmp_path, fake_server)
     store = RunStore(tmp_path / "runs.db")
     rng = random.Random(7)
-    snapshots: list[tuple[int, set[str]]] = []
-    command = ["run", str(project), "--run-id", "map", "--store", str(store.path)]
-    for _ in range(KILLS):
-        target = len(fake_server.requests) + rng.randint(150, 350)
-        process = orchestrate(*command)
-        for _ in range(1200):  # at most two minutes: until the kill point, or the process ended on its own
-            if process.poll() is not None:
-                break
-            with contextlib.suppress(TimeoutError):
-                fake_server.wait_for_requests(target, timeout=0.1)
-                break
-        process.kill()
-        process.wait(timeout=30)
-        stored = store.load_run("map")  # a consistent store after kill -9
-        succeeded = {t for t, entry in stored.tasks.items() if entry.result.succeeded}
-        snapshots.append((len(fake_server.requests), succeeded))
-        command = ["resume", "map", "--store", str(store.path)]
-        wait_until_the_lease_expired(store, "map")
+    snapshots = kill_9_repeatedly(
+        fake_server, store, project, "map", kills=KILLS, rng=rng, requests_between=(150, 350), timeout_s=120
+    )
 
-    final = orchestrate(*command)
+    final = orchestrate("resume", "map", "--store", str(store.path))
     assert final.wait(timeout=180) == 0
     record = store.get_run("map")
     assert record.status is RunStatus.SUCCESS and record.sessions == KILLS + 1

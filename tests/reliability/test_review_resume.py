@@ -17,35 +17,26 @@ from orchestration.store import RunStatus, RunStore
 from tests.fakes.fixtures import fake_server
 from tests.fakes.provider_server import FakeProviderServer
 from tests.reliability.fault_plan import last_user_text
-from tests.reliability.test_crash import orchestrate, wait_until_the_lease_expired
+from tests.reliability.processes import REPO, kill_9, orchestrate, wait_until_the_lease_expired
+from tests.reliability.projects import gpt_project
 
 __all__ = ["fake_server"]
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def project_file(tmp_path: Path, server: FakeProviderServer, review: str = "require_human") -> Path:
-    path = tmp_path / "gated.yaml"
-    path.write_text(
-        "\n".join(
-            [
-                "name: gated",
-                "agents:",
-                "  llm: {type: gpt, model: test-model, api_key: test-key-123456,"
-                f" base_url: '{server.openai_base_url}'}}",
-                "defaults: {agent: llm}",
-                "tasks:",
-                f"  - {{id: t, description: 'gated task', review: {review}}}",
-                "  - {id: free, description: 'free task'}",
-                "  - {id: u, description: 'after {{ tasks.t.output }}', depends_on: [t]}",
-            ]
-        )
-        + "\n"
+    return gpt_project(
+        tmp_path / "gated.yaml",
+        server,
+        "name: gated",
+        "defaults: {agent: llm}",
+        "tasks:",
+        f"  - {{id: t, description: 'gated task', review: {review}}}",
+        "  - {id: free, description: 'free task'}",
+        "  - {id: u, description: 'after {{ tasks.t.output }}', depends_on: [t]}",
     )
-    return path
 
 
-def wait_for_open_gate(store: RunStore, run_id: str, process: subprocess.Popen[bytes]) -> None:
+def wait_for_open_gate(store: RunStore, run_id: str, process: subprocess.Popen[str]) -> None:
     for _ in range(600):
         if store.open_gates(run_id):
             return
@@ -59,8 +50,7 @@ def test_kill_while_waiting_then_decide_then_resume(fake_server: FakeProviderSer
     store = RunStore(tmp_path / "runs.db")
     process = orchestrate("run", str(project), "--run-id", "g", "--store", str(store.path))
     wait_for_open_gate(store, "g", process)
-    process.kill()
-    process.wait(timeout=30)
+    kill_9(process)
     wait_until_the_lease_expired(store, "g")
 
     decided = subprocess.run(

@@ -26,52 +26,31 @@ from typer.testing import CliRunner
 from orchestration import ExecutionResult, ExecutionStatus, ProjectOrchestrator, ProjectSpec, RunEvent
 from orchestration.cli.app import app
 from orchestration.models import utc_now
-from orchestration.store import LEASE_ENV, LeaseLostError, RunOwnedError, RunStatus, RunStore, fingerprints
+from orchestration.store import LeaseLostError, RunOwnedError, RunStatus, RunStore, fingerprints
 from tests.fakes.fixtures import fake_server
 from tests.fakes.provider_server import FakeProviderServer, Fault, RecordedRequest, Reply, Response
 from tests.reliability.doubles import Scripts
 from tests.reliability.fault_plan import last_user_text
+from tests.reliability.processes import REPO, kill_9, orchestrate
+from tests.reliability.projects import gpt_project
 
 __all__ = ["fake_server"]
 
-REPO = Path(__file__).resolve().parents[2]
 HOST = socket.gethostname()
 
 
 def project_file(tmp_path: Path, server: FakeProviderServer, tasks: list[str]) -> Path:
     """A project of one gpt agent on the fake server; ``tasks`` are lines of the task list."""
-    lines = [
-        "name: leased",
-        "agents:",
-        "  llm:",
-        "    type: gpt",
-        "    model: test-model",
-        "    api_key: test-key-123456",
-        f"    base_url: {server.openai_base_url}",
-        "    timeout_s: 60",
-        "    retry: {retries: 0}",
-        "defaults: {agent: llm}",
-        "tasks:",
-        *tasks,
-    ]
-    path = tmp_path / "leased.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    lines = ["name: leased", "defaults: {agent: llm}", "tasks:", *tasks]
+    return gpt_project(tmp_path / "leased.yaml", server, *lines, agent="timeout_s: 60, retry: {retries: 0}")
 
 
-def orchestrate(
+def orchestrate_logged(
     processes: list[subprocess.Popen[str]], log: Path, *args: str, lease_s: str = "10"
 ) -> subprocess.Popen[str]:
     """An ``orchestrate`` process; its stderr goes to ``log``."""
     with log.open("w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "orchestration", *args, "-q"],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            text=True,
-            env={**os.environ, LEASE_ENV: lease_s},
-        )
+        process = orchestrate(*args, lease_s=lease_s, stderr=stderr)
     processes.append(process)
     return process
 
@@ -122,7 +101,7 @@ def test_of_two_processes_resuming_one_run_one_is_refused(
     assert invoke("run", str(project), "--run-id", "r1", "--store", store, "-q")[0] == 1
 
     try:
-        first = orchestrate(processes, tmp_path / "first.log", "resume", "r1", "--store", store)
+        first = orchestrate_logged(processes, tmp_path / "first.log", "resume", "r1", "--store", store)
         fake_server.wait_for_requests(3, timeout=30)  # the first resume runs b: it holds the lease
         second = subprocess.run(
             [sys.executable, "-m", "orchestration", "run", str(project), "--resume", "--store", store, "-q"],
@@ -169,12 +148,11 @@ def test_a_killed_owner_holds_its_run_until_its_lease_expires_then_a_resume_take
     project = project_file(tmp_path, fake_server, CHAIN)
     path = tmp_path / "runs.db"
     store = RunStore(path)
-    owner = orchestrate(
+    owner = orchestrate_logged(
         processes, tmp_path / "owner.log", "run", str(project), "--run-id", "r", "--store", str(path), lease_s="2"
     )
     fake_server.wait_for_requests(3, timeout=30)  # t0 and t1 are committed (t2 starts only then)
-    owner.kill()
-    owner.wait(timeout=30)
+    kill_9(owner)
 
     lease = store.lease("r")
     assert lease is not None and lease.pid == owner.pid and not lease.expired()
