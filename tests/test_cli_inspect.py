@@ -20,7 +20,7 @@ from orchestration import ExecutionResult, ExecutionStatus
 from orchestration.cli.app import app
 from orchestration.models import ErrorInfo
 from orchestration.store import RunStatus, RunStore
-from tests.fakes.agents import agent_settings
+from tests.fakes.agents import agent_yaml
 from tests.fakes.fixtures import fake_server
 from tests.fakes.provider_server import FakeProviderServer
 
@@ -257,7 +257,7 @@ def test_watch_shows_the_batch_jobs_of_a_run_of_another_process(
     """Its job lines come from the store's ``batch_status`` events: in progress while the provider holds the job,
     then ended, with the instances' results."""
     fake_server.batches.hold = True
-    agent = ", ".join(f"{key}: '{value}'" for key, value in agent_settings("gpt", fake_server).items())
+    agent = agent_yaml("gpt", fake_server)
     project = tmp_path / "p.yaml"
     project.write_text(
         f"agents:\n  bulk: {{{agent}, batch: true}}\n"

@@ -2,7 +2,8 @@
 
 ``agent_settings(provider, server, **extra)`` gives the mapping an agents file or a
 project's ``agents:`` section holds (``type``, ``model``, ``api_key``, ``base_url``);
-``llm_config(...)`` the matching ``LlmConfig``. ``API_OF[provider]`` names the wire API
+``agent_yaml(...)`` the same as the items of a YAML flow mapping (``{...}`` in a project file), ``llm_config(...)``
+the matching ``LlmConfig``. ``API_OF[provider]`` names the wire API
 the server sees, ``MODEL_OF[provider]`` a model genai-prices knows.
 """
 
@@ -14,7 +15,7 @@ from agent_registry import AgentConfig
 from llm_abstractions import LlmConfig
 from tests.fakes.provider_server import Api, FakeProviderServer
 
-__all__ = ["API_OF", "MODEL_OF", "PROVIDERS", "agent_settings", "base_url_for", "llm_config"]
+__all__ = ["API_OF", "MODEL_OF", "PROVIDERS", "agent_settings", "agent_yaml", "base_url_for", "llm_config"]
 
 PROVIDERS = ("gpt", "claude", "gemini", "openai_compatible")
 API_OF: dict[str, Api] = {"gpt": "openai", "claude": "anthropic", "gemini": "gemini", "openai_compatible": "openai"}
@@ -43,6 +44,11 @@ def agent_settings(provider: str, server: FakeProviderServer, **extra: Any) -> d
     }
     settings.update(extra)
     return settings
+
+
+def agent_yaml(provider: str, server: FakeProviderServer) -> str:
+    """:func:`agent_settings` as the items of a YAML flow mapping, each value quoted: ``type: 'gpt', model: ...``."""
+    return ", ".join(f"{key}: '{value}'" for key, value in agent_settings(provider, server).items())
 
 
 def llm_config(provider: str, server: FakeProviderServer, name: str = "agent", **extra: Any) -> LlmConfig:

@@ -15,7 +15,7 @@ from orchestration import ExecutionResult, ProjectOrchestrator, ProjectSpec
 from orchestration.answer_cache import CacheMode
 from orchestration.cli.app import app
 from orchestration.store import RunStore
-from tests.fakes.agents import agent_settings
+from tests.fakes.agents import agent_settings, agent_yaml
 from tests.fakes.provider_server import FakeProviderServer, RecordedRequest, Reply
 
 
@@ -166,10 +166,9 @@ def test_offline_and_function_agents_never_use_it(tmp_path: Path) -> None:
 
 def test_the_cli_flags_and_cache_commands(fake_server: FakeProviderServer, tmp_path: Path) -> None:
     file = tmp_path / "p.yaml"
-    writer = agent_settings("gpt", fake_server)
     file.write_text(
         "name: cli\nagents:\n  writer: {"
-        + ", ".join(f"{k}: '{v}'" for k, v in writer.items())
+        + agent_yaml("gpt", fake_server)
         + "}\ndefaults: {agent: writer}\ntasks:\n  - {id: a, description: one}\n  - {id: b, description: two}\n"
     )
     store = str(tmp_path / "runs.db")

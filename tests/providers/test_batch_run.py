@@ -17,7 +17,7 @@ from llm_abstractions.pricing import cost_usd
 from orchestration import ProjectOrchestrator
 from orchestration.cli.app import app
 from orchestration.models import ExecutionResult, ExecutionStatus, ProjectSpec
-from tests.fakes.agents import MODEL_OF, agent_settings
+from tests.fakes.agents import MODEL_OF, agent_settings, agent_yaml
 from tests.fakes.provider_server import FakeProviderServer, Fault
 from tests.reliability.fault_plan import last_user_text
 
@@ -98,7 +98,7 @@ async def test_with_fallback_wait_an_expired_request_goes_in_the_next_job(
 def test_plan_prices_batch_tasks_at_batch_prices_and_says_how_long_they_may_take(
     fake_server: FakeProviderServer, tmp_path: Any
 ) -> None:
-    agent = ", ".join(f"{k}: '{v}'" for k, v in agent_settings("gpt", fake_server).items())
+    agent = agent_yaml("gpt", fake_server)
     path = tmp_path / "p.yaml"
     path.write_text(
         f"agents:\n  bulk: {{{agent}, batch: true}}\n  now: {{{agent}}}\n"

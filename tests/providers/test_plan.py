@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from orchestration.cli.app import app
 from orchestration.store import RunStore
-from tests.fakes.agents import agent_settings
+from tests.fakes.agents import agent_yaml
 from tests.fakes.provider_server import FakeProviderServer, RecordedRequest, Reply
 
 O200K = bpe_openai.get_encoding("o200k_base")
@@ -26,8 +26,7 @@ def server_count(request: RecordedRequest) -> Reply:
 
 
 def project_file(tmp_path: Path, server: FakeProviderServer) -> Path:
-    writer = agent_settings("gpt", server)  # gpt-4.1-mini: priced, and counted with o200k
-    agent = ", ".join(f"{key}: '{value}'" for key, value in writer.items())
+    agent = agent_yaml("gpt", server)  # gpt-4.1-mini: priced, and counted with o200k
     path = tmp_path / "plan.yaml"
     path.write_text(
         "name: planned\n"
@@ -103,8 +102,7 @@ def test_a_planned_resume_keeps_the_successes(fake_server: FakeProviderServer, t
 
 
 def provider_project(tmp_path: Path, server: FakeProviderServer, provider: str) -> Path:
-    writer = agent_settings(provider, server)
-    agent = ", ".join(f"{key}: '{value}'" for key, value in writer.items())
+    agent = agent_yaml(provider, server)
     path = tmp_path / f"{provider}.yaml"
     path.write_text(
         f"name: counted\nagents:\n  writer: {{{agent}, options: {{max_tokens: 200}}}}\ndefaults: {{agent: writer}}\n"

@@ -13,7 +13,7 @@ import pytest
 
 from llm_abstractions.batch import custom_id_of
 from orchestration.store import RunStatus, RunStore
-from tests.fakes.agents import agent_settings
+from tests.fakes.agents import agent_yaml
 from tests.fakes.fixtures import fake_server
 from tests.fakes.provider_server import FakeProviderServer
 from tests.reliability.processes import kill_9, orchestrate, wait_until_the_lease_expired
@@ -25,7 +25,7 @@ TASKS = 20
 
 def project_file(tmp_path: Path, server: FakeProviderServer, provider: str, *, mapped: bool = False) -> Path:
     """``TASKS`` tasks ``t0``... on a batch agent, or (``mapped``) one task ``t`` mapped over ``TASKS`` items."""
-    agent = ", ".join(f"{key}: '{value}'" for key, value in agent_settings(provider, server).items())
+    agent = agent_yaml(provider, server)
     tasks = (
         [f"  - {{id: t, for_each: {[f'item {i}' for i in range(TASKS)]}, description: '{{{{ item }}}}'}}"]
         if mapped
