@@ -196,8 +196,15 @@ class SdkLlm(BaseLlm, Generic[ClientT, ResponseT]):
     async def _sdk_call(self, call: Awaitable[_T]) -> _T:
         """Await an SDK call other than a generation (a token count, a batch job's), its exceptions mapped to typed
         errors."""
-        try:
+        with self._typed_errors():
             return await call
+
+    @contextmanager
+    def _typed_errors(self) -> Iterator[None]:
+        """SDK and transport exceptions raised inside become typed errors (typed errors, and what cannot be mapped,
+        pass through)."""
+        try:
+            yield
         except LlmError:
             raise
         except Exception as exc:
@@ -231,7 +238,7 @@ class SdkLlm(BaseLlm, Generic[ClientT, ResponseT]):
         finished = False
         filtered: LlmChunk | None = None
         usage: Usage | None = None
-        try:
+        with self._typed_errors():
             async with aclosing(chunks):
                 async for chunk in chunks:
                     yield chunk
@@ -246,13 +253,6 @@ class SdkLlm(BaseLlm, Generic[ClientT, ResponseT]):
                 )
             if stream and not finished:
                 raise LlmConnectionError("the stream ended before the answer was complete", provider=self.provider)
-        except LlmError:
-            raise
-        except Exception as exc:
-            error = self._map_error(exc) or transport_error(exc, provider=self.provider)
-            if error is None:
-                raise
-            raise error from exc
 
     async def aclose(self) -> None:
         client, self._client_instance = self._client_instance, None

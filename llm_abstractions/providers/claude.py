@@ -228,19 +228,6 @@ def _text(message: AnthropicMessage) -> str:
     )
 
 
-_ERROR_STATUS = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "overloaded_error": 529,
-}
-"""The HTTP status each Anthropic error type stands for (a batch request's error carries the type only)."""
-
-
 class ClaudeLlm(SdkLlm["AsyncAnthropic", "AnthropicMessage"], BatchLlm):
     """Anthropic Claude models over the messages API."""
 
