@@ -513,4 +513,4 @@ class BatchPath(BaseLlm):
         return outcome
 
     async def _generate(self, messages: Sequence[Message], options: GenerationOptions) -> LlmResponse:
-        raise NotImplementedError  # generate_content_async is the entry
+        return await self.generate_content_async(messages, options)  # as a wrapper's: the job is the call
